@@ -1,0 +1,209 @@
+//! Reverse-mode automatic differentiation on a dynamic graph.
+//!
+//! Every op whose input requires grad records a [`Node`]: which backward rule to run and the
+//! input tensors. `backward()` orders the graph topologically (each node once, iteratively,
+//! so shared subgraphs are not walked twice and deep graphs do not overflow the stack), runs
+//! the rules from the output back, sums the gradients of tensors used several times, and
+//! accumulates into the `.grad()` of leaves. Rules are written with tensor ops, so they run on
+//! the tensors' own device, and with `create_graph` they record a graph of their own.
+
+mod gradcheck;
+mod rules;
+
+pub use gradcheck::{gradcheck, GradcheckOptions};
+pub use rules::{BackwardOp, EmbedView};
+
+use crate::error::{Error, Result};
+use crate::storage::StorageCell;
+use crate::tensor::Tensor;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops record the graph on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores the previous grad mode when dropped; see [`no_grad`].
+#[must_use = "grad mode is restored when the guard is dropped"]
+pub struct GradModeGuard {
+    previous: bool,
+}
+
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Turn off graph recording until the guard is dropped (PyTorch's `with torch.no_grad():`).
+///
+/// ```
+/// use wgrad::Tensor;
+/// let x = Tensor::ones(&[3])?.requires_grad_(true)?;
+/// let y = {
+///     let _guard = wgrad::no_grad();
+///     (&x * 2.0)?
+/// };
+/// assert!(!y.requires_grad());
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+pub fn no_grad() -> GradModeGuard {
+    set_grad_enabled(false)
+}
+
+/// Set grad mode until the guard is dropped.
+pub fn set_grad_enabled(enabled: bool) -> GradModeGuard {
+    let previous = GRAD_ENABLED.with(|g| g.replace(enabled));
+    GradModeGuard { previous }
+}
+
+/// Run `f` with graph recording off.
+pub fn no_grad_scope<T>(f: impl FnOnce() -> T) -> T {
+    let _g = no_grad();
+    f()
+}
+
+/// A recorded op: its backward rule, its inputs and their storage versions at the time.
+pub struct Node {
+    pub(crate) op: BackwardOp,
+    pub(crate) inputs: Vec<Tensor>,
+    versions: Vec<(Arc<StorageCell>, u64)>,
+}
+
+impl Node {
+    /// PyTorch-style name of the node, e.g. `MulBackward0`.
+    pub fn name(&self) -> String {
+        self.op.name()
+    }
+}
+
+/// Record `backward` if grad mode is on and any input requires grad.
+pub(crate) fn record(
+    backward: impl FnOnce() -> BackwardOp,
+    inputs: &[&Tensor],
+) -> Option<Arc<Node>> {
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        return None;
+    }
+    let op = backward();
+    let versions = if op.uses_input_values() {
+        inputs
+            .iter()
+            .map(|t| (t.storage().clone(), t.storage().version()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(Arc::new(Node {
+        op,
+        inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+        versions,
+    }))
+}
+
+/// Run backward from `root` with upstream gradient `grad`.
+pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> Result<()> {
+    if !root.requires_grad() {
+        return Err(Error::autograd(
+            "backward",
+            "element 0 of tensors does not require grad and does not have a grad_fn",
+        ));
+    }
+    let _mode = set_grad_enabled(create_graph);
+    let order = topological_order(root);
+    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    grads.insert(root.id(), grad);
+    for t in order.iter().rev() {
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
+        let Some(node) = &t.0.grad_fn else {
+            accumulate_leaf(t, g, create_graph)?;
+            continue;
+        };
+        for (i, (cell, version)) in node.versions.iter().enumerate() {
+            if cell.version() != *version {
+                return Err(Error::autograd(
+                    "backward",
+                    format!(
+                        "one of the variables needed for gradient computation has been modified by an inplace operation: input {i} of {} (shape {:?}) is at version {}; expected version {version}",
+                        node.name(),
+                        node.inputs[i].shape(),
+                        cell.version()
+                    ),
+                ));
+            }
+        }
+        let input_grads = rules::backward(&node.op, &g, &node.inputs, t)?;
+        for (input, ig) in node.inputs.iter().zip(input_grads) {
+            let Some(ig) = ig else { continue };
+            if !input.requires_grad() {
+                continue;
+            }
+            if ig.shape() != input.shape() {
+                return Err(Error::autograd(
+                    "backward",
+                    format!(
+                        "{} produced a gradient of shape {:?} for an input of shape {:?}",
+                        node.name(),
+                        ig.shape(),
+                        input.shape()
+                    ),
+                ));
+            }
+            match grads.remove(&input.id()) {
+                Some(prev) => grads.insert(input.id(), prev.add(&ig)?),
+                None => grads.insert(input.id(), ig),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Add `g` into a leaf's `.grad`: in place when no graph is being built (so a handle taken
+/// with `grad()` sees the sum, as in PyTorch), else as a new tensor that carries a graph.
+fn accumulate_leaf(t: &Tensor, g: Tensor, create_graph: bool) -> Result<()> {
+    let mut slot = t.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+    *slot = Some(match slot.take() {
+        Some(prev) if !create_graph && !prev.requires_grad() => {
+            prev.add_(&g)?;
+            prev
+        }
+        Some(prev) => prev.add(&g)?,
+        None if create_graph => g,
+        None => g.detach().contiguous_copy()?,
+    });
+    Ok(())
+}
+
+/// Tensors reachable from `root` through grad_fn edges, inputs before the tensors computed
+/// from them. Iterative depth-first search; each tensor appears once.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut visited = HashSet::new();
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !visited.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(node) = &t.0.grad_fn {
+            for input in &node.inputs {
+                if input.requires_grad() && !visited.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}

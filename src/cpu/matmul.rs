@@ -1,0 +1,100 @@
+//! Batched matrix multiply. f32 goes through the `gemm` crate, which reads operands through
+//! arbitrary row and column strides (so transposed views need no copy) and uses all cores.
+
+use super::CpuStorage;
+use crate::layout::Layout;
+
+/// `a [batch.., m, k] @ b [batch.., k, n]` where both layouts have the same (already
+/// broadcast) batch dims. Returns a contiguous `[batch.., m, n]` buffer.
+pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuStorage {
+    let r = la.rank();
+    let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+    let batch_shape = &la.shape[..r - 2];
+    let batch: usize = batch_shape.iter().product();
+    // Storage offsets of each batch's matrices.
+    let offsets = |l: &Layout| -> Vec<usize> {
+        let mut offs = Vec::with_capacity(batch);
+        for bi in 0..batch {
+            let mut rem = bi;
+            let mut off = l.offset;
+            for d in (0..r - 2).rev() {
+                off += (rem % batch_shape[d]) * l.strides[d];
+                rem /= batch_shape[d];
+            }
+            offs.push(off);
+        }
+        offs
+    };
+    let (oa, ob) = (offsets(la), offsets(lb));
+    let (ars, acs) = (la.strides[r - 2], la.strides[r - 1]);
+    let (brs, bcs) = (lb.strides[r - 2], lb.strides[r - 1]);
+    match (a, b) {
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+            let mut out = vec![0f32; batch * m * n];
+            if m * n == 0 {
+                return CpuStorage::F32(out);
+            }
+            let big = m * n * k >= 48 * 48 * 48;
+            let parallelism = if big && batch == 1 {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            };
+            let run = |bi: usize, dst: &mut [f32]| {
+                // SAFETY: the offsets and strides come from layouts validated against the
+                // storage lengths, so every element gemm touches is in bounds; `dst` is a
+                // fresh m x n row-major block.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr().add(oa[bi]),
+                        acs as isize,
+                        ars as isize,
+                        y.as_ptr().add(ob[bi]),
+                        bcs as isize,
+                        brs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    )
+                }
+            };
+            if batch > 1 && big {
+                use rayon::prelude::*;
+                out.par_chunks_mut(m * n)
+                    .enumerate()
+                    .for_each(|(bi, dst)| run(bi, dst));
+            } else {
+                out.chunks_mut(m * n)
+                    .enumerate()
+                    .for_each(|(bi, dst)| run(bi, dst));
+            }
+            CpuStorage::F32(out)
+        }
+        (CpuStorage::I64(x), CpuStorage::I64(y)) => {
+            let mut out = vec![0i64; batch * m * n];
+            for bi in 0..batch {
+                for i in 0..m {
+                    for p in 0..k {
+                        let av = x[oa[bi] + i * ars + p * acs];
+                        for j in 0..n {
+                            let o = &mut out[(bi * m + i) * n + j];
+                            *o = o.wrapping_add(av.wrapping_mul(y[ob[bi] + p * brs + j * bcs]));
+                        }
+                    }
+                }
+            }
+            CpuStorage::I64(out)
+        }
+        _ => unreachable!("matmul: dtypes are checked by the caller"),
+    }
+}

@@ -1,0 +1,117 @@
+//! The CPU backend: plain Rust kernels over strided layouts, parallel with rayon, matmul
+//! through the `gemm` crate.
+
+mod elementwise;
+mod index;
+pub(crate) mod map;
+mod matmul;
+mod reduce;
+pub(crate) mod walk;
+
+pub use elementwise::{binary, cast, cmp, unary, where_cond};
+pub use index::{gather, index_select, scatter_add};
+pub use matmul::matmul;
+pub use reduce::{cumsum, reduce};
+
+use crate::dtype::{DType, Scalar};
+use crate::layout::Layout;
+
+/// A CPU buffer of one dtype.
+#[derive(Debug, Clone)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::I64(v) => v.len(),
+            CpuStorage::Bool(v) => v.len(),
+        }
+    }
+
+    /// Address of the first element, to tell whether two tensors share memory.
+    pub fn data_ptr(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.as_ptr() as usize,
+            CpuStorage::I64(v) => v.as_ptr() as usize,
+            CpuStorage::Bool(v) => v.as_ptr() as usize,
+        }
+    }
+
+    /// A buffer of `n` copies of `value` converted to `dtype`.
+    pub fn full(n: usize, value: Scalar, dtype: DType) -> Self {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![value.to_f64() as f32; n]),
+            DType::I64 => CpuStorage::I64(vec![value.to_i64(); n]),
+            DType::Bool => CpuStorage::Bool(vec![value.to_bool(); n]),
+        }
+    }
+
+    /// The element at a storage offset, as a scalar.
+    pub fn get(&self, offset: usize) -> Scalar {
+        match self {
+            CpuStorage::F32(v) => Scalar::Float(v[offset] as f64),
+            CpuStorage::I64(v) => Scalar::Int(v[offset]),
+            CpuStorage::Bool(v) => Scalar::Bool(v[offset]),
+        }
+    }
+
+    /// The elements of a layout, contiguous, in row-major order.
+    pub fn copy_strided(&self, l: &Layout) -> CpuStorage {
+        match self {
+            CpuStorage::F32(v) => CpuStorage::F32(contiguous_vec(v, l)),
+            CpuStorage::I64(v) => CpuStorage::I64(contiguous_vec(v, l)),
+            CpuStorage::Bool(v) => CpuStorage::Bool(contiguous_vec(v, l)),
+        }
+    }
+
+    /// Overwrite the elements of `dst_layout` with `src` (same dtype, broadcast to its shape).
+    pub fn write(&mut self, dst_layout: &Layout, src: &CpuStorage, src_layout: &Layout) {
+        match (self, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => {
+                map::write_into(d, dst_layout, s, src_layout)
+            }
+            (CpuStorage::I64(d), CpuStorage::I64(s)) => {
+                map::write_into(d, dst_layout, s, src_layout)
+            }
+            (CpuStorage::Bool(d), CpuStorage::Bool(s)) => {
+                map::write_into(d, dst_layout, s, src_layout)
+            }
+            _ => unreachable!("write: dtypes are unified by the caller"),
+        }
+    }
+}
+
+/// The elements of `l` in row-major order, copying only when the layout is not already a
+/// contiguous slice.
+pub fn contiguous_vec<T: Copy + Send + Sync + Default>(v: &[T], l: &Layout) -> Vec<T> {
+    if l.is_contiguous() {
+        v[l.offset..l.offset + l.numel()].to_vec()
+    } else {
+        map::map1(v, l, |x| x)
+    }
+}
+
+/// Borrow the elements of `l` as a contiguous slice when possible, else copy.
+pub fn contiguous_cow<'a, T: Copy + Send + Sync + Default>(
+    v: &'a [T],
+    l: &Layout,
+) -> std::borrow::Cow<'a, [T]> {
+    if l.is_contiguous() {
+        std::borrow::Cow::Borrowed(&v[l.offset..l.offset + l.numel()])
+    } else {
+        std::borrow::Cow::Owned(map::map1(v, l, |x| x))
+    }
+}

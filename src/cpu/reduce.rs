@@ -1,0 +1,366 @@
+//! Reductions over a set of dims, and the cumulative sum.
+
+use super::walk::{chunk_len, Merged, PARALLEL_THRESHOLD};
+use super::CpuStorage;
+use crate::layout::Layout;
+use crate::op::ReduceOp;
+use rayon::prelude::*;
+
+/// Reduce `dims` (sorted, distinct) of a strided layout. The result is contiguous with the
+/// kept dims in order (keepdim is a reshape done by the caller). Sum and prod of bool are
+/// done on i64 by the caller, as PyTorch does.
+pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuStorage {
+    use ReduceOp::*;
+    match s {
+        CpuStorage::F32(v) => match op {
+            Sum => CpuStorage::F32(fold(
+                v,
+                l,
+                dims,
+                0f64,
+                sum_run_f32,
+                |a, b| a + b,
+                |a, _| a as f32,
+            )),
+            Prod => CpuStorage::F32(fold(
+                v,
+                l,
+                dims,
+                1f64,
+                |a, x, _| x.iter().fold(a, |a, &x| a * x as f64),
+                |a, b| a * b,
+                |a, _| a as f32,
+            )),
+            Max => CpuStorage::F32(fold(
+                v,
+                l,
+                dims,
+                f32::NEG_INFINITY,
+                |a, x, _| x.iter().fold(a, |a, &x| max_nan(a, x)),
+                max_nan,
+                |a, _| a,
+            )),
+            Min => CpuStorage::F32(fold(
+                v,
+                l,
+                dims,
+                f32::INFINITY,
+                |a, x, _| x.iter().fold(a, |a, &x| min_nan(a, x)),
+                min_nan,
+                |a, _| a,
+            )),
+            ArgMax => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (f32::NAN, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| n > b),
+                |a, b| arg_merge(a, b, |n, b| n > b),
+                |a, _| a.1.max(0),
+            )),
+            ArgMin => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (f32::NAN, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| n < b),
+                |a, b| arg_merge(a, b, |n, b| n < b),
+                |a, _| a.1.max(0),
+            )),
+        },
+        CpuStorage::I64(v) => match op {
+            Sum => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                0i64,
+                |a, x, _| x.iter().fold(a, |a, &x| a.wrapping_add(x)),
+                i64::wrapping_add,
+                |a, _| a,
+            )),
+            Prod => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                1i64,
+                |a, x, _| x.iter().fold(a, |a, &x| a.wrapping_mul(x)),
+                i64::wrapping_mul,
+                |a, _| a,
+            )),
+            Max => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                i64::MIN,
+                |a, x, _| x.iter().fold(a, |a, &x| a.max(x)),
+                i64::max,
+                |a, _| a,
+            )),
+            Min => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                i64::MAX,
+                |a, x, _| x.iter().fold(a, |a, &x| a.min(x)),
+                i64::min,
+                |a, _| a,
+            )),
+            ArgMax => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (0i64, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| n > b),
+                |a, b| arg_merge(a, b, |n, b| n > b),
+                |a, _| a.1.max(0),
+            )),
+            ArgMin => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (0i64, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| n < b),
+                |a, b| arg_merge(a, b, |n, b| n < b),
+                |a, _| a.1.max(0),
+            )),
+        },
+        CpuStorage::Bool(v) => match op {
+            Max => CpuStorage::Bool(fold(
+                v,
+                l,
+                dims,
+                false,
+                |a, x, _| a || x.iter().any(|&x| x),
+                |a, b| a || b,
+                |a, _| a,
+            )),
+            Min => CpuStorage::Bool(fold(
+                v,
+                l,
+                dims,
+                true,
+                |a, x, _| a && x.iter().all(|&x| x),
+                |a, b| a && b,
+                |a, _| a,
+            )),
+            ArgMax => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (false, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| n & !b),
+                |a, b| arg_merge(a, b, |n, b| n & !b),
+                |a, _| a.1.max(0),
+            )),
+            ArgMin => CpuStorage::I64(fold(
+                v,
+                l,
+                dims,
+                (false, -1i64),
+                |a, x, i| arg_run(a, x, i, |n, b| !n & b),
+                |a, b| arg_merge(a, b, |n, b| !n & b),
+                |a, _| a.1.max(0),
+            )),
+            Sum | Prod => unreachable!("sum/prod of bool: converted to i64 by the caller"),
+        },
+    }
+}
+
+/// NaN-propagating maximum, as PyTorch's reductions.
+#[inline]
+fn max_nan(a: f32, x: f32) -> f32 {
+    if a.is_nan() || !(x > a || x.is_nan()) {
+        a
+    } else {
+        x
+    }
+}
+#[inline]
+fn min_nan(a: f32, x: f32) -> f32 {
+    if a.is_nan() || !(x < a || x.is_nan()) {
+        a
+    } else {
+        x
+    }
+}
+
+/// Sum a run in blocks: 8 f32 lanes inside a block (vectorises), f64 across blocks.
+fn sum_run_f32(acc: f64, xs: &[f32], _start: usize) -> f64 {
+    let mut total = acc;
+    for block in xs.chunks(2048) {
+        let mut lanes = [0f32; 8];
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for k in 0..8 {
+                lanes[k] += c[k];
+            }
+        }
+        let mut s: f32 = it.remainder().iter().sum();
+        s += ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        total += s as f64;
+    }
+    total
+}
+
+/// Arg-reduction over a run: keeps the first index of the best value; NaN wins for floats
+/// (PyTorch treats NaN as the maximum and the minimum).
+fn arg_run<T: Copy + PartialOrd>(
+    mut acc: (T, i64),
+    xs: &[T],
+    start: usize,
+    better: impl Fn(T, T) -> bool,
+) -> (T, i64) {
+    for (i, &x) in xs.iter().enumerate() {
+        #[allow(clippy::eq_op)]
+        let x_nan = x != x;
+        #[allow(clippy::eq_op)]
+        let a_nan = acc.0 != acc.0 && acc.1 >= 0;
+        if acc.1 < 0 || (!a_nan && (x_nan || better(x, acc.0))) {
+            acc = (x, (start + i) as i64);
+        }
+    }
+    acc
+}
+
+fn arg_merge<T: Copy + PartialOrd>(
+    a: (T, i64),
+    b: (T, i64),
+    better: impl Fn(T, T) -> bool,
+) -> (T, i64) {
+    if a.1 < 0 {
+        return b;
+    }
+    if b.1 < 0 {
+        return a;
+    }
+    #[allow(clippy::eq_op)]
+    let (a_nan, b_nan) = (a.0 != a.0, b.0 != b.0);
+    if !a_nan && (b_nan || better(b.0, a.0)) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The generic reduction driver. `fold_run(acc, elements, flat_index_of_first)` folds a run
+/// of contiguous elements (strided runs are gathered into a small buffer first); partial
+/// results of chunks are combined left to right with `merge`.
+fn fold<T, A, U>(
+    v: &[T],
+    l: &Layout,
+    dims: &[usize],
+    init: A,
+    fold_run: impl Fn(A, &[T], usize) -> A + Sync,
+    merge: impl Fn(A, A) -> A + Sync,
+    finish: impl Fn(A, usize) -> U + Sync,
+) -> Vec<U>
+where
+    T: Copy + Sync + Send + Default,
+    A: Copy + Send + Sync,
+    U: Copy + Send + Default,
+{
+    let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
+    let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
+    let outer = Merged::new(
+        &pick(&kept, &l.shape),
+        [&pick(&kept, &l.strides)],
+        [l.offset],
+    );
+    let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
+    let (out_n, inner_n) = (outer.numel(), inner.numel());
+
+    // Storage offset of the first reduced element of each output.
+    let mut bases = Vec::with_capacity(out_n);
+    outer.for_each_run(0, out_n, |[o], run, [s]| {
+        bases.extend((0..run).map(|i| o + i * s))
+    });
+
+    let fold_range = |base: usize, start: usize, end: usize| -> A {
+        let mut acc = init;
+        let mut pos = start;
+        let mut buf: Vec<T> = Vec::new();
+        inner.for_each_run(start, end, |[o], run, [s]| {
+            if s == 1 || run == 1 {
+                acc = fold_run(acc, &v[base + o..base + o + run], pos);
+            } else {
+                buf.clear();
+                buf.extend((0..run).map(|i| v[base + o + i * s]));
+                acc = fold_run(acc, &buf, pos);
+            }
+            pos += run;
+        });
+        acc
+    };
+
+    let total = out_n * inner_n.max(1);
+    let threads = rayon::current_num_threads();
+    if total < PARALLEL_THRESHOLD || threads == 1 {
+        return bases
+            .iter()
+            .map(|&b| finish(fold_range(b, 0, inner_n), inner_n))
+            .collect();
+    }
+    if out_n >= threads * 4 {
+        // Many outputs: one output per task.
+        let mut out = vec![U::default(); out_n];
+        out.par_iter_mut()
+            .zip(bases.par_iter())
+            .with_min_len((PARALLEL_THRESHOLD / inner_n.max(1)).max(1))
+            .for_each(|(o, &b)| *o = finish(fold_range(b, 0, inner_n), inner_n));
+        return out;
+    }
+    // Few outputs with long reductions: split each reduction across threads.
+    let len = chunk_len(inner_n);
+    bases
+        .iter()
+        .map(|&b| {
+            let parts: Vec<A> = (0..inner_n.div_ceil(len))
+                .into_par_iter()
+                .map(|c| fold_range(b, c * len, ((c + 1) * len).min(inner_n)))
+                .collect();
+            let acc = parts.into_iter().fold(init, &merge);
+            finish(acc, inner_n)
+        })
+        .collect()
+}
+
+/// Inclusive cumulative sum along `dim` (f64 accumulator for f32, as PyTorch's CPU kernel).
+pub fn cumsum(s: &CpuStorage, l: &Layout, dim: usize) -> CpuStorage {
+    fn scan<T: Copy + Default + Send + Sync, A: Copy>(
+        v: &[T],
+        l: &Layout,
+        dim: usize,
+        zero: A,
+        add: impl Fn(A, T) -> A,
+        out_of: impl Fn(A) -> T,
+    ) -> Vec<T> {
+        let mut out = super::contiguous_vec(v, l);
+        if l.rank() == 0 {
+            return out;
+        }
+        let n = l.shape[dim];
+        let inner: usize = l.shape[dim + 1..].iter().product();
+        let outer: usize = l.shape[..dim].iter().product();
+        for o in 0..outer {
+            for i in 0..inner {
+                let mut acc = zero;
+                for k in 0..n {
+                    let idx = (o * n + k) * inner + i;
+                    acc = add(acc, out[idx]);
+                    out[idx] = out_of(acc);
+                }
+            }
+        }
+        out
+    }
+    match s {
+        CpuStorage::F32(v) => {
+            CpuStorage::F32(scan(v, l, dim, 0f64, |a, x| a + x as f64, |a| a as f32))
+        }
+        CpuStorage::I64(v) => {
+            CpuStorage::I64(scan(v, l, dim, 0i64, |a, x| a.wrapping_add(x), |a| a))
+        }
+        CpuStorage::Bool(_) => unreachable!("cumsum of bool: converted to i64 by the caller"),
+    }
+}

@@ -1,0 +1,38 @@
+//! # wgrad
+//!
+//! A GPU-first deep learning library: PyTorch-like tensors with broadcasting, views and
+//! reverse-mode autograd. This crate currently ships the pure-Rust CPU backend; the wgpu
+//! backend plugs into the same [`Device`]/storage seam.
+//!
+//! ```
+//! use wgrad::{s, Tensor};
+//! let x = Tensor::arange(0.0, 12.0, 1.0)?.reshape(&[3, 4])?;
+//! let y = Tensor::new([[2.0, 1.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])?;
+//! let z = Tensor::cat(&[&x, &y], 1)?;
+//! assert_eq!(z.shape(), &[3, 8]);
+//! println!("{}", x.i(s![1..3, 1..])?);
+//! # Ok::<(), wgrad::Error>(())
+//! ```
+//!
+//! Every fallible operation returns [`Result`], operators included: `(&a + &b)?`.
+
+pub mod autograd;
+mod cpu;
+mod device;
+mod dtype;
+mod error;
+mod layout;
+pub mod op;
+mod rng;
+mod shape;
+mod storage;
+mod tensor;
+
+pub use autograd::{gradcheck, no_grad, no_grad_scope, set_grad_enabled, GradcheckOptions};
+pub use device::Device;
+pub use dtype::{DType, Element, Scalar};
+pub use error::{Error, Result};
+pub use rng::{manual_seed, Generator};
+pub use shape::{IntList, Shape};
+pub use storage::MemoryStats;
+pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor};

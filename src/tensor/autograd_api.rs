@@ -1,0 +1,196 @@
+//! The autograd surface of a tensor: requires_grad, grad, backward, detach.
+
+use super::Tensor;
+use crate::autograd::{self, BackwardOp};
+use crate::error::{Error, Result};
+use std::sync::atomic::Ordering;
+
+impl Tensor {
+    /// Whether gradients flow to (or through) this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Mark a leaf as needing gradients (float tensors only), returning the same tensor:
+    /// `let x = Tensor::arange(0.0, 4.0, 1.0)?.requires_grad_(true)?;`.
+    pub fn requires_grad_(self, requires_grad: bool) -> Result<Tensor> {
+        if !self.is_leaf() {
+            return Err(Error::autograd(
+                "requires_grad_",
+                "you can only change requires_grad flags of leaf variables; use detach() first",
+            ));
+        }
+        if requires_grad && !self.dtype().is_float() {
+            return Err(Error::autograd(
+                "requires_grad_",
+                format!("only floating point tensors can require gradients, this one is {:?} (shape {:?})", self.dtype(), self.shape()),
+            ));
+        }
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+        Ok(self)
+    }
+
+    /// Whether this tensor was created by the user rather than by a recorded op.
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+
+    /// The name of the op that created this tensor, if recorded (`MulBackward0`).
+    pub fn grad_fn_name(&self) -> Option<String> {
+        self.0.grad_fn.as_ref().map(|n| n.name())
+    }
+
+    /// The accumulated gradient of a leaf, if any backward pass has reached it.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forget the accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`).
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Replace the accumulated gradient.
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() {
+                return Err(Error::shapes(
+                    "set_grad",
+                    self.shape(),
+                    g.shape(),
+                    "the gradient must have the tensor's shape",
+                ));
+            }
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+        Ok(())
+    }
+
+    /// A tensor sharing this one's data but cut from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor::view_of(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            self.0.dtype,
+            self.0.device.clone(),
+            None,
+        )
+    }
+
+    /// Gradients of this scalar with respect to every leaf that requires grad, accumulated
+    /// into their `grad()`.
+    ///
+    /// ```
+    /// use wgrad::Tensor;
+    /// let x = Tensor::arange(0.0, 4.0, 1.0)?.requires_grad_(true)?;
+    /// let y = x.dot(&x)?.mul_scalar(2.0)?;
+    /// y.backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec::<f32>()?, vec![0.0, 4.0, 8.0, 12.0]);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::autograd(
+                "backward",
+                format!("grad can be implicitly created only for scalar outputs, this one has shape {:?}; use backward_with", self.shape()),
+            ));
+        }
+        let g = Tensor::ones_like(self)?;
+        autograd::run_backward(self, g, false)
+    }
+
+    /// Backward from a non-scalar output with the upstream gradient `gradient` (the seed's
+    /// `y.backward(torch.ones(len(x)))`).
+    pub fn backward_with(&self, gradient: &Tensor) -> Result<()> {
+        self.backward_impl(gradient, false)
+    }
+
+    /// Backward that records its own graph, so the gradients can be differentiated again.
+    pub fn backward_create_graph(&self, gradient: Option<&Tensor>) -> Result<()> {
+        match gradient {
+            Some(g) => self.backward_impl(g, true),
+            None => {
+                if self.numel() != 1 {
+                    return Err(Error::autograd(
+                        "backward",
+                        format!(
+                            "grad can be implicitly created only for scalar outputs, shape {:?}",
+                            self.shape()
+                        ),
+                    ));
+                }
+                autograd::run_backward(self, Tensor::ones_like(self)?, true)
+            }
+        }
+    }
+
+    fn backward_impl(&self, gradient: &Tensor, create_graph: bool) -> Result<()> {
+        if gradient.shape() != self.shape() {
+            return Err(Error::shapes(
+                "backward",
+                self.shape(),
+                gradient.shape(),
+                "the gradient must have the output's shape",
+            ));
+        }
+        self.same_device("backward", gradient)?;
+        let g = gradient.to_dtype(self.dtype())?;
+        autograd::run_backward(self, g, create_graph)
+    }
+
+    /// A new handle on this result's storage that records `backward` against `inputs`.
+    pub(crate) fn attach(
+        self,
+        backward: impl FnOnce() -> BackwardOp,
+        inputs: &[&Tensor],
+    ) -> Tensor {
+        match autograd::record(backward, inputs) {
+            None => self,
+            Some(node) => Tensor::view_of(
+                self.0.storage.clone(),
+                self.0.layout.clone(),
+                self.0.dtype,
+                self.0.device.clone(),
+                Some(node),
+            ),
+        }
+    }
+}
+
+/// Gradients of `output` with respect to `inputs`, returned rather than accumulated
+/// (`torch.autograd.grad`); with `create_graph` they can be differentiated again.
+///
+/// ```
+/// use wgrad::{grad, Tensor};
+/// let x = Tensor::new([1.0f32, 2.0, 3.0])?.requires_grad_(true)?;
+/// let y = x.mul(&x)?.mul(&x)?.sum()?;
+/// let dx = grad(&y, &[&x], true)?.remove(0);           // 3x^2
+/// let ddx = grad(&dx.sum()?, &[&x], false)?.remove(0); // 6x
+/// assert_eq!(ddx.to_vec::<f32>()?, vec![6.0, 12.0, 18.0]);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+pub fn grad(output: &Tensor, inputs: &[&Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
+    // Run backward into fresh leaf slots: remember and clear the current grads, then restore.
+    let saved: Vec<Option<Tensor>> = inputs.iter().map(|t| t.grad()).collect();
+    for t in inputs {
+        t.zero_grad();
+    }
+    let result = if create_graph {
+        output.backward_create_graph(None)
+    } else {
+        output.backward()
+    };
+    let grads: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.grad().map(Ok).unwrap_or_else(|| Tensor::zeros_like(t)))
+        .collect::<Result<_>>()?;
+    for (t, s) in inputs.iter().zip(saved) {
+        *t.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+    result?;
+    Ok(grads)
+}

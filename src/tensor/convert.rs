@@ -1,0 +1,296 @@
+//! Tensors from Rust data and back: nested arrays, `Vec`s, scalars, dtype and device moves.
+
+use super::Tensor;
+use crate::autograd::BackwardOp;
+use crate::cpu::CpuStorage;
+use crate::device::Device;
+use crate::dtype::{DType, Element, Scalar};
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// A leaf value of nested Rust data: `f32`/`f64` become F32, integers I64, `bool` Bool.
+pub trait NdLeaf: Copy {
+    const DTYPE: DType;
+    fn scalar(self) -> Scalar;
+}
+macro_rules! leaf {
+    ($dt:ident: $($t:ty),*) => {$(
+        impl NdLeaf for $t {
+            const DTYPE: DType = DType::$dt;
+            fn scalar(self) -> Scalar { Scalar::from(self) }
+        }
+    )*};
+}
+leaf!(F32: f32, f64);
+leaf!(I64: i8, i16, i32, i64, u8, u16, u32, usize, isize);
+leaf!(Bool: bool);
+
+/// Nested Rust data that can become a tensor: a leaf number, or arrays, slices and `Vec`s of
+/// nested data (all rows the same length).
+pub trait NdArray {
+    /// The dtype of the leaves.
+    fn dtype() -> DType;
+    /// Append the shape, checking that rows agree.
+    fn shape_into(&self, shape: &mut Vec<usize>, depth: usize) -> Result<()>;
+    /// Append the leaves in row-major order.
+    fn flatten_into(&self, out: &mut Vec<Scalar>);
+}
+
+impl<T: NdLeaf> NdArray for T {
+    fn dtype() -> DType {
+        T::DTYPE
+    }
+    fn shape_into(&self, _: &mut Vec<usize>, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn flatten_into(&self, out: &mut Vec<Scalar>) {
+        out.push(self.scalar())
+    }
+}
+
+fn rows_shape<A: NdArray>(rows: &[A], shape: &mut Vec<usize>, depth: usize) -> Result<()> {
+    if shape.len() == depth {
+        shape.push(rows.len());
+        match rows.first() {
+            Some(r) => r.shape_into(shape, depth + 1)?,
+            None => return Ok(()),
+        }
+    } else if shape[depth] != rows.len() {
+        return Err(Error::bad_shape(
+            "Tensor::new",
+            shape,
+            format!(
+                "ragged nested data: a row of length {} where {} was expected at depth {depth}",
+                rows.len(),
+                shape[depth]
+            ),
+        ));
+    }
+    for r in rows {
+        let mut sub = shape[..depth + 1].to_vec();
+        r.shape_into(&mut sub, depth + 1)?;
+        if sub != *shape {
+            return Err(Error::bad_shape(
+                "Tensor::new",
+                shape,
+                format!(
+                    "ragged nested data: a row has shape {:?}",
+                    &sub[depth + 1..]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<A: NdArray, const N: usize> NdArray for [A; N] {
+    fn dtype() -> DType {
+        A::dtype()
+    }
+    fn shape_into(&self, shape: &mut Vec<usize>, depth: usize) -> Result<()> {
+        rows_shape(self.as_slice(), shape, depth)
+    }
+    fn flatten_into(&self, out: &mut Vec<Scalar>) {
+        self.iter().for_each(|r| r.flatten_into(out))
+    }
+}
+impl<A: NdArray> NdArray for &[A] {
+    fn dtype() -> DType {
+        A::dtype()
+    }
+    fn shape_into(&self, shape: &mut Vec<usize>, depth: usize) -> Result<()> {
+        rows_shape(self, shape, depth)
+    }
+    fn flatten_into(&self, out: &mut Vec<Scalar>) {
+        self.iter().for_each(|r| r.flatten_into(out))
+    }
+}
+impl<A: NdArray> NdArray for Vec<A> {
+    fn dtype() -> DType {
+        A::dtype()
+    }
+    fn shape_into(&self, shape: &mut Vec<usize>, depth: usize) -> Result<()> {
+        rows_shape(self, shape, depth)
+    }
+    fn flatten_into(&self, out: &mut Vec<Scalar>) {
+        self.iter().for_each(|r| r.flatten_into(out))
+    }
+}
+
+pub(crate) fn storage_from_scalars(values: &[Scalar], dtype: DType) -> CpuStorage {
+    match dtype {
+        DType::F32 => CpuStorage::F32(values.iter().map(|s| s.to_f64() as f32).collect()),
+        DType::I64 => CpuStorage::I64(values.iter().map(|s| s.to_i64()).collect()),
+        DType::Bool => CpuStorage::Bool(values.iter().map(|s| s.to_bool()).collect()),
+    }
+}
+
+/// Rust element types with a matching CPU buffer.
+pub trait CpuElement: Element {
+    fn wrap(v: Vec<Self>) -> CpuStorage;
+    fn unwrap(s: CpuStorage) -> Option<Vec<Self>>;
+}
+macro_rules! cpu_element {
+    ($t:ty, $v:ident) => {
+        impl CpuElement for $t {
+            fn wrap(v: Vec<Self>) -> CpuStorage {
+                CpuStorage::$v(v)
+            }
+            fn unwrap(s: CpuStorage) -> Option<Vec<Self>> {
+                match s {
+                    CpuStorage::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cpu_element!(f32, F32);
+cpu_element!(i64, I64);
+cpu_element!(bool, Bool);
+
+impl Tensor {
+    /// A tensor from nested Rust data, PyTorch's `torch.tensor([[1, 2], [3, 4]])`.
+    ///
+    /// ```
+    /// use wgrad::{DType, Tensor};
+    /// let y = Tensor::new([[2.0, 1.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0]])?;
+    /// assert_eq!((y.shape(), y.dtype()), (&[2usize, 4][..], DType::F32));
+    /// assert_eq!(Tensor::new([5, 4, 3])?.dtype(), DType::I64);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn new<A: NdArray>(data: A) -> Result<Tensor> {
+        let mut shape = Vec::new();
+        data.shape_into(&mut shape, 0)?;
+        let mut values = Vec::new();
+        data.flatten_into(&mut values);
+        Ok(Tensor::from_storage(
+            Storage::Cpu(storage_from_scalars(&values, A::dtype())),
+            &shape,
+        ))
+    }
+
+    /// A tensor from a flat `Vec` in row-major order and a shape.
+    pub fn from_vec<T: CpuElement>(data: Vec<T>, shape: impl Into<crate::Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(Error::DataLength {
+                op: "Tensor::from_vec",
+                len: data.len(),
+                shape: shape.0.clone(),
+                numel: shape.numel(),
+            });
+        }
+        Ok(Tensor::from_storage(Storage::Cpu(T::wrap(data)), &shape))
+    }
+
+    /// A tensor from a flat slice in row-major order and a shape.
+    pub fn from_slice<T: CpuElement>(data: &[T], shape: impl Into<crate::Shape>) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A 0-dimensional tensor holding one scalar.
+    pub fn scalar(value: impl Into<Scalar>) -> Result<Tensor> {
+        let v = value.into();
+        Ok(Tensor::from_storage(
+            Storage::Cpu(storage_from_scalars(&[v], v.dtype())),
+            &[],
+        ))
+    }
+
+    /// The elements in row-major order. `T` must match the dtype.
+    pub fn to_vec<T: CpuElement>(&self) -> Result<Vec<T>> {
+        if self.dtype() != T::DTYPE {
+            return Err(Error::UnsupportedDType {
+                op: "to_vec",
+                dtype: self.dtype(),
+                shape: self.shape().to_vec(),
+                expected: match T::DTYPE {
+                    DType::F32 => "F32 (to_vec::<f32>)",
+                    DType::I64 => "I64 (to_vec::<i64>)",
+                    DType::Bool => "Bool (to_vec::<bool>)",
+                },
+            });
+        }
+        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
+        Ok(T::unwrap(cpu).expect("dtype checked above"))
+    }
+
+    /// The rows of a 2-D tensor.
+    pub fn to_vec2<T: CpuElement>(&self) -> Result<Vec<Vec<T>>> {
+        self.expect_rank("to_vec2", 2)?;
+        let cols = self.shape()[1];
+        Ok(self
+            .to_vec::<T>()?
+            .chunks(cols.max(1))
+            .map(|c| c.to_vec())
+            .take(self.shape()[0])
+            .collect())
+    }
+
+    /// The matrices of a 3-D tensor.
+    pub fn to_vec3<T: CpuElement>(&self) -> Result<Vec<Vec<Vec<T>>>> {
+        self.expect_rank("to_vec3", 3)?;
+        let (a, b, c) = (self.shape()[0], self.shape()[1], self.shape()[2]);
+        let flat = self.to_vec::<T>()?;
+        Ok((0..a)
+            .map(|i| {
+                (0..b)
+                    .map(|j| flat[(i * b + j) * c..(i * b + j + 1) * c].to_vec())
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn expect_rank(&self, op: &'static str, rank: usize) -> Result<()> {
+        if self.ndim() != rank {
+            return Err(Error::bad_shape(
+                op,
+                self.shape(),
+                format!("expected a {rank}-D tensor"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value of a one-element tensor (any shape with one element, as in PyTorch).
+    pub fn item(&self) -> Result<Scalar> {
+        if self.numel() != 1 {
+            return Err(Error::NotAScalar {
+                op: "item",
+                shape: self.shape().to_vec(),
+                numel: self.numel(),
+            });
+        }
+        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
+        Ok(cpu.get(0))
+    }
+
+    /// Convert to another dtype (a copy; float to integer truncates toward zero).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.with_storage(|s, l| s.cast(l, dtype))?;
+        Ok(if dtype.is_float() {
+            Tensor::from_op(s, self.shape(), || BackwardOp::Cast, &[self])
+        } else {
+            Tensor::from_storage(s, self.shape())
+        })
+    }
+
+    /// Move to a device (a copy unless it is already there).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
+        let s = Storage::from_cpu(device, cpu)?;
+        Ok(Tensor::from_op(
+            s,
+            self.shape(),
+            || BackwardOp::Copy,
+            &[self],
+        ))
+    }
+}

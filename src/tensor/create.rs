@@ -1,0 +1,203 @@
+//! Creating tensors: constants, ranges, identity, random numbers.
+
+use super::Tensor;
+use crate::cpu::CpuStorage;
+use crate::device::Device;
+use crate::dtype::{DType, Scalar};
+use crate::error::{Error, Result};
+use crate::rng::{self, Generator};
+use crate::shape::Shape;
+use crate::storage::Storage;
+
+impl Tensor {
+    /// A tensor of `shape` filled with `value` on `device`.
+    pub fn full_on(
+        shape: impl Into<Shape>,
+        value: impl Into<Scalar>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        Ok(Tensor::from_storage(
+            Storage::full(device, shape.numel(), value.into(), dtype)?,
+            &shape,
+        ))
+    }
+
+    /// Zeros of `shape` and `dtype` on `device`.
+    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 0, dtype, device)
+    }
+
+    /// Ones of `shape` and `dtype` on `device`.
+    pub fn ones_on(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 1, dtype, device)
+    }
+
+    /// f32 zeros on the CPU (`torch.zeros`).
+    pub fn zeros(shape: impl Into<Shape>) -> Result<Tensor> {
+        Tensor::zeros_on(shape, DType::F32, &Device::Cpu)
+    }
+
+    /// f32 ones on the CPU (`torch.ones`).
+    pub fn ones(shape: impl Into<Shape>) -> Result<Tensor> {
+        Tensor::ones_on(shape, DType::F32, &Device::Cpu)
+    }
+
+    /// A tensor filled with `value`; its dtype follows the value (`2` gives I64, `2.0` F32).
+    pub fn full(shape: impl Into<Shape>, value: impl Into<Scalar>) -> Result<Tensor> {
+        let v = value.into();
+        Tensor::full_on(shape, v, v.dtype(), &Device::Cpu)
+    }
+
+    /// Zeros with the shape, dtype and device of `t`.
+    pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
+        Tensor::zeros_on(t.shape(), t.dtype(), t.device())
+    }
+
+    /// Ones with the shape, dtype and device of `t`.
+    pub fn ones_like(t: &Tensor) -> Result<Tensor> {
+        Tensor::ones_on(t.shape(), t.dtype(), t.device())
+    }
+
+    /// `value` with the shape, dtype and device of `t`.
+    pub fn full_like(t: &Tensor, value: impl Into<Scalar>) -> Result<Tensor> {
+        Tensor::full_on(t.shape(), value, t.dtype(), t.device())
+    }
+
+    /// Values from `start` up to (not including) `end` in steps of `step`. Integer arguments
+    /// give an I64 tensor, float arguments F32 (`torch.arange(1, 12, 2)`,
+    /// `torch.arange(6, 12, 0.5)`).
+    ///
+    /// ```
+    /// use wgrad::Tensor;
+    /// assert_eq!(Tensor::arange(1, 12, 2)?.to_vec::<i64>()?, vec![1, 3, 5, 7, 9, 11]);
+    /// assert_eq!(Tensor::arange(0.0, 1.0, 0.25)?.to_vec::<f32>()?, vec![0.0, 0.25, 0.5, 0.75]);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn arange(
+        start: impl Into<Scalar>,
+        end: impl Into<Scalar>,
+        step: impl Into<Scalar>,
+    ) -> Result<Tensor> {
+        Tensor::arange_on(start, end, step, &Device::Cpu)
+    }
+
+    /// [`Tensor::arange`] on a device.
+    pub fn arange_on(
+        start: impl Into<Scalar>,
+        end: impl Into<Scalar>,
+        step: impl Into<Scalar>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let (start, end, step) = (start.into(), end.into(), step.into());
+        let dtype = start
+            .dtype()
+            .promote(end.dtype())
+            .promote(step.dtype())
+            .promote(DType::I64);
+        let (s, e, st) = (start.to_f64(), end.to_f64(), step.to_f64());
+        if st == 0.0 || !st.is_finite() || !s.is_finite() || !e.is_finite() {
+            return Err(Error::invalid(
+                "arange",
+                format!("step must be non-zero and bounds finite (start {s}, end {e}, step {st})"),
+            ));
+        }
+        if (e - s) * st < 0.0 {
+            return Err(Error::invalid(
+                "arange",
+                format!(
+                    "upper bound and step sign are inconsistent (start {s}, end {e}, step {st})"
+                ),
+            ));
+        }
+        let n = ((e - s) / st).ceil().max(0.0) as usize;
+        let data = match dtype {
+            DType::I64 => {
+                let (s, st) = (start.to_i64(), step.to_i64());
+                CpuStorage::I64((0..n as i64).map(|i| s + i * st).collect())
+            }
+            _ => CpuStorage::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect()),
+        };
+        Ok(Tensor::from_storage(Storage::from_cpu(device, data)?, &[n]))
+    }
+
+    /// `steps` evenly spaced f32 values from `start` to `end` inclusive.
+    pub fn linspace(start: f64, end: f64, steps: usize) -> Result<Tensor> {
+        let data: Vec<f32> = match steps {
+            0 => vec![],
+            1 => vec![start as f32],
+            _ => {
+                let step = (end - start) / (steps - 1) as f64;
+                // Symmetric like PyTorch: the second half counts back from `end`.
+                (0..steps)
+                    .map(|i| if i < steps / 2 { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 } as f32)
+                    .collect()
+            }
+        };
+        Tensor::from_vec(data, [steps])
+    }
+
+    /// The `n x n` f32 identity matrix.
+    pub fn eye(n: usize) -> Result<Tensor> {
+        let mut data = vec![0f32; n * n];
+        for i in 0..n {
+            data[i * n + i] = 1.0;
+        }
+        Tensor::from_vec(data, [n, n])
+    }
+
+    /// Uniform f32 numbers in `[0, 1)` from the global generator (`torch.rand`).
+    pub fn rand(shape: impl Into<Shape>) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::rand_with(shape, g))
+    }
+
+    /// Uniform numbers from an explicit generator.
+    pub fn rand_with(shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
+        let shape = shape.into();
+        Tensor::from_vec(g.uniform(shape.numel()), shape)
+    }
+
+    /// Standard normal f32 numbers from the global generator (`torch.randn`).
+    pub fn randn(shape: impl Into<Shape>) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::randn_with(shape, g))
+    }
+
+    /// Standard normal numbers from an explicit generator.
+    pub fn randn_with(shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
+        let shape = shape.into();
+        Tensor::from_vec(g.normal(shape.numel()), shape)
+    }
+
+    /// Integers uniform in `low..high` (I64) from the global generator (`torch.randint`).
+    pub fn randint(low: i64, high: i64, shape: impl Into<Shape>) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::randint_with(low, high, shape, g))
+    }
+
+    /// Random integers from an explicit generator.
+    pub fn randint_with(
+        low: i64,
+        high: i64,
+        shape: impl Into<Shape>,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
+        if high <= low {
+            return Err(Error::invalid(
+                "randint",
+                format!("low ({low}) must be less than high ({high})"),
+            ));
+        }
+        let shape = shape.into();
+        Tensor::from_vec(g.int_range(shape.numel(), low, high), shape)
+    }
+
+    /// A random permutation of `0..n` (I64) from the global generator (`torch.randperm`).
+    pub fn randperm(n: usize) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::randperm_with(n, g))
+    }
+
+    /// A random permutation from an explicit generator.
+    pub fn randperm_with(n: usize, g: &mut Generator) -> Result<Tensor> {
+        Tensor::from_vec(g.permutation(n), [n])
+    }
+}

@@ -1,0 +1,455 @@
+//! Indexing (`t[1:3, ::2]` through the [`s!`](crate::s) macro), gathering and scattering
+//! with index tensors, and every op that writes into a tensor's existing storage.
+
+use super::Tensor;
+use crate::autograd::{self, BackwardOp};
+use crate::dtype::{DType, Scalar};
+use crate::error::{Error, Result};
+use crate::op::BinaryOp;
+use crate::shape::broadcast_shapes;
+
+/// One entry of an index expression: an integer (removes the dim), a range with a step, or
+/// a new axis of size 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceItem {
+    Index(isize),
+    Range {
+        start: Option<isize>,
+        end: Option<isize>,
+        step: isize,
+    },
+    NewAxis,
+}
+
+impl SliceItem {
+    /// The same range with a step (`..;2` in [`s!`](crate::s)).
+    pub fn step(self, step: isize) -> SliceItem {
+        match self {
+            SliceItem::Range { start, end, .. } => SliceItem::Range { start, end, step },
+            SliceItem::Index(i) => SliceItem::Range {
+                start: Some(i),
+                end: None,
+                step,
+            },
+            SliceItem::NewAxis => SliceItem::NewAxis,
+        }
+    }
+}
+
+macro_rules! slice_item_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SliceItem {
+            fn from(i: $t) -> Self { SliceItem::Index(i as isize) }
+        }
+        impl From<std::ops::Range<$t>> for SliceItem {
+            fn from(r: std::ops::Range<$t>) -> Self {
+                SliceItem::Range { start: Some(r.start as isize), end: Some(r.end as isize), step: 1 }
+            }
+        }
+        impl From<std::ops::RangeInclusive<$t>> for SliceItem {
+            fn from(r: std::ops::RangeInclusive<$t>) -> Self {
+                let end = *r.end() as isize;
+                SliceItem::Range { start: Some(*r.start() as isize), end: if end == -1 { None } else { Some(end + 1) }, step: 1 }
+            }
+        }
+        impl From<std::ops::RangeFrom<$t>> for SliceItem {
+            fn from(r: std::ops::RangeFrom<$t>) -> Self {
+                SliceItem::Range { start: Some(r.start as isize), end: None, step: 1 }
+            }
+        }
+        impl From<std::ops::RangeTo<$t>> for SliceItem {
+            fn from(r: std::ops::RangeTo<$t>) -> Self {
+                SliceItem::Range { start: None, end: Some(r.end as isize), step: 1 }
+            }
+        }
+    )*};
+}
+slice_item_from_int!(i32, i64, isize, usize);
+
+impl From<std::ops::RangeFull> for SliceItem {
+    fn from(_: std::ops::RangeFull) -> Self {
+        SliceItem::Range {
+            start: None,
+            end: None,
+            step: 1,
+        }
+    }
+}
+
+/// Build an index expression like NumPy's: `s![1, 1..3, ..;2, -1]` is `[1, 1:3, ::2, -1]`.
+/// Integers select (and remove a dim), ranges slice, `range;step` slices with a step.
+///
+/// ```
+/// use wgrad::{s, Tensor};
+/// let x = Tensor::arange(0, 35, 1)?.reshape(&[7, 5])?;
+/// let y = x.i(s![..;3, ..;2])?;
+/// assert_eq!(y.to_vec2::<i64>()?, vec![vec![0, 2, 4], vec![15, 17, 19], vec![30, 32, 34]]);
+/// assert_eq!(x.i(s![-1])?.to_vec::<i64>()?, vec![30, 31, 32, 33, 34]);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+#[macro_export]
+macro_rules! s {
+    (@acc [$($acc:expr),*]) => { vec![$($acc),*] };
+    (@acc [$($acc:expr),*] $e:expr ; $step:expr , $($rest:tt)*) => {
+        $crate::s!(@acc [$($acc,)* $crate::SliceItem::from($e).step($step)] $($rest)*)
+    };
+    (@acc [$($acc:expr),*] $e:expr ; $step:expr) => {
+        $crate::s!(@acc [$($acc,)* $crate::SliceItem::from($e).step($step)])
+    };
+    (@acc [$($acc:expr),*] $e:expr , $($rest:tt)*) => {
+        $crate::s!(@acc [$($acc,)* $crate::SliceItem::from($e)] $($rest)*)
+    };
+    (@acc [$($acc:expr),*] $e:expr) => {
+        $crate::s!(@acc [$($acc,)* $crate::SliceItem::from($e)])
+    };
+    ($($t:tt)*) => { $crate::s!(@acc [] $($t)*) };
+}
+
+/// The right-hand side of an assignment or in-place op: a tensor (broadcast) or a scalar.
+#[derive(Clone)]
+pub enum Source {
+    Tensor(Tensor),
+    Scalar(Scalar),
+}
+
+impl From<&Tensor> for Source {
+    fn from(t: &Tensor) -> Self {
+        Source::Tensor(t.clone())
+    }
+}
+impl From<Tensor> for Source {
+    fn from(t: Tensor) -> Self {
+        Source::Tensor(t)
+    }
+}
+impl<S: Into<Scalar>> From<S> for Source {
+    fn from(s: S) -> Self {
+        Source::Scalar(s.into())
+    }
+}
+
+impl Source {
+    fn into_tensor(self, like: &Tensor) -> Result<Tensor> {
+        match self {
+            Source::Tensor(t) => {
+                like.same_device("assign", &t)?;
+                Ok(t)
+            }
+            Source::Scalar(s) => like.scalar_like(s),
+        }
+    }
+}
+
+impl Tensor {
+    /// A view selected by an index expression built with [`s!`](crate::s); dims not named
+    /// are kept whole.
+    pub fn i(&self, items: impl AsRef<[SliceItem]>) -> Result<Tensor> {
+        let items = items.as_ref();
+        let named = items
+            .iter()
+            .filter(|it| !matches!(it, SliceItem::NewAxis))
+            .count();
+        if named > self.ndim() {
+            return Err(Error::bad_shape(
+                "index",
+                self.shape(),
+                format!(
+                    "too many indices: {named} for a tensor of {} dims",
+                    self.ndim()
+                ),
+            ));
+        }
+        let mut t = self.clone();
+        let mut dim = 0isize;
+        for it in items {
+            match *it {
+                SliceItem::Index(i) => t = t.select(dim, i)?,
+                SliceItem::Range { start, end, step } => {
+                    t = t.slice(dim, start, end, step)?;
+                    dim += 1;
+                }
+                SliceItem::NewAxis => {
+                    t = t.unsqueeze(dim)?;
+                    dim += 1;
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Rows (or slices along `dim`) picked by a 1-D I64 index tensor (`torch.index_select`,
+    /// also `t[idx]` for `dim` 0).
+    pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        const OP: &str = "index_select";
+        self.same_device(OP, index)?;
+        check_index_dtype(OP, index)?;
+        if index.ndim() > 1 {
+            return Err(Error::bad_shape(
+                OP,
+                index.shape(),
+                "the index must be a 1-D tensor",
+            ));
+        }
+        let src = if self.ndim() == 0 {
+            self.reshape([1usize])?
+        } else {
+            self.clone()
+        };
+        let d = src.layout().dim(OP, dim)?;
+        let index = index.reshape([-1isize])?;
+        let s = {
+            let (ss, si) = (src.storage().read(), index.storage().read());
+            ss.index_select(src.layout(), d, &si, index.layout())?
+        };
+        let mut shape = src.shape().to_vec();
+        shape[d] = index.numel();
+        let out = Tensor::from_op(
+            s,
+            &shape,
+            || BackwardOp::IndexSelect {
+                dim: d,
+                index: index.clone(),
+            },
+            &[&src],
+        );
+        if self.ndim() == 0 {
+            return out.reshape(self.shape());
+        }
+        Ok(out)
+    }
+
+    /// `out[i][j] = self[index[i][j]][j]` for `dim` 0 (and likewise for other dims):
+    /// `torch.gather`. `index` has the rank of `self` and is I64.
+    pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        const OP: &str = "gather";
+        self.same_device(OP, index)?;
+        check_index_dtype(OP, index)?;
+        let d = self.layout().dim(OP, dim)?;
+        check_index_shape(OP, d, index, self.shape(), self.shape())?;
+        let s = {
+            let (ss, si) = (self.storage().read(), index.storage().read());
+            ss.gather(self.layout(), d, &si, index.layout())?
+        };
+        Ok(Tensor::from_op(
+            s,
+            index.shape(),
+            || BackwardOp::Gather {
+                dim: d,
+                index: index.clone(),
+            },
+            &[self],
+        ))
+    }
+
+    /// A copy of `self` with `src` added at the positions `index` names along `dim`
+    /// (`torch.scatter_add`).
+    pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        const OP: &str = "scatter_add";
+        self.same_device(OP, index)?;
+        self.same_device(OP, src)?;
+        check_index_dtype(OP, index)?;
+        if src.dtype() != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: self.dtype(),
+                rhs: src.dtype(),
+                lhs_shape: self.shape().to_vec(),
+                rhs_shape: src.shape().to_vec(),
+                detail: "self and src must have the same dtype".into(),
+            });
+        }
+        if self.dtype() == DType::Bool {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: DType::Bool,
+                shape: self.shape().to_vec(),
+                expected: "a numeric tensor",
+            });
+        }
+        let d = self.layout().dim(OP, dim)?;
+        check_index_shape(OP, d, index, self.shape(), src.shape())?;
+        if index.ndim() != src.ndim()
+            || (0..index.ndim()).any(|i| index.shape()[i] > src.shape()[i])
+        {
+            return Err(Error::shapes(
+                OP,
+                index.shape(),
+                src.shape(),
+                "the index may not be larger than src in any dimension",
+            ));
+        }
+        let s = {
+            let (sb, si, ss) = (
+                self.storage().read(),
+                index.storage().read(),
+                src.storage().read(),
+            );
+            sb.scatter_add(self.layout(), d, &si, index.layout(), &ss, src.layout())?
+        };
+        Ok(Tensor::from_op(
+            s,
+            self.shape(),
+            || BackwardOp::ScatterAdd {
+                dim: d,
+                index: index.clone(),
+            },
+            &[self, src],
+        ))
+    }
+
+    /// Refuse to write in place into a tensor that autograd tracks.
+    fn check_inplace(&self, op: &'static str, src: Option<&Tensor>) -> Result<()> {
+        if !autograd::is_grad_enabled() {
+            return Ok(());
+        }
+        if self.requires_grad() && self.is_leaf() {
+            return Err(Error::autograd(
+                op,
+                format!("a leaf tensor that requires grad (shape {:?}) is being used in an in-place operation; wrap it in no_grad() or use the out-of-place op", self.shape()),
+            ));
+        }
+        if self.requires_grad() || src.is_some_and(|s| s.requires_grad()) {
+            return Err(Error::autograd(
+                op,
+                format!("in-place operations on tensors that are part of a graph are not supported (shape {:?}); use the out-of-place op", self.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Write `value` (broadcast, converted to this dtype) into the elements of this view.
+    fn write_from(&self, op: &'static str, value: &Tensor) -> Result<()> {
+        if broadcast_shapes(op, self.shape(), value.shape())? != self.shape() {
+            return Err(Error::shapes(
+                op,
+                self.shape(),
+                value.shape(),
+                "the value must broadcast to the destination's shape",
+            ));
+        }
+        let mut v = value.to_dtype(self.dtype())?;
+        if v.storage_id() == self.storage_id() {
+            // Overlapping source and destination: read everything before writing.
+            v = v.contiguous_copy()?;
+        }
+        let lv = v.layout().broadcast_to(op, self.shape())?;
+        let src = v.storage().read();
+        self.storage().write().write(self.layout(), &src, &lv)
+    }
+
+    /// Write into the elements selected by `items`, in place (`b[1:3, :] = 12`,
+    /// `c[:] = a + b`). The storage is not reallocated.
+    ///
+    /// ```
+    /// use wgrad::{s, Tensor};
+    /// let b = Tensor::arange(0, 12, 1)?.reshape(&[3, 4])?;
+    /// let before = b.data_ptr();
+    /// b.assign(s![1..3, ..], 12)?;
+    /// assert_eq!(b.to_vec2::<i64>()?[1], vec![12, 12, 12, 12]);
+    /// assert_eq!(b.data_ptr(), before);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn assign(&self, items: impl AsRef<[SliceItem]>, value: impl Into<Source>) -> Result<()> {
+        let value = value.into().into_tensor(self)?;
+        self.check_inplace("assign", Some(&value))?;
+        let view = autograd::no_grad_scope(|| self.i(items))?;
+        view.write_from("assign", &value)
+    }
+
+    fn inplace_binary(&self, op: BinaryOp, name: &'static str, other: Source) -> Result<&Tensor> {
+        let other = other.into_tensor(self)?;
+        self.check_inplace(name, Some(&other))?;
+        let result = autograd::no_grad_scope(|| self.binary(op, &other))?;
+        if result.dtype() != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: name,
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+                lhs_shape: self.shape().to_vec(),
+                rhs_shape: other.shape().to_vec(),
+                detail: format!(
+                    "result type {:?} can't be cast to the desired output type {:?}",
+                    result.dtype(),
+                    self.dtype()
+                ),
+            });
+        }
+        self.write_from(name, &result)?;
+        Ok(self)
+    }
+
+    /// `self += other` in place (tensor broadcast to `self`, or a scalar).
+    pub fn add_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.inplace_binary(BinaryOp::Add, "add_", other.into())
+    }
+
+    /// `self -= other` in place.
+    pub fn sub_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.inplace_binary(BinaryOp::Sub, "sub_", other.into())
+    }
+
+    /// `self *= other` in place.
+    pub fn mul_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.inplace_binary(BinaryOp::Mul, "mul_", other.into())
+    }
+
+    /// `self /= other` in place (float tensors).
+    pub fn div_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.inplace_binary(BinaryOp::Div, "div_", other.into())
+    }
+
+    /// Set every element to `value`, in place.
+    pub fn fill_(&self, value: impl Into<Scalar>) -> Result<&Tensor> {
+        self.check_inplace("fill_", None)?;
+        self.write_from("fill_", &self.scalar_like(value.into())?)?;
+        Ok(self)
+    }
+
+    /// Set every element to zero, in place.
+    pub fn zero_(&self) -> Result<&Tensor> {
+        self.fill_(0)
+    }
+
+    /// Copy `src` (broadcast, converted to this dtype) into this tensor, in place.
+    pub fn copy_(&self, src: &Tensor) -> Result<&Tensor> {
+        self.check_inplace("copy_", Some(src))?;
+        self.same_device("copy_", src)?;
+        self.write_from("copy_", src)?;
+        Ok(self)
+    }
+}
+
+fn check_index_dtype(op: &'static str, index: &Tensor) -> Result<()> {
+    if index.dtype() != DType::I64 {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: index.dtype(),
+            shape: index.shape().to_vec(),
+            expected: "I64 for the index",
+        });
+    }
+    Ok(())
+}
+
+/// PyTorch's rule for gather/scatter: same rank, and the index no larger than the other
+/// tensors in every dim but `dim`.
+fn check_index_shape(
+    op: &'static str,
+    dim: usize,
+    index: &Tensor,
+    target: &[usize],
+    other: &[usize],
+) -> Result<()> {
+    let ok = index.ndim() == target.len()
+        && (0..index.ndim())
+            .all(|i| i == dim || (index.shape()[i] <= target[i] && index.shape()[i] <= other[i]));
+    if !ok {
+        return Err(Error::shapes(
+            op,
+            target,
+            index.shape(),
+            format!("the index must have the same rank and be no larger outside dimension {dim}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The public tensor type. One file per concern: creation, conversion, elementwise math,
+//! reductions, movement (views), indexing, linear algebra and printing.
+
+mod autograd_api;
+mod convert;
+mod create;
+mod display;
+mod elementwise;
+mod index;
+mod linalg;
+mod movement;
+mod operators;
+mod reduce;
+
+pub use autograd_api::grad;
+pub use convert::{CpuElement, NdArray, NdLeaf};
+pub use index::{SliceItem, Source};
+
+use crate::autograd::{self, Node};
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::storage::{Storage, StorageCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An n-dimensional array on a device, with optional gradient tracking.
+///
+/// A `Tensor` is a cheap handle: cloning it shares the data and the autograd identity, like a
+/// Python reference to a `torch.Tensor`. Views (reshape of a contiguous tensor, transpose,
+/// slicing, expand, ...) share the storage of the tensor they come from.
+///
+/// ```
+/// use wgrad::Tensor;
+/// let a = Tensor::arange(0, 12, 1)?.reshape(&[3, 4])?;
+/// assert_eq!(a.shape(), &[3, 4]);
+/// assert_eq!(a.sum()?.item()?.to_i64(), 66);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+pub(crate) struct TensorInner {
+    pub(crate) id: u64,
+    pub(crate) storage: Arc<StorageCell>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) requires_grad: AtomicBool,
+    pub(crate) grad_fn: Option<Arc<Node>>,
+    pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Tensor {
+    /// A tensor over fresh storage, with no autograd history.
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        let dtype = storage.dtype();
+        let device = storage.device();
+        Tensor::view_of(
+            Arc::new(StorageCell::new(storage)),
+            Layout::contiguous(shape),
+            dtype,
+            device,
+            None,
+        )
+    }
+
+    pub(crate) fn view_of(
+        storage: Arc<StorageCell>,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+        grad_fn: Option<Arc<Node>>,
+    ) -> Tensor {
+        let requires_grad = grad_fn.is_some();
+        Tensor(Arc::new(TensorInner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage,
+            layout,
+            dtype,
+            device,
+            requires_grad: AtomicBool::new(requires_grad),
+            grad_fn,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The result of an op: fresh contiguous storage, recording `backward` when grad mode is
+    /// on and an input requires grad.
+    pub(crate) fn from_op(
+        storage: Storage,
+        shape: &[usize],
+        backward: impl FnOnce() -> autograd::BackwardOp,
+        inputs: &[&Tensor],
+    ) -> Tensor {
+        let node = autograd::record(backward, inputs);
+        let dtype = storage.dtype();
+        let device = storage.device();
+        Tensor::view_of(
+            Arc::new(StorageCell::new(storage)),
+            Layout::contiguous(shape),
+            dtype,
+            device,
+            node,
+        )
+    }
+
+    /// A view of this tensor's storage with another layout, recording `backward`.
+    pub(crate) fn view_op(
+        &self,
+        layout: Layout,
+        backward: impl FnOnce() -> autograd::BackwardOp,
+    ) -> Tensor {
+        let node = autograd::record(backward, &[self]);
+        Tensor::view_of(
+            self.0.storage.clone(),
+            layout,
+            self.0.dtype,
+            self.0.device.clone(),
+            node,
+        )
+    }
+
+    /// The shape, one size per dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+
+    /// The size of one dimension (negative counts from the end).
+    pub fn size(&self, dim: isize) -> Result<usize> {
+        Ok(self.0.layout.shape[self.0.layout.dim("size", dim)?])
+    }
+
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.0.layout.rank()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// Strides in elements (PyTorch's `stride()`).
+    pub fn stride(&self) -> &[usize] {
+        &self.0.layout.strides
+    }
+
+    /// Offset of the first element within the storage, in elements.
+    pub fn storage_offset(&self) -> usize {
+        self.0.layout.offset
+    }
+
+    /// Whether the elements are laid out row-major with no gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<StorageCell> {
+        &self.0.storage
+    }
+
+    /// An id that identifies the storage: two tensors with the same `storage_id` share memory
+    /// (the analogue of comparing `data_ptr()` in PyTorch, or `id()` in the seed's example).
+    pub fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.0.storage) as usize
+    }
+
+    /// The address of the storage's first element. Stays the same across in-place ops.
+    pub fn data_ptr(&self) -> usize {
+        match &*self.0.storage.read() {
+            Storage::Cpu(s) => s.data_ptr(),
+        }
+    }
+
+    /// Whether two handles refer to the same tensor (same autograd identity).
+    pub fn same_tensor(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Check that `other` lives on the same device.
+    pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.0.device != other.0.device {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: self.0.device.to_string(),
+                rhs: other.0.device.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the storage (read lock).
+    pub(crate) fn with_storage<T>(
+        &self,
+        f: impl FnOnce(&Storage, &Layout) -> Result<T>,
+    ) -> Result<T> {
+        let s = self.0.storage.read();
+        f(&s, &self.0.layout)
+    }
+}

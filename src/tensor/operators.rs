@@ -1,0 +1,71 @@
+//! `+ - * /` and unary `-` on tensors and scalars. Every operator returns `Result<Tensor>`,
+//! since shapes may not broadcast: `(&a + &b)?`.
+
+use super::Tensor;
+use crate::error::Result;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+macro_rules! tensor_ops {
+    ($($trait:ident $method:ident => $tensor_fn:ident, $scalar_fn:ident);* $(;)?) => {$(
+        impl $trait<&Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::$tensor_fn(self, rhs) }
+        }
+        impl $trait<Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::$tensor_fn(&self, &rhs) }
+        }
+        impl $trait<&Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::$tensor_fn(&self, rhs) }
+        }
+        impl $trait<Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::$tensor_fn(self, &rhs) }
+        }
+        tensor_ops!(@scalars $trait $method $scalar_fn $tensor_fn; f32, f64, i32, i64);
+    )*};
+    (@scalars $trait:ident $method:ident $scalar_fn:ident $tensor_fn:ident; $($s:ty),*) => {$(
+        impl $trait<$s> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: $s) -> Result<Tensor> { Tensor::$scalar_fn(self, rhs) }
+        }
+        impl $trait<$s> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: $s) -> Result<Tensor> { Tensor::$scalar_fn(&self, rhs) }
+        }
+        impl $trait<&Tensor> for $s {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                // scalar (op) tensor: the scalar as a 0-d tensor on the right device.
+                Tensor::$tensor_fn(&rhs.scalar_like(self.into())?, rhs)
+            }
+        }
+        impl $trait<Tensor> for $s {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$tensor_fn(&rhs.scalar_like(self.into())?, &rhs)
+            }
+        }
+    )*};
+}
+
+tensor_ops! {
+    Add add => add, add_scalar;
+    Sub sub => sub, sub_scalar;
+    Mul mul => mul, mul_scalar;
+    Div div => div, div_scalar;
+}
+
+impl Neg for &Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(self)
+    }
+}
+impl Neg for Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(&self)
+    }
+}
