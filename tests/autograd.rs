@@ -1,0 +1,586 @@
+//! Autograd: the seed's examples, gradcheck of every differentiable op (random shapes,
+//! broadcast and non-contiguous inputs), higher-order gradients, safety checks and memory.
+
+mod common;
+
+use wgrad::{gradcheck, s, DType, Error, Generator, GradcheckOptions, Result, Tensor};
+
+fn show(t: &Tensor) -> String {
+    t.to_string()
+}
+
+#[test]
+fn seed_two_dot_x_x() {
+    let x = Tensor::arange(0.0, 4.0, 1.0).unwrap();
+    assert_eq!(show(&x), "tensor([0., 1., 2., 3.])");
+    let x = x.requires_grad_(true).unwrap();
+    assert_eq!(show(&x), "tensor([0., 1., 2., 3.], requires_grad=True)");
+    let y = 2.0f32 * &x.dot(&x).unwrap();
+    let y = y.unwrap();
+    assert_eq!(show(&y), "tensor(28., grad_fn=<MulBackward0>)");
+    y.backward().unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([ 0.,  4.,  8., 12.])");
+    // Gradients accumulate.
+    let y = x.sum().unwrap();
+    y.backward().unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([ 1.,  5.,  9., 13.])");
+    // ... until zeroed.
+    x.grad().unwrap().zero_().unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([0., 0., 0., 0.])");
+    x.sum().unwrap().backward().unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([1., 1., 1., 1.])");
+}
+
+#[test]
+fn seed_non_scalar_backward() {
+    let x = Tensor::arange(0.0, 4.0, 1.0)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let y = x.mul(&x).unwrap();
+    y.sum().unwrap().backward().unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([0., 2., 4., 6.])");
+    x.zero_grad();
+    let y = x.mul(&x).unwrap();
+    y.backward_with(&Tensor::ones(&[4]).unwrap()).unwrap();
+    assert_eq!(show(&x.grad().unwrap()), "tensor([0., 2., 4., 6.])");
+}
+
+#[test]
+fn seed_detach() {
+    let x = Tensor::arange(1.0, 10.0, 2.0)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    assert_eq!(show(&x), "tensor([1., 3., 5., 7., 9.], requires_grad=True)");
+    let y = x.mul(&x).unwrap();
+    let z = y.mul(&x).unwrap();
+    z.backward_with(&Tensor::ones(&[5]).unwrap()).unwrap();
+    assert_eq!(
+        show(&x.grad().unwrap()),
+        "tensor([  3.,  27.,  75., 147., 243.])"
+    );
+
+    x.zero_grad();
+    let y = x.mul(&x).unwrap();
+    let u = y.detach();
+    let z = u.mul(&x).unwrap();
+    z.backward_with(&Tensor::ones(&[5]).unwrap()).unwrap();
+    assert_eq!(
+        show(&x.grad().unwrap()),
+        "tensor([ 1.,  9., 25., 49., 81.])"
+    );
+    assert!(!u.requires_grad());
+}
+
+fn control_flow(a: &Tensor) -> Result<Tensor> {
+    let mut b = a.mul_scalar(2.0)?;
+    while b.norm()?.item()?.to_f64() < 1000.0 {
+        b = b.mul_scalar(2.0)?;
+    }
+    if b.sum()?.item()?.to_f64() > 0.0 {
+        Ok(b)
+    } else {
+        b.mul_scalar(100.0)
+    }
+}
+
+#[test]
+fn seed_control_flow() {
+    for seed in 0..5 {
+        let mut g = Generator::new(seed);
+        let a = Tensor::randn_with([0usize; 0], &mut g)
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap();
+        let d = control_flow(&a).unwrap();
+        d.backward().unwrap();
+        let lhs = a.grad().unwrap();
+        let rhs = d.div(&a).unwrap();
+        if a.item().unwrap().to_f64() > 0.0 {
+            // d = a * 2^k exactly, so the comparison is exact, as printed in the notes.
+            assert_eq!(show(&lhs.eq(&rhs).unwrap()), "tensor(True)", "seed {seed}");
+        } else {
+            // d = 100 * a * 2^k: the product with 100 rounds, in PyTorch as here.
+            let (l, r) = (lhs.item().unwrap().to_f64(), rhs.item().unwrap().to_f64());
+            assert!((l - r).abs() <= 1e-6 * l.abs(), "seed {seed}: {l} vs {r}");
+        }
+    }
+}
+
+#[test]
+fn no_grad_and_requires_grad_propagation() {
+    let x = Tensor::ones(&[2]).unwrap().requires_grad_(true).unwrap();
+    let c = Tensor::ones(&[2]).unwrap();
+    assert!(x.add(&c).unwrap().requires_grad());
+    assert!(!c.mul(&c).unwrap().requires_grad());
+    {
+        let _g = wgrad::no_grad();
+        let y = x.mul_scalar(3.0).unwrap();
+        assert!(!y.requires_grad() && y.grad_fn_name().is_none());
+        // In-place on a leaf is allowed under no_grad (an optimizer step).
+        x.sub_(&Tensor::ones(&[2]).unwrap()).unwrap();
+    }
+    assert_eq!(x.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+    assert!(wgrad::no_grad_scope(|| x.exp().unwrap())
+        .grad_fn_name()
+        .is_none());
+    // Integer results never require grad.
+    assert!(!x.argmax().unwrap().requires_grad());
+    assert!(!x.gt_scalar(0.0).unwrap().requires_grad());
+}
+
+#[test]
+fn shared_subgraph_gets_summed_gradients() {
+    // y is used three times; x reaches z along several paths.
+    let x = Tensor::new([1.0f32, 2.0, -3.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let y = x.mul_scalar(2.0).unwrap();
+    let z = y
+        .add(&y.mul(&y).unwrap())
+        .unwrap()
+        .add(&y.exp().unwrap())
+        .unwrap()
+        .sum()
+        .unwrap();
+    z.backward().unwrap();
+    // dz/dx = 2 * (1 + 2y + e^y)
+    let expected: Vec<f64> = [1.0f64, 2.0, -3.0]
+        .iter()
+        .map(|&v| 2.0 * (1.0 + 4.0 * v + (2.0 * v).exp()))
+        .collect();
+    common::assert_close(
+        &x.grad().unwrap().to_vec::<f32>().unwrap(),
+        &expected,
+        1e-5,
+        1e-5,
+        "diamond",
+    );
+}
+
+#[test]
+fn second_derivative_of_cube() {
+    let x = Tensor::new([1.0f32, -2.0, 0.5])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let y = x.pow_scalar(3.0).unwrap().sum().unwrap();
+    let dx = wgrad::grad(&y, &[&x], true).unwrap().remove(0);
+    assert!(dx.requires_grad(), "the first derivative carries a graph");
+    common::assert_close(
+        &dx.to_vec::<f32>().unwrap(),
+        &[3.0, 12.0, 0.75],
+        1e-6,
+        1e-6,
+        "3x^2",
+    );
+    dx.sum().unwrap().backward().unwrap();
+    common::assert_close(
+        &x.grad().unwrap().to_vec::<f32>().unwrap(),
+        &[6.0, -12.0, 3.0],
+        1e-6,
+        1e-6,
+        "6x",
+    );
+}
+
+#[test]
+fn gradient_penalty() {
+    // loss = f(w) + |df/dx|^2 with f = sum(tanh(x @ w)); the penalty's gradient with respect
+    // to w needs the graph of the first backward pass.
+    let mut g = Generator::new(3);
+    let x = Tensor::randn_with([4, 3], &mut g)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let w = Tensor::randn_with([3, 2], &mut g)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let loss_of = |w: &Tensor| -> Result<Tensor> {
+        let f = x.matmul(w)?.tanh()?.sum()?;
+        let dx = wgrad::grad(&f, &[&x], true)?.remove(0);
+        f.add(&dx.square()?.sum()?)
+    };
+    let loss = loss_of(&w).unwrap();
+    w.zero_grad();
+    loss.backward().unwrap();
+    let analytic = w.grad().unwrap().to_vec::<f32>().unwrap();
+    // Finite differences of the whole loss in w.
+    let base = w.to_vec::<f32>().unwrap();
+    for j in 0..base.len() {
+        let eval = |d: f32| {
+            let mut v = base.clone();
+            v[j] += d;
+            loss_of(&Tensor::from_vec(v, [3, 2]).unwrap())
+                .unwrap()
+                .item()
+                .unwrap()
+                .to_f64()
+        };
+        let numeric = (eval(1e-2) - eval(-1e-2)) / 2e-2;
+        assert!(
+            (analytic[j] as f64 - numeric).abs() < 2e-2 * (1.0 + numeric.abs()),
+            "w[{j}]: {} vs {numeric}",
+            analytic[j]
+        );
+    }
+}
+
+#[test]
+fn in_place_change_of_saved_tensor_is_detected() {
+    let x = Tensor::new([1.0f32, 2.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let w = Tensor::new([3.0f32, 4.0]).unwrap();
+    let y = x.mul(&w).unwrap().sum().unwrap();
+    w.add_(1.0).unwrap();
+    let e = y.backward().unwrap_err();
+    assert!(matches!(e, Error::Autograd { op: "backward", .. }));
+    assert!(
+        e.to_string().contains("modified by an inplace operation"),
+        "{e}"
+    );
+    // Addition does not need its inputs' values, so the same change is harmless there.
+    let y = x.add(&w).unwrap().sum().unwrap();
+    w.add_(1.0).unwrap();
+    y.backward().unwrap();
+}
+
+#[test]
+fn gradcheck_catches_a_wrong_rule() {
+    // x^2 whose gradient is deliberately wrong: the value of x^2, the gradient of x (1).
+    let wrong = |xs: &[Tensor]| -> Result<Tensor> {
+        let x = &xs[0];
+        x.square()?.detach().add(&x.sub(&x.detach())?)
+    };
+    let x = Tensor::new([0.5f32, 1.5, -2.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let e = gradcheck(wrong, &[x.clone()], GradcheckOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("gradient mismatch"), "{e}");
+    gradcheck(|xs| xs[0].square(), &[x], GradcheckOptions::default()).unwrap();
+}
+
+fn randn(g: &mut Generator, shape: &[usize]) -> Tensor {
+    Tensor::randn_with(shape.to_vec(), g).unwrap()
+}
+
+fn leaf(t: Tensor) -> Tensor {
+    t.requires_grad_(true).unwrap()
+}
+
+/// A function of tensors under test, by name.
+type Case = (
+    &'static str,
+    Vec<Tensor>,
+    Box<dyn Fn(&[Tensor]) -> Result<Tensor>>,
+);
+
+fn cases(g: &mut Generator) -> Vec<Case> {
+    let pos =
+        |g: &mut Generator, s: &[usize]| leaf(randn(g, s).abs().unwrap().add_scalar(0.5).unwrap());
+    let nc = |g: &mut Generator| leaf(randn(g, &[4, 3])); // used through .t(): non-contiguous
+    let mut v: Vec<Case> = vec![
+        (
+            "add broadcast",
+            vec![leaf(randn(g, &[3, 1])), leaf(randn(g, &[1, 4]))],
+            Box::new(|x| x[0].add(&x[1])),
+        ),
+        (
+            "sub rank",
+            vec![leaf(randn(g, &[2, 3, 4])), leaf(randn(g, &[4]))],
+            Box::new(|x| x[0].sub(&x[1])),
+        ),
+        (
+            "mul transposed",
+            vec![nc(g), leaf(randn(g, &[3, 4]))],
+            Box::new(|x| x[0].t()?.mul(&x[1])),
+        ),
+        (
+            "div",
+            vec![leaf(randn(g, &[2, 3])), pos(g, &[3])],
+            Box::new(|x| x[0].div(&x[1])),
+        ),
+        (
+            "pow",
+            vec![pos(g, &[2, 3]), leaf(randn(g, &[2, 1]))],
+            Box::new(|x| x[0].pow(&x[1])),
+        ),
+        (
+            "maximum",
+            vec![leaf(randn(g, &[5])), leaf(randn(g, &[5]))],
+            Box::new(|x| x[0].maximum(&x[1])),
+        ),
+        (
+            "minimum",
+            vec![leaf(randn(g, &[3, 2])), leaf(randn(g, &[2]))],
+            Box::new(|x| x[0].minimum(&x[1])),
+        ),
+        (
+            "neg abs",
+            vec![leaf(randn(g, &[6]))],
+            Box::new(|x| x[0].neg()?.abs()),
+        ),
+        (
+            "exp log sqrt",
+            vec![pos(g, &[2, 3])],
+            Box::new(|x| x[0].exp()?.add(&x[0].log()?)?.add(&x[0].sqrt()?)),
+        ),
+        (
+            "sin cos tanh",
+            vec![leaf(randn(g, &[7]))],
+            Box::new(|x| x[0].sin()?.mul(&x[0].cos()?)?.add(&x[0].tanh()?)),
+        ),
+        (
+            "sigmoid relu",
+            vec![leaf(randn(g, &[2, 4]))],
+            Box::new(|x| x[0].sigmoid()?.add(&x[0].relu()?)),
+        ),
+        (
+            "reciprocal square",
+            vec![pos(g, &[5])],
+            Box::new(|x| x[0].reciprocal()?.add(&x[0].square()?)),
+        ),
+        (
+            "pow_scalar",
+            vec![pos(g, &[4])],
+            Box::new(|x| x[0].pow_scalar(2.5)),
+        ),
+        (
+            "clamp",
+            vec![leaf(randn(g, &[8]))],
+            Box::new(|x| x[0].clamp(-0.5, 0.5)),
+        ),
+        (
+            "where",
+            vec![leaf(randn(g, &[3, 4])), leaf(randn(g, &[4]))],
+            Box::new(|x| Tensor::where_cond(&x[0].gt_scalar(0.0)?, &x[0], &x[1])),
+        ),
+        (
+            "masked_fill",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| x[0].masked_fill(&x[0].lt_scalar(0.0)?, 2.0)),
+        ),
+        (
+            "sum dims",
+            vec![leaf(randn(g, &[2, 3, 4]))],
+            Box::new(|x| x[0].sum_dims(&[0, 2], false)),
+        ),
+        (
+            "mean keepdim",
+            vec![nc(g)],
+            Box::new(|x| x[0].t()?.mean_dims(&[1], true)),
+        ),
+        (
+            "prod",
+            vec![pos(g, &[2, 3])],
+            Box::new(|x| x[0].prod_dims(&[1], false)),
+        ),
+        (
+            "amax amin",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| {
+                x[0].max_dims(&[1], false)?
+                    .add(&x[0].min_dims(&[0], false)?.sum()?)
+            }),
+        ),
+        (
+            "max_dim values",
+            vec![leaf(randn(g, &[3, 5]))],
+            Box::new(|x| Ok(x[0].max_dim(1, false)?.0)),
+        ),
+        (
+            "cumsum",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| x[0].cumsum(1)),
+        ),
+        (
+            "logsumexp",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| x[0].logsumexp(&[1], false)),
+        ),
+        ("softmax", vec![nc(g)], Box::new(|x| x[0].t()?.softmax(0))),
+        (
+            "log_softmax",
+            vec![leaf(randn(g, &[2, 5]))],
+            Box::new(|x| x[0].log_softmax(-1)),
+        ),
+        (
+            "norms",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| {
+                x[0].norm()?
+                    .add(&x[0].vector_norm(1.0, &[1], false)?)?
+                    .add(&x[0].vector_norm(3.0, &[0], true)?.sum()?)
+            }),
+        ),
+        (
+            "matmul batched broadcast",
+            vec![leaf(randn(g, &[2, 1, 3, 4])), leaf(randn(g, &[3, 4, 2]))],
+            Box::new(|x| x[0].matmul(&x[1])),
+        ),
+        (
+            "matmul vector",
+            vec![leaf(randn(g, &[4])), leaf(randn(g, &[2, 4, 3]))],
+            Box::new(|x| x[0].matmul(&x[1])),
+        ),
+        (
+            "mm transposed",
+            vec![nc(g), nc(g)],
+            Box::new(|x| x[0].mm(&x[1].t()?)),
+        ),
+        (
+            "mv dot",
+            vec![leaf(randn(g, &[3, 4])), leaf(randn(g, &[4]))],
+            Box::new(|x| x[0].mv(&x[1])?.dot(&x[0].sum_dims(&[1], false)?)),
+        ),
+        (
+            "reshape permute",
+            vec![leaf(randn(g, &[2, 3, 4]))],
+            Box::new(|x| x[0].permute(&[2, 0, 1])?.reshape(&[4, -1])),
+        ),
+        (
+            "slice step select",
+            vec![leaf(randn(g, &[7, 5]))],
+            Box::new(|x| x[0].i(s![1..;3, ..;2])?.add(&x[0].i(s![-1, 1..4])?)),
+        ),
+        (
+            "expand squeeze unsqueeze",
+            vec![leaf(randn(g, &[3, 1]))],
+            Box::new(|x| x[0].expand(&[3, 4])?.unsqueeze(0)?.squeeze()),
+        ),
+        (
+            "flatten",
+            vec![leaf(randn(g, &[2, 3, 2]))],
+            Box::new(|x| x[0].flatten(1, 2)),
+        ),
+        (
+            "cat stack",
+            vec![leaf(randn(g, &[2, 3])), leaf(randn(g, &[1, 3]))],
+            Box::new(|x| {
+                Tensor::stack(
+                    &[
+                        &Tensor::cat(&[&x[0], &x[1]], 0)?,
+                        &x[0].i(s![0..1])?.expand(&[3, 3])?,
+                    ],
+                    1,
+                )
+            }),
+        ),
+        (
+            "split chunk",
+            vec![leaf(randn(g, &[5, 2]))],
+            Box::new(|x| {
+                let parts = x[0].split(2, 0)?;
+                let chunks = x[0].chunk(2, 1)?;
+                parts[0]
+                    .sum()?
+                    .add(&parts[2].mul(&chunks[1].i(s![4..5])?)?.sum()?)
+            }),
+        ),
+        (
+            "index_select",
+            vec![leaf(randn(g, &[4, 3]))],
+            Box::new(|x| x[0].index_select(0, &Tensor::new([3, 0, 3])?)),
+        ),
+        (
+            "gather",
+            vec![leaf(randn(g, &[3, 4]))],
+            Box::new(|x| x[0].gather(1, &Tensor::new([[0, 0], [3, 1], [2, 2]])?)),
+        ),
+        (
+            "scatter_add",
+            vec![leaf(randn(g, &[3, 4])), leaf(randn(g, &[2, 4]))],
+            Box::new(|x| x[0].scatter_add(0, &Tensor::new([[0, 1, 2, 0], [2, 2, 1, 0]])?, &x[1])),
+        ),
+        (
+            "contiguous cast",
+            vec![nc(g)],
+            Box::new(|x| x[0].t()?.contiguous()?.to_dtype(DType::F32)),
+        ),
+    ];
+    v.push((
+        "division by self-broadcast",
+        vec![pos(g, &[2, 3])],
+        Box::new(|x| x[0].div(&x[0].sum_dims(&[1], true)?)),
+    ));
+    v
+}
+
+#[test]
+fn gradcheck_every_differentiable_op() {
+    let mut g = Generator::new(7);
+    for (name, inputs, f) in cases(&mut g) {
+        // Ties and kinks (abs at 0, relu at 0, clamp bounds) are avoided by random inputs.
+        gradcheck(
+            &f,
+            &inputs,
+            GradcheckOptions {
+                eps: 1e-3,
+                atol: 2e-2,
+                rtol: 2e-2,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn max_ties_share_the_gradient() {
+    let x = Tensor::new([1.0f32, 3.0, 3.0, 2.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    x.max().unwrap().backward().unwrap();
+    assert_eq!(
+        x.grad().unwrap().to_vec::<f32>().unwrap(),
+        vec![0.0, 0.5, 0.5, 0.0]
+    );
+}
+
+#[test]
+fn memory_stays_flat_over_many_steps() {
+    let device = wgrad::Device::Cpu;
+    let w = Tensor::randn(&[8, 4])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let x = Tensor::randn(&[16, 8]).unwrap();
+    let step = || {
+        let loss = x
+            .matmul(&w)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .square()
+            .unwrap()
+            .mean()
+            .unwrap();
+        loss.backward().unwrap();
+        wgrad::no_grad_scope(|| {
+            w.sub_(&w.grad().unwrap().mul_scalar(0.01).unwrap())
+                .unwrap()
+                .clone()
+        });
+        w.zero_grad();
+    };
+    for _ in 0..100 {
+        step();
+    }
+    let before = device.memory_stats().live_bytes;
+    for _ in 0..10_000 {
+        step();
+    }
+    let after = device.memory_stats().live_bytes;
+    // Other tests run in parallel threads and allocate too; a leak of even one 128-byte
+    // buffer per step would add over a megabyte.
+    assert!(
+        after < before + (1 << 20),
+        "live bytes grew from {before} to {after}"
+    );
+}

@@ -1,0 +1,258 @@
+//! Bad inputs give an `Err` of the right kind whose message names the op and the shapes;
+//! nothing panics.
+
+use wgrad::{s, DType, Error, Tensor};
+
+fn t(shape: &[usize]) -> Tensor {
+    Tensor::zeros(shape).unwrap()
+}
+
+fn names(err: &Error, parts: &[&str]) {
+    let msg = err.to_string();
+    for p in parts {
+        assert!(msg.contains(p), "message {msg:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn incompatible_broadcast() {
+    let e = t(&[3, 2]).add(&t(&[4])).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "add", .. }));
+    names(&e, &["add", "[3, 2]", "[4]"]);
+    let e = Tensor::where_cond(&t(&[2]).gt_scalar(0).unwrap(), &t(&[3]), &t(&[3])).unwrap_err();
+    names(&e, &["where", "[2]", "[3]"]);
+    let e = t(&[2, 3]).expand(&[4, 3]).unwrap_err();
+    names(&e, &["expand", "[2, 3]", "[4, 3]"]);
+}
+
+#[test]
+fn dim_out_of_range() {
+    let e = t(&[2, 3]).sum_dims(&[2], false).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::DimOutOfRange {
+            op: "sum",
+            dim: 2,
+            ..
+        }
+    ));
+    names(&e, &["sum", "[2, 3]"]);
+    for e in [
+        t(&[2, 3]).softmax(-3).unwrap_err(),
+        t(&[2, 3]).transpose(0, 2).unwrap_err(),
+        t(&[2, 3]).unsqueeze(4).unwrap_err(),
+        t(&[2, 3]).cumsum(5).unwrap_err(),
+        Tensor::cat(&[&t(&[2]), &t(&[2])], 1).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::DimOutOfRange { .. }), "{e}");
+    }
+}
+
+#[test]
+fn reshape_to_other_element_count() {
+    let e = t(&[2, 3]).reshape(&[4, 2]).unwrap_err();
+    assert!(matches!(e, Error::BadShape { op: "reshape", .. }));
+    names(&e, &["reshape", "[2, 3]", "[4, 2]"]);
+    assert!(t(&[2, 3]).reshape(&[-1, -1]).is_err());
+    let e = t(&[3, 4]).t().unwrap().view(&[12]).unwrap_err();
+    names(&e, &["view", "[12]"]);
+}
+
+#[test]
+fn cat_of_mismatched_shapes() {
+    let e = Tensor::cat(&[&t(&[2, 3]), &t(&[2, 4])], 0).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "cat", .. }));
+    names(&e, &["cat", "[2, 3]", "[2, 4]"]);
+    let e = Tensor::stack(&[&t(&[2, 3]), &t(&[3, 2])], 0).unwrap_err();
+    names(&e, &["stack", "[2, 3]", "[3, 2]"]);
+    assert!(matches!(
+        Tensor::cat(&[], 0).unwrap_err(),
+        Error::InvalidArgument { .. }
+    ));
+}
+
+#[test]
+fn index_out_of_range() {
+    let x = t(&[3, 4]);
+    let e = x.select(0, 3).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::IndexOutOfRange {
+            op: "select",
+            index: 3,
+            size: 3,
+            ..
+        }
+    ));
+    names(&e, &["select", "[3, 4]"]);
+    assert!(matches!(
+        x.i(s![.., -5]).unwrap_err(),
+        Error::IndexOutOfRange { .. }
+    ));
+    let e = x
+        .index_select(1, &Tensor::new([0, 4]).unwrap())
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::IndexOutOfRange {
+            op: "index_select",
+            index: 4,
+            ..
+        }
+    ));
+    let e = x
+        .gather(1, &Tensor::new([[0], [1], [9]]).unwrap())
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::IndexOutOfRange {
+            op: "gather",
+            index: 9,
+            ..
+        }
+    ));
+    let e = x
+        .scatter_add(0, &Tensor::new([[3, 0, 0, 0]]).unwrap(), &t(&[1, 4]))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::IndexOutOfRange {
+            op: "scatter_add",
+            ..
+        }
+    ));
+    assert!(matches!(
+        x.narrow(1, 2, 3).unwrap_err(),
+        Error::IndexOutOfRange { .. }
+    ));
+    assert!(matches!(
+        x.i(s![0, 0, 0]).unwrap_err(),
+        Error::BadShape { .. }
+    ));
+}
+
+#[test]
+fn mixed_dtypes_where_not_allowed() {
+    let f = t(&[2, 2]);
+    let i = Tensor::new([[1, 2], [3, 4]]).unwrap();
+    let e = f.matmul(&i).unwrap_err();
+    assert!(matches!(e, Error::DTypeMismatch { op: "matmul", .. }));
+    names(&e, &["matmul", "F32", "I64", "[2, 2]"]);
+    let e = Tensor::where_cond(&i, &f, &f).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::UnsupportedDType {
+            op: "where",
+            dtype: DType::I64,
+            ..
+        }
+    ));
+    let e = f.index_select(0, &Tensor::new([0.0]).unwrap()).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::UnsupportedDType {
+            op: "index_select",
+            ..
+        }
+    ));
+    let e = i.add_(1.5).unwrap_err();
+    assert!(matches!(e, Error::DTypeMismatch { op: "add_", .. }), "{e}");
+    let e = f.masked_fill(&i, 0.0).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::UnsupportedDType {
+            op: "masked_fill",
+            ..
+        }
+    ));
+    let b = f.gt_scalar(0).unwrap();
+    assert!(matches!(
+        b.sub(&b).unwrap_err(),
+        Error::DTypeMismatch { op: "sub", .. }
+    ));
+    assert!(matches!(
+        b.neg().unwrap_err(),
+        Error::UnsupportedDType { op: "neg", .. }
+    ));
+    assert!(matches!(
+        i.mean().unwrap_err(),
+        Error::UnsupportedDType { op: "mean", .. }
+    ));
+    assert!(matches!(
+        f.to_vec::<i64>().unwrap_err(),
+        Error::UnsupportedDType { op: "to_vec", .. }
+    ));
+}
+
+#[test]
+fn item_of_many_elements() {
+    let e = t(&[2, 3]).item().unwrap_err();
+    assert!(matches!(e, Error::NotAScalar { numel: 6, .. }));
+    names(&e, &["item", "[2, 3]"]);
+    assert_eq!(t(&[1, 1]).item().unwrap().to_f64(), 0.0);
+}
+
+#[test]
+fn data_that_does_not_fit_the_shape() {
+    let e = Tensor::from_vec(vec![1.0f32; 5], [2, 3]).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::DataLength {
+            len: 5,
+            numel: 6,
+            ..
+        }
+    ));
+    names(&e, &["[2, 3]"]);
+    let ragged = vec![vec![1.0, 2.0], vec![3.0]];
+    assert!(matches!(
+        Tensor::new(ragged).unwrap_err(),
+        Error::BadShape { .. }
+    ));
+}
+
+#[test]
+fn matmul_shapes() {
+    let e = t(&[2, 3]).matmul(&t(&[4, 5])).unwrap_err();
+    names(&e, &["matmul", "[2, 3]", "[4, 5]"]);
+    let e = t(&[2, 2, 3]).matmul(&t(&[3, 3, 5])).unwrap_err();
+    names(&e, &["matmul", "[2, 2, 3]", "[3, 3, 5]"]);
+    assert!(t(&[3]).dot(&t(&[4])).is_err());
+    assert!(t(&[3, 4]).mv(&t(&[3])).is_err());
+    assert!(t(&[3]).mm(&t(&[3, 1])).is_err());
+}
+
+#[test]
+fn bad_arguments() {
+    assert!(matches!(
+        Tensor::arange(0, 10, 0).unwrap_err(),
+        Error::InvalidArgument { op: "arange", .. }
+    ));
+    assert!(Tensor::arange(10, 0, 1).is_err());
+    assert!(matches!(
+        t(&[4]).slice(0, None, None, 0).unwrap_err(),
+        Error::InvalidArgument { op: "slice", .. }
+    ));
+    assert!(Tensor::randint(5, 5, [2]).is_err());
+    assert!(t(&[2, 0]).max().is_err());
+    assert!(t(&[2, 3]).permute(&[0, 0]).is_err());
+    assert!(t(&[2, 3]).permute(&[0]).is_err());
+    assert!(t(&[2, 3]).split(0, 0).is_err());
+    assert!(t(&[2, 3]).vector_norm(-1.0, &[0], false).is_err());
+}
+
+#[test]
+fn autograd_misuse() {
+    let x = Tensor::ones(&[3]).unwrap().requires_grad_(true).unwrap();
+    let y = x.mul_scalar(2.0).unwrap();
+    let e = y.backward().unwrap_err();
+    assert!(matches!(e, Error::Autograd { op: "backward", .. }));
+    names(&e, &["[3]"]);
+    let e = x.add_(1.0).unwrap_err();
+    assert!(matches!(e, Error::Autograd { op: "add_", .. }));
+    names(&e, &["leaf"]);
+    assert!(Tensor::new([1, 2]).unwrap().requires_grad_(true).is_err());
+    assert!(y.clone().requires_grad_(false).is_err());
+    assert!(y.backward_with(&Tensor::ones(&[4]).unwrap()).is_err());
+    assert!(Tensor::ones(&[1]).unwrap().backward().is_err());
+}
