@@ -15,7 +15,7 @@ fn seed_two_dot_x_x() {
     assert_eq!(show(&x), "tensor([0., 1., 2., 3.])");
     let x = x.requires_grad_(true).unwrap();
     assert_eq!(show(&x), "tensor([0., 1., 2., 3.], requires_grad=True)");
-    let y = 2.0f32 * &x.dot(&x).unwrap();
+    let y = 2.0 * &x.dot(&x).unwrap();
     let y = y.unwrap();
     assert_eq!(show(&y), "tensor(28., grad_fn=<MulBackward0>)");
     y.backward().unwrap();
@@ -42,7 +42,7 @@ fn seed_non_scalar_backward() {
     assert_eq!(show(&x.grad().unwrap()), "tensor([0., 2., 4., 6.])");
     x.zero_grad();
     let y = x.mul(&x).unwrap();
-    y.backward_with(&Tensor::ones(&[4]).unwrap()).unwrap();
+    y.backward_with(&Tensor::ones([4]).unwrap()).unwrap();
     assert_eq!(show(&x.grad().unwrap()), "tensor([0., 2., 4., 6.])");
 }
 
@@ -55,7 +55,7 @@ fn seed_detach() {
     assert_eq!(show(&x), "tensor([1., 3., 5., 7., 9.], requires_grad=True)");
     let y = x.mul(&x).unwrap();
     let z = y.mul(&x).unwrap();
-    z.backward_with(&Tensor::ones(&[5]).unwrap()).unwrap();
+    z.backward_with(&Tensor::ones([5]).unwrap()).unwrap();
     assert_eq!(
         show(&x.grad().unwrap()),
         "tensor([  3.,  27.,  75., 147., 243.])"
@@ -65,7 +65,7 @@ fn seed_detach() {
     let y = x.mul(&x).unwrap();
     let u = y.detach();
     let z = u.mul(&x).unwrap();
-    z.backward_with(&Tensor::ones(&[5]).unwrap()).unwrap();
+    z.backward_with(&Tensor::ones([5]).unwrap()).unwrap();
     assert_eq!(
         show(&x.grad().unwrap()),
         "tensor([ 1.,  9., 25., 49., 81.])"
@@ -110,8 +110,8 @@ fn seed_control_flow() {
 
 #[test]
 fn no_grad_and_requires_grad_propagation() {
-    let x = Tensor::ones(&[2]).unwrap().requires_grad_(true).unwrap();
-    let c = Tensor::ones(&[2]).unwrap();
+    let x = Tensor::ones([2]).unwrap().requires_grad_(true).unwrap();
+    let c = Tensor::ones([2]).unwrap();
     assert!(x.add(&c).unwrap().requires_grad());
     assert!(!c.mul(&c).unwrap().requires_grad());
     {
@@ -119,7 +119,7 @@ fn no_grad_and_requires_grad_propagation() {
         let y = x.mul_scalar(3.0).unwrap();
         assert!(!y.requires_grad() && y.grad_fn_name().is_none());
         // In-place on a leaf is allowed under no_grad (an optimizer step).
-        x.sub_(&Tensor::ones(&[2]).unwrap()).unwrap();
+        x.sub_(Tensor::ones([2]).unwrap()).unwrap();
     }
     assert_eq!(x.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
     assert!(wgrad::no_grad_scope(|| x.exp().unwrap())
@@ -261,7 +261,7 @@ fn gradcheck_catches_a_wrong_rule() {
         .unwrap()
         .requires_grad_(true)
         .unwrap();
-    let e = gradcheck(wrong, &[x.clone()], GradcheckOptions::default()).unwrap_err();
+    let e = gradcheck(wrong, std::slice::from_ref(&x), GradcheckOptions::default()).unwrap_err();
     assert!(e.to_string().contains("gradient mismatch"), "{e}");
     gradcheck(|xs| xs[0].square(), &[x], GradcheckOptions::default()).unwrap();
 }
@@ -369,24 +369,24 @@ fn cases(g: &mut Generator) -> Vec<Case> {
         (
             "sum dims",
             vec![leaf(randn(g, &[2, 3, 4]))],
-            Box::new(|x| x[0].sum_dims(&[0, 2], false)),
+            Box::new(|x| x[0].sum_dims([0, 2], false)),
         ),
         (
             "mean keepdim",
             vec![nc(g)],
-            Box::new(|x| x[0].t()?.mean_dims(&[1], true)),
+            Box::new(|x| x[0].t()?.mean_dims([1], true)),
         ),
         (
             "prod",
             vec![pos(g, &[2, 3])],
-            Box::new(|x| x[0].prod_dims(&[1], false)),
+            Box::new(|x| x[0].prod_dims([1], false)),
         ),
         (
             "amax amin",
             vec![leaf(randn(g, &[3, 4]))],
             Box::new(|x| {
-                x[0].max_dims(&[1], false)?
-                    .add(&x[0].min_dims(&[0], false)?.sum()?)
+                x[0].max_dims([1], false)?
+                    .add(&x[0].min_dims([0], false)?.sum()?)
             }),
         ),
         (
@@ -402,7 +402,7 @@ fn cases(g: &mut Generator) -> Vec<Case> {
         (
             "logsumexp",
             vec![leaf(randn(g, &[3, 4]))],
-            Box::new(|x| x[0].logsumexp(&[1], false)),
+            Box::new(|x| x[0].logsumexp([1], false)),
         ),
         ("softmax", vec![nc(g)], Box::new(|x| x[0].t()?.softmax(0))),
         (
@@ -415,8 +415,8 @@ fn cases(g: &mut Generator) -> Vec<Case> {
             vec![leaf(randn(g, &[3, 4]))],
             Box::new(|x| {
                 x[0].norm()?
-                    .add(&x[0].vector_norm(1.0, &[1], false)?)?
-                    .add(&x[0].vector_norm(3.0, &[0], true)?.sum()?)
+                    .add(&x[0].vector_norm(1.0, [1], false)?)?
+                    .add(&x[0].vector_norm(3.0, [0], true)?.sum()?)
             }),
         ),
         (
@@ -437,12 +437,12 @@ fn cases(g: &mut Generator) -> Vec<Case> {
         (
             "mv dot",
             vec![leaf(randn(g, &[3, 4])), leaf(randn(g, &[4]))],
-            Box::new(|x| x[0].mv(&x[1])?.dot(&x[0].sum_dims(&[1], false)?)),
+            Box::new(|x| x[0].mv(&x[1])?.dot(&x[0].sum_dims([1], false)?)),
         ),
         (
             "reshape permute",
             vec![leaf(randn(g, &[2, 3, 4]))],
-            Box::new(|x| x[0].permute(&[2, 0, 1])?.reshape(&[4, -1])),
+            Box::new(|x| x[0].permute([2, 0, 1])?.reshape([4, -1])),
         ),
         (
             "slice step select",
@@ -452,7 +452,7 @@ fn cases(g: &mut Generator) -> Vec<Case> {
         (
             "expand squeeze unsqueeze",
             vec![leaf(randn(g, &[3, 1]))],
-            Box::new(|x| x[0].expand(&[3, 4])?.unsqueeze(0)?.squeeze()),
+            Box::new(|x| x[0].expand([3, 4])?.unsqueeze(0)?.squeeze()),
         ),
         (
             "flatten",
@@ -466,7 +466,7 @@ fn cases(g: &mut Generator) -> Vec<Case> {
                 Tensor::stack(
                     &[
                         &Tensor::cat(&[&x[0], &x[1]], 0)?,
-                        &x[0].i(s![0..1])?.expand(&[3, 3])?,
+                        &x[0].i(s![0..1])?.expand([3, 3])?,
                     ],
                     1,
                 )
@@ -507,7 +507,7 @@ fn cases(g: &mut Generator) -> Vec<Case> {
     v.push((
         "division by self-broadcast",
         vec![pos(g, &[2, 3])],
-        Box::new(|x| x[0].div(&x[0].sum_dims(&[1], true)?)),
+        Box::new(|x| x[0].div(&x[0].sum_dims([1], true)?)),
     ));
     v
 }
@@ -546,11 +546,8 @@ fn max_ties_share_the_gradient() {
 #[test]
 fn memory_stays_flat_over_many_steps() {
     let device = wgrad::Device::Cpu;
-    let w = Tensor::randn(&[8, 4])
-        .unwrap()
-        .requires_grad_(true)
-        .unwrap();
-    let x = Tensor::randn(&[16, 8]).unwrap();
+    let w = Tensor::randn([8, 4]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::randn([16, 8]).unwrap();
     let step = || {
         let loss = x
             .matmul(&w)
@@ -563,7 +560,7 @@ fn memory_stays_flat_over_many_steps() {
             .unwrap();
         loss.backward().unwrap();
         wgrad::no_grad_scope(|| {
-            w.sub_(&w.grad().unwrap().mul_scalar(0.01).unwrap())
+            w.sub_(w.grad().unwrap().mul_scalar(0.01).unwrap())
                 .unwrap()
                 .clone()
         });

@@ -21,13 +21,13 @@ fn incompatible_broadcast() {
     names(&e, &["add", "[3, 2]", "[4]"]);
     let e = Tensor::where_cond(&t(&[2]).gt_scalar(0).unwrap(), &t(&[3]), &t(&[3])).unwrap_err();
     names(&e, &["where", "[2]", "[3]"]);
-    let e = t(&[2, 3]).expand(&[4, 3]).unwrap_err();
+    let e = t(&[2, 3]).expand([4, 3]).unwrap_err();
     names(&e, &["expand", "[2, 3]", "[4, 3]"]);
 }
 
 #[test]
 fn dim_out_of_range() {
-    let e = t(&[2, 3]).sum_dims(&[2], false).unwrap_err();
+    let e = t(&[2, 3]).sum_dims([2], false).unwrap_err();
     assert!(matches!(
         e,
         Error::DimOutOfRange {
@@ -50,11 +50,11 @@ fn dim_out_of_range() {
 
 #[test]
 fn reshape_to_other_element_count() {
-    let e = t(&[2, 3]).reshape(&[4, 2]).unwrap_err();
+    let e = t(&[2, 3]).reshape([4, 2]).unwrap_err();
     assert!(matches!(e, Error::BadShape { op: "reshape", .. }));
     names(&e, &["reshape", "[2, 3]", "[4, 2]"]);
-    assert!(t(&[2, 3]).reshape(&[-1, -1]).is_err());
-    let e = t(&[3, 4]).t().unwrap().view(&[12]).unwrap_err();
+    assert!(t(&[2, 3]).reshape([-1, -1]).is_err());
+    let e = t(&[3, 4]).t().unwrap().view([12]).unwrap_err();
     names(&e, &["view", "[12]"]);
 }
 
@@ -235,15 +235,15 @@ fn bad_arguments() {
     ));
     assert!(Tensor::randint(5, 5, [2]).is_err());
     assert!(t(&[2, 0]).max().is_err());
-    assert!(t(&[2, 3]).permute(&[0, 0]).is_err());
-    assert!(t(&[2, 3]).permute(&[0]).is_err());
+    assert!(t(&[2, 3]).permute([0, 0]).is_err());
+    assert!(t(&[2, 3]).permute([0]).is_err());
     assert!(t(&[2, 3]).split(0, 0).is_err());
-    assert!(t(&[2, 3]).vector_norm(-1.0, &[0], false).is_err());
+    assert!(t(&[2, 3]).vector_norm(-1.0, [0], false).is_err());
 }
 
 #[test]
 fn autograd_misuse() {
-    let x = Tensor::ones(&[3]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::ones([3]).unwrap().requires_grad_(true).unwrap();
     let y = x.mul_scalar(2.0).unwrap();
     let e = y.backward().unwrap_err();
     assert!(matches!(e, Error::Autograd { op: "backward", .. }));
@@ -253,6 +253,6 @@ fn autograd_misuse() {
     names(&e, &["leaf"]);
     assert!(Tensor::new([1, 2]).unwrap().requires_grad_(true).is_err());
     assert!(y.clone().requires_grad_(false).is_err());
-    assert!(y.backward_with(&Tensor::ones(&[4]).unwrap()).is_err());
-    assert!(Tensor::ones(&[1]).unwrap().backward().is_err());
+    assert!(y.backward_with(&Tensor::ones([4]).unwrap()).is_err());
+    assert!(Tensor::ones([1]).unwrap().backward().is_err());
 }

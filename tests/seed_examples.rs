@@ -18,7 +18,7 @@ fn arange_numel_shape() {
 #[test]
 fn reshape_to_three_by_two() {
     let x = Tensor::arange(1, 12, 2).unwrap();
-    let big_x = x.reshape(&[3, 2]).unwrap();
+    let big_x = x.reshape([3, 2]).unwrap();
     assert_eq!(
         show(&big_x),
         "tensor([[ 1,  3],\n        [ 5,  7],\n        [ 9, 11]])"
@@ -30,7 +30,7 @@ fn cat_inputs() -> (Tensor, Tensor) {
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap()
-        .reshape(&[3, 4])
+        .reshape([3, 4])
         .unwrap();
     let y = Tensor::new([[2.0, 1., 4., 3.], [1., 2., 3., 4.], [4., 3., 2., 1.]]).unwrap();
     (x, y)
@@ -73,11 +73,11 @@ fn broadcasting_same_rank() {
     // fill a 3x1 shape, and wgrad says so.
     let err = Tensor::arange(0, 2, 1)
         .unwrap()
-        .reshape(&[3, 1])
+        .reshape([3, 1])
         .unwrap_err();
     assert!(matches!(err, Error::BadShape { .. }), "{err}");
-    let a = Tensor::arange(0, 3, 1).unwrap().reshape(&[3, 1]).unwrap();
-    let b = Tensor::arange(0, 6, 1).unwrap().reshape(&[3, 2]).unwrap();
+    let a = Tensor::arange(0, 3, 1).unwrap().reshape([3, 1]).unwrap();
+    let b = Tensor::arange(0, 6, 1).unwrap().reshape([3, 2]).unwrap();
     assert_eq!(
         show(&b),
         "tensor([[0, 1],\n        [2, 3],\n        [4, 5]])"
@@ -87,8 +87,8 @@ fn broadcasting_same_rank() {
         "tensor([[0, 1],\n        [3, 4],\n        [6, 7]])"
     );
 
-    let a = Tensor::arange(0, 3, 1).unwrap().reshape(&[3, 1]).unwrap();
-    let b = Tensor::arange(0, 2, 1).unwrap().reshape(&[1, 2]).unwrap();
+    let a = Tensor::arange(0, 3, 1).unwrap().reshape([3, 1]).unwrap();
+    let b = Tensor::arange(0, 2, 1).unwrap().reshape([1, 2]).unwrap();
     assert_eq!(show(&a), "tensor([[0],\n        [1],\n        [2]])");
     assert_eq!(show(&b), "tensor([[0, 1]])");
     assert_eq!(
@@ -99,7 +99,7 @@ fn broadcasting_same_rank() {
 
 #[test]
 fn broadcasting_different_rank() {
-    let b = Tensor::arange(0, 6, 1).unwrap().reshape(&[3, 2]).unwrap();
+    let b = Tensor::arange(0, 6, 1).unwrap().reshape([3, 2]).unwrap();
     let a = Tensor::arange(0, 3, 1).unwrap();
     let err = (&a + &b).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }));
@@ -117,14 +117,14 @@ fn broadcasting_different_rank() {
 
 #[test]
 fn write_one_element() {
-    let b = Tensor::arange(0, 12, 1).unwrap().reshape(&[3, 4]).unwrap();
+    let b = Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap();
     b.assign(s![1, 2], 111).unwrap();
     assert_eq!(show(&b), "tensor([[  0,   1,   2,   3],\n        [  4,   5, 111,   7],\n        [  8,   9,  10,  11]])");
 }
 
 #[test]
 fn read_last_row_and_row_range() {
-    let b = Tensor::arange(0, 12, 1).unwrap().reshape(&[3, 4]).unwrap();
+    let b = Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap();
     assert_eq!(
         show(&b),
         "tensor([[ 0,  1,  2,  3],\n        [ 4,  5,  6,  7],\n        [ 8,  9, 10, 11]])"
@@ -138,7 +138,7 @@ fn read_last_row_and_row_range() {
 
 #[test]
 fn write_row_range() {
-    let b = Tensor::arange(0, 12, 1).unwrap().reshape(&[3, 4]).unwrap();
+    let b = Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap();
     b.assign(s![1..3, ..], 12).unwrap();
     assert_eq!(
         show(&b),
@@ -150,7 +150,7 @@ fn write_row_range() {
 fn sub_regions_with_steps() {
     let x = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
     assert_eq!(x.i(s![1, 2]).unwrap().item().unwrap().to_f64(), 7.0);
     assert_eq!(
@@ -173,8 +173,8 @@ fn sub_regions_with_steps() {
 
 #[test]
 fn new_result_allocates() {
-    let x = Tensor::ones(&[3]).unwrap();
-    let mut y = Tensor::ones(&[3]).unwrap();
+    let x = Tensor::ones([3]).unwrap();
+    let mut y = Tensor::ones([3]).unwrap();
     let before = y.storage_id();
     y = (&x + &y).unwrap();
     assert_ne!(y.storage_id(), before);
@@ -182,10 +182,10 @@ fn new_result_allocates() {
 
 #[test]
 fn slice_assignment_is_in_place() {
-    let a = Tensor::arange(0, 12, 1).unwrap().reshape(&[3, 4]).unwrap();
+    let a = Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap();
     let b = Tensor::arange(6.0, 12.0, 0.5)
         .unwrap()
-        .reshape(&[3, 4])
+        .reshape([3, 4])
         .unwrap();
     let c = Tensor::zeros_like(&a).unwrap();
     let (id, ptr, allocations) = (
@@ -209,9 +209,9 @@ fn slice_assignment_is_in_place() {
         "tensor([[ 6,  7,  9, 10],\n        [12, 13, 15, 16],\n        [18, 19, 21, 22]])"
     );
     // X += Y is in place too.
-    let x = Tensor::ones(&[2, 2]).unwrap();
+    let x = Tensor::ones([2, 2]).unwrap();
     let ptr = x.data_ptr();
-    x.add_(&Tensor::ones(&[2]).unwrap()).unwrap();
+    x.add_(Tensor::ones([2]).unwrap()).unwrap();
     assert_eq!(
         (x.data_ptr(), x.to_vec::<f32>().unwrap()),
         (ptr, vec![2.0; 4])
@@ -220,7 +220,7 @@ fn slice_assignment_is_in_place() {
 
 #[test]
 fn to_rust_data_and_back() {
-    let a = Tensor::arange(0, 12, 1).unwrap().reshape(&[3, 4]).unwrap();
+    let a = Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap();
     let x: Vec<Vec<i64>> = a.to_vec2().unwrap();
     let y = Tensor::new(x.clone()).unwrap();
     assert_eq!(y.to_vec2::<i64>().unwrap(), x);
@@ -243,7 +243,7 @@ fn randperm_reorders_rows() {
     assert_eq!(sorted, vec![0, 1, 2, 3]);
     let t = Tensor::arange(0.0, 12.0, 1.0)
         .unwrap()
-        .reshape(&[4, 3])
+        .reshape([4, 3])
         .unwrap();
     let shuffled = t.index_select(0, &idx).unwrap();
     for (row, &i) in idx.to_vec::<i64>().unwrap().iter().enumerate() {
@@ -286,7 +286,7 @@ fn vector_length_and_shape() {
 
 #[test]
 fn matrix_and_transpose() {
-    let a = Tensor::arange(0, 20, 1).unwrap().reshape(&[5, 4]).unwrap();
+    let a = Tensor::arange(0, 20, 1).unwrap().reshape([5, 4]).unwrap();
     assert_eq!(
         show(&a),
         "tensor([[ 0,  1,  2,  3],\n        [ 4,  5,  6,  7],\n        [ 8,  9, 10, 11],\n        [12, 13, 14, 15],\n        [16, 17, 18, 19]])"
@@ -310,7 +310,7 @@ fn symmetric_matrix() {
 fn three_dimensional_tensor() {
     let x = Tensor::arange(0, 24, 1)
         .unwrap()
-        .reshape(&[2, 3, 4])
+        .reshape([2, 3, 4])
         .unwrap();
     assert_eq!(
         show(&x),
@@ -321,7 +321,7 @@ fn three_dimensional_tensor() {
 fn float_a() -> Tensor {
     Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[5, 4])
+        .reshape([5, 4])
         .unwrap()
 }
 
@@ -352,10 +352,10 @@ fn hadamard_product() {
 
 #[test]
 fn scalar_plus_tensor() {
-    let a = 2i64;
+    let a = 2;
     let x = Tensor::arange(0, 24, 1)
         .unwrap()
-        .reshape(&[2, 3, 4])
+        .reshape([2, 3, 4])
         .unwrap();
     assert_eq!(
         show(&(a + &x).unwrap()),
@@ -367,17 +367,17 @@ fn scalar_plus_tensor() {
 #[test]
 fn sum_along_axes_of_matrix() {
     let a = float_a();
-    let s0 = a.sum_dims(&[0], false).unwrap();
+    let s0 = a.sum_dims([0], false).unwrap();
     assert_eq!(
         (show(&s0), s0.shape().to_vec()),
         ("tensor([40., 45., 50., 55.])".to_string(), vec![4])
     );
-    let s1 = a.sum_dims(&[1], false).unwrap();
+    let s1 = a.sum_dims([1], false).unwrap();
     assert_eq!(
         (show(&s1), s1.shape().to_vec()),
         ("tensor([ 6., 22., 38., 54., 70.])".to_string(), vec![5])
     );
-    assert_eq!(show(&a.sum_dims(&[0, 1], false).unwrap()), "tensor(190.)");
+    assert_eq!(show(&a.sum_dims([0, 1], false).unwrap()), "tensor(190.)");
     assert_eq!(show(&a.sum().unwrap()), "tensor(190.)");
 }
 
@@ -385,15 +385,15 @@ fn sum_along_axes_of_matrix() {
 fn sum_along_axes_of_3d_tensor() {
     let a = Tensor::arange(0, 24, 1)
         .unwrap()
-        .reshape(&[2, 3, 4])
+        .reshape([2, 3, 4])
         .unwrap();
-    let s0 = a.sum_dims(&[0], false).unwrap();
+    let s0 = a.sum_dims([0], false).unwrap();
     assert_eq!(
         show(&s0),
         "tensor([[12, 14, 16, 18],\n        [20, 22, 24, 26],\n        [28, 30, 32, 34]])"
     );
     assert_eq!(s0.shape(), &[3, 4]);
-    let s1 = a.sum_dims(&[1], false).unwrap();
+    let s1 = a.sum_dims([1], false).unwrap();
     assert_eq!(
         (show(&s1), s1.shape().to_vec()),
         (
@@ -401,7 +401,7 @@ fn sum_along_axes_of_3d_tensor() {
             vec![2, 4]
         )
     );
-    let s2 = a.sum_dims(&[2], false).unwrap();
+    let s2 = a.sum_dims([2], false).unwrap();
     assert_eq!(
         (show(&s2), s2.shape().to_vec()),
         (
@@ -409,7 +409,7 @@ fn sum_along_axes_of_3d_tensor() {
             vec![2, 3]
         )
     );
-    let s12 = a.sum_dims(&[1, 2], false).unwrap();
+    let s12 = a.sum_dims([1, 2], false).unwrap();
     assert_eq!(
         (show(&s12), s12.shape().to_vec()),
         ("tensor([ 66, 210])".to_string(), vec![2])
@@ -420,7 +420,7 @@ fn sum_along_axes_of_3d_tensor() {
 fn mean_and_mean_along_axis() {
     let a = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
     assert_eq!(show(&a.mean().unwrap()), "tensor(9.5000)");
     assert_eq!(
@@ -428,10 +428,10 @@ fn mean_and_mean_along_axis() {
         "tensor(9.5000)"
     );
     let expected = "tensor([ 7.5000,  8.5000,  9.5000, 10.5000, 11.5000])";
-    assert_eq!(show(&a.mean_dims(&[0], false).unwrap()), expected);
+    assert_eq!(show(&a.mean_dims([0], false).unwrap()), expected);
     assert_eq!(
         show(
-            &a.sum_dims(&[0], false)
+            &a.sum_dims([0], false)
                 .unwrap()
                 .div_scalar(a.shape()[0] as f64)
                 .unwrap()
@@ -444,9 +444,9 @@ fn mean_and_mean_along_axis() {
 fn keepdim_and_broadcast_division() {
     let a = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
-    let sum_a = a.sum_dims(&[1], true).unwrap();
+    let sum_a = a.sum_dims([1], true).unwrap();
     assert_eq!(
         show(&sum_a),
         "tensor([[10.],\n        [35.],\n        [60.],\n        [85.]])"
@@ -461,7 +461,7 @@ fn keepdim_and_broadcast_division() {
 fn cumulative_sum() {
     let a = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
     assert_eq!(
         show(&a),
@@ -479,7 +479,7 @@ fn dot_product() {
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
-    let y = Tensor::ones(&[4]).unwrap();
+    let y = Tensor::ones([4]).unwrap();
     let printed = [show(&x), show(&y), show(&x.dot(&y).unwrap())];
     assert_eq!(
         printed,
@@ -496,7 +496,7 @@ fn dot_product() {
 fn matrix_vector_product() {
     let a = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
     let x = Tensor::arange(0.0, 5.0, 1.0).unwrap();
     assert_eq!(show(&x), "tensor([0., 1., 2., 3., 4.])");
@@ -511,11 +511,11 @@ fn matrix_vector_product() {
 fn matrix_matrix_product() {
     let a = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[4, 5])
+        .reshape([4, 5])
         .unwrap();
     let b = Tensor::arange(0.0, 20.0, 1.0)
         .unwrap()
-        .reshape(&[5, 4])
+        .reshape([5, 4])
         .unwrap();
     let expected = "tensor([[120., 130., 140., 150.],\n        [320., 355., 390., 425.],\n        [520., 580., 640., 700.],\n        [720., 805., 890., 975.]])";
     assert_eq!(show(&a.mm(&b).unwrap()), expected);
@@ -527,16 +527,13 @@ fn vector_norms() {
     let x = Tensor::arange(0.0, 3.0, 1.0).unwrap();
     assert_eq!(show(&x.norm().unwrap()), "tensor(2.2361)");
     assert_eq!(show(&x.abs().unwrap().sum().unwrap()), "tensor(3.)");
-    assert_eq!(
-        show(&x.vector_norm(1.0, &[0], false).unwrap()),
-        "tensor(3.)"
-    );
+    assert_eq!(show(&x.vector_norm(1.0, [0], false).unwrap()), "tensor(3.)");
 }
 
 #[test]
 fn matrix_frobenius_norm() {
     assert_eq!(
-        show(&Tensor::ones(&[4, 9]).unwrap().norm().unwrap()),
+        show(&Tensor::ones([4, 9]).unwrap().norm().unwrap()),
         "tensor(6.)"
     );
 }

@@ -101,7 +101,9 @@ pub fn gradcheck(
             };
             let numeric = (probe(opts.eps)? - probe(-opts.eps)?) / (2.0 * opts.eps);
             let a = analytic[j] as f64;
-            if !((a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs()) {
+            // Written so that a NaN on either side counts as a mismatch.
+            let agrees = (a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
+            if !agrees {
                 return Err(Error::autograd(
                     "gradcheck",
                     format!(

@@ -207,7 +207,7 @@ pub(crate) fn backward(
         Cumsum { dim } => {
             // Reverse cumulative sum: total - cumsum(g) + g.
             let d = *dim as isize;
-            let total = g.sum_dims(&[d], true)?;
+            let total = g.sum_dims([d], true)?;
             vec![Some(total.sub(&g.cumsum(d)?)?.add(g)?)]
         }
         Matmul => {

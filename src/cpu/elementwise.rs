@@ -21,15 +21,8 @@ pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> CpuStorage {
             Cos => CpuStorage::F32(map1(v, l, f32::cos)),
             Tanh => CpuStorage::F32(map1(v, l, f32::tanh)),
             Sigmoid => CpuStorage::F32(map1(v, l, sigmoid)),
-            Relu => CpuStorage::F32(map1(v, l, |x| {
-                if x > 0.0 {
-                    x
-                } else if x.is_nan() {
-                    x
-                } else {
-                    0.0
-                }
-            })),
+            // NaN stays NaN, as in PyTorch.
+            Relu => CpuStorage::F32(map1(v, l, |x| if x > 0.0 || x.is_nan() { x } else { 0.0 })),
             Recip => CpuStorage::F32(map1(v, l, |x| 1.0 / x)),
             Square => CpuStorage::F32(map1(v, l, |x| x * x)),
             Sign => CpuStorage::F32(map1(v, l, |x| {

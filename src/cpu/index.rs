@@ -1,4 +1,5 @@
 //! Gathering and scattering along a dim with integer indices. Index values are checked here,
+#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
 //! where they are read, and an out-of-range index is an error naming it.
 
 use super::CpuStorage;

@@ -1,4 +1,5 @@
 //! Visiting the elements of strided layouts in row-major order.
+#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
 //!
 //! Several layouts of the same shape are walked together (an output and its broadcast inputs),
 //! after merging the dims that are contiguous in all of them, so a contiguous tensor is one

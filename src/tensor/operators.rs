@@ -23,7 +23,8 @@ macro_rules! tensor_ops {
             type Output = Result<Tensor>;
             fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::$tensor_fn(self, &rhs) }
         }
-        tensor_ops!(@scalars $trait $method $scalar_fn $tensor_fn; f32, f64, i32, i64);
+        // Only f64 and i64, so that unsuffixed literals (`&x * 2.0`, `2 + &x`) infer their type.
+        tensor_ops!(@scalars $trait $method $scalar_fn $tensor_fn; f64, i64);
     )*};
     (@scalars $trait:ident $method:ident $scalar_fn:ident $tensor_fn:ident; $($s:ty),*) => {$(
         impl $trait<$s> for &Tensor {

@@ -328,6 +328,6 @@ impl Tensor {
         if d.is_empty() {
             return Tensor::zeros_like(&x);
         }
-        x.sub(&x.logsumexp(&[dim], true)?)
+        x.sub(&x.logsumexp([dim], true)?)
     }
 }
