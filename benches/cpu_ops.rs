@@ -1,1 +1,49 @@
-fn main() {}
+//! Criterion benchmarks of the CPU backend: `cargo bench`. The same measurements, as JSON
+//! lines with stable names, come from `cargo run --release --example bench -- --json`, and
+//! `python3 benches/compare.py` sets them beside NumPy's in the same run.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wgrad::Tensor;
+
+fn matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matmul_f32");
+    for n in [256usize, 1024] {
+        let a = Tensor::randn([n, n]).unwrap();
+        let b = Tensor::randn([n, n]).unwrap();
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        g.bench_function(format!("{n}"), |bench| bench.iter(|| a.matmul(&b).unwrap()));
+    }
+    g.finish();
+}
+
+fn elementwise_and_reduce(c: &mut Criterion) {
+    let n = 16usize << 20;
+    let x = Tensor::randn([n]).unwrap();
+    let y = Tensor::randn([n]).unwrap();
+    let mut g = c.benchmark_group("memory_bound_16M");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes((12 * n) as u64));
+    g.bench_function("add_f32", |b| b.iter(|| (&x + &y).unwrap()));
+    g.bench_function("add_inplace_f32", |b| {
+        b.iter(|| x.add_(&y).map(drop).unwrap())
+    });
+    g.throughput(Throughput::Bytes((4 * n) as u64));
+    g.bench_function("sum_f32", |b| b.iter(|| x.sum().unwrap()));
+    g.finish();
+}
+
+fn overhead(c: &mut Criterion) {
+    let a = Tensor::randn([10]).unwrap();
+    let b = Tensor::randn([10]).unwrap();
+    c.bench_function("tiny_op", |bench| bench.iter(|| (&a + &b).unwrap()));
+    let w = Tensor::randn([10]).unwrap().requires_grad_(true).unwrap();
+    c.bench_function("tiny_forward_backward", |bench| {
+        bench.iter(|| {
+            w.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+            w.zero_grad();
+        })
+    });
+}
+
+criterion_group!(benches, matmul, elementwise_and_reduce, overhead);
+criterion_main!(benches);

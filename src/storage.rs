@@ -28,6 +28,10 @@ pub struct StorageCell {
 
 impl Drop for StorageCell {
     fn drop(&mut self) {
+        let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new()))) {
+            Storage::Cpu(s) => s.recycle(),
+        }
         LIVE_BYTES.fetch_sub(self.bytes as u64, Ordering::Relaxed);
         LIVE_BUFFERS.fetch_sub(1, Ordering::Relaxed);
     }
@@ -150,6 +154,20 @@ impl Storage {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::binary(op, a, l, b, rl))),
         }
+    }
+
+    /// `self[dst] = self[dst] (op) rhs` in place; `rhs` is another buffer of the same dtype.
+    pub fn binary_inplace(
+        &mut self,
+        op: BinaryOp,
+        dst: &Layout,
+        rhs: &Storage,
+        rl: &Layout,
+    ) -> Result<()> {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => cpu::binary_inplace(op, a, dst, b, rl),
+        }
+        Ok(())
     }
 
     pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {

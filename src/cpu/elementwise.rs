@@ -124,6 +124,29 @@ pub fn binary(
     }
 }
 
+/// `a = a (op) b` in place, for a destination view `a` and a source `b` of the same dtype in
+/// another buffer (broadcast to `a`'s shape). Only the ops with in-place forms.
+pub fn binary_inplace(op: BinaryOp, a: &mut CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) {
+    use super::map::update2;
+    use BinaryOp::*;
+    match (a, b) {
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => match op {
+            Add => update2(x, la, y, lb, |a, b| a + b),
+            Sub => update2(x, la, y, lb, |a, b| a - b),
+            Mul => update2(x, la, y, lb, |a, b| a * b),
+            Div => update2(x, la, y, lb, |a, b| a / b),
+            _ => unreachable!("in-place {op:?}: not offered"),
+        },
+        (CpuStorage::I64(x), CpuStorage::I64(y)) => match op {
+            Add => update2(x, la, y, lb, i64::wrapping_add),
+            Sub => update2(x, la, y, lb, i64::wrapping_sub),
+            Mul => update2(x, la, y, lb, i64::wrapping_mul),
+            _ => unreachable!("in-place {op:?} on i64: computed out of place by the caller"),
+        },
+        _ => unreachable!("binary_inplace: dtypes are unified by the caller"),
+    }
+}
+
 /// Comparisons and logical connectives, to bool.
 pub fn cmp(op: CmpOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuStorage {
     fn go<T: Copy + Sync + PartialOrd + Default + Truthy>(

@@ -5,10 +5,11 @@ mod elementwise;
 mod index;
 pub(crate) mod map;
 mod matmul;
+pub(crate) mod pool;
 mod reduce;
 pub(crate) mod walk;
 
-pub use elementwise::{binary, cast, cmp, unary, where_cond};
+pub use elementwise::{binary, binary_inplace, cast, cmp, unary, where_cond};
 pub use index::{gather, index_select, scatter_add};
 pub use matmul::matmul;
 pub use reduce::{cumsum, reduce};
@@ -52,10 +53,24 @@ impl CpuStorage {
 
     /// A buffer of `n` copies of `value` converted to `dtype`.
     pub fn full(n: usize, value: Scalar, dtype: DType) -> Self {
+        fn filled<T: pool::Pooled>(n: usize, v: T) -> Vec<T> {
+            let mut out = pool::take(n);
+            out.fill(v);
+            out
+        }
         match dtype {
-            DType::F32 => CpuStorage::F32(vec![value.to_f64() as f32; n]),
-            DType::I64 => CpuStorage::I64(vec![value.to_i64(); n]),
-            DType::Bool => CpuStorage::Bool(vec![value.to_bool(); n]),
+            DType::F32 => CpuStorage::F32(filled(n, value.to_f64() as f32)),
+            DType::I64 => CpuStorage::I64(filled(n, value.to_i64())),
+            DType::Bool => CpuStorage::Bool(filled(n, value.to_bool())),
+        }
+    }
+
+    /// Hand the buffer to the reuse cache (called when the last tensor using it is dropped).
+    pub fn recycle(self) {
+        match self {
+            CpuStorage::F32(v) => pool::give(v),
+            CpuStorage::I64(v) => pool::give(v),
+            CpuStorage::Bool(v) => pool::give(v),
         }
     }
 
@@ -96,16 +111,18 @@ impl CpuStorage {
 
 /// The elements of `l` in row-major order, copying only when the layout is not already a
 /// contiguous slice.
-pub fn contiguous_vec<T: Copy + Send + Sync + Default>(v: &[T], l: &Layout) -> Vec<T> {
+pub fn contiguous_vec<T: pool::Pooled + Sync>(v: &[T], l: &Layout) -> Vec<T> {
     if l.is_contiguous() {
-        v[l.offset..l.offset + l.numel()].to_vec()
+        let mut out = pool::take(l.numel());
+        out.copy_from_slice(&v[l.offset..l.offset + l.numel()]);
+        out
     } else {
         map::map1(v, l, |x| x)
     }
 }
 
 /// Borrow the elements of `l` as a contiguous slice when possible, else copy.
-pub fn contiguous_cow<'a, T: Copy + Send + Sync + Default>(
+pub fn contiguous_cow<'a, T: pool::Pooled + Sync>(
     v: &'a [T],
     l: &Layout,
 ) -> std::borrow::Cow<'a, [T]> {

@@ -184,20 +184,23 @@ fn min_nan(a: f32, x: f32) -> f32 {
     }
 }
 
-/// Sum a run in blocks: 8 f32 lanes inside a block (vectorises), f64 across blocks.
+/// Sum a run in blocks: 32 f32 lanes inside a block (independent accumulators, so the
+/// adds pipeline and vectorise), f64 across blocks for accuracy.
 fn sum_run_f32(acc: f64, xs: &[f32], _start: usize) -> f64 {
+    const LANES: usize = 32;
     let mut total = acc;
-    for block in xs.chunks(2048) {
-        let mut lanes = [0f32; 8];
-        let mut it = block.chunks_exact(8);
+    for block in xs.chunks(4096) {
+        let mut lanes = [0f32; LANES];
+        let mut it = block.chunks_exact(LANES);
         for c in &mut it {
-            for k in 0..8 {
+            for k in 0..LANES {
                 lanes[k] += c[k];
             }
         }
         let mut s: f32 = it.remainder().iter().sum();
-        s += ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for pair in lanes.chunks_exact(2) {
+            s += pair[0] + pair[1];
+        }
         total += s as f64;
     }
     total
@@ -327,7 +330,7 @@ where
 
 /// Inclusive cumulative sum along `dim` (f64 accumulator for f32, as PyTorch's CPU kernel).
 pub fn cumsum(s: &CpuStorage, l: &Layout, dim: usize) -> CpuStorage {
-    fn scan<T: Copy + Default + Send + Sync, A: Copy>(
+    fn scan<T: super::pool::Pooled + Sync, A: Copy>(
         v: &[T],
         l: &Layout,
         dim: usize,

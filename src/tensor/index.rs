@@ -359,6 +359,28 @@ impl Tensor {
     fn inplace_binary(&self, op: BinaryOp, name: &'static str, other: Source) -> Result<&Tensor> {
         let other = other.into_tensor(self)?;
         self.check_inplace(name, Some(&other))?;
+        let direct = other.dtype() == self.dtype()
+            && (self.dtype() == DType::F32 || (self.dtype() == DType::I64 && op != BinaryOp::Div))
+            && other.storage_id() != self.storage_id();
+        if direct {
+            // Compute straight into the destination: no temporary, no second pass.
+            let lo = other
+                .layout()
+                .broadcast_to(name, self.shape())
+                .map_err(|_| {
+                    Error::shapes(
+                        name,
+                        self.shape(),
+                        other.shape(),
+                        "the operand must broadcast to the destination's shape",
+                    )
+                })?;
+            let src = other.storage().read();
+            self.storage()
+                .write()
+                .binary_inplace(op, self.layout(), &src, &lo)?;
+            return Ok(self);
+        }
         let result = autograd::no_grad_scope(|| self.binary(op, &other))?;
         if result.dtype() != self.dtype() {
             return Err(Error::DTypeMismatch {

@@ -1,0 +1,120 @@
+//! Micro-benchmarks with stable names, one JSON object per line with `--json`:
+//! `{"name": "matmul_f32_2048", "value": 312.5, "unit": "GFLOP/s"}`.
+//!
+//! cargo run --release --example bench -- --device cpu --json [--quick]
+//!
+//! Each figure is the median of several timed repetitions after a warm-up.
+
+use std::time::Instant;
+use wgrad::{Device, Result, Tensor};
+
+struct Bench {
+    json: bool,
+    quick: bool,
+}
+
+impl Bench {
+    fn report(&self, name: &str, value: f64, unit: &str) {
+        if self.json {
+            println!("{{\"name\": \"{name}\", \"value\": {value:.4}, \"unit\": \"{unit}\"}}");
+        } else {
+            println!("{name:<28} {value:>12.3} {unit}");
+        }
+    }
+
+    /// Median seconds of one call of `f`, run in batches of `inner` calls.
+    fn time(&self, reps: usize, inner: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        let reps = if self.quick { reps.min(3) } else { reps };
+        f()?;
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            for _ in 0..inner {
+                f()?;
+            }
+            samples.push(t.elapsed().as_secs_f64() / inner as f64);
+        }
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok(samples[samples.len() / 2])
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let device = match args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        Some("gpu") => Device::gpu()?,
+        Some("auto") | None => Device::auto()?,
+        Some(_) => Device::Cpu,
+    };
+    let b = Bench {
+        json: args.iter().any(|a| a == "--json"),
+        quick: args.iter().any(|a| a == "--quick"),
+    };
+    if !b.json {
+        println!(
+            "device: {device}, threads: {}",
+            rayon::current_num_threads()
+        );
+    }
+    let on = |t: Tensor| t.to_device(&device);
+
+    for n in [256usize, 512, 1024, 2048] {
+        let x = on(Tensor::randn([n, n])?)?;
+        let y = on(Tensor::randn([n, n])?)?;
+        let reps = if n >= 2048 { 5 } else { 10 };
+        let t = b.time(reps, 1, || x.matmul(&y).map(drop))?;
+        b.report(
+            &format!("matmul_f32_{n}"),
+            2.0 * (n * n * n) as f64 / t / 1e9,
+            "GFLOP/s",
+        );
+    }
+
+    let n = 16 << 20;
+    let x = on(Tensor::randn([n])?)?;
+    let y = on(Tensor::randn([n])?)?;
+    let t = b.time(9, 1, || (&x + &y).map(drop))?;
+    b.report("add_f32_16M", 3.0 * 4.0 * n as f64 / t / 1e9, "GB/s");
+    let t = b.time(9, 1, || x.add_(&y).map(drop))?;
+    b.report(
+        "add_inplace_f32_16M",
+        3.0 * 4.0 * n as f64 / t / 1e9,
+        "GB/s",
+    );
+    let col = on(Tensor::randn([4096, 1])?)?;
+    let grid = on(Tensor::randn([4096, 4096])?)?;
+    let t = b.time(9, 1, || (&grid + &col).map(drop))?;
+    b.report(
+        "broadcast_add_f32_16M",
+        2.0 * 4.0 * n as f64 / t / 1e9,
+        "GB/s",
+    );
+    let t = b.time(9, 1, || x.sum().map(drop))?;
+    b.report("sum_f32_16M", 4.0 * n as f64 / t / 1e9, "GB/s");
+    let t = b.time(9, 1, || grid.sum_dims([1], false).map(drop))?;
+    b.report("sum_rows_f32_4096x4096", 4.0 * n as f64 / t / 1e9, "GB/s");
+
+    let a = on(Tensor::randn([10])?)?;
+    let c = on(Tensor::randn([10])?)?;
+    let t = b.time(15, 2000, || (&a + &c).map(drop))?;
+    b.report("tiny_op", t * 1e6, "us");
+
+    let w = on(Tensor::randn([10])?)?.requires_grad_(true)?;
+    let t = b.time(15, 1000, || {
+        let _g = wgrad::no_grad();
+        w.mul(&w)?.sum().map(drop)
+    })?;
+    b.report("tiny_forward", t * 1e6, "us");
+    let t = b.time(15, 1000, || {
+        w.mul(&w)?.sum()?.backward()?;
+        w.zero_grad();
+        Ok(())
+    })?;
+    b.report("tiny_forward_backward", t * 1e6, "us");
+    Ok(())
+}
