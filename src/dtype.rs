@@ -6,8 +6,11 @@
 /// and `Bool` the result of comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// `true`/`false`, one byte each.
     Bool,
+    /// 64-bit signed integers.
     I64,
+    /// 32-bit floats.
     F32,
 }
 
@@ -46,8 +49,11 @@ impl DType {
 /// PyTorch (`int_tensor + 2` stays integer, `int_tensor + 2.5` becomes float).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scalar {
+    /// A boolean.
     Bool(bool),
+    /// An integer (promotes like a Python `int`).
     Int(i64),
+    /// A float (promotes like a Python `float`).
     Float(f64),
 }
 

@@ -4,6 +4,8 @@
 use crate::dtype::DType;
 
 /// Everything that can go wrong in wgrad.
+// Fields are named for what they hold: the op, the operands' shapes and dtypes.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// Two shapes that the operation needs to agree do not (broadcasting included).

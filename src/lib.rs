@@ -16,7 +16,9 @@
 //!
 //! Every fallible operation returns [`Result`], operators included: `(&a + &b)?`.
 
-pub mod autograd;
+#![warn(missing_docs)]
+
+mod autograd;
 mod cpu;
 mod device;
 mod dtype;
@@ -28,7 +30,10 @@ mod shape;
 mod storage;
 mod tensor;
 
-pub use autograd::{gradcheck, no_grad, no_grad_scope, set_grad_enabled, GradcheckOptions};
+pub use autograd::{
+    gradcheck, is_grad_enabled, no_grad, no_grad_scope, set_grad_enabled, GradModeGuard,
+    GradcheckOptions,
+};
 pub use device::Device;
 pub use dtype::{DType, Element, Scalar};
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! The primitive operations: the one list that every backend implements and that autograd
 //! differentiates. A new elementwise op is one variant here, one line in each backend's
 //! kernel table (`cpu/elementwise.rs`), and one backward rule in `autograd/rules.rs`.
+//! Variant names are the PyTorch op names (`name()` gives them exactly).
+#![allow(missing_docs)]
 
 /// Elementwise functions of one operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

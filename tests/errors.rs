@@ -256,3 +256,31 @@ fn autograd_misuse() {
     assert!(y.backward_with(&Tensor::ones([4]).unwrap()).is_err());
     assert!(Tensor::ones([1]).unwrap().backward().is_err());
 }
+
+#[test]
+fn empty_tensors_are_fine() {
+    // Zero-size dims flow through every kind of op without panicking.
+    let e = Tensor::zeros([0, 3]).unwrap();
+    assert_eq!(e.sum().unwrap().item().unwrap().to_f64(), 0.0);
+    assert_eq!(
+        e.sum_dims([0], false).unwrap().to_vec::<f32>().unwrap(),
+        vec![0.0; 3]
+    );
+    assert_eq!(
+        Tensor::ones([2, 0])
+            .unwrap()
+            .matmul(&Tensor::ones([0, 2]).unwrap())
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
+        vec![0.0; 4]
+    );
+    assert_eq!(e.t().unwrap().shape(), &[3, 0]);
+    assert_eq!(e.to_string(), "tensor([], size=(0, 3))");
+    assert_eq!(
+        Tensor::cat(&[&e, &Tensor::ones([1, 3]).unwrap()], 0)
+            .unwrap()
+            .shape(),
+        &[1, 3]
+    );
+}

@@ -11,7 +11,7 @@ mod gradcheck;
 mod rules;
 
 pub use gradcheck::{gradcheck, GradcheckOptions};
-pub use rules::{BackwardOp, EmbedView};
+pub(crate) use rules::{BackwardOp, EmbedView};
 
 use crate::error::{Error, Result};
 use crate::storage::StorageCell;
@@ -70,7 +70,7 @@ pub fn no_grad_scope<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// A recorded op: its backward rule, its inputs and their storage versions at the time.
-pub struct Node {
+pub(crate) struct Node {
     pub(crate) op: BackwardOp,
     pub(crate) inputs: Vec<Tensor>,
     versions: Vec<(Arc<StorageCell>, u64)>,

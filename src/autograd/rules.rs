@@ -67,7 +67,6 @@ pub enum BackwardOp {
     },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
-        shape: Vec<usize>,
         view: EmbedView,
     },
 }
@@ -287,7 +286,7 @@ pub(crate) fn backward(
             Some(g.clone()),
             Some(g.gather(*dim as isize, index)?.sum_to(inputs[1].shape())?),
         ],
-        Embed { view, .. } => vec![Some(match view {
+        Embed { view } => vec![Some(match view {
             EmbedView::Slice {
                 dim,
                 start,

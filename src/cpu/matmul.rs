@@ -30,8 +30,14 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuSt
     let (brs, bcs) = (lb.strides[r - 2], lb.strides[r - 1]);
     match (a, b) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-            let mut out = vec![0f32; batch * m * n];
+            // gemm overwrites every element (read_dst is false), so a recycled buffer is fine.
+            let mut out = super::pool::take::<f32>(batch * m * n);
             if m * n == 0 {
+                return CpuStorage::F32(out);
+            }
+            if k == 0 {
+                // An empty sum: gemm may leave dst untouched.
+                out.fill(0.0);
                 return CpuStorage::F32(out);
             }
             let big = m * n * k >= 48 * 48 * 48;

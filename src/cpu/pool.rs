@@ -12,7 +12,7 @@ const MIN_BYTES: usize = 256 << 10;
 /// At most this many bytes are kept cached in total.
 const MAX_CACHED_BYTES: usize = 512 << 20;
 
-struct Cache<T> {
+pub struct Cache<T> {
     buffers: Vec<Vec<T>>,
     bytes: usize,
 }

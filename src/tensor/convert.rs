@@ -10,7 +10,9 @@ use crate::storage::Storage;
 
 /// A leaf value of nested Rust data: `f32`/`f64` become F32, integers I64, `bool` Bool.
 pub trait NdLeaf: Copy {
+    /// The dtype of a tensor made of such values.
     const DTYPE: DType;
+    /// The value as a scalar.
     fn scalar(self) -> Scalar;
 }
 macro_rules! leaf {
@@ -127,7 +129,9 @@ pub(crate) fn storage_from_scalars(values: &[Scalar], dtype: DType) -> CpuStorag
 
 /// Rust element types with a matching CPU buffer.
 pub trait CpuElement: Element {
+    #[doc(hidden)]
     fn wrap(v: Vec<Self>) -> CpuStorage;
+    #[doc(hidden)]
     fn unwrap(s: CpuStorage) -> Option<Vec<Self>>;
 }
 macro_rules! cpu_element {
@@ -168,6 +172,18 @@ impl Tensor {
             Storage::Cpu(storage_from_scalars(&values, A::dtype())),
             &shape,
         ))
+    }
+
+    /// [`Tensor::new`] with the `requires_grad` flag set at construction, like
+    /// `torch.tensor(data, requires_grad=True)`.
+    ///
+    /// ```
+    /// let x = wgrad::Tensor::new_with_grad([1.0, 2.0], true)?;
+    /// assert!(x.requires_grad() && x.is_leaf());
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn new_with_grad<A: NdArray>(data: A, requires_grad: bool) -> Result<Tensor> {
+        Tensor::new(data)?.requires_grad_(requires_grad)
     }
 
     /// A tensor from a flat `Vec` in row-major order and a shape.

@@ -12,12 +12,16 @@ use crate::shape::broadcast_shapes;
 /// a new axis of size 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SliceItem {
+    /// `t[i]`: picks one index and removes the dim (negative counts from the end).
     Index(isize),
+    /// `t[start:end:step]`; `None` bounds mean the whole extent.
+    #[allow(missing_docs)]
     Range {
         start: Option<isize>,
         end: Option<isize>,
         step: isize,
     },
+    /// `t[None]`: a new dim of size 1.
     NewAxis,
 }
 
@@ -108,7 +112,9 @@ macro_rules! s {
 /// The right-hand side of an assignment or in-place op: a tensor (broadcast) or a scalar.
 #[derive(Clone)]
 pub enum Source {
+    /// A tensor, broadcast to the destination.
     Tensor(Tensor),
+    /// One value for every element.
     Scalar(Scalar),
 }
 

@@ -483,10 +483,7 @@ impl Tensor {
         Ok(Tensor::from_op(
             out,
             shape,
-            || BackwardOp::Embed {
-                shape: shape.to_vec(),
-                view,
-            },
+            || BackwardOp::Embed { view },
             &[self],
         ))
     }
