@@ -9,6 +9,8 @@ pub enum Device {
     /// The pure-Rust backend: strided kernels, rayon threads, `gemm` for matmul.
     #[default]
     Cpu,
+    /// A GPU through wgpu: WGSL compute kernels.
+    Gpu(crate::gpu::GpuDevice),
 }
 
 impl Device {
@@ -17,25 +19,33 @@ impl Device {
         Device::Cpu
     }
 
-    /// The best device available: a hardware GPU when the wgpu backend finds one, else the
-    /// CPU. `WGRAD_DEVICE=cpu|gpu|auto` overrides the choice. This build has the CPU backend
-    /// only, so `auto` is the CPU and `gpu` is an error.
+    /// The best device available: a hardware GPU when wgpu finds one, else the CPU (a
+    /// software adapter such as lavapipe is slower than the CPU backend).
+    /// `WGRAD_DEVICE=cpu|gpu|auto` overrides the choice.
     pub fn auto() -> crate::Result<Device> {
         match std::env::var("WGRAD_DEVICE").as_deref() {
             Ok("gpu") => Device::gpu(),
-            Ok("cpu") | Ok("auto") | Ok("") | Err(_) => Ok(Device::Cpu),
-            Ok(other) => Err(crate::Error::invalid(
-                "Device::auto",
-                format!("WGRAD_DEVICE must be cpu, gpu or auto, got {other:?}"),
-            )),
+            Ok("cpu") => Ok(Device::Cpu),
+            Ok("auto") | Ok("") | Err(_) => Ok(match crate::gpu::default_gpu() {
+                Ok(g) if !g.is_software() => Device::Gpu(g),
+                _ => Device::Cpu,
+            }),
+            Ok(other) => Err(crate::Error::invalid("Device::auto", format!("WGRAD_DEVICE must be cpu, gpu or auto, got {other:?}"))),
         }
     }
 
-    /// A GPU device through wgpu.
+    /// The default GPU through wgpu (any adapter, software ones included), or
+    /// `Err(NoAdapter)` with wgpu's reason when there is none. The device is opened once per
+    /// process; later calls return the same one.
     pub fn gpu() -> crate::Result<Device> {
-        Err(crate::Error::NoAdapter(
-            "this build of wgrad has no wgpu backend yet".into(),
-        ))
+        crate::gpu::default_gpu().map(Device::Gpu)
+    }
+
+    /// Submit the work recorded for this device (a no-op on the CPU).
+    pub fn flush(&self) {
+        if let Device::Gpu(g) = self {
+            g.flush()
+        }
     }
 
     /// Counters of the tensor buffers on this device (live bytes, live buffers,
@@ -43,6 +53,14 @@ impl Device {
     pub fn memory_stats(&self) -> crate::storage::MemoryStats {
         match self {
             Device::Cpu => crate::storage::memory_stats(),
+            Device::Gpu(g) => {
+                let s = g.stats();
+                crate::storage::MemoryStats {
+                    live_bytes: s.live_bytes,
+                    live_buffers: 0,
+                    allocations: s.allocations,
+                }
+            }
         }
     }
 
@@ -56,6 +74,7 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Gpu(g) => write!(f, "gpu ({})", g.adapter_info().name),
         }
     }
 }

@@ -23,6 +23,7 @@ mod cpu;
 mod device;
 mod dtype;
 mod error;
+mod gpu;
 mod layout;
 pub mod op;
 mod rng;
@@ -41,3 +42,10 @@ pub use rng::{manual_seed, Generator};
 pub use shape::{IntList, Shape};
 pub use storage::MemoryStats;
 pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor};
+
+/// Every WGSL kernel variant the crate can generate, as (label, source): for validating the
+/// shaders without a GPU (see `tests/shaders.rs`).
+#[doc(hidden)]
+pub fn wgsl_variants() -> Vec<(String, String)> {
+    gpu::kernels::all_variants().iter().map(|k| (k.label(), k.source())).collect()
+}

@@ -3,18 +3,22 @@
 //! here and an arm to each function below.
 
 use crate::cpu::{self, CpuStorage};
+use crate::gpu::kernels::FillKind;
+use crate::gpu::GpuStorage;
+use crate::rng::Generator;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Data on a device.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Gpu(GpuStorage),
 }
 
 /// The shared buffer of a tensor and its views. `version` counts in-place writes, so autograd
@@ -29,8 +33,8 @@ pub struct StorageCell {
 impl Drop for StorageCell {
     fn drop(&mut self) {
         let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new()))) {
-            Storage::Cpu(s) => s.recycle(),
+        if let Storage::Cpu(s) = std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new()))) {
+            s.recycle();
         }
         LIVE_BYTES.fetch_sub(self.bytes as u64, Ordering::Relaxed);
         LIVE_BUFFERS.fetch_sub(1, Ordering::Relaxed);
@@ -63,7 +67,7 @@ pub fn memory_stats() -> MemoryStats {
 
 impl StorageCell {
     pub fn new(s: Storage) -> Self {
-        let bytes = s.size_in_bytes();
+        let bytes = s.cpu_bytes();
         LIVE_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
         LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -90,29 +94,102 @@ impl StorageCell {
     }
 }
 
+fn mismatch(op: &'static str) -> Error {
+    Error::DeviceMismatch {
+        op,
+        lhs: "cpu".into(),
+        rhs: "gpu".into(),
+    }
+}
+
+/// The bits of a scalar in the GPU representation of `dtype`.
+fn gpu_bits(value: Scalar, dtype: DType) -> Result<u32> {
+    Ok(match dtype {
+        DType::F32 => (value.to_f64() as f32).to_bits(),
+        DType::I64 => {
+            let v = value.to_i64();
+            i32::try_from(v).map_err(|_| Error::invalid("full", format!("integer {v} does not fit the GPU's 32-bit integers")))? as u32
+        }
+        DType::Bool => value.to_bool() as u32,
+    })
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(g) => Device::Gpu(crate::gpu::GpuDevice(g.ctx().clone())),
         }
     }
 
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Gpu(g) => g.dtype,
         }
     }
 
-    /// Size of the buffer in bytes.
-    pub fn size_in_bytes(&self) -> usize {
+    /// Bytes of CPU memory held (GPU buffers are counted by their device).
+    pub fn cpu_bytes(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len() * s.dtype().size_in_bytes(),
+            Storage::Gpu(_) => 0,
+        }
+    }
+
+    /// An address identifying the buffer, stable for its lifetime.
+    pub fn data_ptr(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.data_ptr(),
+            Storage::Gpu(g) => &g.buf as *const _ as usize,
         }
     }
 
     pub fn full(device: &Device, n: usize, value: Scalar, dtype: DType) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(CpuStorage::full(n, value, dtype))),
+            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::fill(&g.0, FillKind::Constant, dtype, n, &[gpu_bits(value, dtype)?])?)),
+        }
+    }
+
+    /// `start + i * step` for `i < n`, computed on the device.
+    pub fn arange(device: &Device, n: usize, start: Scalar, step: Scalar, dtype: DType) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(match dtype {
+                DType::I64 => {
+                    let (s, st) = (start.to_i64(), step.to_i64());
+                    CpuStorage::I64((0..n as i64).map(|i| s + i * st).collect())
+                }
+                _ => {
+                    let (s, st) = (start.to_f64(), step.to_f64());
+                    CpuStorage::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect())
+                }
+            })),
+            Device::Gpu(g) => {
+                let (a, b) = (gpu_bits(start, dtype)?, gpu_bits(step, dtype)?);
+                Ok(Storage::Gpu(GpuStorage::fill(&g.0, FillKind::Arange, dtype, n, &[a, b])?))
+            }
+        }
+    }
+
+    /// Random numbers from `gen`'s stream: the same values on every device.
+    pub fn random(device: &Device, kind: FillKind, n: usize, gen: &mut Generator, range: (i64, i64)) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(match kind {
+                FillKind::Uniform => CpuStorage::F32(gen.uniform(n)),
+                FillKind::Normal => CpuStorage::F32(gen.normal(n)),
+                _ => CpuStorage::I64(gen.int_range(n, range.0, range.1)),
+            })),
+            Device::Gpu(g) => {
+                let span = (range.1 - range.0) as u64;
+                if kind == FillKind::RandInt && (span > u32::MAX as u64 || i32::try_from(range.0).is_err() || i32::try_from(range.1).is_err()) {
+                    return Err(Error::invalid("randint", format!("range {}..{} does not fit the GPU's 32-bit integers", range.0, range.1)));
+                }
+                let (seed, start) = (gen.seed(), gen.advance(n));
+                let params = [seed as u32, (seed >> 32) as u32, start as u32, (start >> 32) as u32, range.0 as i32 as u32, span as u32];
+                let dtype = if kind == FillKind::RandInt { DType::I64 } else { DType::F32 };
+                Ok(Storage::Gpu(GpuStorage::fill(&g.0, kind, dtype, n, &params)?))
+            }
         }
     }
 
@@ -120,6 +197,7 @@ impl Storage {
     pub fn to_cpu(&self, l: &Layout) -> Result<CpuStorage> {
         match self {
             Storage::Cpu(s) => Ok(s.copy_strided(l)),
+            Storage::Gpu(g) => g.to_cpu(l),
         }
     }
 
@@ -127,12 +205,14 @@ impl Storage {
     pub fn from_cpu(device: &Device, s: CpuStorage) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(s)),
+            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::from_cpu(&g.0, &s)?)),
         }
     }
 
     pub fn copy_strided(&self, l: &Layout) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.copy_strided(l))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(g.copy_strided(l)?)),
         }
     }
 
@@ -140,6 +220,8 @@ impl Storage {
     pub fn write(&mut self, dst: &Layout, src: &Storage, sl: &Layout) -> Result<()> {
         match (self, src) {
             (Storage::Cpu(d), Storage::Cpu(s)) => d.write(dst, s, sl),
+            (Storage::Gpu(d), Storage::Gpu(s)) => d.write(dst, s, sl)?,
+            _ => return Err(mismatch("assign")),
         }
         Ok(())
     }
@@ -147,25 +229,24 @@ impl Storage {
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::unary(op, s, l))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(g.unary(op, l)?)),
         }
     }
 
     pub fn binary(&self, op: BinaryOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::binary(op, a, l, b, rl))),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.binary(op, l, b, rl)?)),
+            _ => Err(mismatch(op.name())),
         }
     }
 
     /// `self[dst] = self[dst] (op) rhs` in place; `rhs` is another buffer of the same dtype.
-    pub fn binary_inplace(
-        &mut self,
-        op: BinaryOp,
-        dst: &Layout,
-        rhs: &Storage,
-        rl: &Layout,
-    ) -> Result<()> {
+    pub fn binary_inplace(&mut self, op: BinaryOp, dst: &Layout, rhs: &Storage, rl: &Layout) -> Result<()> {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => cpu::binary_inplace(op, a, dst, b, rl),
+            (Storage::Gpu(a), Storage::Gpu(b)) => a.binary_inplace(op, dst, b, rl)?,
+            _ => return Err(mismatch(op.name())),
         }
         Ok(())
     }
@@ -173,88 +254,79 @@ impl Storage {
     pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::cmp(op, a, l, b, rl))),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.cmp(op, l, b, rl)?)),
+            _ => Err(mismatch(op.name())),
         }
     }
 
-    pub fn where_cond(
-        &self,
-        l: &Layout,
-        a: &Storage,
-        la: &Layout,
-        b: &Storage,
-        lb: &Layout,
-    ) -> Result<Storage> {
+    pub fn where_cond(&self, l: &Layout, a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Result<Storage> {
         match (self, a, b) {
-            (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => {
-                Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb)))
-            }
-            _ => unreachable!("where: condition dtype is checked by the caller"),
+            (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb))),
+            (Storage::Gpu(c), Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(c.where_cond(l, a, la, b, lb)?)),
+            _ => Err(mismatch("where")),
         }
     }
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::cast(s, l, to))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(g.cast(l, to)?)),
         }
     }
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::reduce(op, s, l, dims))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(g.reduce(op, l, dims)?)),
         }
     }
 
     pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(cpu::cumsum(s, l, dim))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(g.cumsum(l, dim)?)),
         }
     }
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::matmul(a, l, b, rl))),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.matmul(l, b, rl)?)),
+            _ => Err(mismatch("matmul")),
         }
     }
 
-    pub fn index_select(
-        &self,
-        l: &Layout,
-        dim: usize,
-        index: &Storage,
-        il: &Layout,
-    ) -> Result<Storage> {
+    pub fn index_select(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
         match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(
-                cpu::index_select(s, l, dim, &cpu::contiguous_cow(i, il))?,
-            )),
-            _ => unreachable!("index_select: index dtype is checked by the caller"),
+            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(cpu::index_select(s, l, dim, &cpu::contiguous_cow(i, il))?)),
+            (Storage::Gpu(s), Storage::Gpu(i)) => {
+                let mut shape = l.shape.clone();
+                shape[dim] = il.numel();
+                let idx = if il.is_contiguous() { None } else { Some(i.copy_strided(il)?) };
+                let (i, il) = match &idx {
+                    Some(c) => (c, Layout::contiguous(&il.shape)),
+                    None => (i, il.clone()),
+                };
+                Ok(Storage::Gpu(s.gather(l, dim, i, &il, &shape, false)?))
+            }
+            _ => Err(mismatch("index_select")),
         }
     }
 
     pub fn gather(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
         match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => {
-                Ok(Storage::Cpu(cpu::gather(s, l, dim, i, il)?))
-            }
-            _ => unreachable!("gather: index dtype is checked by the caller"),
+            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(cpu::gather(s, l, dim, i, il)?)),
+            (Storage::Gpu(s), Storage::Gpu(i)) => Ok(Storage::Gpu(s.gather(l, dim, i, il, &il.shape, true)?)),
+            _ => Err(mismatch("gather")),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn scatter_add(
-        &self,
-        l: &Layout,
-        dim: usize,
-        index: &Storage,
-        il: &Layout,
-        src: &Storage,
-        sl: &Layout,
-    ) -> Result<Storage> {
+    pub fn scatter_add(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout, src: &Storage, sl: &Layout) -> Result<Storage> {
         match (self, index, src) {
-            (Storage::Cpu(b), Storage::Cpu(CpuStorage::I64(i)), Storage::Cpu(s)) => {
-                Ok(Storage::Cpu(cpu::scatter_add(b, l, dim, i, il, s, sl)?))
-            }
-            _ => unreachable!("scatter_add: index dtype is checked by the caller"),
+            (Storage::Cpu(b), Storage::Cpu(CpuStorage::I64(i)), Storage::Cpu(s)) => Ok(Storage::Cpu(cpu::scatter_add(b, l, dim, i, il, s, sl)?)),
+            (Storage::Gpu(b), Storage::Gpu(i), Storage::Gpu(s)) => Ok(Storage::Gpu(b.scatter_add(l, dim, i, il, s, sl)?)),
+            _ => Err(mismatch("scatter_add")),
         }
     }
 }

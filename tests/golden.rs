@@ -243,7 +243,7 @@ fn run_case(case: &Value, device: &Device) -> std::result::Result<Outcome, Strin
         Some(Err(e)) => return Err(format!("{what}: {e}")),
         Some(Ok(t)) => t,
     };
-    std::panic::catch_unwind(|| check_values(&out, &case["output"], op, &what))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_values(&out, &case["output"], op, &what)))
         .map_err(|e| panic_message(e, &what))?;
     if has_grads {
         let g = tensor_from(&case["grad_output"], device);
@@ -260,9 +260,9 @@ fn run_case(case: &Value, device: &Device) -> std::result::Result<Outcome, Strin
             let grad = t
                 .grad()
                 .ok_or_else(|| format!("{what}: input {i} got no gradient"))?;
-            std::panic::catch_unwind(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 check_values(&grad, expected, op, &format!("{what}: grad of input {i}"))
-            })
+            }))
             .map_err(|e| panic_message(e, &what))?;
         }
     }
@@ -296,6 +296,7 @@ fn run_file(json: &str, source: &str) {
             }
         }
     }
+    later.sort();
     later.dedup();
     eprintln!(
         "{source}: {passed} case runs passed, {} failed; not yet in scope: {}",

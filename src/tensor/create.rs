@@ -1,7 +1,7 @@
 //! Creating tensors: constants, ranges, identity, random numbers.
 
 use super::Tensor;
-use crate::cpu::CpuStorage;
+use crate::gpu::kernels::FillKind;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
@@ -112,14 +112,7 @@ impl Tensor {
             ));
         }
         let n = ((e - s) / st).ceil().max(0.0) as usize;
-        let data = match dtype {
-            DType::I64 => {
-                let (s, st) = (start.to_i64(), step.to_i64());
-                CpuStorage::I64((0..n as i64).map(|i| s + i * st).collect())
-            }
-            _ => CpuStorage::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect()),
-        };
-        Ok(Tensor::from_storage(Storage::from_cpu(device, data)?, &[n]))
+        Ok(Tensor::from_storage(Storage::arange(device, n, start, step, dtype)?, &[n]))
     }
 
     /// `steps` evenly spaced f32 values from `start` to `end` inclusive.
@@ -147,48 +140,62 @@ impl Tensor {
         Tensor::from_vec(data, [n, n])
     }
 
+    fn random(kind: FillKind, shape: impl Into<Shape>, device: &Device, g: &mut Generator, range: (i64, i64)) -> Result<Tensor> {
+        let shape = shape.into();
+        Ok(Tensor::from_storage(Storage::random(device, kind, shape.numel(), g, range)?, &shape))
+    }
+
     /// Uniform f32 numbers in `[0, 1)` from the global generator (`torch.rand`).
     pub fn rand(shape: impl Into<Shape>) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::rand_with(shape, g))
+        Tensor::rand_on(shape, &Device::Cpu)
+    }
+
+    /// Uniform numbers generated on `device`: the same values on every device for the same
+    /// generator state.
+    pub fn rand_on(shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::random(FillKind::Uniform, shape, device, g, (0, 0)))
     }
 
     /// Uniform numbers from an explicit generator.
     pub fn rand_with(shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
-        let shape = shape.into();
-        Tensor::from_vec(g.uniform(shape.numel()), shape)
+        Tensor::random(FillKind::Uniform, shape, &Device::Cpu, g, (0, 0))
     }
 
     /// Standard normal f32 numbers from the global generator (`torch.randn`).
     pub fn randn(shape: impl Into<Shape>) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::randn_with(shape, g))
+        Tensor::randn_on(shape, &Device::Cpu)
+    }
+
+    /// Standard normal numbers generated on `device`.
+    pub fn randn_on(shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::random(FillKind::Normal, shape, device, g, (0, 0)))
     }
 
     /// Standard normal numbers from an explicit generator.
     pub fn randn_with(shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
-        let shape = shape.into();
-        Tensor::from_vec(g.normal(shape.numel()), shape)
+        Tensor::random(FillKind::Normal, shape, &Device::Cpu, g, (0, 0))
     }
 
     /// Integers uniform in `low..high` (I64) from the global generator (`torch.randint`).
     pub fn randint(low: i64, high: i64, shape: impl Into<Shape>) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::randint_with(low, high, shape, g))
+        Tensor::randint_on(low, high, shape, &Device::Cpu)
+    }
+
+    /// Random integers generated on `device`.
+    pub fn randint_on(low: i64, high: i64, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        rng::with_default(|g| Tensor::randint_gen(low, high, shape, device, g))
     }
 
     /// Random integers from an explicit generator.
-    pub fn randint_with(
-        low: i64,
-        high: i64,
-        shape: impl Into<Shape>,
-        g: &mut Generator,
-    ) -> Result<Tensor> {
+    pub fn randint_with(low: i64, high: i64, shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
+        Tensor::randint_gen(low, high, shape, &Device::Cpu, g)
+    }
+
+    fn randint_gen(low: i64, high: i64, shape: impl Into<Shape>, device: &Device, g: &mut Generator) -> Result<Tensor> {
         if high <= low {
-            return Err(Error::invalid(
-                "randint",
-                format!("low ({low}) must be less than high ({high})"),
-            ));
+            return Err(Error::invalid("randint", format!("low ({low}) must be less than high ({high})")));
         }
-        let shape = shape.into();
-        Tensor::from_vec(g.int_range(shape.numel(), low, high), shape)
+        Tensor::random(FillKind::RandInt, shape, device, g, (low, high))
     }
 
     /// A random permutation of `0..n` (I64) from the global generator (`torch.randperm`).

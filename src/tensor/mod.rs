@@ -185,9 +185,7 @@ impl Tensor {
 
     /// The address of the storage's first element. Stays the same across in-place ops.
     pub fn data_ptr(&self) -> usize {
-        match &*self.0.storage.read() {
-            Storage::Cpu(s) => s.data_ptr(),
-        }
+        self.0.storage.read().data_ptr()
     }
 
     /// Whether two handles refer to the same tensor (same autograd identity).

@@ -1,0 +1,33 @@
+// Shared by every kernel: strided offsets from a metadata array, and the linear invocation
+// index of a 2-D dispatch (grids over 65535 workgroups per dimension wrap into y).
+//
+// Metadata layout for elementwise kernels (all u32):
+//   [0] element count, [1] rank r, [2 .. 2+r) shape,
+//   then per operand k: offset, r strides  (operand k starts at 2 + r + k * (r + 1)).
+
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+fn operand_offset(i: u32, k: u32) -> u32 {
+    let rank = params[1];
+    let base = 2u + rank + k * (rank + 1u);
+    var rem = i;
+    var off = params[base];
+    for (var d = i32(rank) - 1; d >= 0; d = d - 1) {
+        let size = params[2u + u32(d)];
+        off = off + (rem % size) * params[base + 1u + u32(d)];
+        rem = rem / size;
+    }
+    return off;
+}
+
+fn nan_f32() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+fn inf_f32() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}

@@ -1,0 +1,95 @@
+// Batched C = A @ B with operands read through strides (transposed views need no copy).
+// Each workgroup computes a TILE x TILE block of C from TILE x KT slices of A and B staged in
+// workgroup memory; each thread computes a 4 x 4 block of outputs.
+// Metadata: [0] M, [1] N, [2] K, [3] batch rank r, [4..4+r) batch shape,
+//   [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
+//   then A offset, A row stride, A col stride, B offset, B row stride, B col stride.
+// <T>: f32 or i32. Workgroup (16, 16); grid (N / 64, M / 64, batch), wrapped in y when
+// the batch is large.
+
+@group(0) @binding(1) var<storage, read_write> c: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> a: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> b: array<{{T}}>;
+
+const TILE: u32 = 64u;
+const KT: u32 = 16u;
+
+var<workgroup> a_tile: array<array<{{T}}, 64>, 16>;
+var<workgroup> b_tile: array<array<{{T}}, 64>, 16>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m = params[0];
+    let n = params[1];
+    let k = params[2];
+    let r = params[3];
+    let batch = wid.z;
+    // Storage offsets of this batch's matrices.
+    var a_off = params[4u + 3u * r];
+    var b_off = params[4u + 3u * r + 3u];
+    var rem = batch;
+    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
+        let size = params[4u + u32(d)];
+        let idx = rem % size;
+        rem = rem / size;
+        a_off = a_off + idx * params[4u + r + u32(d)];
+        b_off = b_off + idx * params[4u + 2u * r + u32(d)];
+    }
+    let ars = params[4u + 3u * r + 1u];
+    let acs = params[4u + 3u * r + 2u];
+    let brs = params[4u + 3u * r + 4u];
+    let bcs = params[4u + 3u * r + 5u];
+
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<array<{{T}}, 4>, 4>;
+    for (var kk = 0u; kk < k; kk = kk + KT) {
+        // 256 threads load the 64 x 16 A slice and the 16 x 64 B slice, 4 elements each.
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            let idx = t * 4u + e;
+            let ar = idx / KT;
+            let ac = idx % KT;
+            let gr = row0 + ar;
+            let gk = kk + ac;
+            var av: {{T}} = {{T}}(0);
+            if (gr < m && gk < k) {
+                av = a[a_off + gr * ars + gk * acs];
+            }
+            a_tile[ac][ar] = av;
+            let br = idx / TILE;
+            let bc = idx % TILE;
+            let gk2 = kk + br;
+            let gc = col0 + bc;
+            var bv: {{T}} = {{T}}(0);
+            if (gk2 < k && gc < n) {
+                bv = b[b_off + gk2 * brs + gc * bcs];
+            }
+            b_tile[br][bc] = bv;
+        }
+        workgroupBarrier();
+        for (var p = 0u; p < KT; p = p + 1u) {
+            var av: array<{{T}}, 4>;
+            var bv: array<{{T}}, 4>;
+            for (var q = 0u; q < 4u; q = q + 1u) {
+                av[q] = a_tile[p][lid.y * 4u + q];
+                bv[q] = b_tile[p][lid.x * 4u + q];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i][j] = acc[i][j] + av[i] * bv[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let gr = row0 + lid.y * 4u + i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let gc = col0 + lid.x * 4u + j;
+            if (gr < m && gc < n) {
+                c[(batch * m + gr) * n + gc] = acc[i][j];
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+// One workgroup per output element: each thread folds a strided share of the reduced
+// elements, then a tree reduction in workgroup memory combines the threads' partials.
+// Metadata: [0] outputs, [1] kept rank r, [2..2+r) kept shape, [2+r] input offset,
+//   [3+r..3+2r) kept strides, then [3+2r] reduced rank q, q sizes, q strides.
+// Specialised by <T> input type, <ACC> accumulator type, <OUT> output type and
+// <HELPERS>, which define init(), fold(acc, x, j) (j: the flat index within the reduced
+// dims), merge(l, r) and finish(p).
+
+@group(0) @binding(1) var<storage, read_write> out: array<{{OUT}}>;
+@group(0) @binding(2) var<storage, read> src: array<{{T}}>;
+
+struct Partial {
+    v: {{ACC}},
+    i: u32,
+    has: u32,
+}
+
+var<workgroup> partials: array<Partial, WG>;
+
+{{HELPERS}}
+
+fn kept_offset(o: u32) -> u32 {
+    let r = params[1];
+    var rem = o;
+    var off = params[2u + r];
+    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
+        let size = params[2u + u32(d)];
+        off = off + (rem % size) * params[3u + r + u32(d)];
+        rem = rem / size;
+    }
+    return off;
+}
+
+fn reduced_offset(j: u32) -> u32 {
+    let r = params[1];
+    let q_at = 3u + 2u * r;
+    let q = params[q_at];
+    var rem = j;
+    var off = 0u;
+    for (var d = i32(q) - 1; d >= 0; d = d - 1) {
+        let size = params[q_at + 1u + u32(d)];
+        off = off + (rem % size) * params[q_at + 1u + q + u32(d)];
+        rem = rem / size;
+    }
+    return off;
+}
+
+fn reduced_count() -> u32 {
+    let r = params[1];
+    let q_at = 3u + 2u * r;
+    let q = params[q_at];
+    var n = 1u;
+    for (var d = 0u; d < q; d = d + 1u) {
+        n = n * params[q_at + 1u + d];
+    }
+    return n;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // The same output for the whole workgroup, so every branch below on `o` is uniform.
+    let o = wid.x + wid.y * nwg.x;
+    var acc = init();
+    if (o < params[0]) {
+        let base = kept_offset(o);
+        let n = reduced_count();
+        for (var j = lid; j < n; j = j + WG) {
+            let x = src[base + reduced_offset(j)];
+            acc = fold(acc, x, j);
+        }
+    }
+    partials[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            let l = partials[lid];
+            let r = partials[lid + s];
+            partials[lid] = merge(l, r);
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u && o < params[0]) {
+        let p = partials[0];
+        out[o] = finish(p);
+    }
+}

@@ -1,0 +1,396 @@
+//! The wgpu device and everything shared by its kernels: the pipeline cache, the buffer
+//! pool, command batching, readback, error capture and statistics.
+
+use super::kernels::{Kernel, WG};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Dispatches recorded before a batch is submitted without waiting for a readback.
+const MAX_BATCH: usize = 256;
+
+/// Counters of a GPU device, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuStats {
+    /// Buffers created with wgpu.
+    pub allocations: u64,
+    /// Buffer requests served from the pool.
+    pub reuses: u64,
+    /// Bytes in buffers held by tensors (or in flight), pooled buffers excluded.
+    pub live_bytes: u64,
+    /// Command buffers submitted.
+    pub submits: u64,
+    /// Reads of GPU data back to the CPU.
+    pub readbacks: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    allocations: AtomicU64,
+    reuses: AtomicU64,
+    live_bytes: AtomicU64,
+    submits: AtomicU64,
+    readbacks: AtomicU64,
+    dispatches: AtomicU64,
+}
+
+struct Batch {
+    encoder: Option<wgpu::CommandEncoder>,
+    dispatches: usize,
+    /// Buffers released since the last submit: commands already recorded may still use
+    /// them, so they join the pool only once those commands are submitted.
+    released: Vec<(u64, wgpu::Buffer)>,
+}
+
+/// A wgpu device, its queue and wgrad's state for it.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+    pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    batch: Mutex<Batch>,
+    counters: Counters,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    /// Set by index kernels that meet an out-of-range index; checked at each readback.
+    error_flag: wgpu::Buffer,
+    index_kernels_since_check: AtomicBool,
+}
+
+/// A buffer owned by a tensor; returned to its device's pool when dropped.
+pub struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    ctx: Arc<GpuContext>,
+}
+
+impl GpuBuffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+
+    pub fn ctx_ref(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} bytes)", self.class)
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.ctx.counters.live_bytes.fetch_sub(self.class, Ordering::Relaxed);
+            self.ctx.batch.lock().unwrap_or_else(|e| e.into_inner()).released.push((self.class, b));
+        }
+    }
+}
+
+/// Size classes: powers of two from 256 bytes, so freed buffers fit later requests.
+fn size_class(bytes: u64) -> u64 {
+    bytes.max(256).next_power_of_two()
+}
+
+impl GpuContext {
+    /// Open the best adapter (a hardware GPU when there is one).
+    pub fn new() -> Result<Arc<GpuContext>> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        }))
+        .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        // The adapter's own limits, not the defaults: the default storage binding cap is 128 MiB.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgrad"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::NoAdapter(format!("request_device failed: {e}")))?;
+        Ok(GpuContext::from_parts(device, queue, adapter.get_info(), limits))
+    }
+
+    pub fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, limits: wgpu::Limits) -> Arc<GpuContext> {
+        let uncaptured = Arc::new(Mutex::new(None));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lost_sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {msg}"));
+        });
+        let error_flag = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad error flag"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Mutex::new(HashMap::new()),
+            batch: Mutex::new(Batch {
+                encoder: None,
+                dispatches: 0,
+                released: Vec::new(),
+            }),
+            counters: Counters::default(),
+            uncaptured,
+            lost,
+            error_flag,
+            index_kernels_since_check: AtomicBool::new(false),
+        })
+    }
+
+    pub fn stats(&self) -> GpuStats {
+        let c = &self.counters;
+        GpuStats {
+            allocations: c.allocations.load(Ordering::Relaxed),
+            reuses: c.reuses.load(Ordering::Relaxed),
+            live_bytes: c.live_bytes.load(Ordering::Relaxed),
+            submits: c.submits.load(Ordering::Relaxed),
+            readbacks: c.readbacks.load(Ordering::Relaxed),
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An `Err` if the device was lost or wgpu reported an error since the last check.
+    pub fn check(&self) -> Result<()> {
+        if let Some(msg) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        if let Some(msg) = self.uncaptured.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(Error::invalid("gpu", format!("wgpu reported an error: {msg}")));
+        }
+        Ok(())
+    }
+
+    /// The largest buffer a kernel can bind.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// A buffer of at least `bytes` bytes (usable as storage, copy source and destination).
+    pub fn alloc(self: &Arc<Self>, op: &'static str, bytes: u64) -> Result<GpuBuffer> {
+        self.check()?;
+        let class = size_class(bytes);
+        let limit = self.max_binding();
+        if bytes > limit {
+            return Err(Error::BufferTooLarge { op, bytes, limit });
+        }
+        // A class may round past the limit; such a buffer is allocated at the exact size.
+        let class = if class > limit { bytes.div_ceil(4) * 4 } else { class };
+        let reused = self.pool.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&class).and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => {
+                self.counters.reuses.fetch_add(1, Ordering::Relaxed);
+                b
+            }
+            None => {
+                self.counters.allocations.fetch_add(1, Ordering::Relaxed);
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: class,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        self.counters.live_bytes.fetch_add(class, Ordering::Relaxed);
+        Ok(GpuBuffer {
+            buffer: Some(buffer),
+            class,
+            ctx: self.clone(),
+        })
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload(self: &Arc<Self>, op: &'static str, data: &[u8]) -> Result<GpuBuffer> {
+        let buf = self.alloc(op, data.len() as u64)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(buf.raw(), 0, data);
+        }
+        Ok(buf)
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&kernel) {
+            return Ok(p.clone());
+        }
+        let source = kernel.source();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&kernel.label()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&kernel.label()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::invalid("gpu", format!("pipeline {} failed to build: {e}", kernel.label())));
+        }
+        let p = Arc::new(pipeline);
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(kernel, p.clone());
+        Ok(p)
+    }
+
+    /// Workgroups for `n` invocations of `WG` threads (or `n` workgroups when `per_group`),
+    /// folded into a second dimension past the per-dimension limit.
+    pub fn grid(&self, n: u64, per_group: bool) -> Result<(u32, u32)> {
+        let groups = if per_group { n } else { n.div_ceil(WG as u64) }.max(1);
+        let max = self.limits.max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            return Ok((groups as u32, 1));
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(Error::BufferTooLarge {
+                op: "dispatch",
+                bytes: n * 4,
+                limit: max * max * WG as u64 * 4,
+            });
+        }
+        Ok((max as u32, y as u32))
+    }
+
+    /// Record one dispatch of `kernel` with `params` at binding 0 and `buffers` at 1, 2, ...
+    pub fn dispatch(self: &Arc<Self>, kernel: Kernel, params: &[u32], buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) -> Result<()> {
+        let pipeline = self.pipeline(kernel)?;
+        let params_buf = self.upload("params", bytemuck::cast_slice(params))?;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params_buf.raw().as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        if matches!(kernel, Kernel::Gather(..) | Kernel::ScatterAdd(..)) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: buffers.len() as u32 + 1,
+                resource: self.error_flag.as_entire_binding(),
+            });
+            self.index_kernels_since_check.store(true, Ordering::Relaxed);
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let submit_now = {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") }));
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+            }
+            batch.dispatches += 1;
+            batch.dispatches >= MAX_BATCH
+        };
+        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        drop(params_buf);
+        if submit_now {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Record a buffer-to-buffer copy in the current batch.
+    pub fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") }));
+        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+    }
+
+    /// Submit the recorded work. Buffers released before now become reusable.
+    pub fn flush(&self) {
+        let (encoder, released) = {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            batch.dispatches = 0;
+            (batch.encoder.take(), std::mem::take(&mut batch.released))
+        };
+        if let Some(encoder) = encoder {
+            self.queue.submit([encoder.finish()]);
+            self.counters.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for (class, b) in released {
+            pool.entry(class).or_default().push(b);
+        }
+    }
+
+    /// Copy `bytes` bytes of `src` to the CPU, waiting for all recorded work.
+    pub fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        self.check()?;
+        self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
+        let check_flag = self.index_kernels_since_check.swap(false, Ordering::Relaxed);
+        let flag_bytes = if check_flag { 16 } else { 0 };
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad readback"),
+            size: (bytes + flag_bytes).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if bytes > 0 {
+            self.copy(src, 0, &staging, 0, bytes);
+        }
+        if check_flag {
+            self.copy(&self.error_flag, 0, &staging, bytes, 16);
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
+            encoder.clear_buffer(&self.error_flag, 0, None);
+        }
+        self.flush();
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
+        match pollster::block_on(rx.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::DeviceLost(format!("readback failed: {e}"))),
+            None => return Err(Error::DeviceLost("readback channel closed".into())),
+        }
+        let data = staging.slice(..).get_mapped_range().map_err(|e| Error::DeviceLost(format!("mapping the readback failed: {e}")))?.to_vec();
+        staging.unmap();
+        self.check()?;
+        if check_flag && data[bytes as usize..bytes as usize + 4] != [0, 0, 0, 0] {
+            return Err(Error::invalid(
+                "gather/index_select/scatter_add (GPU)",
+                "an index was out of range for its dimension in a GPU index kernel since the last readback; the affected results are invalid",
+            ));
+        }
+        Ok(data[..bytes as usize].to_vec())
+    }
+}

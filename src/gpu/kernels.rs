@@ -1,0 +1,384 @@
+//! WGSL generation: each kernel family is a template in `shaders/`, specialised by text
+//! substitution for an op and dtypes. `Kernel` is the cache key; `Kernel::source` the WGSL.
+//! `all_variants` lists every variant the crate can generate, so a test can validate each
+//! with naga without a GPU.
+
+use crate::dtype::DType;
+use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const MAP: &str = include_str!("../../shaders/map.wgsl");
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const SCAN: &str = include_str!("../../shaders/scan.wgsl");
+const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+const SCATTER_ADD: &str = include_str!("../../shaders/scatter_add.wgsl");
+const FILL: &str = include_str!("../../shaders/fill.wgsl");
+
+/// Threads per workgroup of the 1-D kernels.
+pub const WG: u32 = 256;
+
+/// The WGSL type holding a dtype on the GPU: I64 is held as i32 (values are range-checked
+/// on upload), Bool as u32.
+pub fn wgsl_type(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::I64 => "i32",
+        DType::Bool => "u32",
+    }
+}
+
+/// What a `fill` kernel writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FillKind {
+    /// params[1] holds the value's bits.
+    Constant,
+    /// params[1] start, params[2] step (bits of the dtype).
+    Arange,
+    Uniform,
+    Normal,
+    RandInt,
+}
+
+/// One specialised kernel: the key of the pipeline cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Unary(UnaryOp, DType),
+    Binary(BinaryOp, DType),
+    /// Strided copy from one view into another (contiguous copies, slice assignment).
+    Copy(DType),
+    /// `dst = dst (op) src` in place through the destination's strides.
+    BinaryInplace(BinaryOp, DType),
+    Cmp(CmpOp, DType),
+    Where(DType),
+    Cast(DType, DType),
+    Reduce(ReduceOp, DType),
+    Matmul(DType),
+    Cumsum(DType),
+    /// index_select (false) or gather (true).
+    Gather(DType, bool),
+    ScatterAdd(DType),
+    Fill(FillKind, DType),
+}
+
+fn unary_expr(op: UnaryOp, d: DType) -> &'static str {
+    use UnaryOp::*;
+    match (d, op) {
+        (DType::F32, Neg) => "-a",
+        (DType::F32, Abs) => "abs(a)",
+        (DType::F32, Exp) => "exp(a)",
+        (DType::F32, Log) => "op_log(a)",
+        (DType::F32, Sqrt) => "op_sqrt(a)",
+        (DType::F32, Sin) => "sin(a)",
+        (DType::F32, Cos) => "cos(a)",
+        (DType::F32, Tanh) => "op_tanh(a)",
+        (DType::F32, Sigmoid) => "op_sigmoid(a)",
+        (DType::F32, Relu) => "select(0.0, a, a > 0.0 || a != a)",
+        (DType::F32, Recip) => "1.0 / a",
+        (DType::F32, Square) => "a * a",
+        (DType::F32, Sign) => "sign(a)",
+        (DType::F32, Floor) => "floor(a)",
+        (DType::F32, Ceil) => "ceil(a)",
+        (DType::F32, Round) => "round(a)",
+        (DType::F32, LogicalNot) => "select(0u, 1u, a == 0.0)",
+        (DType::F32, IsNan) => "select(0u, 1u, a != a)",
+        (DType::I64, Neg) => "-a",
+        (DType::I64, Abs) => "abs(a)",
+        (DType::I64, Relu) => "max(a, 0)",
+        (DType::I64, Square) => "a * a",
+        (DType::I64, Sign) => "sign(a)",
+        (DType::I64, Floor | Ceil | Round) => "a",
+        (DType::I64, LogicalNot) => "select(0u, 1u, a == 0)",
+        (DType::Bool, LogicalNot) => "1u - a",
+        (DType::I64 | DType::Bool, IsNan) => "0u",
+        (DType::Bool, Abs | Relu | Square | Sign | Floor | Ceil | Round) => "a",
+        // Integer inputs of float functions are converted by the caller.
+        _ => "a",
+    }
+}
+
+/// The unary ops a dtype supports (the caller converts the others), for `all_variants`.
+fn unary_supported(op: UnaryOp, d: DType) -> bool {
+    use UnaryOp::*;
+    match d {
+        DType::F32 => true,
+        DType::I64 => matches!(op, Neg | Abs | Relu | Square | Sign | Floor | Ceil | Round | LogicalNot | IsNan),
+        DType::Bool => matches!(op, LogicalNot | IsNan | Abs | Relu | Square | Sign | Floor | Ceil | Round),
+    }
+}
+
+fn binary_expr(op: BinaryOp, d: DType) -> &'static str {
+    use BinaryOp::*;
+    match (d, op) {
+        (_, Add) if d == DType::Bool => "a | b",
+        (_, Mul) if d == DType::Bool => "a & b",
+        (_, Maximum) if d == DType::Bool => "max(a, b)",
+        (_, Minimum) if d == DType::Bool => "min(a, b)",
+        (DType::F32, Maximum) => "select(select(b, a, a > b), a, a != a)",
+        (DType::F32, Minimum) => "select(select(b, a, a < b), a, a != a)",
+        (DType::F32, Pow) => "op_pow(a, b)",
+        (DType::I64, Maximum) => "max(a, b)",
+        (DType::I64, Minimum) => "min(a, b)",
+        (DType::I64, Div) => "op_floordiv(a, b)",
+        (DType::I64, Pow) => "op_ipow(a, b)",
+        (_, Add) => "a + b",
+        (_, Sub) => "a - b",
+        (_, Mul) => "a * b",
+        (_, Div) => "a / b",
+        _ => "a",
+    }
+}
+
+fn binary_supported(op: BinaryOp, d: DType) -> bool {
+    d != DType::Bool || matches!(op, BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum)
+}
+
+fn cmp_expr(op: CmpOp, d: DType) -> String {
+    let zero = match d {
+        DType::F32 => "0.0",
+        DType::I64 => "0",
+        DType::Bool => "0u",
+    };
+    let cond = match op {
+        CmpOp::Eq => "a == b".to_string(),
+        CmpOp::Ne => "a != b".to_string(),
+        CmpOp::Lt => "a < b".to_string(),
+        CmpOp::Le => "a <= b".to_string(),
+        CmpOp::Gt => "a > b".to_string(),
+        CmpOp::Ge => "a >= b".to_string(),
+        CmpOp::And => format!("a != {zero} && b != {zero}"),
+        CmpOp::Or => format!("a != {zero} || b != {zero}"),
+        CmpOp::Xor => format!("(a != {zero}) != (b != {zero})"),
+    };
+    format!("select(0u, 1u, {cond})")
+}
+
+fn cast_expr(from: DType, to: DType) -> &'static str {
+    match (from, to) {
+        (DType::F32, DType::I64) => "i32(a)",
+        (DType::F32, DType::Bool) => "select(0u, 1u, a != 0.0)",
+        (DType::I64, DType::F32) => "f32(a)",
+        (DType::I64, DType::Bool) => "select(0u, 1u, a != 0)",
+        (DType::Bool, DType::F32) => "f32(a)",
+        (DType::Bool, DType::I64) => "i32(a)",
+        _ => "a",
+    }
+}
+
+const FLOAT_HELPERS: &str = "
+fn op_log(x: f32) -> f32 {
+    if (x < 0.0 || x != x) { return nan_f32(); }
+    if (x == 0.0) { return -inf_f32(); }
+    return log(x);
+}
+fn op_sqrt(x: f32) -> f32 {
+    if (x < 0.0) { return nan_f32(); }
+    return sqrt(x);
+}
+fn op_tanh(x: f32) -> f32 {
+    // Through exp of a non-positive number only, so large |x| gives +-1, never NaN.
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= 0.0);
+}
+fn op_sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
+fn op_pow(a: f32, b: f32) -> f32 {
+    // WGSL's pow is undefined for a <= 0; follow C's pow there, as PyTorch does.
+    if (b == 0.0) { return 1.0; }
+    if (a == 0.0) { return select(inf_f32(), 0.0, b > 0.0); }
+    if (a < 0.0) {
+        if (b != floor(b)) { return nan_f32(); }
+        let r = pow(-a, b);
+        return select(r, -r, abs(b % 2.0) == 1.0);
+    }
+    return pow(a, b);
+}
+";
+
+const INT_HELPERS: &str = "
+fn op_floordiv(a: i32, b: i32) -> i32 {
+    if (b == 0) { return 0; }
+    let q = a / b;
+    return select(q, q - 1, (a % b != 0) && ((a < 0) != (b < 0)));
+}
+fn op_ipow(a: i32, b: i32) -> i32 {
+    if (b < 0) { return 0; }
+    var r = 1;
+    var base = a;
+    var e = b;
+    while (e > 0) {
+        if ((e & 1) == 1) { r = r * base; }
+        base = base * base;
+        e = e >> 1;
+    }
+    return r;
+}
+";
+
+fn helpers(d: DType) -> &'static str {
+    match d {
+        DType::F32 => FLOAT_HELPERS,
+        DType::I64 => INT_HELPERS,
+        DType::Bool => "",
+    }
+}
+
+/// A map kernel: output type, input types, expression.
+fn map_source(out: &str, inputs: &[&str], expr: &str, helpers: &str) -> String {
+    let names = ["a", "b", "c"];
+    let mut bindings = String::new();
+    let mut loads = String::new();
+    for (k, t) in inputs.iter().enumerate() {
+        bindings += &format!("@group(0) @binding({}) var<storage, read> in{k}: array<{t}>;\n", k + 2);
+        loads += &format!("    let {} = in{k}[operand_offset(i, {}u)];\n", names[k], k + 1);
+    }
+    MAP.replace("{{T0}}", out).replace("{{INPUTS}}", &bindings).replace("{{LOADS}}", &loads).replace("{{EXPR}}", expr).replace("{{HELPERS}}", helpers)
+}
+
+/// init/fold/merge/finish for a reduction.
+fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str) {
+    let t = wgsl_type(d);
+    use ReduceOp::*;
+    let (acc, out, body) = match op {
+        Sum | Prod => {
+            let (id, f) = if op == Sum { ("0", "+") } else { ("1", "*") };
+            let id = if d == DType::F32 { format!("{id}.0") } else { id.to_string() };
+            (t, t, format!(
+                "fn init() -> Partial {{ return Partial({t}({id}), 0u, 0u); }}
+fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{ return Partial(acc.v {f} x, 0u, 1u); }}
+fn merge(l: Partial, r: Partial) -> Partial {{ return Partial(l.v {f} r.v, 0u, 1u); }}
+fn finish(p: Partial) -> {t} {{ return p.v; }}"
+            ))
+        }
+        Max | Min | ArgMax | ArgMin => {
+            let better = if matches!(op, Max | ArgMax) { ">" } else { "<" };
+            // NaN wins (PyTorch propagates it); ties keep the smaller index (first occurrence).
+            let nan = |v: &str| if d == DType::F32 { format!("({v} != {v})") } else { "false".to_string() };
+            let out = if matches!(op, ArgMax | ArgMin) { "i32" } else { t };
+            let finish = if matches!(op, ArgMax | ArgMin) { "i32(p.i)" } else { "p.v" };
+            (t, out, format!(
+                "fn init() -> Partial {{ return Partial({t}(0), 0u, 0u); }}
+fn beats(x: {t}, xi: u32, y: {t}, yi: u32) -> bool {{
+    if ({xn}) {{ return !{yn} || xi < yi; }}
+    if ({yn}) {{ return false; }}
+    return x {better} y || (x == y && xi < yi);
+}}
+fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{
+    if (acc.has == 0u || beats(x, j, acc.v, acc.i)) {{ return Partial(x, j, 1u); }}
+    return acc;
+}}
+fn merge(l: Partial, r: Partial) -> Partial {{
+    if (r.has == 1u && (l.has == 0u || beats(r.v, r.i, l.v, l.i))) {{ return r; }}
+    return l;
+}}
+fn finish(p: Partial) -> {out} {{ return {finish}; }}",
+                xn = nan("x"),
+                yn = nan("y")
+            ))
+        }
+    };
+    (body, acc, out)
+}
+
+impl Kernel {
+    /// The full WGSL source of this kernel.
+    pub fn source(&self) -> String {
+        let body = match *self {
+            Kernel::Unary(op, d) => {
+                let out = if op.returns_bool() { "u32" } else { wgsl_type(d) };
+                map_source(out, &[wgsl_type(d)], unary_expr(op, d), helpers(d))
+            }
+            Kernel::Binary(op, d) => map_source(wgsl_type(d), &[wgsl_type(d), wgsl_type(d)], binary_expr(op, d), helpers(d)),
+            Kernel::Copy(d) => map_source(wgsl_type(d), &[wgsl_type(d)], "a", ""),
+            Kernel::BinaryInplace(op, d) => map_source(wgsl_type(d), &[wgsl_type(d)], binary_expr(op, d), helpers(d)).replace(
+                "    let a = in0[operand_offset(i, 1u)];\n",
+                // The destination is the left operand: read through its own strides.
+                "    let a = out[operand_offset(i, 0u)];\n    let b = in0[operand_offset(i, 1u)];\n",
+            ),
+            Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), ""),
+            Kernel::Where(d) => map_source(wgsl_type(d), &["u32", wgsl_type(d), wgsl_type(d)], "select(c, b, a != 0u)", ""),
+            Kernel::Cast(from, to) => map_source(wgsl_type(to), &[wgsl_type(from)], cast_expr(from, to), ""),
+            Kernel::Reduce(op, d) => {
+                let (h, acc, out) = reduce_helpers(op, d);
+                REDUCE.replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{HELPERS}}", &h)
+            }
+            Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)),
+            Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)),
+            Kernel::Gather(d, gather) => format!("const MODE: u32 = {}u;\n{}", gather as u32, GATHER.replace("{{T}}", wgsl_type(d))),
+            Kernel::ScatterAdd(d) => {
+                let (atomic, add) = match d {
+                    DType::F32 => (
+                        "u32",
+                        "    var old = atomicLoad(&out[dst]);
+    loop {
+        let next = bitcast<u32>(bitcast<f32>(old) + x);
+        let r = atomicCompareExchangeWeak(&out[dst], old, next);
+        if (r.exchanged) { break; }
+        old = r.old_value;
+    }",
+                    ),
+                    _ => ("i32", "    atomicAdd(&out[dst], x);"),
+                };
+                SCATTER_ADD.replace("{{T}}", wgsl_type(d)).replace("{{A}}", atomic).replace("{{ADD}}", add)
+            }
+            Kernel::Fill(kind, d) => {
+                let t = wgsl_type(d);
+                let value = match kind {
+                    FillKind::Constant => format!("bitcast<{t}>(params[1])"),
+                    FillKind::Arange => match d {
+                        DType::F32 => "bitcast<f32>(params[1]) + f32(i) * bitcast<f32>(params[2])".to_string(),
+                        _ => format!("bitcast<{t}>(params[1]) + {t}(i) * bitcast<{t}>(params[2])"),
+                    },
+                    FillKind::Uniform => "unit(random_words(i).x)".to_string(),
+                    FillKind::Normal => "normal(i)".to_string(),
+                    FillKind::RandInt => "randint(i)".to_string(),
+                };
+                FILL.replace("{{T}}", t).replace("{{VALUE}}", &value)
+            }
+        };
+        format!("const WG: u32 = {WG}u;\n{COMMON}\n{body}")
+    }
+
+    /// A readable label for the pipeline.
+    pub fn label(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Every kernel variant the crate can generate.
+pub fn all_variants() -> Vec<Kernel> {
+    use UnaryOp::*;
+    let dtypes = [DType::F32, DType::I64, DType::Bool];
+    let unary = [Neg, Abs, Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Relu, Recip, Square, Sign, Floor, Ceil, Round, LogicalNot, IsNan];
+    let binary = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Maximum, BinaryOp::Minimum];
+    let cmp = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge, CmpOp::And, CmpOp::Or, CmpOp::Xor];
+    let reduce = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
+    let mut v = Vec::new();
+    for d in dtypes {
+        v.extend(unary.iter().filter(|&&op| unary_supported(op, d)).map(|&op| Kernel::Unary(op, d)));
+        v.extend(binary.iter().filter(|&&op| binary_supported(op, d)).map(|&op| Kernel::Binary(op, d)));
+        if d != DType::Bool {
+            v.extend([BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul].iter().map(|&op| Kernel::BinaryInplace(op, d)));
+            v.push(Kernel::Matmul(d));
+            v.push(Kernel::Cumsum(d));
+            v.push(Kernel::ScatterAdd(d));
+            v.push(Kernel::Fill(FillKind::Arange, d));
+        }
+        v.extend(cmp.iter().map(|&op| Kernel::Cmp(op, d)));
+        v.push(Kernel::Copy(d));
+        v.push(Kernel::Where(d));
+        v.extend(dtypes.iter().filter(|&&t| t != d).map(|&t| Kernel::Cast(d, t)));
+        v.extend(reduce.iter().filter(|&&op| d != DType::Bool || !matches!(op, ReduceOp::Sum | ReduceOp::Prod)).map(|&op| Kernel::Reduce(op, d)));
+        v.push(Kernel::Gather(d, false));
+        v.push(Kernel::Gather(d, true));
+        v.push(Kernel::Fill(FillKind::Constant, d));
+    }
+    v.push(Kernel::BinaryInplace(BinaryOp::Div, DType::F32));
+    v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
+    v.push(Kernel::Fill(FillKind::Normal, DType::F32));
+    v.push(Kernel::Fill(FillKind::RandInt, DType::I64));
+    v
+}

@@ -1,0 +1,59 @@
+//! The wgpu backend: WGSL compute kernels (templates in `shaders/`) on any Vulkan, Metal or
+//! DX12 adapter. Work is recorded into a shared command encoder and submitted in batches;
+//! only a readback waits for the GPU.
+
+mod context;
+pub(crate) mod kernels;
+mod ops;
+
+pub use context::{GpuContext, GpuStats};
+pub(crate) use ops::GpuStorage;
+
+use crate::error::{Error, Result};
+use std::sync::{Arc, OnceLock};
+
+/// A GPU that wgrad computes on: a handle to its wgpu device, queue and wgrad's state.
+/// Clones refer to the same device.
+#[derive(Clone)]
+pub struct GpuDevice(pub(crate) Arc<GpuContext>);
+
+impl PartialEq for GpuDevice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for GpuDevice {}
+
+impl std::fmt::Debug for GpuDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuDevice({:?}, {:?})", self.0.info.name, self.0.info.device_type)
+    }
+}
+
+impl GpuDevice {
+    /// The adapter's name and type as wgpu reports them.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.0.info
+    }
+
+    /// Whether the adapter is a software rasteriser (such as lavapipe).
+    pub fn is_software(&self) -> bool {
+        self.0.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Counters: allocations, pool reuses, live bytes, submits, readbacks, dispatches.
+    pub fn stats(&self) -> GpuStats {
+        self.0.stats()
+    }
+
+    /// Submit all recorded work to the queue now.
+    pub fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+/// The process-wide default GPU, opened on first use.
+pub(crate) fn default_gpu() -> Result<GpuDevice> {
+    static DEFAULT: OnceLock<std::result::Result<GpuDevice, Error>> = OnceLock::new();
+    DEFAULT.get_or_init(|| GpuContext::new().map(GpuDevice)).clone()
+}

@@ -1,0 +1,311 @@
+//! The primitive ops on GPU buffers: metadata packing and one dispatch per op.
+
+use super::context::{GpuBuffer, GpuContext};
+use super::kernels::{FillKind, Kernel};
+use crate::cpu::walk::Merged;
+use crate::cpu::CpuStorage;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use std::sync::Arc;
+
+/// A tensor buffer on a GPU: `len` elements of `dtype` (4 bytes each on the GPU).
+#[derive(Debug)]
+pub struct GpuStorage {
+    pub(crate) buf: GpuBuffer,
+    pub(crate) dtype: DType,
+}
+
+fn u32_of(op: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::BufferTooLarge {
+        op,
+        bytes: v as u64 * 4,
+        limit: u32::MAX as u64,
+    })
+}
+
+/// Elementwise metadata: count, rank, merged shape, then offset and strides per operand
+/// (operand 0 is the output).
+fn elementwise_params<const K: usize>(op: &'static str, shape: &[usize], layouts: [&Layout; K]) -> Result<Vec<u32>> {
+    let strides: [&[usize]; K] = std::array::from_fn(|k| layouts[k].strides.as_slice());
+    let offsets: [usize; K] = std::array::from_fn(|k| layouts[k].offset);
+    let m = Merged::new(shape, strides, offsets);
+    let n: usize = shape.iter().product();
+    let mut p = vec![u32_of(op, n)?, m.sizes.len() as u32];
+    for &s in &m.sizes {
+        p.push(u32_of(op, s)?);
+    }
+    for k in 0..K {
+        p.push(u32_of(op, m.offsets[k])?);
+        for &s in &m.strides[k] {
+            p.push(u32_of(op, s)?);
+        }
+    }
+    Ok(p)
+}
+
+impl GpuStorage {
+    pub fn ctx(&self) -> &Arc<GpuContext> {
+        &self.buf.ctx_ref()
+    }
+
+    fn alloc(ctx: &Arc<GpuContext>, op: &'static str, len: usize, dtype: DType) -> Result<GpuStorage> {
+        Ok(GpuStorage {
+            buf: ctx.alloc(op, len as u64 * 4)?,
+            dtype,
+        })
+    }
+
+    /// Upload CPU data (I64 values must fit in i32, the GPU's integer type).
+    pub fn from_cpu(ctx: &Arc<GpuContext>, s: &CpuStorage) -> Result<GpuStorage> {
+        let bytes: Vec<u8> = match s {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuStorage::I64(v) => {
+                let mut out = Vec::with_capacity(v.len() * 4);
+                for &x in v {
+                    let y = i32::try_from(x).map_err(|_| Error::invalid("to_device", format!("integer {x} does not fit the GPU's 32-bit integers")))?;
+                    out.extend_from_slice(&y.to_le_bytes());
+                }
+                out
+            }
+            CpuStorage::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+        };
+        Ok(GpuStorage {
+            buf: ctx.upload("to_device", &bytes)?,
+            dtype: s.dtype(),
+        })
+    }
+
+    /// Read the elements of `l` back to the CPU.
+    pub fn to_cpu(&self, l: &Layout) -> Result<CpuStorage> {
+        let ctx = self.ctx().clone();
+        let contiguous;
+        let (src, n) = if l.is_contiguous() && l.offset == 0 {
+            (self, l.numel())
+        } else {
+            contiguous = self.copy_strided(l)?;
+            (&contiguous, l.numel())
+        };
+        let bytes = ctx.read(src.buf.raw(), n as u64 * 4)?;
+        Ok(match self.dtype {
+            DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::I64 => CpuStorage::I64(bytemuck::pod_collect_to_vec::<u8, i32>(&bytes).into_iter().map(i64::from).collect()),
+            DType::Bool => CpuStorage::Bool(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes).into_iter().map(|x| x != 0).collect()),
+        })
+    }
+
+    /// Run a map kernel writing a fresh contiguous output of `shape`.
+    fn map(&self, kernel: Kernel, op: &'static str, out_dtype: DType, shape: &[usize], inputs: &[(&GpuStorage, &Layout)]) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let n: usize = shape.iter().product();
+        let out = GpuStorage::alloc(&ctx, op, n, out_dtype)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let ol = Layout::contiguous(shape);
+        let params = match inputs {
+            [a] => elementwise_params(op, shape, [&ol, a.1])?,
+            [a, b] => elementwise_params(op, shape, [&ol, a.1, b.1])?,
+            [a, b, c] => elementwise_params(op, shape, [&ol, a.1, b.1, c.1])?,
+            _ => unreachable!("map kernels take one to three inputs"),
+        };
+        let mut bufs = vec![out.buf.raw()];
+        bufs.extend(inputs.iter().map(|(s, _)| s.buf.raw()));
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(kernel, &params, &bufs, (x, y, 1))?;
+        Ok(out)
+    }
+
+    pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<GpuStorage> {
+        let out = if op.returns_bool() { DType::Bool } else { self.dtype };
+        self.map(Kernel::Unary(op, self.dtype), op.name(), out, &l.shape, &[(self, l)])
+    }
+
+    pub fn binary(&self, op: BinaryOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
+        self.map(Kernel::Binary(op, self.dtype), op.name(), self.dtype, &l.shape, &[(self, l), (rhs, rl)])
+    }
+
+    pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
+        self.map(Kernel::Cmp(op, self.dtype), op.name(), DType::Bool, &l.shape, &[(self, l), (rhs, rl)])
+    }
+
+    pub fn where_cond(&self, l: &Layout, a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
+        self.map(Kernel::Where(a.dtype), "where", a.dtype, &l.shape, &[(self, l), (a, la), (b, lb)])
+    }
+
+    pub fn cast(&self, l: &Layout, to: DType) -> Result<GpuStorage> {
+        if to == self.dtype {
+            return self.copy_strided(l);
+        }
+        self.map(Kernel::Cast(self.dtype, to), "to_dtype", to, &l.shape, &[(self, l)])
+    }
+
+    pub fn copy_strided(&self, l: &Layout) -> Result<GpuStorage> {
+        self.map(Kernel::Copy(self.dtype), "contiguous", self.dtype, &l.shape, &[(self, l)])
+    }
+
+    /// Write `src` (broadcast to `dst`'s shape) through the strided view `dst` of this buffer.
+    pub fn write(&mut self, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
+        self.update(Kernel::Copy(self.dtype), "assign", dst, src, sl)
+    }
+
+    /// `self[dst] = self[dst] (op) src` in place.
+    pub fn binary_inplace(&mut self, op: BinaryOp, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
+        self.update(Kernel::BinaryInplace(op, self.dtype), op.name(), dst, src, sl)
+    }
+
+    fn update(&mut self, kernel: Kernel, op: &'static str, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
+        let n = dst.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let ctx = self.ctx().clone();
+        let params = elementwise_params(op, &dst.shape, [dst, sl])?;
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(kernel, &params, &[self.buf.raw(), src.buf.raw()], (x, y, 1))
+    }
+
+    pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
+        let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
+        let outer = Merged::new(&pick(&kept, &l.shape), [&pick(&kept, &l.strides)], [l.offset]);
+        let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
+        let n_out = outer.numel();
+        let out_dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) { DType::I64 } else { self.dtype };
+        let out = GpuStorage::alloc(&ctx, op.name(), n_out, out_dtype)?;
+        if n_out == 0 {
+            return Ok(out);
+        }
+        let mut p = vec![u32_of(op.name(), n_out)?, outer.sizes.len() as u32];
+        for &s in &outer.sizes {
+            p.push(s as u32);
+        }
+        p.push(u32_of(op.name(), l.offset)?);
+        for &s in &outer.strides[0] {
+            p.push(u32_of(op.name(), s)?);
+        }
+        p.push(inner.sizes.len() as u32);
+        for &s in &inner.sizes {
+            p.push(u32_of(op.name(), s)?);
+        }
+        for &s in &inner.strides[0] {
+            p.push(u32_of(op.name(), s)?);
+        }
+        let (x, y) = ctx.grid(n_out as u64, true)?;
+        ctx.dispatch(Kernel::Reduce(op, self.dtype), &p, &[out.buf.raw(), self.buf.raw()], (x, y, 1))?;
+        Ok(out)
+    }
+
+    pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let src = self.copy_strided(l)?;
+        let out = GpuStorage::alloc(&ctx, "cumsum", l.numel(), self.dtype)?;
+        if l.numel() == 0 || l.rank() == 0 {
+            return src.copy_strided(&Layout::contiguous(&l.shape));
+        }
+        let len = l.shape[dim];
+        let inner: usize = l.shape[dim + 1..].iter().product();
+        let lines = l.numel() / len.max(1);
+        let p = [u32_of("cumsum", lines)?, len as u32, inner as u32];
+        let (x, y) = ctx.grid(lines as u64, false)?;
+        ctx.dispatch(Kernel::Cumsum(self.dtype), &p, &[out.buf.raw(), src.buf.raw()], (x, y, 1))?;
+        Ok(out)
+    }
+
+    pub fn matmul(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let r = la.rank();
+        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+        let batch_shape = &la.shape[..r - 2];
+        let batch: usize = batch_shape.iter().product();
+        let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, self.dtype)?;
+        if batch * m * n == 0 {
+            return Ok(out);
+        }
+        if k == 0 {
+            return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &[0]);
+        }
+        let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
+        p.extend(batch_shape.iter().map(|&s| s as u32));
+        p.extend(la.strides[..r - 2].iter().map(|&s| s as u32));
+        p.extend(lb.strides[..r - 2].iter().map(|&s| s as u32));
+        for v in [la.offset, la.strides[r - 2], la.strides[r - 1], lb.offset, lb.strides[r - 2], lb.strides[r - 1]] {
+            p.push(u32_of("matmul", v)?);
+        }
+        let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if batch > max {
+            return Err(Error::invalid("matmul", format!("batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension")));
+        }
+        ctx.dispatch(Kernel::Matmul(self.dtype), &p, &[out.buf.raw(), self.buf.raw(), b.buf.raw()], (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32))?;
+        Ok(out)
+    }
+
+    /// index_select (`index` 1-D contiguous) or gather (`index` of the output's shape).
+    pub fn gather(&self, l: &Layout, dim: usize, index: &GpuStorage, il: &Layout, out_shape: &[usize], is_gather: bool) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let n: usize = out_shape.iter().product();
+        let out = GpuStorage::alloc(&ctx, "gather", n, self.dtype)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let r = out_shape.len();
+        let mut p = vec![n as u32, r as u32];
+        p.extend(out_shape.iter().map(|&s| s as u32));
+        p.push(u32_of("gather", l.offset)?);
+        p.extend(l.strides.iter().map(|&s| s as u32));
+        p.push(u32_of("gather", il.offset)?);
+        if is_gather {
+            p.extend(il.strides.iter().map(|&s| s as u32));
+        } else {
+            p.extend(std::iter::repeat_n(0, r));
+        }
+        p.push(dim as u32);
+        p.push(l.shape[dim] as u32);
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(Kernel::Gather(self.dtype, is_gather), &p, &[out.buf.raw(), self.buf.raw(), index.buf.raw()], (x, y, 1))?;
+        Ok(out)
+    }
+
+    pub fn scatter_add(&self, l: &Layout, dim: usize, index: &GpuStorage, il: &Layout, src: &GpuStorage, sl: &Layout) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let out = self.copy_strided(l)?;
+        let n = il.numel();
+        if n == 0 {
+            return Ok(out);
+        }
+        let shape = &il.shape;
+        let src_view = Layout {
+            shape: shape.clone(),
+            strides: sl.strides.clone(),
+            offset: sl.offset,
+        };
+        let r = shape.len();
+        let mut p = vec![n as u32, r as u32];
+        p.extend(shape.iter().map(|&s| s as u32));
+        for lay in [&src_view, il] {
+            p.push(u32_of("scatter_add", lay.offset)?);
+            p.extend(lay.strides.iter().map(|&s| s as u32));
+        }
+        p.push(dim as u32);
+        p.push(l.shape[dim] as u32);
+        p.extend(crate::shape::contiguous_strides(&l.shape).iter().map(|&s| s as u32));
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(Kernel::ScatterAdd(self.dtype), &p, &[out.buf.raw(), src.buf.raw(), index.buf.raw()], (x, y, 1))?;
+        Ok(out)
+    }
+
+    /// A contiguous buffer of `n` values from a fill kernel with parameters `extra`.
+    pub fn fill(ctx: &Arc<GpuContext>, kind: FillKind, dtype: DType, n: usize, extra: &[u32]) -> Result<GpuStorage> {
+        let out = GpuStorage::alloc(ctx, "fill", n, dtype)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut p = vec![u32_of("fill", n)?];
+        p.extend_from_slice(extra);
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(Kernel::Fill(kind, dtype), &p, &[out.buf.raw()], (x, y, 1))?;
+        Ok(out)
+    }
+}
