@@ -1,12 +1,15 @@
-// One workgroup per output element: each thread folds a strided share of the reduced
-// elements, then a tree reduction in workgroup memory combines the threads' partials.
+// One workgroup per output element (or, for long reductions, per slice of one output's
+// elements: the split stage writes one Partial per slice and reduce_combine.wgsl merges
+// them): each thread folds a strided share of the elements, then a tree reduction in
+// workgroup memory combines the threads' partials.
 // Metadata: [0] outputs, [1] kept rank r, [2..2+r) kept shape, [2+r] input offset,
-//   [3+r..3+2r) kept strides, then [3+2r] reduced rank q, q sizes, q strides.
+//   [3+r..3+2r) kept strides, then [3+2r] reduced rank q, q sizes, q strides, and for the
+//   split stage the number of slices per output and the slice length.
 // Specialised by <T> input type, <ACC> accumulator type, <OUT> output type and
 // <HELPERS>, which define init(), fold(acc, x, j) (j: the flat index within the reduced
 // dims), merge(l, r) and finish(p).
 
-@group(0) @binding(1) var<storage, read_write> out: array<{{OUT}}>;
+@group(0) @binding(1) var<storage, read_write> out: array<{{OUT_ELEM}}>;
 @group(0) @binding(2) var<storage, read> src: array<{{T}}>;
 
 struct Partial {
@@ -58,13 +61,14 @@ fn reduced_count() -> u32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    // The same output for the whole workgroup, so every branch below on `o` is uniform.
-    let o = wid.x + wid.y * nwg.x;
+    // The same group for the whole workgroup, so every branch below on it is uniform.
+    let g = wid.x + wid.y * nwg.x;
+    let n = reduced_count();
+{{RANGE}}
     var acc = init();
     if (o < params[0]) {
         let base = kept_offset(o);
-        let n = reduced_count();
-        for (var j = lid; j < n; j = j + WG) {
+        for (var j = start + lid; j < end; j = j + WG) {
             let x = src[base + reduced_offset(j)];
             acc = fold(acc, x, j);
         }
@@ -81,6 +85,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (lid == 0u && o < params[0]) {
         let p = partials[0];
-        out[o] = finish(p);
+{{STORE}}
     }
 }

@@ -30,7 +30,10 @@ impl Device {
                 Ok(g) if !g.is_software() => Device::Gpu(g),
                 _ => Device::Cpu,
             }),
-            Ok(other) => Err(crate::Error::invalid("Device::auto", format!("WGRAD_DEVICE must be cpu, gpu or auto, got {other:?}"))),
+            Ok(other) => Err(crate::Error::invalid(
+                "Device::auto",
+                format!("WGRAD_DEVICE must be cpu, gpu or auto, got {other:?}"),
+            )),
         }
     }
 

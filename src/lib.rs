@@ -47,5 +47,8 @@ pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor};
 /// shaders without a GPU (see `tests/shaders.rs`).
 #[doc(hidden)]
 pub fn wgsl_variants() -> Vec<(String, String)> {
-    gpu::kernels::all_variants().iter().map(|k| (k.label(), k.source())).collect()
+    gpu::kernels::all_variants()
+        .iter()
+        .map(|k| (k.label(), k.source()))
+        .collect()
 }

@@ -183,7 +183,7 @@ pub fn resolve_reshape(op: &'static str, from: &[usize], to: &[isize]) -> Result
     let mut out: Vec<usize> = to.iter().map(|&s| s.max(0) as usize).collect();
     match infer {
         Some(i) => {
-            if known == 0 || numel % known != 0 {
+            if known == 0 || !numel.is_multiple_of(known) {
                 return Err(Error::bad_shape(
                     op,
                     from,

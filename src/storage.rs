@@ -3,14 +3,14 @@
 //! here and an arm to each function below.
 
 use crate::cpu::{self, CpuStorage};
-use crate::gpu::kernels::FillKind;
-use crate::gpu::GpuStorage;
-use crate::rng::Generator;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::FillKind;
+use crate::gpu::GpuStorage;
 use crate::layout::Layout;
 use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::rng::Generator;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -33,7 +33,8 @@ pub struct StorageCell {
 impl Drop for StorageCell {
     fn drop(&mut self) {
         let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Storage::Cpu(s) = std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new()))) {
+        if let Storage::Cpu(s) = std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new())))
+        {
             s.recycle();
         }
         LIVE_BYTES.fetch_sub(self.bytes as u64, Ordering::Relaxed);
@@ -108,7 +109,12 @@ fn gpu_bits(value: Scalar, dtype: DType) -> Result<u32> {
         DType::F32 => (value.to_f64() as f32).to_bits(),
         DType::I64 => {
             let v = value.to_i64();
-            i32::try_from(v).map_err(|_| Error::invalid("full", format!("integer {v} does not fit the GPU's 32-bit integers")))? as u32
+            i32::try_from(v).map_err(|_| {
+                Error::invalid(
+                    "full",
+                    format!("integer {v} does not fit the GPU's 32-bit integers"),
+                )
+            })? as u32
         }
         DType::Bool => value.to_bool() as u32,
     })
@@ -148,12 +154,24 @@ impl Storage {
     pub fn full(device: &Device, n: usize, value: Scalar, dtype: DType) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(CpuStorage::full(n, value, dtype))),
-            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::fill(&g.0, FillKind::Constant, dtype, n, &[gpu_bits(value, dtype)?])?)),
+            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::fill(
+                &g.0,
+                FillKind::Constant,
+                dtype,
+                n,
+                &[gpu_bits(value, dtype)?],
+            )?)),
         }
     }
 
     /// `start + i * step` for `i < n`, computed on the device.
-    pub fn arange(device: &Device, n: usize, start: Scalar, step: Scalar, dtype: DType) -> Result<Storage> {
+    pub fn arange(
+        device: &Device,
+        n: usize,
+        start: Scalar,
+        step: Scalar,
+        dtype: DType,
+    ) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(match dtype {
                 DType::I64 => {
@@ -167,13 +185,25 @@ impl Storage {
             })),
             Device::Gpu(g) => {
                 let (a, b) = (gpu_bits(start, dtype)?, gpu_bits(step, dtype)?);
-                Ok(Storage::Gpu(GpuStorage::fill(&g.0, FillKind::Arange, dtype, n, &[a, b])?))
+                Ok(Storage::Gpu(GpuStorage::fill(
+                    &g.0,
+                    FillKind::Arange,
+                    dtype,
+                    n,
+                    &[a, b],
+                )?))
             }
         }
     }
 
     /// Random numbers from `gen`'s stream: the same values on every device.
-    pub fn random(device: &Device, kind: FillKind, n: usize, gen: &mut Generator, range: (i64, i64)) -> Result<Storage> {
+    pub fn random(
+        device: &Device,
+        kind: FillKind,
+        n: usize,
+        gen: &mut Generator,
+        range: (i64, i64),
+    ) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(match kind {
                 FillKind::Uniform => CpuStorage::F32(gen.uniform(n)),
@@ -182,13 +212,36 @@ impl Storage {
             })),
             Device::Gpu(g) => {
                 let span = (range.1 - range.0) as u64;
-                if kind == FillKind::RandInt && (span > u32::MAX as u64 || i32::try_from(range.0).is_err() || i32::try_from(range.1).is_err()) {
-                    return Err(Error::invalid("randint", format!("range {}..{} does not fit the GPU's 32-bit integers", range.0, range.1)));
+                if kind == FillKind::RandInt
+                    && (span > u32::MAX as u64
+                        || i32::try_from(range.0).is_err()
+                        || i32::try_from(range.1).is_err())
+                {
+                    return Err(Error::invalid(
+                        "randint",
+                        format!(
+                            "range {}..{} does not fit the GPU's 32-bit integers",
+                            range.0, range.1
+                        ),
+                    ));
                 }
                 let (seed, start) = (gen.seed(), gen.advance(n));
-                let params = [seed as u32, (seed >> 32) as u32, start as u32, (start >> 32) as u32, range.0 as i32 as u32, span as u32];
-                let dtype = if kind == FillKind::RandInt { DType::I64 } else { DType::F32 };
-                Ok(Storage::Gpu(GpuStorage::fill(&g.0, kind, dtype, n, &params)?))
+                let params = [
+                    seed as u32,
+                    (seed >> 32) as u32,
+                    start as u32,
+                    (start >> 32) as u32,
+                    range.0 as i32 as u32,
+                    span as u32,
+                ];
+                let dtype = if kind == FillKind::RandInt {
+                    DType::I64
+                } else {
+                    DType::F32
+                };
+                Ok(Storage::Gpu(GpuStorage::fill(
+                    &g.0, kind, dtype, n, &params,
+                )?))
             }
         }
     }
@@ -242,7 +295,13 @@ impl Storage {
     }
 
     /// `self[dst] = self[dst] (op) rhs` in place; `rhs` is another buffer of the same dtype.
-    pub fn binary_inplace(&mut self, op: BinaryOp, dst: &Layout, rhs: &Storage, rl: &Layout) -> Result<()> {
+    pub fn binary_inplace(
+        &mut self,
+        op: BinaryOp,
+        dst: &Layout,
+        rhs: &Storage,
+        rl: &Layout,
+    ) -> Result<()> {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => cpu::binary_inplace(op, a, dst, b, rl),
             (Storage::Gpu(a), Storage::Gpu(b)) => a.binary_inplace(op, dst, b, rl)?,
@@ -259,10 +318,21 @@ impl Storage {
         }
     }
 
-    pub fn where_cond(&self, l: &Layout, a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Result<Storage> {
+    pub fn where_cond(
+        &self,
+        l: &Layout,
+        a: &Storage,
+        la: &Layout,
+        b: &Storage,
+        lb: &Layout,
+    ) -> Result<Storage> {
         match (self, a, b) {
-            (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb))),
-            (Storage::Gpu(c), Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(c.where_cond(l, a, la, b, lb)?)),
+            (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => {
+                Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb)))
+            }
+            (Storage::Gpu(c), Storage::Gpu(a), Storage::Gpu(b)) => {
+                Ok(Storage::Gpu(c.where_cond(l, a, la, b, lb)?))
+            }
             _ => Err(mismatch("where")),
         }
     }
@@ -296,13 +366,25 @@ impl Storage {
         }
     }
 
-    pub fn index_select(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
+    pub fn index_select(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &Storage,
+        il: &Layout,
+    ) -> Result<Storage> {
         match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(cpu::index_select(s, l, dim, &cpu::contiguous_cow(i, il))?)),
+            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(
+                cpu::index_select(s, l, dim, &cpu::contiguous_cow(i, il))?,
+            )),
             (Storage::Gpu(s), Storage::Gpu(i)) => {
                 let mut shape = l.shape.clone();
                 shape[dim] = il.numel();
-                let idx = if il.is_contiguous() { None } else { Some(i.copy_strided(il)?) };
+                let idx = if il.is_contiguous() {
+                    None
+                } else {
+                    Some(i.copy_strided(il)?)
+                };
                 let (i, il) = match &idx {
                     Some(c) => (c, Layout::contiguous(&il.shape)),
                     None => (i, il.clone()),
@@ -315,17 +397,33 @@ impl Storage {
 
     pub fn gather(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
         match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(cpu::gather(s, l, dim, i, il)?)),
-            (Storage::Gpu(s), Storage::Gpu(i)) => Ok(Storage::Gpu(s.gather(l, dim, i, il, &il.shape, true)?)),
+            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => {
+                Ok(Storage::Cpu(cpu::gather(s, l, dim, i, il)?))
+            }
+            (Storage::Gpu(s), Storage::Gpu(i)) => {
+                Ok(Storage::Gpu(s.gather(l, dim, i, il, &il.shape, true)?))
+            }
             _ => Err(mismatch("gather")),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn scatter_add(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout, src: &Storage, sl: &Layout) -> Result<Storage> {
+    pub fn scatter_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &Storage,
+        il: &Layout,
+        src: &Storage,
+        sl: &Layout,
+    ) -> Result<Storage> {
         match (self, index, src) {
-            (Storage::Cpu(b), Storage::Cpu(CpuStorage::I64(i)), Storage::Cpu(s)) => Ok(Storage::Cpu(cpu::scatter_add(b, l, dim, i, il, s, sl)?)),
-            (Storage::Gpu(b), Storage::Gpu(i), Storage::Gpu(s)) => Ok(Storage::Gpu(b.scatter_add(l, dim, i, il, s, sl)?)),
+            (Storage::Cpu(b), Storage::Cpu(CpuStorage::I64(i)), Storage::Cpu(s)) => {
+                Ok(Storage::Cpu(cpu::scatter_add(b, l, dim, i, il, s, sl)?))
+            }
+            (Storage::Gpu(b), Storage::Gpu(i), Storage::Gpu(s)) => {
+                Ok(Storage::Gpu(b.scatter_add(l, dim, i, il, s, sl)?))
+            }
             _ => Err(mismatch("scatter_add")),
         }
     }

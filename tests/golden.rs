@@ -243,8 +243,10 @@ fn run_case(case: &Value, device: &Device) -> std::result::Result<Outcome, Strin
         Some(Err(e)) => return Err(format!("{what}: {e}")),
         Some(Ok(t)) => t,
     };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_values(&out, &case["output"], op, &what)))
-        .map_err(|e| panic_message(e, &what))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_values(&out, &case["output"], op, &what)
+    }))
+    .map_err(|e| panic_message(e, &what))?;
     if has_grads {
         let g = tensor_from(&case["grad_output"], device);
         out.backward_with(&g)

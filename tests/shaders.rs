@@ -9,14 +9,26 @@ fn every_generated_shader_validates() {
         let module = match naga::front::wgsl::parse_str(source) {
             Ok(m) => m,
             Err(e) => {
-                failures.push(format!("{label}: parse error: {}", e.emit_to_string(source)));
+                failures.push(format!(
+                    "{label}: parse error: {}",
+                    e.emit_to_string(source)
+                ));
                 continue;
             }
         };
-        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        );
         if let Err(e) = validator.validate(&module) {
             failures.push(format!("{label}: invalid: {}", e.emit_to_string(source)));
         }
     }
-    assert!(failures.is_empty(), "{} of {} shaders failed:\n{}", failures.len(), variants.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} shaders failed:\n{}",
+        failures.len(),
+        variants.len(),
+        failures.join("\n")
+    );
 }

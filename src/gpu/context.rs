@@ -37,12 +37,19 @@ struct Counters {
     dispatches: AtomicU64,
 }
 
+/// Bytes of kernel parameters one batch can hold.
+const ARENA_BYTES: u64 = 256 << 10;
+
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     dispatches: usize,
-    /// Buffers released since the last submit: commands already recorded may still use
-    /// them, so they join the pool only once those commands are submitted.
+    /// Buffers released since the last submit. Later commands of this batch may write them
+    /// (commands run in order), but `queue.write_buffer` may not: it runs before the whole
+    /// batch, so uploads take buffers only from the pool, which they join at submit.
     released: Vec<(u64, wgpu::Buffer)>,
+    /// The kernel parameters of this batch, written into `arena` in one upload at submit.
+    params: Vec<u8>,
+    arena: Option<wgpu::Buffer>,
 }
 
 /// A wgpu device, its queue and wgrad's state for it.
@@ -60,6 +67,8 @@ pub struct GpuContext {
     /// Set by index kernels that meet an out-of-range index; checked at each readback.
     error_flag: wgpu::Buffer,
     index_kernels_since_check: AtomicBool,
+    /// Parameter arenas of submitted batches, ready for reuse.
+    spare_arenas: Mutex<Vec<wgpu::Buffer>>,
 }
 
 /// A buffer owned by a tensor; returned to its device's pool when dropped.
@@ -88,8 +97,16 @@ impl std::fmt::Debug for GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.ctx.counters.live_bytes.fetch_sub(self.class, Ordering::Relaxed);
-            self.ctx.batch.lock().unwrap_or_else(|e| e.into_inner()).released.push((self.class, b));
+            self.ctx
+                .counters
+                .live_bytes
+                .fetch_sub(self.class, Ordering::Relaxed);
+            self.ctx
+                .batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .released
+                .push((self.class, b));
         }
     }
 }
@@ -102,7 +119,8 @@ fn size_class(bytes: u64) -> u64 {
 impl GpuContext {
     /// Open the best adapter (a hardware GPU when there is one).
     pub fn new() -> Result<Arc<GpuContext>> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             force_fallback_adapter: false,
@@ -121,10 +139,20 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::NoAdapter(format!("request_device failed: {e}")))?;
-        Ok(GpuContext::from_parts(device, queue, adapter.get_info(), limits))
+        Ok(GpuContext::from_parts(
+            device,
+            queue,
+            adapter.get_info(),
+            limits,
+        ))
     }
 
-    pub fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, limits: wgpu::Limits) -> Arc<GpuContext> {
+    pub fn from_parts(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+    ) -> Arc<GpuContext> {
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -136,12 +164,15 @@ impl GpuContext {
         let lost = Arc::new(Mutex::new(None));
         let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            *lost_sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            *lost_sink.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {msg}"));
         });
         let error_flag = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad error flag"),
             size: 16,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Arc::new(GpuContext {
@@ -155,7 +186,10 @@ impl GpuContext {
                 encoder: None,
                 dispatches: 0,
                 released: Vec::new(),
+                params: Vec::new(),
+                arena: None,
             }),
+            spare_arenas: Mutex::new(Vec::new()),
             counters: Counters::default(),
             uncaptured,
             lost,
@@ -181,19 +215,39 @@ impl GpuContext {
         if let Some(msg) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(Error::DeviceLost(msg));
         }
-        if let Some(msg) = self.uncaptured.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Err(Error::invalid("gpu", format!("wgpu reported an error: {msg}")));
+        if let Some(msg) = self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(Error::invalid(
+                "gpu",
+                format!("wgpu reported an error: {msg}"),
+            ));
         }
         Ok(())
     }
 
     /// The largest buffer a kernel can bind.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
-    /// A buffer of at least `bytes` bytes (usable as storage, copy source and destination).
+    /// A buffer of at least `bytes` bytes for a kernel to write (usable as storage, copy
+    /// source and destination).
     pub fn alloc(self: &Arc<Self>, op: &'static str, bytes: u64) -> Result<GpuBuffer> {
+        self.alloc_inner(op, bytes, true)
+    }
+
+    fn alloc_inner(
+        self: &Arc<Self>,
+        op: &'static str,
+        bytes: u64,
+        written_by_commands: bool,
+    ) -> Result<GpuBuffer> {
         self.check()?;
         let class = size_class(bytes);
         let limit = self.max_binding();
@@ -201,8 +255,26 @@ impl GpuContext {
             return Err(Error::BufferTooLarge { op, bytes, limit });
         }
         // A class may round past the limit; such a buffer is allocated at the exact size.
-        let class = if class > limit { bytes.div_ceil(4) * 4 } else { class };
-        let reused = self.pool.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&class).and_then(|v| v.pop());
+        let class = if class > limit {
+            bytes.div_ceil(4) * 4
+        } else {
+            class
+        };
+        let mut reused = None;
+        if written_by_commands {
+            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = batch.released.iter().position(|(c, _)| *c == class) {
+                reused = Some(batch.released.swap_remove(i).1);
+            }
+        }
+        if reused.is_none() {
+            reused = self
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&class)
+                .and_then(|v| v.pop());
+        }
         let buffer = match reused {
             Some(b) => {
                 self.counters.reuses.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +285,9 @@ impl GpuContext {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
                     size: class,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
             }
@@ -228,7 +302,7 @@ impl GpuContext {
 
     /// A buffer holding `data`.
     pub fn upload(self: &Arc<Self>, op: &'static str, data: &[u8]) -> Result<GpuBuffer> {
-        let buf = self.alloc(op, data.len() as u64)?;
+        let buf = self.alloc_inner(op, data.len() as u64, false)?;
         if !data.is_empty() {
             self.queue.write_buffer(buf.raw(), 0, data);
         }
@@ -236,28 +310,43 @@ impl GpuContext {
     }
 
     fn pipeline(&self, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&kernel) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kernel)
+        {
             return Ok(p.clone());
         }
         let source = kernel.source();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&kernel.label()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&kernel.label()),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&kernel.label()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&kernel.label()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::invalid("gpu", format!("pipeline {} failed to build: {e}", kernel.label())));
+            return Err(Error::invalid(
+                "gpu",
+                format!("pipeline {} failed to build: {e}", kernel.label()),
+            ));
         }
         let p = Arc::new(pipeline);
-        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(kernel, p.clone());
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kernel, p.clone());
         Ok(p)
     }
 
@@ -281,12 +370,29 @@ impl GpuContext {
     }
 
     /// Record one dispatch of `kernel` with `params` at binding 0 and `buffers` at 1, 2, ...
-    pub fn dispatch(self: &Arc<Self>, kernel: Kernel, params: &[u32], buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) -> Result<()> {
+    pub fn dispatch(
+        self: &Arc<Self>,
+        kernel: Kernel,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
         let pipeline = self.pipeline(kernel)?;
-        let params_buf = self.upload("params", bytemuck::cast_slice(params))?;
+        if matches!(kernel, Kernel::Gather(..) | Kernel::ScatterAdd(..)) {
+            self.index_kernels_since_check
+                .store(true, Ordering::Relaxed);
+        }
+        // One lock from staging the parameters to recording the pass, so that no other
+        // thread can submit the batch in between.
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let (arena, offset, size) = self.stage_params(&mut batch, params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: params_buf.raw().as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
         }];
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
@@ -299,53 +405,110 @@ impl GpuContext {
                 binding: buffers.len() as u32 + 1,
                 resource: self.error_flag.as_entire_binding(),
             });
-            self.index_kernels_since_check.store(true, Ordering::Relaxed);
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let submit_now = {
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") }));
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-            }
-            batch.dispatches += 1;
-            batch.dispatches >= MAX_BATCH
-        };
+        let encoder = batch.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgrad batch"),
+                })
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        batch.dispatches += 1;
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
-        drop(params_buf);
-        if submit_now {
-            self.flush();
+        if batch.dispatches >= MAX_BATCH {
+            self.flush_locked(&mut batch);
         }
         Ok(())
     }
 
+    /// Place kernel parameters in this batch's arena: (arena, offset, size). A full arena
+    /// submits the batch first.
+    fn stage_params(&self, batch: &mut Batch, params: &[u32]) -> (wgpu::Buffer, u64, u64) {
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        let size = (bytes.len() as u64).max(4);
+        let align = self.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let mut offset = (batch.params.len() as u64).div_ceil(align) * align;
+        if offset + size > ARENA_BYTES {
+            self.flush_locked(batch);
+            offset = 0;
+        }
+        if batch.arena.is_none() {
+            let spare = self
+                .spare_arenas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            batch.arena = Some(spare.unwrap_or_else(|| {
+                self.counters.allocations.fetch_add(1, Ordering::Relaxed);
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgrad params"),
+                    size: ARENA_BYTES,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }));
+        }
+        batch.params.resize(offset as usize, 0);
+        batch.params.extend_from_slice(bytes);
+        batch.params.resize((offset + size) as usize, 0);
+        (batch.arena.clone().expect("arena set above"), offset, size)
+    }
+
     /// Record a buffer-to-buffer copy in the current batch.
-    pub fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+    pub fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") }));
+        let encoder = batch.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgrad batch"),
+                })
+        });
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Submit the recorded work. Buffers released before now become reusable.
     pub fn flush(&self) {
-        let (encoder, released) = {
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.dispatches = 0;
-            (batch.encoder.take(), std::mem::take(&mut batch.released))
-        };
-        if let Some(encoder) = encoder {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        self.flush_locked(&mut batch);
+    }
+
+    fn flush_locked(&self, batch: &mut Batch) {
+        batch.dispatches = 0;
+        if let Some(arena) = batch.arena.take() {
+            // Runs before the batch's commands, which read the parameters.
+            self.queue.write_buffer(&arena, 0, &batch.params);
+            batch.params.clear();
+            self.spare_arenas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(arena);
+        }
+        if let Some(encoder) = batch.encoder.take() {
             self.queue.submit([encoder.finish()]);
             self.counters.submits.fetch_add(1, Ordering::Relaxed);
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        for (class, b) in released {
+        for (class, b) in batch.released.drain(..) {
             pool.entry(class).or_default().push(b);
         }
     }
@@ -354,7 +517,9 @@ impl GpuContext {
     pub fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         self.check()?;
         self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
-        let check_flag = self.index_kernels_since_check.swap(false, Ordering::Relaxed);
+        let check_flag = self
+            .index_kernels_since_check
+            .swap(false, Ordering::Relaxed);
         let flag_bytes = if check_flag { 16 } else { 0 };
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad readback"),
@@ -368,7 +533,10 @@ impl GpuContext {
         if check_flag {
             self.copy(&self.error_flag, 0, &staging, bytes, 16);
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
+            let encoder = batch.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
             encoder.clear_buffer(&self.error_flag, 0, None);
         }
         self.flush();
@@ -376,13 +544,19 @@ impl GpuContext {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
         match pollster::block_on(rx.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::DeviceLost(format!("readback failed: {e}"))),
             None => return Err(Error::DeviceLost("readback channel closed".into())),
         }
-        let data = staging.slice(..).get_mapped_range().map_err(|e| Error::DeviceLost(format!("mapping the readback failed: {e}")))?.to_vec();
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::DeviceLost(format!("mapping the readback failed: {e}")))?
+            .to_vec();
         staging.unmap();
         self.check()?;
         if check_flag && data[bytes as usize..bytes as usize + 4] != [0, 0, 0, 0] {

@@ -9,8 +9,10 @@ use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const MAP: &str = include_str!("../../shaders/map.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_COMBINE: &str = include_str!("../../shaders/reduce_combine.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const SCAN: &str = include_str!("../../shaders/scan.wgsl");
+const SCAN_ADD: &str = include_str!("../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
 const SCATTER_ADD: &str = include_str!("../../shaders/scatter_add.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
@@ -40,6 +42,17 @@ pub enum FillKind {
     RandInt,
 }
 
+/// How a reduction is split across workgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceStage {
+    /// One workgroup per output.
+    Direct,
+    /// Several workgroups per output, each writing a partial result.
+    Split,
+    /// One workgroup per output merging the partial results.
+    Combine,
+}
+
 /// One specialised kernel: the key of the pipeline cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -52,9 +65,11 @@ pub enum Kernel {
     Cmp(CmpOp, DType),
     Where(DType),
     Cast(DType, DType),
-    Reduce(ReduceOp, DType),
+    Reduce(ReduceOp, DType, ReduceStage),
     Matmul(DType),
     Cumsum(DType),
+    /// The last step of the parallel scan.
+    ScanAdd(DType),
     /// index_select (false) or gather (true).
     Gather(DType, bool),
     ScatterAdd(DType),
@@ -102,8 +117,14 @@ fn unary_supported(op: UnaryOp, d: DType) -> bool {
     use UnaryOp::*;
     match d {
         DType::F32 => true,
-        DType::I64 => matches!(op, Neg | Abs | Relu | Square | Sign | Floor | Ceil | Round | LogicalNot | IsNan),
-        DType::Bool => matches!(op, LogicalNot | IsNan | Abs | Relu | Square | Sign | Floor | Ceil | Round),
+        DType::I64 => matches!(
+            op,
+            Neg | Abs | Relu | Square | Sign | Floor | Ceil | Round | LogicalNot | IsNan
+        ),
+        DType::Bool => matches!(
+            op,
+            LogicalNot | IsNan | Abs | Relu | Square | Sign | Floor | Ceil | Round
+        ),
     }
 }
 
@@ -130,7 +151,11 @@ fn binary_expr(op: BinaryOp, d: DType) -> &'static str {
 }
 
 fn binary_supported(op: BinaryOp, d: DType) -> bool {
-    d != DType::Bool || matches!(op, BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum)
+    d != DType::Bool
+        || matches!(
+            op,
+            BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum
+        )
 }
 
 fn cmp_expr(op: CmpOp, d: DType) -> String {
@@ -232,10 +257,21 @@ fn map_source(out: &str, inputs: &[&str], expr: &str, helpers: &str) -> String {
     let mut bindings = String::new();
     let mut loads = String::new();
     for (k, t) in inputs.iter().enumerate() {
-        bindings += &format!("@group(0) @binding({}) var<storage, read> in{k}: array<{t}>;\n", k + 2);
-        loads += &format!("    let {} = in{k}[operand_offset(i, {}u)];\n", names[k], k + 1);
+        bindings += &format!(
+            "@group(0) @binding({}) var<storage, read> in{k}: array<{t}>;\n",
+            k + 2
+        );
+        loads += &format!(
+            "    let {} = in{k}[operand_offset(i, {}u)];\n",
+            names[k],
+            k + 1
+        );
     }
-    MAP.replace("{{T0}}", out).replace("{{INPUTS}}", &bindings).replace("{{LOADS}}", &loads).replace("{{EXPR}}", expr).replace("{{HELPERS}}", helpers)
+    MAP.replace("{{T0}}", out)
+        .replace("{{INPUTS}}", &bindings)
+        .replace("{{LOADS}}", &loads)
+        .replace("{{EXPR}}", expr)
+        .replace("{{HELPERS}}", helpers)
 }
 
 /// init/fold/merge/finish for a reduction.
@@ -245,22 +281,47 @@ fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str
     let (acc, out, body) = match op {
         Sum | Prod => {
             let (id, f) = if op == Sum { ("0", "+") } else { ("1", "*") };
-            let id = if d == DType::F32 { format!("{id}.0") } else { id.to_string() };
-            (t, t, format!(
-                "fn init() -> Partial {{ return Partial({t}({id}), 0u, 0u); }}
+            let id = if d == DType::F32 {
+                format!("{id}.0")
+            } else {
+                id.to_string()
+            };
+            (
+                t,
+                t,
+                format!(
+                    "fn init() -> Partial {{ return Partial({t}({id}), 0u, 0u); }}
 fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{ return Partial(acc.v {f} x, 0u, 1u); }}
 fn merge(l: Partial, r: Partial) -> Partial {{ return Partial(l.v {f} r.v, 0u, 1u); }}
 fn finish(p: Partial) -> {t} {{ return p.v; }}"
-            ))
+                ),
+            )
         }
         Max | Min | ArgMax | ArgMin => {
             let better = if matches!(op, Max | ArgMax) { ">" } else { "<" };
             // NaN wins (PyTorch propagates it); ties keep the smaller index (first occurrence).
-            let nan = |v: &str| if d == DType::F32 { format!("({v} != {v})") } else { "false".to_string() };
-            let out = if matches!(op, ArgMax | ArgMin) { "i32" } else { t };
-            let finish = if matches!(op, ArgMax | ArgMin) { "i32(p.i)" } else { "p.v" };
-            (t, out, format!(
-                "fn init() -> Partial {{ return Partial({t}(0), 0u, 0u); }}
+            let nan = |v: &str| {
+                if d == DType::F32 {
+                    format!("({v} != {v})")
+                } else {
+                    "false".to_string()
+                }
+            };
+            let out = if matches!(op, ArgMax | ArgMin) {
+                "i32"
+            } else {
+                t
+            };
+            let finish = if matches!(op, ArgMax | ArgMin) {
+                "i32(p.i)"
+            } else {
+                "p.v"
+            };
+            (
+                t,
+                out,
+                format!(
+                    "fn init() -> Partial {{ return Partial({t}(0), 0u, 0u); }}
 fn beats(x: {t}, xi: u32, y: {t}, yi: u32) -> bool {{
     if ({xn}) {{ return !{yn} || xi < yi; }}
     if ({yn}) {{ return false; }}
@@ -275,9 +336,10 @@ fn merge(l: Partial, r: Partial) -> Partial {{
     return l;
 }}
 fn finish(p: Partial) -> {out} {{ return {finish}; }}",
-                xn = nan("x"),
-                yn = nan("y")
-            ))
+                    xn = nan("x"),
+                    yn = nan("y")
+                ),
+            )
         }
     };
     (body, acc, out)
@@ -301,12 +363,23 @@ impl Kernel {
             Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), ""),
             Kernel::Where(d) => map_source(wgsl_type(d), &["u32", wgsl_type(d), wgsl_type(d)], "select(c, b, a != 0u)", ""),
             Kernel::Cast(from, to) => map_source(wgsl_type(to), &[wgsl_type(from)], cast_expr(from, to), ""),
-            Kernel::Reduce(op, d) => {
+            Kernel::Reduce(op, d, stage) => {
                 let (h, acc, out) = reduce_helpers(op, d);
-                REDUCE.replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{HELPERS}}", &h)
+                let (template, out_elem, range, store) = match stage {
+                    ReduceStage::Direct => (REDUCE, out, "    let o = g;\n    let start = 0u;\n    let end = n;", "        out[o] = finish(p);"),
+                    ReduceStage::Split => (
+                        REDUCE,
+                        "Partial",
+                        "    let q_at = 3u + 2u * params[1];\n    let tail = q_at + 1u + 2u * params[q_at];\n    let slices = params[tail];\n    let o = g / slices;\n    let start = (g % slices) * params[tail + 1u];\n    let end = min(n, start + params[tail + 1u]);",
+                        "        out[g] = p;",
+                    ),
+                    ReduceStage::Combine => (REDUCE_COMBINE, out, "", ""),
+                };
+                template.replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
             }
             Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)),
+            Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)),
             Kernel::Gather(d, gather) => format!("const MODE: u32 = {}u;\n{}", gather as u32, GATHER.replace("{{T}}", wgsl_type(d))),
             Kernel::ScatterAdd(d) => {
                 let (atomic, add) = match d {
@@ -352,26 +425,86 @@ impl Kernel {
 pub fn all_variants() -> Vec<Kernel> {
     use UnaryOp::*;
     let dtypes = [DType::F32, DType::I64, DType::Bool];
-    let unary = [Neg, Abs, Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Relu, Recip, Square, Sign, Floor, Ceil, Round, LogicalNot, IsNan];
-    let binary = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Maximum, BinaryOp::Minimum];
-    let cmp = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge, CmpOp::And, CmpOp::Or, CmpOp::Xor];
-    let reduce = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
+    let unary = [
+        Neg, Abs, Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Relu, Recip, Square, Sign, Floor, Ceil,
+        Round, LogicalNot, IsNan,
+    ];
+    let binary = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+    ];
+    let cmp = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+        CmpOp::And,
+        CmpOp::Or,
+        CmpOp::Xor,
+    ];
+    let reduce = [
+        ReduceOp::Sum,
+        ReduceOp::Prod,
+        ReduceOp::Max,
+        ReduceOp::Min,
+        ReduceOp::ArgMax,
+        ReduceOp::ArgMin,
+    ];
     let mut v = Vec::new();
     for d in dtypes {
-        v.extend(unary.iter().filter(|&&op| unary_supported(op, d)).map(|&op| Kernel::Unary(op, d)));
-        v.extend(binary.iter().filter(|&&op| binary_supported(op, d)).map(|&op| Kernel::Binary(op, d)));
+        v.extend(
+            unary
+                .iter()
+                .filter(|&&op| unary_supported(op, d))
+                .map(|&op| Kernel::Unary(op, d)),
+        );
+        v.extend(
+            binary
+                .iter()
+                .filter(|&&op| binary_supported(op, d))
+                .map(|&op| Kernel::Binary(op, d)),
+        );
         if d != DType::Bool {
-            v.extend([BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul].iter().map(|&op| Kernel::BinaryInplace(op, d)));
+            v.extend(
+                [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul]
+                    .iter()
+                    .map(|&op| Kernel::BinaryInplace(op, d)),
+            );
             v.push(Kernel::Matmul(d));
             v.push(Kernel::Cumsum(d));
+            v.push(Kernel::ScanAdd(d));
             v.push(Kernel::ScatterAdd(d));
             v.push(Kernel::Fill(FillKind::Arange, d));
         }
         v.extend(cmp.iter().map(|&op| Kernel::Cmp(op, d)));
         v.push(Kernel::Copy(d));
         v.push(Kernel::Where(d));
-        v.extend(dtypes.iter().filter(|&&t| t != d).map(|&t| Kernel::Cast(d, t)));
-        v.extend(reduce.iter().filter(|&&op| d != DType::Bool || !matches!(op, ReduceOp::Sum | ReduceOp::Prod)).map(|&op| Kernel::Reduce(op, d)));
+        v.extend(
+            dtypes
+                .iter()
+                .filter(|&&t| t != d)
+                .map(|&t| Kernel::Cast(d, t)),
+        );
+        for op in reduce
+            .iter()
+            .filter(|&&op| d != DType::Bool || !matches!(op, ReduceOp::Sum | ReduceOp::Prod))
+        {
+            v.extend(
+                [
+                    ReduceStage::Direct,
+                    ReduceStage::Split,
+                    ReduceStage::Combine,
+                ]
+                .map(|s| Kernel::Reduce(*op, d, s)),
+            );
+        }
         v.push(Kernel::Gather(d, false));
         v.push(Kernel::Gather(d, true));
         v.push(Kernel::Fill(FillKind::Constant, d));

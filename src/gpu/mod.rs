@@ -26,7 +26,11 @@ impl Eq for GpuDevice {}
 
 impl std::fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuDevice({:?}, {:?})", self.0.info.name, self.0.info.device_type)
+        write!(
+            f,
+            "GpuDevice({:?}, {:?})",
+            self.0.info.name, self.0.info.device_type
+        )
     }
 }
 
@@ -46,6 +50,11 @@ impl GpuDevice {
         self.0.stats()
     }
 
+    /// The largest buffer a kernel can bind on this device, in bytes.
+    pub fn max_storage_binding(&self) -> u64 {
+        self.0.max_binding()
+    }
+
     /// Submit all recorded work to the queue now.
     pub fn flush(&self) {
         self.0.flush()
@@ -55,5 +64,7 @@ impl GpuDevice {
 /// The process-wide default GPU, opened on first use.
 pub(crate) fn default_gpu() -> Result<GpuDevice> {
     static DEFAULT: OnceLock<std::result::Result<GpuDevice, Error>> = OnceLock::new();
-    DEFAULT.get_or_init(|| GpuContext::new().map(GpuDevice)).clone()
+    DEFAULT
+        .get_or_init(|| GpuContext::new().map(GpuDevice))
+        .clone()
 }

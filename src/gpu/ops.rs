@@ -1,7 +1,7 @@
 //! The primitive ops on GPU buffers: metadata packing and one dispatch per op.
 
 use super::context::{GpuBuffer, GpuContext};
-use super::kernels::{FillKind, Kernel};
+use super::kernels::{FillKind, Kernel, ReduceStage};
 use crate::cpu::walk::Merged;
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use std::sync::Arc;
+
+/// Elements per workgroup slice of a long reduction.
+const SLICE: usize = 8192;
 
 /// A tensor buffer on a GPU: `len` elements of `dtype` (4 bytes each on the GPU).
 #[derive(Debug)]
@@ -27,7 +30,11 @@ fn u32_of(op: &'static str, v: usize) -> Result<u32> {
 
 /// Elementwise metadata: count, rank, merged shape, then offset and strides per operand
 /// (operand 0 is the output).
-fn elementwise_params<const K: usize>(op: &'static str, shape: &[usize], layouts: [&Layout; K]) -> Result<Vec<u32>> {
+fn elementwise_params<const K: usize>(
+    op: &'static str,
+    shape: &[usize],
+    layouts: [&Layout; K],
+) -> Result<Vec<u32>> {
     let strides: [&[usize]; K] = std::array::from_fn(|k| layouts[k].strides.as_slice());
     let offsets: [usize; K] = std::array::from_fn(|k| layouts[k].offset);
     let m = Merged::new(shape, strides, offsets);
@@ -47,10 +54,15 @@ fn elementwise_params<const K: usize>(op: &'static str, shape: &[usize], layouts
 
 impl GpuStorage {
     pub fn ctx(&self) -> &Arc<GpuContext> {
-        &self.buf.ctx_ref()
+        self.buf.ctx_ref()
     }
 
-    fn alloc(ctx: &Arc<GpuContext>, op: &'static str, len: usize, dtype: DType) -> Result<GpuStorage> {
+    fn alloc(
+        ctx: &Arc<GpuContext>,
+        op: &'static str,
+        len: usize,
+        dtype: DType,
+    ) -> Result<GpuStorage> {
         Ok(GpuStorage {
             buf: ctx.alloc(op, len as u64 * 4)?,
             dtype,
@@ -64,7 +76,12 @@ impl GpuStorage {
             CpuStorage::I64(v) => {
                 let mut out = Vec::with_capacity(v.len() * 4);
                 for &x in v {
-                    let y = i32::try_from(x).map_err(|_| Error::invalid("to_device", format!("integer {x} does not fit the GPU's 32-bit integers")))?;
+                    let y = i32::try_from(x).map_err(|_| {
+                        Error::invalid(
+                            "to_device",
+                            format!("integer {x} does not fit the GPU's 32-bit integers"),
+                        )
+                    })?;
                     out.extend_from_slice(&y.to_le_bytes());
                 }
                 out
@@ -90,13 +107,30 @@ impl GpuStorage {
         let bytes = ctx.read(src.buf.raw(), n as u64 * 4)?;
         Ok(match self.dtype {
             DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::I64 => CpuStorage::I64(bytemuck::pod_collect_to_vec::<u8, i32>(&bytes).into_iter().map(i64::from).collect()),
-            DType::Bool => CpuStorage::Bool(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes).into_iter().map(|x| x != 0).collect()),
+            DType::I64 => CpuStorage::I64(
+                bytemuck::pod_collect_to_vec::<u8, i32>(&bytes)
+                    .into_iter()
+                    .map(i64::from)
+                    .collect(),
+            ),
+            DType::Bool => CpuStorage::Bool(
+                bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)
+                    .into_iter()
+                    .map(|x| x != 0)
+                    .collect(),
+            ),
         })
     }
 
     /// Run a map kernel writing a fresh contiguous output of `shape`.
-    fn map(&self, kernel: Kernel, op: &'static str, out_dtype: DType, shape: &[usize], inputs: &[(&GpuStorage, &Layout)]) -> Result<GpuStorage> {
+    fn map(
+        &self,
+        kernel: Kernel,
+        op: &'static str,
+        out_dtype: DType,
+        shape: &[usize],
+        inputs: &[(&GpuStorage, &Layout)],
+    ) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
         let n: usize = shape.iter().product();
         let out = GpuStorage::alloc(&ctx, op, n, out_dtype)?;
@@ -118,31 +152,84 @@ impl GpuStorage {
     }
 
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<GpuStorage> {
-        let out = if op.returns_bool() { DType::Bool } else { self.dtype };
-        self.map(Kernel::Unary(op, self.dtype), op.name(), out, &l.shape, &[(self, l)])
+        let out = if op.returns_bool() {
+            DType::Bool
+        } else {
+            self.dtype
+        };
+        self.map(
+            Kernel::Unary(op, self.dtype),
+            op.name(),
+            out,
+            &l.shape,
+            &[(self, l)],
+        )
     }
 
-    pub fn binary(&self, op: BinaryOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
-        self.map(Kernel::Binary(op, self.dtype), op.name(), self.dtype, &l.shape, &[(self, l), (rhs, rl)])
+    pub fn binary(
+        &self,
+        op: BinaryOp,
+        l: &Layout,
+        rhs: &GpuStorage,
+        rl: &Layout,
+    ) -> Result<GpuStorage> {
+        self.map(
+            Kernel::Binary(op, self.dtype),
+            op.name(),
+            self.dtype,
+            &l.shape,
+            &[(self, l), (rhs, rl)],
+        )
     }
 
     pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
-        self.map(Kernel::Cmp(op, self.dtype), op.name(), DType::Bool, &l.shape, &[(self, l), (rhs, rl)])
+        self.map(
+            Kernel::Cmp(op, self.dtype),
+            op.name(),
+            DType::Bool,
+            &l.shape,
+            &[(self, l), (rhs, rl)],
+        )
     }
 
-    pub fn where_cond(&self, l: &Layout, a: &GpuStorage, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
-        self.map(Kernel::Where(a.dtype), "where", a.dtype, &l.shape, &[(self, l), (a, la), (b, lb)])
+    pub fn where_cond(
+        &self,
+        l: &Layout,
+        a: &GpuStorage,
+        la: &Layout,
+        b: &GpuStorage,
+        lb: &Layout,
+    ) -> Result<GpuStorage> {
+        self.map(
+            Kernel::Where(a.dtype),
+            "where",
+            a.dtype,
+            &l.shape,
+            &[(self, l), (a, la), (b, lb)],
+        )
     }
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<GpuStorage> {
         if to == self.dtype {
             return self.copy_strided(l);
         }
-        self.map(Kernel::Cast(self.dtype, to), "to_dtype", to, &l.shape, &[(self, l)])
+        self.map(
+            Kernel::Cast(self.dtype, to),
+            "to_dtype",
+            to,
+            &l.shape,
+            &[(self, l)],
+        )
     }
 
     pub fn copy_strided(&self, l: &Layout) -> Result<GpuStorage> {
-        self.map(Kernel::Copy(self.dtype), "contiguous", self.dtype, &l.shape, &[(self, l)])
+        self.map(
+            Kernel::Copy(self.dtype),
+            "contiguous",
+            self.dtype,
+            &l.shape,
+            &[(self, l)],
+        )
     }
 
     /// Write `src` (broadcast to `dst`'s shape) through the strided view `dst` of this buffer.
@@ -151,11 +238,30 @@ impl GpuStorage {
     }
 
     /// `self[dst] = self[dst] (op) src` in place.
-    pub fn binary_inplace(&mut self, op: BinaryOp, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
-        self.update(Kernel::BinaryInplace(op, self.dtype), op.name(), dst, src, sl)
+    pub fn binary_inplace(
+        &mut self,
+        op: BinaryOp,
+        dst: &Layout,
+        src: &GpuStorage,
+        sl: &Layout,
+    ) -> Result<()> {
+        self.update(
+            Kernel::BinaryInplace(op, self.dtype),
+            op.name(),
+            dst,
+            src,
+            sl,
+        )
     }
 
-    fn update(&mut self, kernel: Kernel, op: &'static str, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
+    fn update(
+        &mut self,
+        kernel: Kernel,
+        op: &'static str,
+        dst: &Layout,
+        src: &GpuStorage,
+        sl: &Layout,
+    ) -> Result<()> {
         let n = dst.numel();
         if n == 0 {
             return Ok(());
@@ -170,10 +276,18 @@ impl GpuStorage {
         let ctx = self.ctx().clone();
         let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
         let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
-        let outer = Merged::new(&pick(&kept, &l.shape), [&pick(&kept, &l.strides)], [l.offset]);
+        let outer = Merged::new(
+            &pick(&kept, &l.shape),
+            [&pick(&kept, &l.strides)],
+            [l.offset],
+        );
         let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
         let n_out = outer.numel();
-        let out_dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) { DType::I64 } else { self.dtype };
+        let out_dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
+            DType::I64
+        } else {
+            self.dtype
+        };
         let out = GpuStorage::alloc(&ctx, op.name(), n_out, out_dtype)?;
         if n_out == 0 {
             return Ok(out);
@@ -193,24 +307,89 @@ impl GpuStorage {
         for &s in &inner.strides[0] {
             p.push(u32_of(op.name(), s)?);
         }
+        // Long reductions with few outputs are split across workgroups, then combined: one
+        // workgroup per output would leave most of the GPU idle (and loop too long).
+        let n_in = inner.numel();
+        let slices = if n_out < 1024 && n_in > SLICE {
+            n_in.div_ceil(SLICE).min(4096)
+        } else {
+            1
+        };
+        if slices == 1 {
+            let (x, y) = ctx.grid(n_out as u64, true)?;
+            ctx.dispatch(
+                Kernel::Reduce(op, self.dtype, ReduceStage::Direct),
+                &p,
+                &[out.buf.raw(), self.buf.raw()],
+                (x, y, 1),
+            )?;
+            return Ok(out);
+        }
+        let slice_len = n_in.div_ceil(slices);
+        p.push(slices as u32);
+        p.push(slice_len as u32);
+        // One Partial (value, index, flag: 12 bytes) per slice.
+        let partials = ctx.alloc(op.name(), (n_out * slices * 12) as u64)?;
+        let (x, y) = ctx.grid((n_out * slices) as u64, true)?;
+        ctx.dispatch(
+            Kernel::Reduce(op, self.dtype, ReduceStage::Split),
+            &p,
+            &[partials.raw(), self.buf.raw()],
+            (x, y, 1),
+        )?;
         let (x, y) = ctx.grid(n_out as u64, true)?;
-        ctx.dispatch(Kernel::Reduce(op, self.dtype), &p, &[out.buf.raw(), self.buf.raw()], (x, y, 1))?;
+        ctx.dispatch(
+            Kernel::Reduce(op, self.dtype, ReduceStage::Combine),
+            &[n_out as u32, slices as u32],
+            &[out.buf.raw(), partials.raw()],
+            (x, y, 1),
+        )?;
         Ok(out)
     }
 
     pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<GpuStorage> {
-        let ctx = self.ctx().clone();
-        let src = self.copy_strided(l)?;
-        let out = GpuStorage::alloc(&ctx, "cumsum", l.numel(), self.dtype)?;
         if l.numel() == 0 || l.rank() == 0 {
-            return src.copy_strided(&Layout::contiguous(&l.shape));
+            return self.copy_strided(l);
         }
+        let src = self.copy_strided(l)?;
         let len = l.shape[dim];
         let inner: usize = l.shape[dim + 1..].iter().product();
-        let lines = l.numel() / len.max(1);
-        let p = [u32_of("cumsum", lines)?, len as u32, inner as u32];
-        let (x, y) = ctx.grid(lines as u64, false)?;
-        ctx.dispatch(Kernel::Cumsum(self.dtype), &p, &[out.buf.raw(), src.buf.raw()], (x, y, 1))?;
+        src.scan_lines(l.numel() / len, len, inner)
+    }
+
+    /// Inclusive scan of each line of a contiguous [outer, len, inner] buffer (lines =
+    /// outer * inner): chunk scans, a scan of the chunk totals (recursively), then the
+    /// totals added back.
+    fn scan_lines(&self, lines: usize, len: usize, inner: usize) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let wg = super::kernels::WG as usize;
+        let chunks = len.div_ceil(wg);
+        let out = GpuStorage::alloc(&ctx, "cumsum", lines * len, self.dtype)?;
+        let totals = GpuStorage::alloc(&ctx, "cumsum", lines * chunks, self.dtype)?;
+        let p = [
+            u32_of("cumsum", lines)?,
+            u32_of("cumsum", len)?,
+            u32_of("cumsum", inner)?,
+            chunks as u32,
+        ];
+        let (x, y) = ctx.grid((lines * chunks) as u64, true)?;
+        ctx.dispatch(
+            Kernel::Cumsum(self.dtype),
+            &p,
+            &[out.buf.raw(), self.buf.raw(), totals.buf.raw()],
+            (x, y, 1),
+        )?;
+        if chunks > 1 {
+            // The totals form a contiguous [lines, chunks] tensor: scan along its rows.
+            let prefix = totals.scan_lines(lines, chunks, 1)?;
+            let (x, y) = ctx.grid((lines * len) as u64, false)?;
+            ctx.dispatch(
+                Kernel::ScanAdd(self.dtype),
+                &p,
+                &[out.buf.raw(), prefix.buf.raw()],
+                (x, y, 1),
+            )?;
+        }
         Ok(out)
     }
 
@@ -231,19 +410,44 @@ impl GpuStorage {
         p.extend(batch_shape.iter().map(|&s| s as u32));
         p.extend(la.strides[..r - 2].iter().map(|&s| s as u32));
         p.extend(lb.strides[..r - 2].iter().map(|&s| s as u32));
-        for v in [la.offset, la.strides[r - 2], la.strides[r - 1], lb.offset, lb.strides[r - 2], lb.strides[r - 1]] {
+        for v in [
+            la.offset,
+            la.strides[r - 2],
+            la.strides[r - 1],
+            lb.offset,
+            lb.strides[r - 2],
+            lb.strides[r - 1],
+        ] {
             p.push(u32_of("matmul", v)?);
         }
         let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
         if batch > max {
-            return Err(Error::invalid("matmul", format!("batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension")));
+            return Err(Error::invalid(
+                "matmul",
+                format!(
+                    "batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension"
+                ),
+            ));
         }
-        ctx.dispatch(Kernel::Matmul(self.dtype), &p, &[out.buf.raw(), self.buf.raw(), b.buf.raw()], (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32))?;
+        ctx.dispatch(
+            Kernel::Matmul(self.dtype),
+            &p,
+            &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
+            (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32),
+        )?;
         Ok(out)
     }
 
     /// index_select (`index` 1-D contiguous) or gather (`index` of the output's shape).
-    pub fn gather(&self, l: &Layout, dim: usize, index: &GpuStorage, il: &Layout, out_shape: &[usize], is_gather: bool) -> Result<GpuStorage> {
+    pub fn gather(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &GpuStorage,
+        il: &Layout,
+        out_shape: &[usize],
+        is_gather: bool,
+    ) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
         let n: usize = out_shape.iter().product();
         let out = GpuStorage::alloc(&ctx, "gather", n, self.dtype)?;
@@ -264,11 +468,24 @@ impl GpuStorage {
         p.push(dim as u32);
         p.push(l.shape[dim] as u32);
         let (x, y) = ctx.grid(n as u64, false)?;
-        ctx.dispatch(Kernel::Gather(self.dtype, is_gather), &p, &[out.buf.raw(), self.buf.raw(), index.buf.raw()], (x, y, 1))?;
+        ctx.dispatch(
+            Kernel::Gather(self.dtype, is_gather),
+            &p,
+            &[out.buf.raw(), self.buf.raw(), index.buf.raw()],
+            (x, y, 1),
+        )?;
         Ok(out)
     }
 
-    pub fn scatter_add(&self, l: &Layout, dim: usize, index: &GpuStorage, il: &Layout, src: &GpuStorage, sl: &Layout) -> Result<GpuStorage> {
+    pub fn scatter_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &GpuStorage,
+        il: &Layout,
+        src: &GpuStorage,
+        sl: &Layout,
+    ) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
         let out = self.copy_strided(l)?;
         let n = il.numel();
@@ -290,14 +507,29 @@ impl GpuStorage {
         }
         p.push(dim as u32);
         p.push(l.shape[dim] as u32);
-        p.extend(crate::shape::contiguous_strides(&l.shape).iter().map(|&s| s as u32));
+        p.extend(
+            crate::shape::contiguous_strides(&l.shape)
+                .iter()
+                .map(|&s| s as u32),
+        );
         let (x, y) = ctx.grid(n as u64, false)?;
-        ctx.dispatch(Kernel::ScatterAdd(self.dtype), &p, &[out.buf.raw(), src.buf.raw(), index.buf.raw()], (x, y, 1))?;
+        ctx.dispatch(
+            Kernel::ScatterAdd(self.dtype),
+            &p,
+            &[out.buf.raw(), src.buf.raw(), index.buf.raw()],
+            (x, y, 1),
+        )?;
         Ok(out)
     }
 
     /// A contiguous buffer of `n` values from a fill kernel with parameters `extra`.
-    pub fn fill(ctx: &Arc<GpuContext>, kind: FillKind, dtype: DType, n: usize, extra: &[u32]) -> Result<GpuStorage> {
+    pub fn fill(
+        ctx: &Arc<GpuContext>,
+        kind: FillKind,
+        dtype: DType,
+        n: usize,
+        extra: &[u32],
+    ) -> Result<GpuStorage> {
         let out = GpuStorage::alloc(ctx, "fill", n, dtype)?;
         if n == 0 {
             return Ok(out);

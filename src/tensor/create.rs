@@ -1,10 +1,10 @@
 //! Creating tensors: constants, ranges, identity, random numbers.
 
 use super::Tensor;
-use crate::gpu::kernels::FillKind;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::FillKind;
 use crate::rng::{self, Generator};
 use crate::shape::Shape;
 use crate::storage::Storage;
@@ -112,7 +112,10 @@ impl Tensor {
             ));
         }
         let n = ((e - s) / st).ceil().max(0.0) as usize;
-        Ok(Tensor::from_storage(Storage::arange(device, n, start, step, dtype)?, &[n]))
+        Ok(Tensor::from_storage(
+            Storage::arange(device, n, start, step, dtype)?,
+            &[n],
+        ))
     }
 
     /// `steps` evenly spaced f32 values from `start` to `end` inclusive.
@@ -140,9 +143,18 @@ impl Tensor {
         Tensor::from_vec(data, [n, n])
     }
 
-    fn random(kind: FillKind, shape: impl Into<Shape>, device: &Device, g: &mut Generator, range: (i64, i64)) -> Result<Tensor> {
+    fn random(
+        kind: FillKind,
+        shape: impl Into<Shape>,
+        device: &Device,
+        g: &mut Generator,
+        range: (i64, i64),
+    ) -> Result<Tensor> {
         let shape = shape.into();
-        Ok(Tensor::from_storage(Storage::random(device, kind, shape.numel(), g, range)?, &shape))
+        Ok(Tensor::from_storage(
+            Storage::random(device, kind, shape.numel(), g, range)?,
+            &shape,
+        ))
     }
 
     /// Uniform f32 numbers in `[0, 1)` from the global generator (`torch.rand`).
@@ -182,18 +194,37 @@ impl Tensor {
     }
 
     /// Random integers generated on `device`.
-    pub fn randint_on(low: i64, high: i64, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+    pub fn randint_on(
+        low: i64,
+        high: i64,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
         rng::with_default(|g| Tensor::randint_gen(low, high, shape, device, g))
     }
 
     /// Random integers from an explicit generator.
-    pub fn randint_with(low: i64, high: i64, shape: impl Into<Shape>, g: &mut Generator) -> Result<Tensor> {
+    pub fn randint_with(
+        low: i64,
+        high: i64,
+        shape: impl Into<Shape>,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
         Tensor::randint_gen(low, high, shape, &Device::Cpu, g)
     }
 
-    fn randint_gen(low: i64, high: i64, shape: impl Into<Shape>, device: &Device, g: &mut Generator) -> Result<Tensor> {
+    fn randint_gen(
+        low: i64,
+        high: i64,
+        shape: impl Into<Shape>,
+        device: &Device,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
         if high <= low {
-            return Err(Error::invalid("randint", format!("low ({low}) must be less than high ({high})")));
+            return Err(Error::invalid(
+                "randint",
+                format!("low ({low}) must be less than high ({high})"),
+            ));
         }
         Tensor::random(FillKind::RandInt, shape, device, g, (low, high))
     }

@@ -1,0 +1,531 @@
+//! The GPU backend against the CPU backend on random inputs: non-contiguous views, every
+//! broadcast pattern, sizes across workgroup boundaries, odd matmul shapes, reductions along
+//! every dim, index ops, in-place writes, the random stream, and backward passes. Each test
+//! body runs on every GPU found (lavapipe in CI); without one it says so, and with
+//! `WGRAD_REQUIRE_GPU=1` it fails.
+
+// `&[x.clone()]` reads as "these inputs" in the tables below.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+mod common;
+
+use wgrad::{s, DType, Device, Error, Generator, Result, Tensor};
+
+/// The tests of this file share one GPU and some assert on its counters: each holds this
+/// lock while it runs, so they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gpus() -> Vec<Device> {
+    common::devices()
+        .into_iter()
+        .filter(|d| !d.is_cpu())
+        .collect()
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run `f` on the CPU and on each GPU with the same inputs and compare the results.
+fn agree(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let expected = f(inputs).unwrap_or_else(|e| panic!("{name} on cpu: {e}"));
+    for dev in gpus() {
+        let moved: Vec<Tensor> = inputs.iter().map(|t| t.to_device(&dev).unwrap()).collect();
+        let got = f(&moved).unwrap_or_else(|e| panic!("{name} on {dev}: {e}"));
+        assert_eq!(got.device(), &dev, "{name}: result on the wrong device");
+        assert_eq!(got.shape(), expected.shape(), "{name}: shape");
+        assert_eq!(got.dtype(), expected.dtype(), "{name}: dtype");
+        let got = got.to_device(&Device::Cpu).unwrap();
+        match expected.dtype() {
+            DType::F32 => {
+                let e: Vec<f64> = expected
+                    .to_vec::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect();
+                common::assert_close(
+                    &got.to_vec::<f32>().unwrap(),
+                    &e,
+                    1e-4,
+                    1e-4,
+                    &format!("{name} on {dev}"),
+                );
+            }
+            DType::I64 => assert_eq!(
+                got.to_vec::<i64>().unwrap(),
+                expected.to_vec::<i64>().unwrap(),
+                "{name} on {dev}"
+            ),
+            DType::Bool => assert_eq!(
+                got.to_vec::<bool>().unwrap(),
+                expected.to_vec::<bool>().unwrap(),
+                "{name} on {dev}"
+            ),
+        }
+    }
+}
+
+fn randn(g: &mut Generator, shape: &[usize]) -> Tensor {
+    Tensor::randn_with(shape.to_vec(), g).unwrap()
+}
+
+#[test]
+fn elementwise_over_views_and_broadcasts() {
+    let _serial = serial();
+    let mut g = Generator::new(1);
+    let x = randn(&mut g, &[4, 6]);
+    let y = randn(&mut g, &[6]);
+    let col = randn(&mut g, &[4, 1]);
+    let z = randn(&mut g, &[2, 1, 6]);
+    agree("add broadcast row", &[x.clone(), y.clone()], |t| {
+        t[0].add(&t[1])
+    });
+    agree("mul outer", &[col.clone(), y.clone()], |t| t[0].mul(&t[1]));
+    agree("sub rank 3", &[z.clone(), x.clone()], |t| t[0].sub(&t[1]));
+    agree("div transposed", &[x.clone()], |t| {
+        t[0].t()?.div(&t[0].t()?.abs()?.add_scalar(1.0)?)
+    });
+    agree("pow negative base", &[x.clone()], |t| {
+        t[0].pow_scalar(3.0)?.add(&t[0].abs()?.pow_scalar(0.5)?)
+    });
+    agree("slice step", &[x.clone()], |t| {
+        t[0].i(s![1..;2, ..;3])?.exp()
+    });
+    agree("expanded", &[col.clone()], |t| t[0].expand([4, 5])?.sin());
+    agree("unary chain", &[x.clone()], |t| {
+        t[0].tanh()?
+            .add(&t[0].sigmoid()?)?
+            .add(&t[0].relu()?)?
+            .add(&t[0].cos()?)
+    });
+    agree("log sqrt", &[x.clone()], |t| {
+        t[0].abs()?
+            .add_scalar(0.1)?
+            .log()?
+            .add(&t[0].abs()?.sqrt()?)
+    });
+    agree("maximum minimum", &[x.clone(), y.clone()], |t| {
+        t[0].maximum(&t[1])?.add(&t[0].minimum(&t[1])?)
+    });
+    agree("compare", &[x.clone(), y.clone()], |t| t[0].gt(&t[1]));
+    agree("logical", &[x.clone(), y.clone()], |t| {
+        t[0].gt_scalar(0.0)?.logical_xor(&t[1].lt_scalar(0.5)?)
+    });
+    agree("where", &[x.clone(), y.clone()], |t| {
+        Tensor::where_cond(&t[0].gt_scalar(0.0)?, &t[0], &t[1])
+    });
+    agree("clamp", &[x.clone()], |t| t[0].clamp(-0.5, 0.5));
+    agree("cast", &[x.clone()], |t| {
+        t[0].mul_scalar(3.0)?.to_dtype(DType::I64)
+    });
+    agree("integer ops", &[Tensor::arange(-7, 8, 1).unwrap()], |t| {
+        t[0].mul_scalar(3)?
+            .add(&t[0].abs()?)?
+            .div_scalar(2)?
+            .to_dtype(DType::F32)
+    });
+    agree(
+        "floor division and pow of ints",
+        &[Tensor::arange(-6, 6, 1).unwrap()],
+        |t| t[0].square()?.maximum(&t[0].neg()?),
+    );
+}
+
+#[test]
+fn sizes_across_workgroup_boundaries() {
+    let _serial = serial();
+    let mut g = Generator::new(2);
+    for n in [1usize, 255, 256, 257, 1_000_000] {
+        let x = randn(&mut g, &[n]);
+        let y = randn(&mut g, &[n]);
+        agree(&format!("add {n}"), &[x.clone(), y.clone()], |t| {
+            t[0].add(&t[1])
+        });
+        agree(&format!("sum {n}"), &[x.clone()], |t| t[0].sum());
+        agree(&format!("max {n}"), &[x.clone()], |t| t[0].max());
+        agree(&format!("argmin {n}"), &[x.clone()], |t| t[0].argmin());
+    }
+}
+
+#[test]
+fn reductions_along_every_dim() {
+    let _serial = serial();
+    let mut g = Generator::new(3);
+    let x = randn(&mut g, &[3, 5, 7]);
+    for dims in [vec![0isize], vec![1], vec![2], vec![0, 2], vec![0, 1, 2]] {
+        for keepdim in [false, true] {
+            agree(&format!("sum {dims:?}"), &[x.clone()], |t| {
+                t[0].sum_dims(&dims, keepdim)
+            });
+            agree(&format!("amax {dims:?}"), &[x.clone()], |t| {
+                t[0].max_dims(&dims, keepdim)
+            });
+            agree(&format!("amin {dims:?}"), &[x.clone()], |t| {
+                t[0].min_dims(&dims, keepdim)
+            });
+            agree(&format!("prod {dims:?}"), &[x.clone()], |t| {
+                t[0].div_scalar(2.0)?
+                    .add_scalar(1.0)?
+                    .prod_dims(&dims, keepdim)
+            });
+        }
+    }
+    for d in 0..3 {
+        agree(&format!("argmax {d}"), &[x.clone()], |t| {
+            t[0].argmax_dim(d, false)
+        });
+        agree(&format!("max_dim {d}"), &[x.clone()], |t| {
+            Ok(t[0].max_dim(d, true)?.0)
+        });
+        agree(&format!("cumsum {d}"), &[x.clone()], |t| t[0].cumsum(d));
+        agree(&format!("softmax {d}"), &[x.clone()], |t| t[0].softmax(d));
+        agree(&format!("log_softmax {d}"), &[x.clone()], |t| {
+            t[0].log_softmax(d)
+        });
+        agree(&format!("logsumexp {d}"), &[x.clone()], |t| {
+            t[0].logsumexp([d], false)
+        });
+    }
+    agree("sum of transposed view", &[x.clone()], |t| {
+        t[0].permute([2, 0, 1])?.sum_dims([1], false)
+    });
+    agree("norms", &[x.clone()], |t| {
+        t[0].norm()?.add(&t[0].vector_norm(1.0, [1], false)?.sum()?)
+    });
+    agree(
+        "int sum and cumsum",
+        &[Tensor::arange(0, 24, 1).unwrap().reshape([4, 6]).unwrap()],
+        |t| t[0].cumsum(1)?.sum_dims([0], false),
+    );
+    agree("bool sum", &[x.clone()], |t| t[0].gt_scalar(0.0)?.sum());
+    agree("long cumsum", &[randn(&mut g, &[3, 1000])], |t| {
+        t[0].cumsum(1)
+    });
+}
+
+#[test]
+fn matmul_shapes() {
+    let _serial = serial();
+    let mut g = Generator::new(4);
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[257, 513], &[513, 129]),
+        (&[1, 7], &[7, 1]),
+        (&[17, 33], &[33, 9]),
+        (&[2, 3, 4], &[4, 5]),
+        (&[2, 1, 3, 4], &[3, 4, 2]),
+        (&[4], &[2, 4, 3]),
+        (&[3, 4], &[4]),
+        (&[5], &[5]),
+    ];
+    for (a, b) in cases {
+        let x = randn(&mut g, a);
+        let y = randn(&mut g, b);
+        agree(&format!("matmul {a:?} x {b:?}"), &[x, y], |t| {
+            t[0].matmul(&t[1])
+        });
+    }
+    let x = randn(&mut g, &[40, 30]);
+    let y = randn(&mut g, &[50, 40]);
+    agree("matmul of transposed views", &[x, y], |t| {
+        t[0].t()?.matmul(&t[1].t()?)
+    });
+    agree(
+        "int matmul",
+        &[Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap()],
+        |t| t[0].matmul(&t[0].t()?),
+    );
+}
+
+#[test]
+fn joining_and_indexing() {
+    let _serial = serial();
+    let mut g = Generator::new(5);
+    let x = randn(&mut g, &[4, 5]);
+    let y = randn(&mut g, &[2, 5]);
+    agree("cat", &[x.clone(), y.clone()], |t| {
+        Tensor::cat(&[&t[0], &t[1]], 0)
+    });
+    agree("stack", &[x.clone()], |t| {
+        Tensor::stack(&[&t[0], &t[0].neg()?], 2)
+    });
+    agree("split", &[x.clone()], |t| {
+        t[0].split(2, 1)?.remove(2).contiguous()
+    });
+    agree(
+        "index_select",
+        &[x.clone(), Tensor::new([3, 0, -1, 3]).unwrap()],
+        |t| t[0].index_select(0, &t[1]),
+    );
+    agree(
+        "gather",
+        &[
+            x.clone(),
+            Tensor::new([[0, 4], [1, 1], [2, 0], [3, 3]]).unwrap(),
+        ],
+        |t| t[0].gather(1, &t[1]),
+    );
+    agree(
+        "scatter_add",
+        &[
+            x.clone(),
+            Tensor::new([[0, 1, 2, 3, 0], [0, 0, 0, 1, 1]]).unwrap(),
+            y.clone(),
+        ],
+        |t| t[0].scatter_add(0, &t[1], &t[2]),
+    );
+    agree("masked_fill", &[x.clone()], |t| {
+        t[0].masked_fill(&t[0].lt_scalar(0.0)?, -1.0)
+    });
+}
+
+#[test]
+fn in_place_writes_keep_the_buffer() {
+    let _serial = serial();
+    for dev in gpus() {
+        let b = Tensor::arange(0, 12, 1)
+            .unwrap()
+            .reshape([3, 4])
+            .unwrap()
+            .to_device(&dev)
+            .unwrap();
+        let (id, ptr) = (b.storage_id(), b.data_ptr());
+        b.assign(s![1..3, ..], 12).unwrap();
+        b.assign(
+            s![0, 1..;2],
+            Tensor::new([7, 9]).unwrap().to_device(&dev).unwrap(),
+        )
+        .unwrap();
+        b.i(s![.., 0]).unwrap().add_(100).unwrap();
+        assert_eq!((b.storage_id(), b.data_ptr()), (id, ptr));
+        assert_eq!(
+            b.to_vec2::<i64>().unwrap(),
+            vec![
+                vec![100, 7, 2, 9],
+                vec![112, 12, 12, 12],
+                vec![112, 12, 12, 12]
+            ]
+        );
+        let x = Tensor::ones([2, 3]).unwrap().to_device(&dev).unwrap();
+        x.mul_(
+            Tensor::new([1.0, 2.0, 3.0])
+                .unwrap()
+                .to_device(&dev)
+                .unwrap(),
+        )
+        .unwrap();
+        x.sub_(0.5).unwrap();
+        x.t().unwrap().div_(2.0).unwrap();
+        assert_eq!(
+            x.to_vec::<f32>().unwrap(),
+            vec![0.25, 0.75, 1.25, 0.25, 0.75, 1.25]
+        );
+        x.zero_().unwrap();
+        assert_eq!(x.sum().unwrap().item().unwrap().to_f64(), 0.0);
+    }
+}
+
+#[test]
+fn same_random_stream_on_every_device() {
+    let _serial = serial();
+    for dev in gpus() {
+        for (name, cpu, gpu) in [
+            ("rand", Tensor::rand_with([1000], &mut Generator::new(9)), {
+                wgrad::manual_seed(9);
+                Tensor::rand_on([1000], &dev)
+            }),
+            (
+                "randn",
+                Tensor::randn_with([1000], &mut Generator::new(9)),
+                {
+                    wgrad::manual_seed(9);
+                    Tensor::randn_on([1000], &dev)
+                },
+            ),
+        ] {
+            let (c, g) = (
+                cpu.unwrap().to_vec::<f32>().unwrap(),
+                gpu.unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
+            let e: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+            common::assert_close(&g, &e, 1e-5, 1e-5, name);
+        }
+        wgrad::manual_seed(3);
+        let gi = Tensor::randint_on(-5, 17, [500], &dev)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap();
+        let ci = Tensor::randint_with(-5, 17, [500], &mut Generator::new(3)).unwrap();
+        assert_eq!(gi.to_vec::<i64>().unwrap(), ci.to_vec::<i64>().unwrap());
+        // The stream continues across calls the same way.
+        wgrad::manual_seed(11);
+        let _ = Tensor::rand_on([7], &dev).unwrap();
+        let second = Tensor::rand_on([5], &dev)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap();
+        let mut g = Generator::new(11);
+        let _ = Tensor::rand_with([7], &mut g).unwrap();
+        assert_eq!(
+            second.to_vec::<f32>().unwrap(),
+            Tensor::rand_with([5], &mut g)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        );
+        let a = Tensor::arange_on(0.5, 10.0, 0.75, &dev)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap();
+        assert_eq!(
+            a.to_vec::<f32>().unwrap(),
+            Tensor::arange(0.5, 10.0, 0.75)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        );
+    }
+}
+
+#[test]
+fn backward_on_gpu_matches_and_makes_no_readback() {
+    let _serial = serial();
+    for dev in gpus() {
+        let Device::Gpu(gpu) = &dev else {
+            unreachable!()
+        };
+        let mut g = Generator::new(6);
+        let w_cpu = randn(&mut g, &[5, 3]);
+        let x_cpu = randn(&mut g, &[4, 5]);
+        let loss = |w: &Tensor, x: &Tensor| -> Result<Tensor> {
+            x.matmul(w)?
+                .tanh()?
+                .log_softmax(1)?
+                .max_dims([1], false)?
+                .mean()
+        };
+        let w1 = w_cpu.detach().requires_grad_(true).unwrap();
+        loss(&w1, &x_cpu).unwrap().backward().unwrap();
+        let w2 = w_cpu.to_device(&dev).unwrap().requires_grad_(true).unwrap();
+        let x2 = x_cpu.to_device(&dev).unwrap();
+        let l = loss(&w2, &x2).unwrap();
+        let before = gpu.stats().readbacks;
+        l.backward().unwrap();
+        assert_eq!(
+            gpu.stats().readbacks,
+            before,
+            "backward read data back from the GPU"
+        );
+        let grad = w2.grad().unwrap();
+        assert_eq!(grad.device(), &dev);
+        let e: Vec<f64> = w1
+            .grad()
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        common::assert_close(
+            &grad
+                .to_device(&Device::Cpu)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap(),
+            &e,
+            1e-4,
+            1e-5,
+            "grad on gpu",
+        );
+    }
+}
+
+#[test]
+fn gpu_errors_are_values() {
+    let _serial = serial();
+    for dev in gpus() {
+        let Device::Gpu(gpu) = &dev else {
+            unreachable!()
+        };
+        // Mixed devices.
+        let c = Tensor::ones([2]).unwrap();
+        let g = c.to_device(&dev).unwrap();
+        assert!(matches!(
+            c.add(&g).unwrap_err(),
+            Error::DeviceMismatch { .. }
+        ));
+        // Over the adapter's storage binding limit: a clear error naming the limit.
+        let limit = gpu.adapter_info();
+        let _ = limit;
+        let huge = (gpu.max_storage_binding() / 4 + 1) as usize;
+        match Tensor::zeros_on([huge], DType::F32, &dev) {
+            Err(Error::BufferTooLarge { limit, .. }) => {
+                assert_eq!(limit, gpu.max_storage_binding())
+            }
+            other => panic!("expected BufferTooLarge, got {other:?}"),
+        }
+        // An out-of-range index found by a kernel surfaces at the next readback.
+        let x = Tensor::arange(0.0, 6.0, 1.0)
+            .unwrap()
+            .to_device(&dev)
+            .unwrap();
+        let idx = Tensor::new([0, 9]).unwrap().to_device(&dev).unwrap();
+        let picked = x.index_select(0, &idx).unwrap();
+        assert!(picked.to_vec::<f32>().is_err());
+        // ... once: the device stays usable.
+        assert_eq!(x.sum().unwrap().item().unwrap().to_f64(), 15.0);
+        // Integers beyond the GPU's 32-bit range are refused on upload.
+        assert!(Tensor::new([1i64 << 40]).unwrap().to_device(&dev).is_err());
+    }
+}
+
+#[test]
+fn more_than_one_dispatch_dimension() {
+    let _serial = serial();
+    // 2^24 + 1 elements need more than 65535 workgroups of 256: a 2-D grid.
+    for dev in gpus() {
+        let n = (1usize << 24) + 1;
+        let x = Tensor::ones_on([n], DType::F32, &dev).unwrap();
+        let y = x.add_scalar(1.0).unwrap();
+        let tail = y.i(s![-3..]).unwrap().to_device(&Device::Cpu).unwrap();
+        assert_eq!(tail.to_vec::<f32>().unwrap(), vec![2.0; 3]);
+        // 2n is not exactly representable in f32: compare within one rounding step.
+        let total = y.sum().unwrap().item().unwrap().to_f64();
+        assert!((total - 2.0 * n as f64).abs() <= 4.0, "{total}");
+    }
+}
+
+#[test]
+fn buffers_are_reused_and_work_is_batched() {
+    let _serial = serial();
+    for dev in gpus() {
+        let Device::Gpu(gpu) = &dev else {
+            unreachable!()
+        };
+        let x = Tensor::ones_on([1000], DType::F32, &dev).unwrap();
+        for _ in 0..3 {
+            let _ = x.add(&x).unwrap().to_vec::<f32>().unwrap();
+        }
+        let before = gpu.stats();
+        for _ in 0..20 {
+            let _ = x.mul_scalar(2.0).unwrap().exp().unwrap().sum().unwrap();
+        }
+        let _ = x.sum().unwrap().item().unwrap();
+        let after = gpu.stats();
+        assert!(after.reuses > before.reuses, "{before:?} -> {after:?}");
+        assert!(
+            after.allocations - before.allocations < 20,
+            "{before:?} -> {after:?}"
+        );
+        assert!(
+            after.submits - before.submits <= 2,
+            "80 dispatches went out in {} submits",
+            after.submits - before.submits
+        );
+        assert_eq!(after.readbacks - before.readbacks, 1);
+    }
+}
