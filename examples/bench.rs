@@ -63,11 +63,24 @@ fn main() -> Result<()> {
     }
     let on = |t: Tensor| t.to_device(&device);
 
-    for n in [256usize, 512, 1024, 2048] {
+    // Full sizes on a hardware GPU; the CPU's sizes on the CPU and on software adapters
+    // (lavapipe binds at most 128 MiB and multiplies matrices at about 1 GFLOP/s).
+    let gpu = matches!(&device, Device::Gpu(g) if !g.is_software());
+    let sync = || device.synchronize();
+    // The GPU sizes of the reference table; smaller ones on the 2-core CPU.
+    let matmul_sizes: &[usize] = if gpu {
+        &[1024, 2048, 4096]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    for &n in matmul_sizes {
         let x = on(Tensor::randn([n, n])?)?;
         let y = on(Tensor::randn([n, n])?)?;
         let reps = if n >= 2048 { 5 } else { 10 };
-        let t = b.time(reps, 1, || x.matmul(&y).map(drop))?;
+        let t = b.time(reps, 1, || {
+            x.matmul(&y)?;
+            sync()
+        })?;
         b.report(
             &format!("matmul_f32_{n}"),
             2.0 * (n * n * n) as f64 / t / 1e9,
@@ -75,33 +88,62 @@ fn main() -> Result<()> {
         );
     }
 
-    let n = 16 << 20;
+    let (n, tag, side) = if gpu {
+        (64usize << 20, "64M", 8192usize)
+    } else {
+        (16usize << 20, "16M", 4096usize)
+    };
     let x = on(Tensor::randn([n])?)?;
     let y = on(Tensor::randn([n])?)?;
-    let t = b.time(9, 1, || (&x + &y).map(drop))?;
-    b.report("add_f32_16M", 3.0 * 4.0 * n as f64 / t / 1e9, "GB/s");
-    let t = b.time(9, 1, || x.add_(&y).map(drop))?;
+    let t = b.time(9, 1, || {
+        (&x + &y)?;
+        sync()
+    })?;
     b.report(
-        "add_inplace_f32_16M",
+        &format!("add_f32_{tag}"),
         3.0 * 4.0 * n as f64 / t / 1e9,
         "GB/s",
     );
-    let col = on(Tensor::randn([4096, 1])?)?;
-    let grid = on(Tensor::randn([4096, 4096])?)?;
-    let t = b.time(9, 1, || (&grid + &col).map(drop))?;
+    let t = b.time(9, 1, || {
+        x.add_(&y)?;
+        sync()
+    })?;
     b.report(
-        "broadcast_add_f32_16M",
+        &format!("add_inplace_f32_{tag}"),
+        3.0 * 4.0 * n as f64 / t / 1e9,
+        "GB/s",
+    );
+    let col = on(Tensor::randn([side, 1])?)?;
+    let grid = on(Tensor::randn([side, n / side])?)?;
+    let t = b.time(9, 1, || {
+        (&grid + &col)?;
+        sync()
+    })?;
+    b.report(
+        &format!("broadcast_add_f32_{tag}"),
         2.0 * 4.0 * n as f64 / t / 1e9,
         "GB/s",
     );
-    let t = b.time(9, 1, || x.sum().map(drop))?;
-    b.report("sum_f32_16M", 4.0 * n as f64 / t / 1e9, "GB/s");
-    let t = b.time(9, 1, || grid.sum_dims([1], false).map(drop))?;
-    b.report("sum_rows_f32_4096x4096", 4.0 * n as f64 / t / 1e9, "GB/s");
+    let t = b.time(9, 1, || {
+        x.sum()?;
+        sync()
+    })?;
+    b.report(&format!("sum_f32_{tag}"), 4.0 * n as f64 / t / 1e9, "GB/s");
+    let t = b.time(9, 1, || {
+        grid.sum_dims([1], false)?;
+        sync()
+    })?;
+    b.report(
+        &format!("sum_rows_f32_{side}x{}", n / side),
+        4.0 * n as f64 / t / 1e9,
+        "GB/s",
+    );
 
     let a = on(Tensor::randn([10])?)?;
     let c = on(Tensor::randn([10])?)?;
+    // A tiny op's cost, including its share of submission: ops are batched on a GPU.
     let t = b.time(15, 2000, || (&a + &c).map(drop))?;
+    sync()?;
     b.report("tiny_op", t * 1e6, "us");
 
     let w = on(Tensor::randn([10])?)?.requires_grad_(true)?;
@@ -115,6 +157,7 @@ fn main() -> Result<()> {
         w.zero_grad();
         Ok(())
     })?;
+    sync()?;
     b.report("tiny_forward_backward", t * 1e6, "us");
     Ok(())
 }

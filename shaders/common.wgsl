@@ -14,6 +14,10 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn operand_offset(i: u32, k: u32) -> u32 {
     let rank = params[1];
     let base = 2u + rank + k * (rank + 1u);
+    // Merged contiguous or simply strided operands (the common case) need no division.
+    if (rank == 1u) {
+        return params[base] + i * params[base + 1u];
+    }
     var rem = i;
     var off = params[base];
     for (var d = i32(rank) - 1; d >= 0; d = d - 1) {

@@ -44,6 +44,15 @@ impl Device {
         crate::gpu::default_gpu().map(Device::Gpu)
     }
 
+    /// Wait until all work recorded for this device has finished (for timing; a no-op on the
+    /// CPU, whose ops finish before they return).
+    pub fn synchronize(&self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.0.synchronize(),
+        }
+    }
+
     /// Submit the work recorded for this device (a no-op on the CPU).
     pub fn flush(&self) {
         if let Device::Gpu(g) = self {

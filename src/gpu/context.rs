@@ -513,6 +513,15 @@ impl GpuContext {
         }
     }
 
+    /// Submit the recorded work and wait until the GPU has finished it.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("poll failed: {e}")))?;
+        self.check()
+    }
+
     /// Copy `bytes` bytes of `src` to the CPU, waiting for all recorded work.
     pub fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         self.check()?;
