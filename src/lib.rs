@@ -25,6 +25,7 @@ mod dtype;
 mod error;
 mod gpu;
 mod layout;
+pub mod nn;
 pub mod op;
 mod rng;
 mod shape;

@@ -1,0 +1,211 @@
+//! Neural-network functions built from tensor primitives, so they run on every backend and
+//! differentiate without backward code of their own: `linear`, convolution through im2col
+//! (`unfold` + matmul), pooling, normalisation, GELU, dropout.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// `x @ w.T + b` (`torch.nn.functional.linear`); `x` may have any leading dims.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.add(b),
+        None => Ok(y),
+    }
+}
+
+fn check_4d(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    match x.shape() {
+        &[n, c, h, w] => Ok((n, c, h, w)),
+        s => Err(Error::bad_shape(op, s, "expected a 4-D input [N, C, H, W]")),
+    }
+}
+
+/// Zero padding of the last two dims by `p` on every side.
+pub fn pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 0 {
+        return Ok(x.clone());
+    }
+    let (n, c, h, w) = check_4d("pad2d", x)?;
+    let zeros = |shape: [usize; 4]| Tensor::zeros_on(shape, x.dtype(), x.device());
+    let rows = Tensor::cat(&[&zeros([n, c, p, w])?, x, &zeros([n, c, p, w])?], 2)?;
+    Tensor::cat(
+        &[
+            &zeros([n, c, h + 2 * p, p])?,
+            &rows,
+            &zeros([n, c, h + 2 * p, p])?,
+        ],
+        3,
+    )
+}
+
+/// Output size of a sliding window.
+fn out_size(
+    op: &'static str,
+    size: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<usize> {
+    if stride == 0 || k == 0 {
+        return Err(Error::invalid(
+            op,
+            "kernel size and stride must be positive",
+        ));
+    }
+    if size + 2 * padding < k {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "kernel {k} is larger than the padded input {}",
+                size + 2 * padding
+            ),
+        ));
+    }
+    Ok((size + 2 * padding - k) / stride + 1)
+}
+
+/// The sliding `kh x kw` windows of `x [N, C, H, W]` as `[N, C, OH * OW, kh * kw]` (im2col),
+/// gathered with one index tensor so that the backward pass is a scatter-add.
+pub fn unfold(
+    x: &Tensor,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<(Tensor, usize, usize)> {
+    let (n, c, h, w) = check_4d("unfold", x)?;
+    let (oh, ow) = (
+        out_size("unfold", h, kh, stride, padding)?,
+        out_size("unfold", w, kw, stride, padding)?,
+    );
+    let xp = pad2d(x, padding)?;
+    let wp = w + 2 * padding;
+    let flat = xp.reshape([n, c, (h + 2 * padding) * wp])?;
+    let mut idx = Vec::with_capacity(oh * ow * kh * kw);
+    for r in 0..oh {
+        for q in 0..ow {
+            for i in 0..kh {
+                for j in 0..kw {
+                    idx.push(((r * stride + i) * wp + q * stride + j) as i64);
+                }
+            }
+        }
+    }
+    let len = idx.len();
+    let index = Tensor::from_vec(idx, [1, 1, len])?
+        .to_device(x.device())?
+        .expand([n, c, len])?;
+    Ok((
+        flat.gather(2, &index)?.reshape([n, c, oh * ow, kh * kw])?,
+        oh,
+        ow,
+    ))
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`, `w [O, C, kh, kw]`,
+/// `b [O]`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (n, c, _, _) = check_4d("conv2d", x)?;
+    let (o, cw, kh, kw) = check_4d("conv2d", w)?;
+    if c != cw {
+        return Err(Error::shapes(
+            "conv2d",
+            x.shape(),
+            w.shape(),
+            format!("input has {c} channels, weight expects {cw}"),
+        ));
+    }
+    let (cols, oh, ow) = unfold(x, kh, kw, stride, padding)?;
+    // [N, C, L, K] -> [N, L, C * K] @ [C * K, O] -> [N, L, O] -> [N, O, OH, OW]
+    let cols = cols
+        .permute([0, 2, 1, 3])?
+        .reshape([n, oh * ow, c * kh * kw])?;
+    let mut y = cols.matmul(&w.reshape([o, c * kh * kw])?.t()?)?;
+    if let Some(b) = b {
+        y = y.add(b)?;
+    }
+    y.permute([0, 2, 1])?.reshape([n, o, oh, ow])
+}
+
+/// Max over `k x k` windows with `stride` (`torch.nn.functional.max_pool2d`).
+pub fn max_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, _, _) = check_4d("max_pool2d", x)?;
+    let (cols, oh, ow) = unfold(x, k, k, stride, 0)?;
+    cols.max_dims([3], false)?.reshape([n, c, oh, ow])
+}
+
+/// Mean over `k x k` windows with `stride`.
+pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, _, _) = check_4d("avg_pool2d", x)?;
+    let (cols, oh, ow) = unfold(x, k, k, stride, 0)?;
+    cols.mean_dims([3], false)?.reshape([n, c, oh, ow])
+}
+
+/// The error function, to about 1.5e-7 (Abramowitz and Stegun 7.1.26), from primitives.
+pub fn erf(x: &Tensor) -> Result<Tensor> {
+    const P: f64 = 0.3275911;
+    const A: [f64; 5] = [
+        0.254829592,
+        -0.284496736,
+        1.421413741,
+        -1.453152027,
+        1.061405429,
+    ];
+    let ax = x.abs()?;
+    let t = ax.mul_scalar(P)?.add_scalar(1.0)?.reciprocal()?;
+    let mut poly = t.mul_scalar(A[4])?;
+    for &a in A[..4].iter().rev() {
+        poly = poly.add_scalar(a)?.mul(&t)?;
+    }
+    let y = poly
+        .mul(&ax.square()?.neg()?.exp()?)?
+        .neg()?
+        .add_scalar(1.0)?;
+    y.mul(&x.sign()?)
+}
+
+/// GELU: `x * Phi(x)` (exact, through `erf`), or the tanh approximation.
+pub fn gelu(x: &Tensor, tanh_approximation: bool) -> Result<Tensor> {
+    if tanh_approximation {
+        let inner = x
+            .add(&x.pow_scalar(3.0)?.mul_scalar(0.044715)?)?
+            .mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
+        return x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5);
+    }
+    x.mul(&erf(&x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)?.add_scalar(1.0)?)?
+        .mul_scalar(0.5)
+}
+
+/// Zero each element with probability `p` and scale the rest by `1 / (1 - p)`; the mask
+/// comes from the global generator, drawn on the tensor's device.
+pub fn dropout(x: &Tensor, p: f64) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::invalid(
+            "dropout",
+            format!("p must be in [0, 1), got {p}"),
+        ));
+    }
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = Tensor::rand_on(x.shape(), x.device())?
+        .ge_scalar(p)?
+        .to_dtype(DType::F32)?;
+    x.mul(&keep)?.div_scalar(1.0 - p)
+}
+
+/// Normalise over `dims` (keeping them), with the biased variance as PyTorch's norm layers.
+pub fn normalize(x: &Tensor, dims: &[isize], eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let mean = x.mean_dims(dims, true)?;
+    let centered = x.sub(&mean)?;
+    let var = centered.square()?.mean_dims(dims, true)?;
+    Ok((centered.div(&var.add_scalar(eps)?.sqrt()?)?, mean, var))
+}
