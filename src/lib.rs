@@ -27,6 +27,7 @@ mod gpu;
 mod layout;
 pub mod nn;
 pub mod op;
+pub mod optim;
 mod rng;
 mod shape;
 mod storage;

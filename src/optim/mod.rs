@@ -1,0 +1,483 @@
+//! Optimizers with PyTorch's update rules, learning-rate schedulers and gradient clipping.
+//! Updates are tensor ops on the parameters' own device, run without recording a graph.
+//!
+//! ```
+//! use wgrad::optim::{Optimizer, Sgd};
+//! use wgrad::Tensor;
+//! let p = Tensor::new([1.0f32, -2.0])?.requires_grad_(true)?;
+//! let mut opt = Sgd::new(vec![p.clone()], 0.1).momentum(0.9);
+//! for _ in 0..3 {
+//!     opt.zero_grad();
+//!     p.square()?.sum()?.backward()?;
+//!     opt.step()?;
+//! }
+//! assert!(p.abs()?.sum()?.item()?.to_f64() < 3.0);
+//! # Ok::<(), wgrad::Error>(())
+//! ```
+
+mod schedulers;
+
+pub use schedulers::{CosineAnnealingLr, LrScheduler, StepLr};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// An optimizer over a fixed list of parameters.
+pub trait Optimizer {
+    /// Update every parameter that has a gradient.
+    fn step(&mut self) -> Result<()>;
+    /// The parameters.
+    fn params(&self) -> &[Tensor];
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Change the learning rate (schedulers do).
+    fn set_lr(&mut self, lr: f64);
+    /// Per-parameter state tensors with names (`{index}.{name}`), for checkpoints.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Forget the parameters' gradients.
+    fn zero_grad(&self) {
+        for p in self.params() {
+            p.zero_grad();
+        }
+    }
+}
+
+/// Each parameter with its gradient (parameters without one are skipped), under no_grad.
+fn with_grads(
+    params: &[Tensor],
+    mut f: impl FnMut(usize, &Tensor, Tensor) -> Result<()>,
+) -> Result<()> {
+    let _g = crate::no_grad();
+    for (i, p) in params.iter().enumerate() {
+        if let Some(g) = p.grad() {
+            f(i, p, g)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_lr(op: &'static str, lr: f64) {
+    debug_assert!(lr >= 0.0, "{op}: negative learning rate");
+}
+
+fn add_weight_decay(g: Tensor, p: &Tensor, wd: f64) -> Result<Tensor> {
+    if wd == 0.0 {
+        Ok(g)
+    } else {
+        g.add(&p.mul_scalar(wd)?)
+    }
+}
+
+/// Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
+pub struct Sgd {
+    params: Vec<Tensor>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Sgd {
+        check_lr("Sgd", lr);
+        let n = params.len();
+        Sgd {
+            params,
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            buffers: vec![None; n],
+        }
+    }
+    /// Momentum factor.
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.momentum = m;
+        self
+    }
+    /// Dampening of the momentum.
+    pub fn dampening(mut self, d: f64) -> Self {
+        self.dampening = d;
+        self
+    }
+    /// L2 penalty added to the gradient.
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Nesterov momentum.
+    pub fn nesterov(mut self, on: bool) -> Self {
+        self.nesterov = on;
+        self
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(Error::invalid(
+                "Sgd",
+                "Nesterov momentum requires a momentum and zero dampening",
+            ));
+        }
+        let (lr, m, d, wd, nesterov) = (
+            self.lr,
+            self.momentum,
+            self.dampening,
+            self.weight_decay,
+            self.nesterov,
+        );
+        let buffers = &mut self.buffers;
+        with_grads(&self.params, |i, p, g| {
+            let mut g = add_weight_decay(g, p, wd)?;
+            if m != 0.0 {
+                let buf = match buffers[i].take() {
+                    None => g.deep_clone()?,
+                    Some(b) => b.mul_scalar(m)?.add(&g.mul_scalar(1.0 - d)?)?,
+                };
+                g = if nesterov {
+                    g.add(&buf.mul_scalar(m)?)?
+                } else {
+                    buf.clone()
+                };
+                buffers[i] = Some(buf);
+            }
+            p.sub_(&g.mul_scalar(lr)?)?;
+            Ok(())
+        })
+    }
+    fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                b.as_ref()
+                    .map(|b| (format!("{i}.momentum_buffer"), b.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Adam, and AdamW (decoupled weight decay) with [`Adam::adamw`].
+pub struct Adam {
+    params: Vec<Tensor>,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    step: u64,
+    m: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+}
+
+impl Adam {
+    /// Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8; no weight decay).
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Adam {
+        check_lr("Adam", lr);
+        let n = params.len();
+        Adam {
+            params,
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            step: 0,
+            m: vec![None; n],
+            v: vec![None; n],
+        }
+    }
+    /// AdamW: weight decay applied to the parameters, not the gradient (default 0.01).
+    pub fn adamw(params: Vec<Tensor>, lr: f64) -> Adam {
+        Adam {
+            decoupled: true,
+            weight_decay: 0.01,
+            ..Adam::new(params, lr)
+        }
+    }
+    /// Decay rates of the moment estimates.
+    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
+        self.betas = (b1, b2);
+        self
+    }
+    /// Term added to the denominator.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        self.step += 1;
+        let (lr, (b1, b2), eps, wd, decoupled, t) = (
+            self.lr,
+            self.betas,
+            self.eps,
+            self.weight_decay,
+            self.decoupled,
+            self.step as i32,
+        );
+        let (ms, vs) = (&mut self.m, &mut self.v);
+        with_grads(&self.params, |i, p, g| {
+            let g = if decoupled {
+                if wd != 0.0 {
+                    p.mul_(1.0 - lr * wd)?;
+                }
+                g
+            } else {
+                add_weight_decay(g, p, wd)?
+            };
+            let m = match ms[i].take() {
+                None => g.mul_scalar(1.0 - b1)?,
+                Some(m) => m.mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?,
+            };
+            let v = match vs[i].take() {
+                None => g.square()?.mul_scalar(1.0 - b2)?,
+                Some(v) => v.mul_scalar(b2)?.add(&g.square()?.mul_scalar(1.0 - b2)?)?,
+            };
+            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            let denom = v.sqrt()?.div_scalar(c2.sqrt())?.add_scalar(eps)?;
+            p.sub_(&m.div(&denom)?.mul_scalar(lr / c1)?)?;
+            ms[i] = Some(m);
+            vs[i] = Some(v);
+            Ok(())
+        })
+    }
+    fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut s = Vec::new();
+        for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
+            if let (Some(m), Some(v)) = (m, v) {
+                s.push((format!("{i}.exp_avg"), m.clone()));
+                s.push((format!("{i}.exp_avg_sq"), v.clone()));
+            }
+        }
+        s
+    }
+}
+
+/// RMSprop (PyTorch's, uncentered, without momentum by default).
+pub struct RmsProp {
+    params: Vec<Tensor>,
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    square_avg: Vec<Option<Tensor>>,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl RmsProp {
+    /// RMSprop with alpha 0.99 and eps 1e-8.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> RmsProp {
+        check_lr("RmsProp", lr);
+        let n = params.len();
+        RmsProp {
+            params,
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            square_avg: vec![None; n],
+            buffers: vec![None; n],
+        }
+    }
+    /// Smoothing constant.
+    pub fn alpha(mut self, a: f64) -> Self {
+        self.alpha = a;
+        self
+    }
+    /// Term added to the denominator.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// L2 penalty.
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Momentum factor.
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.momentum = m;
+        self
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self) -> Result<()> {
+        let (lr, a, eps, wd, mom) = (
+            self.lr,
+            self.alpha,
+            self.eps,
+            self.weight_decay,
+            self.momentum,
+        );
+        let (sq, bufs) = (&mut self.square_avg, &mut self.buffers);
+        with_grads(&self.params, |i, p, g| {
+            let g = add_weight_decay(g, p, wd)?;
+            let s = match sq[i].take() {
+                None => g.square()?.mul_scalar(1.0 - a)?,
+                Some(s) => s.mul_scalar(a)?.add(&g.square()?.mul_scalar(1.0 - a)?)?,
+            };
+            let update = g.div(&s.sqrt()?.add_scalar(eps)?)?;
+            let update = if mom > 0.0 {
+                let b = match bufs[i].take() {
+                    None => update,
+                    Some(b) => b.mul_scalar(mom)?.add(&update)?,
+                };
+                bufs[i] = Some(b.clone());
+                b
+            } else {
+                update
+            };
+            p.sub_(&update.mul_scalar(lr)?)?;
+            sq[i] = Some(s);
+            Ok(())
+        })
+    }
+    fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.square_avg
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (format!("{i}.square_avg"), s.clone())))
+            .collect()
+    }
+}
+
+/// Adagrad.
+pub struct Adagrad {
+    params: Vec<Tensor>,
+    lr: f64,
+    eps: f64,
+    weight_decay: f64,
+    lr_decay: f64,
+    step: u64,
+    sums: Vec<Option<Tensor>>,
+}
+
+impl Adagrad {
+    /// Adagrad with eps 1e-10.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Adagrad {
+        check_lr("Adagrad", lr);
+        let n = params.len();
+        Adagrad {
+            params,
+            lr,
+            eps: 1e-10,
+            weight_decay: 0.0,
+            lr_decay: 0.0,
+            step: 0,
+            sums: vec![None; n],
+        }
+    }
+    /// L2 penalty.
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Learning-rate decay per step.
+    pub fn lr_decay(mut self, d: f64) -> Self {
+        self.lr_decay = d;
+        self
+    }
+}
+
+impl Optimizer for Adagrad {
+    fn step(&mut self) -> Result<()> {
+        self.step += 1;
+        let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
+        let (eps, wd) = (self.eps, self.weight_decay);
+        let sums = &mut self.sums;
+        with_grads(&self.params, |i, p, g| {
+            let g = add_weight_decay(g, p, wd)?;
+            let s = match sums[i].take() {
+                None => g.square()?,
+                Some(s) => s.add(&g.square()?)?,
+            };
+            p.sub_(&g.div(&s.sqrt()?.add_scalar(eps)?)?.mul_scalar(clr)?)?;
+            sums[i] = Some(s);
+            Ok(())
+        })
+    }
+    fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.sums
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (format!("{i}.sum"), s.clone())))
+            .collect()
+    }
+}
+
+/// Scale the gradients of `params` so that their joint L2 norm is at most `max_norm`;
+/// returns the norm before clipping. Runs as tensor ops on the gradients' device (no
+/// readback).
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<Option<Tensor>> {
+    let _g = crate::no_grad();
+    let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
+    let Some(first) = grads.first() else {
+        return Ok(None);
+    };
+    let mut total = first.square()?.sum()?;
+    for g in &grads[1..] {
+        total = total.add(&g.square()?.sum()?)?;
+    }
+    let total = total.sqrt()?;
+    let scale = total
+        .add_scalar(1e-6)?
+        .reciprocal()?
+        .mul_scalar(max_norm)?
+        .clamp_max(1.0)?;
+    for g in &grads {
+        g.mul_(&scale)?;
+    }
+    Ok(Some(total))
+}
