@@ -20,10 +20,12 @@
 
 mod autograd;
 mod cpu;
+pub mod data;
 mod device;
 mod dtype;
 mod error;
 mod gpu;
+pub mod io;
 mod layout;
 pub mod nn;
 pub mod op;

@@ -34,6 +34,8 @@ pub trait Optimizer {
     fn set_lr(&mut self, lr: f64);
     /// Per-parameter state tensors with names (`{index}.{name}`), for checkpoints.
     fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restore state written by [`Optimizer::state`] (names must match this optimizer's).
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
     /// Forget the parameters' gradients.
     fn zero_grad(&self) {
         for p in self.params() {
@@ -54,6 +56,70 @@ fn with_grads(
         }
     }
     Ok(())
+}
+
+/// `{index}.{name}` entries of per-parameter slots.
+fn named_slots(slots: &[(&str, &Vec<Option<Tensor>>)]) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (name, v) in slots {
+        out.extend(
+            v.iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.as_ref().map(|t| (format!("{i}.{name}"), t.clone()))),
+        );
+    }
+    out
+}
+
+/// Fill per-parameter slots from `{index}.{name}` entries; unknown names are errors.
+fn load_slots(
+    op: &'static str,
+    state: &[(String, Tensor)],
+    params: &[Tensor],
+    slots: &mut [(&str, &mut Vec<Option<Tensor>>)],
+) -> Result<()> {
+    for (key, t) in state {
+        let (i, name) = key
+            .split_once('.')
+            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n)))
+            .ok_or_else(|| Error::invalid(op, format!("unexpected state entry {key:?}")))?;
+        let p = params.get(i).ok_or_else(|| {
+            Error::invalid(
+                op,
+                format!(
+                    "state entry {key:?} names parameter {i}, but there are {}",
+                    params.len()
+                ),
+            )
+        })?;
+        if t.shape() != p.shape() {
+            return Err(Error::shapes(
+                op,
+                p.shape(),
+                t.shape(),
+                format!("state entry {key:?} does not fit its parameter"),
+            ));
+        }
+        let slot = slots
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| Error::invalid(op, format!("unexpected state entry {key:?}")))?;
+        slot.1[i] = Some(t.to_device(p.device())?);
+    }
+    Ok(())
+}
+
+/// Take the `step` entry out of a state list.
+fn take_step(state: &[(String, Tensor)], step: &mut u64) -> Result<Vec<(String, Tensor)>> {
+    let mut rest = Vec::new();
+    for (k, t) in state {
+        if k == "step" {
+            *step = t.item()?.to_i64().max(0) as u64;
+        } else {
+            rest.push((k.clone(), t.clone()));
+        }
+    }
+    Ok(rest)
 }
 
 fn check_lr(op: &'static str, lr: f64) {
@@ -160,14 +226,15 @@ impl Optimizer for Sgd {
         self.lr = lr;
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.buffers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                b.as_ref()
-                    .map(|b| (format!("{i}.momentum_buffer"), b.clone()))
-            })
-            .collect()
+        named_slots(&[("momentum_buffer", &self.buffers)])
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        load_slots(
+            "Sgd::load_state",
+            state,
+            &self.params,
+            &mut [("momentum_buffer", &mut self.buffers)],
+        )
     }
 }
 
@@ -273,14 +340,22 @@ impl Optimizer for Adam {
         self.lr = lr;
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut s = Vec::new();
-        for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
-            if let (Some(m), Some(v)) = (m, v) {
-                s.push((format!("{i}.exp_avg"), m.clone()));
-                s.push((format!("{i}.exp_avg_sq"), v.clone()));
-            }
-        }
+        let mut s = named_slots(&[("exp_avg", &self.m), ("exp_avg_sq", &self.v)]);
+        s.extend(
+            Tensor::scalar(self.step as i64)
+                .ok()
+                .map(|t| ("step".to_string(), t)),
+        );
         s
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        let rest = take_step(state, &mut self.step)?;
+        load_slots(
+            "Adam::load_state",
+            &rest,
+            &self.params,
+            &mut [("exp_avg", &mut self.m), ("exp_avg_sq", &mut self.v)],
+        )
     }
 }
 
@@ -376,11 +451,21 @@ impl Optimizer for RmsProp {
         self.lr = lr;
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.square_avg
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (format!("{i}.square_avg"), s.clone())))
-            .collect()
+        named_slots(&[
+            ("square_avg", &self.square_avg),
+            ("momentum_buffer", &self.buffers),
+        ])
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        load_slots(
+            "RmsProp::load_state",
+            state,
+            &self.params,
+            &mut [
+                ("square_avg", &mut self.square_avg),
+                ("momentum_buffer", &mut self.buffers),
+            ],
+        )
     }
 }
 
@@ -449,11 +534,22 @@ impl Optimizer for Adagrad {
         self.lr = lr;
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.sums
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (format!("{i}.sum"), s.clone())))
-            .collect()
+        let mut s = named_slots(&[("sum", &self.sums)]);
+        s.extend(
+            Tensor::scalar(self.step as i64)
+                .ok()
+                .map(|t| ("step".to_string(), t)),
+        );
+        s
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        let rest = take_step(state, &mut self.step)?;
+        load_slots(
+            "Adagrad::load_state",
+            &rest,
+            &self.params,
+            &mut [("sum", &mut self.sums)],
+        )
     }
 }
 
