@@ -1,0 +1,68 @@
+//! Linear regression from scratch, as in the course: synthetic data from w = [2, -3.4],
+//! b = 4.2 with noise 0.01, minibatch SGD with batch 10 and learning rate 0.03, 3 epochs.
+//!
+//! cargo run --release --example linear_regression
+
+use wgrad::{Device, Generator, Result, Tensor};
+
+fn main() -> Result<()> {
+    let device = Device::auto()?;
+    let mut g = Generator::new(0);
+    let (true_w, true_b) = (Tensor::new([2.0, -3.4])?, 4.2);
+    let n = 1000;
+    // y = X w + b + noise
+    let x = Tensor::randn_with([n, 2], &mut g)?;
+    let y = x
+        .mv(&true_w)?
+        .add_scalar(true_b)?
+        .add(&Tensor::randn_with([n], &mut g)?.mul_scalar(0.01)?)?;
+    let (x, y) = (x.to_device(&device)?, y.to_device(&device)?);
+
+    let w = Tensor::randn_with([2], &mut g)?
+        .mul_scalar(0.01)?
+        .to_device(&device)?
+        .requires_grad_(true)?;
+    let b = Tensor::zeros_on([1], wgrad::DType::F32, &device)?.requires_grad_(true)?;
+    let (lr, batch, epochs) = (0.03, 10, 3);
+    let squared_loss =
+        |y_hat: &Tensor, y: &Tensor| -> Result<Tensor> { y_hat.sub(y)?.square()?.div_scalar(2.0) };
+    for epoch in 0..epochs {
+        let order = Tensor::randperm_with(n, &mut g)?.to_device(&device)?;
+        for start in (0..n).step_by(batch) {
+            let idx = order.narrow(0, start, batch.min(n - start))?;
+            let (xb, yb) = (x.index_select(0, &idx)?, y.index_select(0, &idx)?);
+            let loss = squared_loss(&xb.mv(&w)?.add(&b)?, &yb)?;
+            loss.sum()?.backward()?;
+            // Minibatch SGD: p -= lr * grad / batch, then zero the gradient.
+            wgrad::no_grad_scope(|| -> Result<()> {
+                for p in [&w, &b] {
+                    p.sub_(
+                        &p.grad()
+                            .expect("backward reached the parameter")
+                            .mul_scalar(lr / batch as f64)?,
+                    )?;
+                    p.zero_grad();
+                }
+                Ok(())
+            })?;
+        }
+        let train_loss = wgrad::no_grad_scope(|| squared_loss(&x.mv(&w)?.add(&b)?, &y)?.mean())?;
+        println!(
+            "epoch {}, loss {:.6}",
+            epoch + 1,
+            train_loss.item()?.to_f64()
+        );
+    }
+    let (w_hat, b_hat) = (
+        w.to_device(&Device::Cpu)?.to_vec::<f32>()?,
+        b.item()?.to_f64(),
+    );
+    println!("learned w = {w_hat:?}, b = {b_hat:.4} (true w = [2, -3.4], b = 4.2)");
+    println!(
+        "error in w: [{:.5}, {:.5}], error in b: {:.5}",
+        2.0 - w_hat[0],
+        -3.4 - w_hat[1],
+        true_b - b_hat
+    );
+    Ok(())
+}
