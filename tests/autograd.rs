@@ -581,3 +581,32 @@ fn memory_stays_flat_over_many_steps() {
         "live bytes grew from {before} to {after}"
     );
 }
+
+#[test]
+fn leaves_sharing_an_upstream_gradient_accumulate_separately() {
+    // `a + b` hands the same gradient to both leaves; accumulating into one later must not
+    // change the other.
+    let a = Tensor::new([1.0f32, 2.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    let b = Tensor::new([3.0f32, 4.0])
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
+    a.add(&b).unwrap().sum().unwrap().backward().unwrap();
+    a.mul_scalar(5.0)
+        .unwrap()
+        .sum()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(a.grad().unwrap().to_vec::<f32>().unwrap(), vec![6.0, 6.0]);
+    assert_eq!(b.grad().unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+    // Only the needed operand gradients are computed; a constant input gets none.
+    let w = Tensor::ones([3, 2]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::ones([4, 3]).unwrap();
+    x.matmul(&w).unwrap().sum().unwrap().backward().unwrap();
+    assert!(x.grad().is_none());
+    assert_eq!(w.grad().unwrap().to_vec::<f32>().unwrap(), vec![4.0; 6]);
+}

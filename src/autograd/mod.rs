@@ -177,6 +177,15 @@ fn accumulate_leaf(t: &Tensor, g: Tensor, create_graph: bool) -> Result<()> {
         }
         Some(prev) => prev.add(&g)?,
         None if create_graph => g,
+        // A gradient that nothing else refers to can be kept as it is; a shared one (the
+        // same upstream gradient handed to both operands of an add, say) is copied, since
+        // later accumulation writes into it.
+        None if Arc::strong_count(&g.0) == 1
+            && Arc::strong_count(g.storage()) == 1
+            && g.is_contiguous() =>
+        {
+            g.detach()
+        }
         None => g.detach().contiguous_copy()?,
     });
     Ok(())
