@@ -44,6 +44,33 @@ pub trait Optimizer {
     }
 }
 
+/// Builder methods that each set one f64 hyper-parameter.
+macro_rules! setters {
+    ($t:ty { $($(#[$doc:meta])* $name:ident: $field:ident),* $(,)? }) => {
+        impl $t {
+            $($(#[$doc])* pub fn $name(mut self, value: f64) -> Self {
+                self.$field = value;
+                self
+            })*
+        }
+    };
+}
+
+/// `params`, `lr` and `set_lr` for optimizers with `params` and `lr` fields.
+macro_rules! common_accessors {
+    () => {
+        fn params(&self) -> &[Tensor] {
+            &self.params
+        }
+        fn lr(&self) -> f64 {
+            self.lr
+        }
+        fn set_lr(&mut self, lr: f64) {
+            self.lr = lr;
+        }
+    };
+}
+
 /// Each parameter with its gradient (parameters without one are skipped), under no_grad.
 fn with_grads(
     params: &[Tensor],
@@ -160,27 +187,21 @@ impl Sgd {
             buffers: vec![None; n],
         }
     }
-    /// Momentum factor.
-    pub fn momentum(mut self, m: f64) -> Self {
-        self.momentum = m;
-        self
-    }
-    /// Dampening of the momentum.
-    pub fn dampening(mut self, d: f64) -> Self {
-        self.dampening = d;
-        self
-    }
-    /// L2 penalty added to the gradient.
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        self.weight_decay = wd;
-        self
-    }
     /// Nesterov momentum.
     pub fn nesterov(mut self, on: bool) -> Self {
         self.nesterov = on;
         self
     }
 }
+
+setters!(Sgd {
+    /// Momentum factor.
+    momentum: momentum,
+    /// Dampening of the momentum.
+    dampening: dampening,
+    /// L2 penalty added to the gradient.
+    weight_decay: weight_decay,
+});
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
@@ -216,15 +237,7 @@ impl Optimizer for Sgd {
             Ok(())
         })
     }
-    fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         named_slots(&[("momentum_buffer", &self.buffers)])
     }
@@ -281,17 +294,14 @@ impl Adam {
         self.betas = (b1, b2);
         self
     }
-    /// Term added to the denominator.
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Weight decay (L2 for Adam, decoupled for AdamW).
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        self.weight_decay = wd;
-        self
-    }
 }
+
+setters!(Adam {
+    /// Term added to the denominator.
+    eps: eps,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    weight_decay: weight_decay,
+});
 
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
@@ -330,15 +340,7 @@ impl Optimizer for Adam {
             Ok(())
         })
     }
-    fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut s = named_slots(&[("exp_avg", &self.m), ("exp_avg_sq", &self.v)]);
         s.extend(
@@ -387,27 +389,18 @@ impl RmsProp {
             buffers: vec![None; n],
         }
     }
-    /// Smoothing constant.
-    pub fn alpha(mut self, a: f64) -> Self {
-        self.alpha = a;
-        self
-    }
-    /// Term added to the denominator.
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// L2 penalty.
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        self.weight_decay = wd;
-        self
-    }
-    /// Momentum factor.
-    pub fn momentum(mut self, m: f64) -> Self {
-        self.momentum = m;
-        self
-    }
 }
+
+setters!(RmsProp {
+    /// Smoothing constant.
+    alpha: alpha,
+    /// Term added to the denominator.
+    eps: eps,
+    /// L2 penalty.
+    weight_decay: weight_decay,
+    /// Momentum factor.
+    momentum: momentum,
+});
 
 impl Optimizer for RmsProp {
     fn step(&mut self) -> Result<()> {
@@ -441,15 +434,7 @@ impl Optimizer for RmsProp {
             Ok(())
         })
     }
-    fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         named_slots(&[
             ("square_avg", &self.square_avg),
@@ -495,17 +480,14 @@ impl Adagrad {
             sums: vec![None; n],
         }
     }
-    /// L2 penalty.
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        self.weight_decay = wd;
-        self
-    }
-    /// Learning-rate decay per step.
-    pub fn lr_decay(mut self, d: f64) -> Self {
-        self.lr_decay = d;
-        self
-    }
 }
+
+setters!(Adagrad {
+    /// L2 penalty.
+    weight_decay: weight_decay,
+    /// Learning-rate decay per step.
+    lr_decay: lr_decay,
+});
 
 impl Optimizer for Adagrad {
     fn step(&mut self) -> Result<()> {
@@ -524,15 +506,7 @@ impl Optimizer for Adagrad {
             Ok(())
         })
     }
-    fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut s = named_slots(&[("sum", &self.sums)]);
         s.extend(
