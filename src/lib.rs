@@ -56,3 +56,8 @@ pub fn wgsl_variants() -> Vec<(String, String)> {
         .map(|k| (k.label(), k.source()))
         .collect()
 }
+
+/// The README's Rust examples run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
