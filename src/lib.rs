@@ -24,7 +24,7 @@ pub mod data;
 mod device;
 mod dtype;
 mod error;
-mod gpu;
+pub mod gpu;
 pub mod io;
 mod layout;
 pub mod nn;

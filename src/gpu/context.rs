@@ -76,6 +76,8 @@ pub struct GpuBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
     ctx: Arc<GpuContext>,
+    /// A buffer the application created and lent to a tensor: never pooled or counted.
+    external: bool,
 }
 
 impl GpuBuffer {
@@ -85,6 +87,16 @@ impl GpuBuffer {
 
     pub fn ctx_ref(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    /// Wrap an application's buffer: used in place, never returned to the pool.
+    pub fn external(ctx: &Arc<GpuContext>, buffer: wgpu::Buffer) -> GpuBuffer {
+        GpuBuffer {
+            class: buffer.size(),
+            buffer: Some(buffer),
+            ctx: ctx.clone(),
+            external: true,
+        }
     }
 }
 
@@ -96,6 +108,9 @@ impl std::fmt::Debug for GpuBuffer {
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
+        if self.external {
+            return;
+        }
         if let Some(b) = self.buffer.take() {
             self.ctx
                 .counters
@@ -297,6 +312,7 @@ impl GpuContext {
             buffer: Some(buffer),
             class,
             ctx: self.clone(),
+            external: false,
         })
     }
 

@@ -3,10 +3,13 @@
 //! only a readback waits for the GPU.
 
 mod context;
+mod interop;
 pub(crate) mod kernels;
 mod ops;
 
-pub use context::{GpuContext, GpuStats};
+pub(crate) use context::GpuContext;
+pub use context::GpuStats;
+pub use interop::GpuBufferView;
 pub(crate) use ops::GpuStorage;
 
 use crate::error::{Error, Result};
