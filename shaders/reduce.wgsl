@@ -1,7 +1,8 @@
 // One workgroup per output element (or, for long reductions, per slice of one output's
 // elements: the split stage writes one Partial per slice and reduce_combine.wgsl merges
 // them): each thread folds a strided share of the elements, then a tree reduction in
-// workgroup memory combines the threads' partials.
+// workgroup memory combines the threads' partials (or, where the adapter has subgroup
+// operations, a subgroup reduction and a short merge of one partial per subgroup).
 // Metadata: [0] outputs, [1] kept rank r, [2..2+r) kept shape, [2+r] input offset,
 //   [3+r..3+2r) kept strides, then [3+2r] reduced rank q, q sizes, q strides, and for the
 //   split stage the number of slices per output and the slice length.
@@ -60,7 +61,7 @@ fn reduced_count() -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32{{SG_ARGS}}) {
     // The same group for the whole workgroup, so every branch below on it is uniform.
     let g = wid.x + wid.y * nwg.x;
     let n = reduced_count();
@@ -73,17 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc = fold(acc, x, j);
         }
     }
-    partials[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            let l = partials[lid];
-            let r = partials[lid + s];
-            partials[lid] = merge(l, r);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && o < params[0]) {
+{{COMBINE}}    if (lid == 0u && o < params[0]) {
         let p = partials[0];
 {{STORE}}
     }

@@ -151,6 +151,18 @@ fn sizes_across_workgroup_boundaries() {
 #[test]
 fn reductions_along_every_dim() {
     let _serial = serial();
+    for dev in gpus() {
+        if let Device::Gpu(g) = &dev {
+            eprintln!(
+                "{dev}: reductions use {}",
+                if g.uses_subgroups() {
+                    "subgroup operations"
+                } else {
+                    "the workgroup tree"
+                }
+            );
+        }
+    }
     let mut g = Generator::new(3);
     let x = randn(&mut g, &[3, 5, 7]);
     for dims in [vec![0isize], vec![1], vec![2], vec![0, 2], vec![0, 1, 2]] {

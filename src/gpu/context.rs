@@ -69,6 +69,8 @@ pub struct GpuContext {
     index_kernels_since_check: AtomicBool,
     /// Parameter arenas of submitted batches, ready for reuse.
     spare_arenas: Mutex<Vec<wgpu::Buffer>>,
+    /// Whether the device has subgroup operations (used by reductions; the tree otherwise).
+    pub(crate) subgroups: bool,
 }
 
 /// A buffer owned by a tensor; returned to its device's pool when dropped.
@@ -147,7 +149,8 @@ impl GpuContext {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgrad"),
-            required_features: wgpu::Features::empty(),
+            // Subgroup operations speed up reductions where the adapter has them.
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -182,6 +185,8 @@ impl GpuContext {
             *lost_sink.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(format!("{reason:?}: {msg}"));
         });
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
+            && std::env::var("WGRAD_NO_SUBGROUPS").is_err();
         let error_flag = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad error flag"),
             size: 16,
@@ -205,6 +210,7 @@ impl GpuContext {
                 arena: None,
             }),
             spare_arenas: Mutex::new(Vec::new()),
+            subgroups,
             counters: Counters::default(),
             uncaptured,
             lost,

@@ -65,7 +65,8 @@ pub enum Kernel {
     Cmp(CmpOp, DType),
     Where(DType),
     Cast(DType, DType),
-    Reduce(ReduceOp, DType, ReduceStage),
+    /// The last flag selects the subgroup variant (adapters with `Features::SUBGROUP`).
+    Reduce(ReduceOp, DType, ReduceStage, bool),
     Matmul(DType),
     Cumsum(DType),
     /// The last step of the parallel scan.
@@ -274,6 +275,69 @@ fn map_source(out: &str, inputs: &[&str], expr: &str, helpers: &str) -> String {
         .replace("{{HELPERS}}", helpers)
 }
 
+/// The tree reduction of the threads' partials in workgroup memory (every adapter).
+const TREE_COMBINE: &str = "    partials[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            let l = partials[lid];
+            let r = partials[lid + s];
+            partials[lid] = merge(l, r);
+        }
+        workgroupBarrier();
+    }
+";
+
+/// Whether a reduction has a subgroup variant (the arg reductions use the tree).
+pub fn subgroup_capable(op: ReduceOp) -> bool {
+    matches!(
+        op,
+        ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
+    )
+}
+
+/// Combine the threads' partials with subgroup operations, then merge one partial per
+/// subgroup in workgroup memory. Same results as the tree up to float reassociation, and
+/// max/min keep PyTorch's NaN propagation.
+fn subgroup_combine(op: ReduceOp, d: DType) -> String {
+    let t = wgsl_type(d);
+    let reduced = match op {
+        ReduceOp::Sum => "Partial(subgroupAdd(acc.v), 0u, 1u)".to_string(),
+        ReduceOp::Prod => "Partial(subgroupMul(acc.v), 0u, 1u)".to_string(),
+        _ => {
+            let (f, identity) = match (op, d) {
+                (ReduceOp::Max, DType::F32) => ("subgroupMax", "-inf_f32()"),
+                (ReduceOp::Min, DType::F32) => ("subgroupMin", "inf_f32()"),
+                (ReduceOp::Max, DType::I64) => ("subgroupMax", "i32(-2147483647 - 1)"),
+                (ReduceOp::Min, DType::I64) => ("subgroupMin", "2147483647"),
+                (ReduceOp::Max, _) => ("subgroupMax", "0u"),
+                _ => ("subgroupMin", "1u"),
+            };
+            let best = format!("{f}(select({t}({identity}), acc.v, acc.has == 1u))");
+            if d == DType::F32 {
+                format!("Partial(select({best}, nan_f32(), subgroupAny(acc.has == 1u && acc.v != acc.v)), 0u, subgroupMax(acc.has))")
+            } else {
+                format!("Partial({best}, 0u, subgroupMax(acc.has))")
+            }
+        }
+    };
+    format!(
+        "    let in_subgroup = {reduced};
+    if (sg_lane == 0u) {{
+        partials[sg_id] = in_subgroup;
+    }}
+    workgroupBarrier();
+    if (lid == 0u) {{
+        var total = partials[0];
+        for (var s = 1u; s < num_sg; s = s + 1u) {{
+            total = merge(total, partials[s]);
+        }}
+        partials[0] = total;
+    }}
+"
+    )
+}
+
 /// init/fold/merge/finish for a reduction.
 fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str) {
     let t = wgsl_type(d);
@@ -363,8 +427,13 @@ impl Kernel {
             Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), ""),
             Kernel::Where(d) => map_source(wgsl_type(d), &["u32", wgsl_type(d), wgsl_type(d)], "select(c, b, a != 0u)", ""),
             Kernel::Cast(from, to) => map_source(wgsl_type(to), &[wgsl_type(from)], cast_expr(from, to), ""),
-            Kernel::Reduce(op, d, stage) => {
+            Kernel::Reduce(op, d, stage, subgroups) => {
                 let (h, acc, out) = reduce_helpers(op, d);
+                let (sg_args, combine) = if subgroups && stage != ReduceStage::Combine {
+                    (", @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) num_sg: u32", subgroup_combine(op, d))
+                } else {
+                    ("", TREE_COMBINE.to_string())
+                };
                 let (template, out_elem, range, store) = match stage {
                     ReduceStage::Direct => (REDUCE, out, "    let o = g;\n    let start = 0u;\n    let end = n;", "        out[o] = finish(p);"),
                     ReduceStage::Split => (
@@ -375,7 +444,7 @@ impl Kernel {
                     ),
                     ReduceStage::Combine => (REDUCE_COMBINE, out, "", ""),
                 };
-                template.replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
+                template.replace("{{COMBINE}}", &combine).replace("{{SG_ARGS}}", sg_args).replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
             }
             Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)),
@@ -412,6 +481,8 @@ impl Kernel {
                 FILL.replace("{{T}}", t).replace("{{VALUE}}", &value)
             }
         };
+        // naga takes subgroup builtins without an `enable` directive (it rejects
+        // `enable subgroups;` as not yet supported); the device feature gates them.
         format!("const WG: u32 = {WG}u;\n{COMMON}\n{body}")
     }
 
@@ -502,8 +573,14 @@ pub fn all_variants() -> Vec<Kernel> {
                     ReduceStage::Split,
                     ReduceStage::Combine,
                 ]
-                .map(|s| Kernel::Reduce(*op, d, s)),
+                .map(|s| Kernel::Reduce(*op, d, s, false)),
             );
+            if subgroup_capable(*op) {
+                v.extend(
+                    [ReduceStage::Direct, ReduceStage::Split]
+                        .map(|s| Kernel::Reduce(*op, d, s, true)),
+                );
+            }
         }
         v.push(Kernel::Gather(d, false));
         v.push(Kernel::Gather(d, true));

@@ -53,6 +53,12 @@ impl GpuDevice {
         self.0.stats()
     }
 
+    /// Whether reductions use the adapter's subgroup operations (else a workgroup tree).
+    /// `WGRAD_NO_SUBGROUPS=1` forces the tree, to test the fallback.
+    pub fn uses_subgroups(&self) -> bool {
+        self.0.subgroups
+    }
+
     /// The largest buffer a kernel can bind on this device, in bytes.
     pub fn max_storage_binding(&self) -> u64 {
         self.0.max_binding()

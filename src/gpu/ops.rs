@@ -318,7 +318,12 @@ impl GpuStorage {
         if slices == 1 {
             let (x, y) = ctx.grid(n_out as u64, true)?;
             ctx.dispatch(
-                Kernel::Reduce(op, self.dtype, ReduceStage::Direct),
+                Kernel::Reduce(
+                    op,
+                    self.dtype,
+                    ReduceStage::Direct,
+                    ctx.subgroups && super::kernels::subgroup_capable(op),
+                ),
                 &p,
                 &[out.buf.raw(), self.buf.raw()],
                 (x, y, 1),
@@ -332,14 +337,19 @@ impl GpuStorage {
         let partials = ctx.alloc(op.name(), (n_out * slices * 12) as u64)?;
         let (x, y) = ctx.grid((n_out * slices) as u64, true)?;
         ctx.dispatch(
-            Kernel::Reduce(op, self.dtype, ReduceStage::Split),
+            Kernel::Reduce(
+                op,
+                self.dtype,
+                ReduceStage::Split,
+                ctx.subgroups && super::kernels::subgroup_capable(op),
+            ),
             &p,
             &[partials.raw(), self.buf.raw()],
             (x, y, 1),
         )?;
         let (x, y) = ctx.grid(n_out as u64, true)?;
         ctx.dispatch(
-            Kernel::Reduce(op, self.dtype, ReduceStage::Combine),
+            Kernel::Reduce(op, self.dtype, ReduceStage::Combine, false),
             &[n_out as u32, slices as u32],
             &[out.buf.raw(), partials.raw()],
             (x, y, 1),
