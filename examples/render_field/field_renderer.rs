@@ -26,7 +26,8 @@ fn fs(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
 }
 "#;
 
-/// Draws `width x height` values into an offscreen RGBA8 texture and reads the pixels back.
+/// Draws `width x height` values into an offscreen RGBA8 texture (and reads the pixels
+/// back), or into any target of the pipeline's format, such as a window's surface.
 pub struct FieldRenderer {
     pipeline: wgpu::RenderPipeline,
     target: wgpu::Texture,
@@ -37,6 +38,16 @@ pub struct FieldRenderer {
 
 impl FieldRenderer {
     pub fn new(device: &wgpu::Device, width: u32, height: u32) -> FieldRenderer {
+        FieldRenderer::with_format(device, width, height, wgpu::TextureFormat::Rgba8Unorm)
+    }
+
+    /// A renderer whose pipeline draws into targets of `format`.
+    pub fn with_format(
+        device: &wgpu::Device,
+        width: u32,
+        height: u32,
+        format: wgpu::TextureFormat,
+    ) -> FieldRenderer {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("field"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
@@ -55,7 +66,7 @@ impl FieldRenderer {
                 entry_point: Some("fs"),
                 compilation_options: Default::default(),
                 targets: &[Some(wgpu::ColorTargetState {
-                    format: wgpu::TextureFormat::Rgba8Unorm,
+                    format,
                     blend: None,
                     write_mask: wgpu::ColorWrites::ALL,
                 })],
@@ -95,12 +106,25 @@ impl FieldRenderer {
         }
     }
 
-    /// Record and submit the draw of `values` (a binding of `width * height` f32).
+    /// Record and submit the draw of `values` (a binding of `width * height` f32) into the
+    /// offscreen texture.
     pub fn draw(
         &self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         values: wgpu::BindingResource<'_>,
+    ) {
+        let view = self.target.create_view(&Default::default());
+        self.draw_to(device, queue, values, &view);
+    }
+
+    /// Record and submit the draw into `view` (of the pipeline's format).
+    pub fn draw_to(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        values: wgpu::BindingResource<'_>,
+        view: &wgpu::TextureView,
     ) {
         let words = [self.width, self.height, 0, 0];
         queue.write_buffer(
@@ -125,13 +149,12 @@ impl FieldRenderer {
                 },
             ],
         });
-        let view = self.target.create_view(&Default::default());
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some("field"),
                 color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                    view: &view,
+                    view,
                     depth_slice: None,
                     resolve_target: None,
                     ops: wgpu::Operations {

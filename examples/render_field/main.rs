@@ -2,16 +2,20 @@
 //! wgrad trains a small network on that same device to fit a 2-D field, evaluates it on the
 //! pixel grid in one batched forward pass, and the application's render pipeline draws the
 //! output tensor's buffer directly (no copy, no readback) into an offscreen image, saved as
-//! a PNG.
+//! a PNG. With `--window` (build with `--features window`) the picture is shown in a window
+//! and updates as training goes on.
 //!
 //! cargo run --release --example render_field -- [--size 128] [--steps 600] [--out FILE]
+//! cargo run --release --example render_field --features window -- --window [--exit-when-done]
 
 mod field_renderer;
+#[cfg(feature = "window")]
+mod window;
 
 use field_renderer::FieldRenderer;
 use wgrad::nn::{self, Module, Reduction};
 use wgrad::optim::{Adam, Optimizer};
-use wgrad::{Device, Generator, Result, Tensor};
+use wgrad::{s, Device, Generator, Result, Tensor};
 
 /// The field to learn on [-1, 1]^2: rings modulated by a wave, in [0, 1].
 fn target(x: &Tensor, y: &Tensor) -> Result<Tensor> {
@@ -21,6 +25,77 @@ fn target(x: &Tensor, y: &Tensor) -> Result<Tensor> {
         .mul(&x.mul_scalar(3.0)?.sin()?.mul_scalar(0.5)?.add_scalar(0.5)?)?
         .mul_scalar(0.5)?
         .add_scalar(0.5)
+}
+
+/// The network, its optimizer and the pixel grid it is drawn on.
+pub struct Field {
+    model: nn::Sequential,
+    opt: Adam,
+    grid: Tensor,
+    dev: Device,
+    pub steps: usize,
+}
+
+impl Field {
+    pub fn new(dev: &Device, size: usize) -> Result<Field> {
+        let mut g = Generator::new(0);
+        let model = nn::Sequential::new()
+            .add(nn::Linear::new(2, 64, true, &mut g, dev)?)
+            .add(nn::Tanh)
+            .add(nn::Linear::new(64, 64, true, &mut g, dev)?)
+            .add(nn::Tanh)
+            .add(nn::Linear::new(64, 1, true, &mut g, dev)?)
+            .add(nn::Sigmoid);
+        let opt = Adam::new(model.parameters(), 1e-2);
+        // Pixel centres, rows from the top (y = 1) down.
+        let coords = Tensor::linspace(-1.0, 1.0, size)?.to_device(dev)?;
+        let xs = coords.reshape([1, size])?.expand([size, size])?;
+        let ys = coords.neg()?.reshape([size, 1])?.expand([size, size])?;
+        let grid = Tensor::stack(&[&xs, &ys], 2)?.reshape([size * size, 2])?;
+        Ok(Field {
+            model,
+            opt,
+            grid,
+            dev: dev.clone(),
+            steps: 0,
+        })
+    }
+
+    /// Some optimisation steps on random points; returns the last loss (a tensor on the
+    /// device: reading it is the caller's choice).
+    pub fn train(&mut self, steps: usize) -> Result<Tensor> {
+        let mut last = Tensor::zeros_on([0usize; 0], wgrad::DType::F32, &self.dev)?;
+        for _ in 0..steps {
+            let p = Tensor::rand_on([512, 2], &self.dev)?
+                .mul_scalar(2.0)?
+                .sub_scalar(1.0)?;
+            let want = target(&p.i(s![.., 0])?, &p.i(s![.., 1])?)?;
+            self.opt.zero_grad();
+            let loss = nn::mse_loss(
+                &self.model.forward(&p)?.squeeze_dim(1)?,
+                &want,
+                Reduction::Mean,
+            )?;
+            loss.backward()?;
+            self.opt.step()?;
+            self.steps += 1;
+            last = loss.detach();
+        }
+        Ok(last)
+    }
+
+    /// The network on every pixel: one batched forward pass, a contiguous GPU tensor.
+    pub fn image(&self) -> Result<Tensor> {
+        let n = self.grid.shape()[0];
+        wgrad::no_grad_scope(|| self.model.forward(&self.grid)?.reshape([n])?.contiguous())
+    }
+
+    /// Mean absolute error against the true field over the grid.
+    pub fn error(&self) -> Result<f64> {
+        let _g = wgrad::no_grad();
+        let want = target(&self.grid.i(s![.., 0])?, &self.grid.i(s![.., 1])?)?;
+        Ok(self.image()?.sub(&want)?.abs()?.mean()?.item()?.to_f64())
+    }
 }
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +110,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let size: u32 = arg("--size", "128").parse()?;
     let steps: usize = arg("--steps", "600").parse()?;
     let out = std::path::PathBuf::from(arg("--out", "target/render_field.png"));
+    if args.iter().any(|a| a == "--window") {
+        #[cfg(feature = "window")]
+        return window::run(size, steps, args.iter().any(|a| a == "--exit-when-done"));
+        #[cfg(not(feature = "window"))]
+        return Err("--window needs the `window` feature: cargo run --release --example render_field --features window -- --window".into());
+    }
 
     // The application's own device and queue, as a renderer would create them.
     let instance =
@@ -48,37 +129,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
     // wgrad on the same device.
     let dev = Device::from_wgpu(device.clone(), queue.clone())?;
-    let mut g = Generator::new(0);
-    let model = nn::Sequential::new()
-        .add(nn::Linear::new(2, 64, true, &mut g, &dev)?)
-        .add(nn::Tanh)
-        .add(nn::Linear::new(64, 64, true, &mut g, &dev)?)
-        .add(nn::Tanh)
-        .add(nn::Linear::new(64, 1, true, &mut g, &dev)?)
-        .add(nn::Sigmoid);
-    let mut opt = Adam::new(model.parameters(), 1e-2);
-    for step in 0..steps {
-        let p = Tensor::rand_on([512, 2], &dev)?
-            .mul_scalar(2.0)?
-            .sub_scalar(1.0)?;
-        let (x, y) = (p.i(wgrad::s![.., 0])?, p.i(wgrad::s![.., 1])?);
-        let want = target(&x, &y)?;
-        opt.zero_grad();
-        let loss = nn::mse_loss(&model.forward(&p)?.squeeze_dim(1)?, &want, Reduction::Mean)?;
-        loss.backward()?;
-        opt.step()?;
-        if step % 100 == 0 || step + 1 == steps {
-            println!("step {step:>4}  loss {:.5}", loss.item()?.to_f64());
-        }
+    let mut field = Field::new(&dev, size as usize)?;
+    for _ in 0..steps.div_ceil(100) {
+        let loss = field.train(100.min(steps - field.steps))?;
+        println!("step {:>4}  loss {:.5}", field.steps, loss.item()?.to_f64());
     }
 
-    // One batched forward pass over the pixel grid, rows from the top (y = 1) down.
-    let n = size as usize;
-    let coords = Tensor::linspace(-1.0, 1.0, n)?.to_device(&dev)?;
-    let xs = coords.reshape([1, n])?.expand([n, n])?;
-    let ys = coords.neg()?.reshape([n, 1])?.expand([n, n])?;
-    let grid = Tensor::stack(&[&xs, &ys], 2)?.reshape([n * n, 2])?;
-    let image = wgrad::no_grad_scope(|| model.forward(&grid)?.reshape([n * n])?.contiguous())?;
+    let image = field.image()?;
     let view = image.wgpu_buffer()?;
     // wgrad's recorded work goes to the shared queue before the application's draw.
     dev.flush();
@@ -97,19 +154,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header()?.write_image_data(&pixels)?;
-    let err = wgrad::no_grad_scope(|| {
-        image
-            .sub(&target(
-                &grid.i(wgrad::s![.., 0])?,
-                &grid.i(wgrad::s![.., 1])?,
-            )?)?
-            .abs()?
-            .mean()
-    })?;
-    println!(
-        "mean absolute error over the grid: {:.4}",
-        err.item()?.to_f64()
-    );
+    println!("mean absolute error over the grid: {:.4}", field.error()?);
     println!("wrote {}", out.display());
     Ok(())
 }
