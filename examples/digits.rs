@@ -213,10 +213,13 @@ fn main() -> Result<()> {
         schedule.step(&mut opt);
         let loss = total.item()?.to_f64() / loader.num_batches() as f64;
         let acc = accuracy(&model, &test, images, &device)?;
-        bar.finish_with_message(format!(
-            "loss {loss:.4}  held-out accuracy {:.2}%",
-            acc * 100.0
-        ));
+        let line = format!("loss {loss:.4}  held-out accuracy {:.2}%", acc * 100.0);
+        if bar.is_hidden() {
+            // Not a terminal (a log, a pipe): plain lines instead of the bar.
+            println!("epoch {:>3}  {line}", epoch + 1);
+        } else {
+            bar.finish_with_message(line);
+        }
         losses.push(loss);
         accs.push(acc);
     }
