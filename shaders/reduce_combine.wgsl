@@ -25,17 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc = merge(acc, slices[o * count + s]);
         }
     }
-    partials[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            let l = partials[lid];
-            let r = partials[lid + s];
-            partials[lid] = merge(l, r);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && o < params[0]) {
+{{COMBINE}}    if (lid == 0u && o < params[0]) {
         let p = partials[0];
         out[o] = finish(p);
     }

@@ -1,6 +1,6 @@
 //! Reductions over a set of dims, and the cumulative sum.
 
-use super::walk::{chunk_len, Merged, PARALLEL_THRESHOLD};
+use super::walk::{chunk_len, split_reduced, PARALLEL_THRESHOLD};
 use super::CpuStorage;
 use crate::layout::Layout;
 use crate::op::ReduceOp;
@@ -263,14 +263,7 @@ where
     A: Copy + Send + Sync,
     U: Copy + Send + Default,
 {
-    let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
-    let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
-    let outer = Merged::new(
-        &pick(&kept, &l.shape),
-        [&pick(&kept, &l.strides)],
-        [l.offset],
-    );
-    let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
+    let (outer, inner) = split_reduced(l, dims);
     let (out_n, inner_n) = (outer.numel(), inner.numel());
 
     // Storage offset of the first reduced element of each output.

@@ -113,6 +113,21 @@ impl<const K: usize> Merged<K> {
     }
 }
 
+/// The walks of a reduction over `dims` (sorted) of `l`: one over the kept dims (with the
+/// layout's offset) giving each output's first element, one over the reduced dims relative
+/// to it.
+pub fn split_reduced(l: &crate::layout::Layout, dims: &[usize]) -> (Merged<1>, Merged<1>) {
+    let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
+    let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
+    let outer = Merged::new(
+        &pick(&kept, &l.shape),
+        [&pick(&kept, &l.strides)],
+        [l.offset],
+    );
+    let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
+    (outer, inner)
+}
+
 /// Work below this many elements runs on the calling thread: spawning costs more.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
 

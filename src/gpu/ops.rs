@@ -2,7 +2,7 @@
 
 use super::context::{GpuBuffer, GpuContext};
 use super::kernels::{FillKind, Kernel, ReduceStage};
-use crate::cpu::walk::Merged;
+use crate::cpu::walk::{split_reduced, Merged};
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -274,14 +274,7 @@ impl GpuStorage {
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
-        let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
-        let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
-        let outer = Merged::new(
-            &pick(&kept, &l.shape),
-            [&pick(&kept, &l.strides)],
-            [l.offset],
-        );
-        let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
+        let (outer, inner) = split_reduced(l, dims);
         let n_out = outer.numel();
         let out_dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
             DType::I64
