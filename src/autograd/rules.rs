@@ -218,8 +218,15 @@ pub(crate) fn backward(
             } else {
                 None
             };
+            // (g^T a)^T rather than a^T g: the same numbers, but gemm reads the large
+            // operand row by row, which is faster for the usual row-major activations.
             let db = if b.requires_grad() {
-                Some(x.transpose(-1, -2)?.matmul(g)?.sum_to(b.shape())?)
+                Some(
+                    g.transpose(-1, -2)?
+                        .matmul(x)?
+                        .transpose(-1, -2)?
+                        .sum_to(b.shape())?,
+                )
             } else {
                 None
             };
