@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the CPU backend: `cargo bench`. The same measurements, as JSON
+//! Criterion benchmarks: `cargo bench`. The CPU backend always; the GPU backend too when a
+//! hardware adapter is found (software adapters such as lavapipe are skipped). The same measurements, as JSON
 //! lines with stable names, come from `cargo run --release --example bench -- --json`, and
 //! `python3 benches/compare.py` sets them beside NumPy's in the same run.
 
@@ -45,5 +46,64 @@ fn overhead(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, matmul, elementwise_and_reduce, overhead);
+/// The same measurements on a hardware GPU, waiting for the device after each iteration.
+fn gpu(c: &mut Criterion) {
+    let dev = match wgrad::Device::gpu() {
+        Ok(d @ wgrad::Device::Gpu(_)) if matches!(&d, wgrad::Device::Gpu(g) if !g.is_software()) => {
+            d
+        }
+        _ => {
+            eprintln!("no hardware GPU: GPU benchmarks skipped");
+            return;
+        }
+    };
+    let on = |t: Tensor| t.to_device(&dev).unwrap();
+    let mut g = c.benchmark_group("gpu");
+    for n in [1024usize, 4096] {
+        let (a, b) = (
+            on(Tensor::randn([n, n]).unwrap()),
+            on(Tensor::randn([n, n]).unwrap()),
+        );
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        g.bench_function(format!("matmul_f32_{n}"), |bench| {
+            bench.iter(|| {
+                a.matmul(&b).unwrap();
+                dev.synchronize().unwrap()
+            })
+        });
+    }
+    let n = 64usize << 20;
+    let (x, y) = (
+        on(Tensor::randn([n]).unwrap()),
+        on(Tensor::randn([n]).unwrap()),
+    );
+    g.throughput(Throughput::Bytes((12 * n) as u64));
+    g.bench_function("add_f32_64M", |bench| {
+        bench.iter(|| {
+            (&x + &y).unwrap();
+            dev.synchronize().unwrap()
+        })
+    });
+    g.throughput(Throughput::Bytes((4 * n) as u64));
+    g.bench_function("sum_f32_64M", |bench| {
+        bench.iter(|| {
+            x.sum().unwrap();
+            dev.synchronize().unwrap()
+        })
+    });
+    let (a, b) = (
+        on(Tensor::randn([10]).unwrap()),
+        on(Tensor::randn([10]).unwrap()),
+    );
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tiny_op", |bench| {
+        bench.iter(|| {
+            (&a + &b).unwrap();
+            dev.synchronize().unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, matmul, elementwise_and_reduce, overhead, gpu);
 criterion_main!(benches);
