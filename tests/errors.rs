@@ -284,3 +284,10 @@ fn empty_tensors_are_fine() {
         &[1, 3]
     );
 }
+
+#[test]
+fn sizes_that_overflow_are_errors() {
+    let e = Tensor::zeros([1usize << 40, 1 << 40]).unwrap_err();
+    assert!(matches!(e, Error::BufferTooLarge { .. }), "{e}");
+    assert!(Tensor::full([usize::MAX, 2], 1.0).is_err());
+}
