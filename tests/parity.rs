@@ -229,6 +229,11 @@ fn matmul_shapes() {
         (&[4], &[2, 4, 3]),
         (&[3, 4], &[4]),
         (&[5], &[5]),
+        // Shapes for the vec4 kernel (rows of a multiple of 4) with ragged tile edges.
+        (&[130, 64], &[64, 132]),
+        (&[256, 128], &[128, 256]),
+        (&[3, 40, 36], &[3, 36, 20]),
+        (&[2, 1, 9, 12], &[5, 12, 8]),
     ];
     for (a, b) in cases {
         let x = randn(&mut g, a);

@@ -11,6 +11,7 @@ const MAP: &str = include_str!("../../shaders/map.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_COMBINE: &str = include_str!("../../shaders/reduce_combine.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_VEC4: &str = include_str!("../../shaders/matmul_vec4.wgsl");
 const SCAN: &str = include_str!("../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
@@ -68,6 +69,8 @@ pub enum Kernel {
     /// The last flag selects the subgroup variant (adapters with `Features::SUBGROUP`).
     Reduce(ReduceOp, DType, ReduceStage, bool),
     Matmul(DType),
+    /// f32 matmul of row-major operands with rows of a multiple of 4 elements.
+    MatmulVec4,
     Cumsum(DType),
     /// The last step of the parallel scan.
     ScanAdd(DType),
@@ -447,6 +450,7 @@ impl Kernel {
                 template.replace("{{COMBINE}}", &combine).replace("{{SG_ARGS}}", sg_args).replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
             }
             Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)),
+            Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)),
             Kernel::Gather(d, gather) => format!("const MODE: u32 = {}u;\n{}", gather as u32, GATHER.replace("{{T}}", wgsl_type(d))),
@@ -587,6 +591,7 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
     v.push(Kernel::BinaryInplace(BinaryOp::Div, DType::F32));
+    v.push(Kernel::MatmulVec4);
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));
     v.push(Kernel::Fill(FillKind::RandInt, DType::I64));

@@ -409,6 +409,57 @@ impl GpuStorage {
         if k == 0 {
             return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &[0]);
         }
+        let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if batch > max {
+            return Err(Error::invalid(
+                "matmul",
+                format!(
+                    "batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension"
+                ),
+            ));
+        }
+        // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
+        let quad = |v: usize| v.is_multiple_of(4);
+        let vec4 = self.dtype == DType::F32
+            && la.strides[r - 1] == 1
+            && lb.strides[r - 1] == 1
+            && quad(k)
+            && quad(n)
+            && [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]]
+                .iter()
+                .all(|&v| quad(v))
+            && la.strides[..r - 2]
+                .iter()
+                .chain(&lb.strides[..r - 2])
+                .all(|&v| quad(v))
+            && [
+                self.buf.raw().size(),
+                b.buf.raw().size(),
+                out.buf.raw().size(),
+            ]
+            .iter()
+            .all(|&s| s % 16 == 0)
+            && std::env::var("WGRAD_NO_VEC4_MATMUL").is_err();
+        if vec4 {
+            let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
+            p.extend(batch_shape.iter().map(|&s| s as u32));
+            p.extend(
+                la.strides[..r - 2]
+                    .iter()
+                    .chain(&lb.strides[..r - 2])
+                    .map(|&s| (s / 4) as u32),
+            );
+            for v in [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]] {
+                p.push(u32_of("matmul", v / 4)?);
+            }
+            ctx.dispatch(
+                Kernel::MatmulVec4,
+                &p,
+                &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
+                (n.div_ceil(128) as u32, m.div_ceil(128) as u32, batch as u32),
+            )?;
+            return Ok(out);
+        }
         let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
         p.extend(batch_shape.iter().map(|&s| s as u32));
         p.extend(la.strides[..r - 2].iter().map(|&s| s as u32));
