@@ -28,6 +28,20 @@ fn operand_offset(i: u32, k: u32) -> u32 {
     return off;
 }
 
+// Matmul kernels: the offsets of batch `batch`'s A and B matrices relative to their first,
+// from the batch shape at params[4..4+r) and the A and B batch strides that follow it.
+fn batch_offsets(batch: u32, r: u32) -> vec2<u32> {
+    var rem = batch;
+    var off = vec2<u32>(0u, 0u);
+    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
+        let size = params[4u + u32(d)];
+        let idx = rem % size;
+        rem = rem / size;
+        off = off + idx * vec2<u32>(params[4u + r + u32(d)], params[4u + 2u * r + u32(d)]);
+    }
+    return off;
+}
+
 fn nan_f32() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }

@@ -24,17 +24,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let k = params[2];
     let r = params[3];
     let batch = wid.z;
-    // Storage offsets of this batch's matrices.
-    var a_off = params[4u + 3u * r];
-    var b_off = params[4u + 3u * r + 3u];
-    var rem = batch;
-    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
-        let size = params[4u + u32(d)];
-        let idx = rem % size;
-        rem = rem / size;
-        a_off = a_off + idx * params[4u + r + u32(d)];
-        b_off = b_off + idx * params[4u + 2u * r + u32(d)];
-    }
+    let batch_off = batch_offsets(batch, r);
+    let a_off = params[4u + 3u * r] + batch_off.x;
+    let b_off = params[4u + 3u * r + 3u] + batch_off.y;
     let ars = params[4u + 3u * r + 1u];
     let acs = params[4u + 3u * r + 2u];
     let brs = params[4u + 3u * r + 4u];

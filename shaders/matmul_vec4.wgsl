@@ -25,16 +25,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let k = params[2];
     let r = params[3];
     let batch = wid.z;
-    var a_off = params[4u + 3u * r];
-    var b_off = params[4u + 3u * r + 2u];
-    var rem = batch;
-    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
-        let size = params[4u + u32(d)];
-        let idx = rem % size;
-        rem = rem / size;
-        a_off = a_off + idx * params[4u + r + u32(d)];
-        b_off = b_off + idx * params[4u + 2u * r + u32(d)];
-    }
+    let batch_off = batch_offsets(batch, r);
+    let a_off = params[4u + 3u * r] + batch_off.x;
+    let b_off = params[4u + 3u * r + 2u] + batch_off.y;
     let a_row = params[4u + 3u * r + 1u];
     let b_row = params[4u + 3u * r + 3u];
     let n4 = n / 4u;
