@@ -43,9 +43,16 @@ fn normal(i: u32) -> f32 {
     return sqrt(-2.0 * log(u1)) * cos(6.2831855 * unit(w.y));
 }
 
-fn randint(i: u32) -> i32 {
-    // params[5]: low, params[6]: high - low (at most 2^32 - 1).
-    return bitcast<i32>(params[5]) + bitcast<i32>(random_words(i).x % params[6]);
+fn randint(i: u32) -> vec2<u32> {
+    // params[5..7): low, params[7..9): high - low (nonzero), as 64-bit words. A span that
+    // fits 32 bits takes the first random word, a wider one both (as the CPU's `int_range`).
+    let w = random_words(i);
+    let span = vec2<u32>(params[7], params[8]);
+    var r = vec2<u32>(w.x % max(span.x, 1u), 0u);
+    if (span.y != 0u) {
+        r = u64_divmod(w, span).zw;
+    }
+    return i64_add(vec2<u32>(params[5], params[6]), r);
 }
 
 @compute @workgroup_size(WG)

@@ -7,7 +7,7 @@
 
 @group(0) @binding(1) var<storage, read_write> out: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> src: array<{{T}}>;
-@group(0) @binding(3) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read> idx: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> error_flag: array<atomic<u32>>;
 
 @compute @workgroup_size(WG)
@@ -37,9 +37,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var j: i32;
     if (MODE == 0u) {
-        j = idx[params[2u + r + (r + 1u)] + coord_dim];
+        j = i64_to_index(idx[params[2u + r + (r + 1u)] + coord_dim]);
     } else {
-        j = idx[idx_pos];
+        j = i64_to_index(idx[idx_pos]);
     }
     if (j < 0) {
         j = j + i32(dim_size);

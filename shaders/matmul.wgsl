@@ -4,7 +4,7 @@
 // Metadata: [0] M, [1] N, [2] K, [3] batch rank r, [4..4+r) batch shape,
 //   [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
 //   then A offset, A row stride, A col stride, B offset, B row stride, B col stride.
-// <T>: f32 or i32. Workgroup (16, 16); grid (N / 64, M / 64, batch), wrapped in y when
+// <T>: f32, or vec2<u32> for I64 (see int64.wgsl). Workgroup (16, 16); grid (N / 64, M / 64, batch), wrapped in y when
 // the batch is large.
 
 @group(0) @binding(1) var<storage, read_write> c: array<{{T}}>;
@@ -44,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let ac = idx % KT;
             let gr = row0 + ar;
             let gk = kk + ac;
-            var av: {{T}} = {{T}}(0);
+            var av = t_zero();
             if (gr < m && gk < k) {
                 av = a[a_off + gr * ars + gk * acs];
             }
@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let bc = idx % TILE;
             let gk2 = kk + br;
             let gc = col0 + bc;
-            var bv: {{T}} = {{T}}(0);
+            var bv = t_zero();
             if (gk2 < k && gc < n) {
                 bv = b[b_off + gk2 * brs + gc * bcs];
             }
@@ -69,7 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             for (var i = 0u; i < 4u; i = i + 1u) {
                 for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i][j] = acc[i][j] + av[i] * bv[j];
+                    acc[i][j] = t_add(acc[i][j], t_mul(av[i], bv[j]));
                 }
             }
         }

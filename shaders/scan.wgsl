@@ -22,19 +22,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let k = chunk * WG + lid;
     let at = (line / inner) * len * inner + line % inner + k * inner;
     let live = line < params[0] && k < len;
-    var x: {{T}} = {{T}}(0);
+    var x = t_zero();
     if (live) {
         x = src[at];
     }
     buf[lid] = x;
     workgroupBarrier();
     for (var step = 1u; step < WG; step = step * 2u) {
-        var add: {{T}} = {{T}}(0);
+        var add = t_zero();
         if (lid >= step) {
             add = buf[lid - step];
         }
         workgroupBarrier();
-        buf[lid] = buf[lid] + add;
+        buf[lid] = t_add(buf[lid], add);
         workgroupBarrier();
     }
     if (live) {

@@ -22,5 +22,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let at = (line / inner) * len * inner + line % inner + k * inner;
-    out[at] = out[at] + prefix[line * chunks + chunk - 1u];
+    out[at] = t_add(out[at], prefix[line * chunks + chunk - 1u]);
 }

@@ -7,7 +7,7 @@
 
 @group(0) @binding(1) var<storage, read_write> out: array<atomic<{{A}}>>;
 @group(0) @binding(2) var<storage, read> src: array<{{T}}>;
-@group(0) @binding(3) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read> idx: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> error_flag: array<atomic<u32>>;
 
 @compute @workgroup_size(WG)
@@ -20,7 +20,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let tail = 2u + r + 2u * (r + 1u);
     let dim = params[tail];
     let dim_size = params[tail + 1u];
-    var j = idx[operand_offset(i, 1u)];
+    var j = i64_to_index(idx[operand_offset(i, 1u)]);
     if (j < 0) {
         j = j + i32(dim_size);
     }

@@ -103,21 +103,17 @@ fn mismatch(op: &'static str) -> Error {
     }
 }
 
-/// The bits of a scalar in the GPU representation of `dtype`.
-fn gpu_bits(value: Scalar, dtype: DType) -> Result<u32> {
-    Ok(match dtype {
-        DType::F32 => (value.to_f64() as f32).to_bits(),
-        DType::I64 => {
-            let v = value.to_i64();
-            i32::try_from(v).map_err(|_| {
-                Error::invalid(
-                    "full",
-                    format!("integer {v} does not fit the GPU's 32-bit integers"),
-                )
-            })? as u32
-        }
-        DType::Bool => value.to_bool() as u32,
-    })
+/// The words of a scalar in the GPU representation of `dtype` (I64: low word, high word).
+fn gpu_words(value: Scalar, dtype: DType) -> Vec<u32> {
+    match dtype {
+        DType::F32 => vec![(value.to_f64() as f32).to_bits()],
+        DType::I64 => i64_words(value.to_i64()).to_vec(),
+        DType::Bool => vec![value.to_bool() as u32],
+    }
+}
+
+fn i64_words(v: i64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
 }
 
 impl Storage {
@@ -159,7 +155,7 @@ impl Storage {
                 FillKind::Constant,
                 dtype,
                 n,
-                &[gpu_bits(value, dtype)?],
+                &gpu_words(value, dtype),
             )?)),
         }
     }
@@ -184,13 +180,13 @@ impl Storage {
                 }
             })),
             Device::Gpu(g) => {
-                let (a, b) = (gpu_bits(start, dtype)?, gpu_bits(step, dtype)?);
+                let words = [gpu_words(start, dtype), gpu_words(step, dtype)].concat();
                 Ok(Storage::Gpu(GpuStorage::fill(
                     &g.0,
                     FillKind::Arange,
                     dtype,
                     n,
-                    &[a, b],
+                    &words,
                 )?))
             }
         }
@@ -211,29 +207,15 @@ impl Storage {
                 _ => CpuStorage::I64(gen.int_range(n, range.0, range.1)),
             })),
             Device::Gpu(g) => {
-                let span = (range.1 - range.0) as u64;
-                if kind == FillKind::RandInt
-                    && (span > u32::MAX as u64
-                        || i32::try_from(range.0).is_err()
-                        || i32::try_from(range.1).is_err())
-                {
-                    return Err(Error::invalid(
-                        "randint",
-                        format!(
-                            "range {}..{} does not fit the GPU's 32-bit integers",
-                            range.0, range.1
-                        ),
-                    ));
-                }
+                let span = range.1.wrapping_sub(range.0);
                 let (seed, start) = (gen.seed(), gen.advance(n));
                 let params = [
-                    seed as u32,
-                    (seed >> 32) as u32,
-                    start as u32,
-                    (start >> 32) as u32,
-                    range.0 as i32 as u32,
-                    span as u32,
-                ];
+                    i64_words(seed as i64),
+                    i64_words(start as i64),
+                    i64_words(range.0),
+                    i64_words(span),
+                ]
+                .concat();
                 let dtype = if kind == FillKind::RandInt {
                     DType::I64
                 } else {

@@ -495,8 +495,159 @@ fn gpu_errors_are_values() {
         assert!(picked.to_vec::<f32>().is_err());
         // ... once: the device stays usable.
         assert_eq!(x.sum().unwrap().item().unwrap().to_f64(), 15.0);
-        // Integers beyond the GPU's 32-bit range are refused on upload.
-        assert!(Tensor::new([1i64 << 40]).unwrap().to_device(&dev).is_err());
+    }
+}
+
+type Unary = fn(&Tensor) -> Result<Tensor>;
+type Binary = fn(&Tensor, &Tensor) -> Result<Tensor>;
+
+/// I64 is 64-bit on the GPU too (two words per element): values beyond 32 bits, wrapping
+/// overflow, carries between the words, and every integer kernel agree with the CPU.
+#[test]
+fn integers_are_64_bit_on_every_device() {
+    let _serial = serial();
+    let big = Tensor::new([
+        3_000_000_000i64,
+        -5_000_000_000,
+        7,
+        -1,
+        i64::MAX,
+        i64::MIN,
+        0,
+        123_456_789_012,
+    ])
+    .unwrap();
+    let other = Tensor::new([
+        -3_000_000_000i64,
+        4_294_967_295,
+        -7,
+        -1,
+        1,
+        -1,
+        9_000_000_000,
+        -123_456_789_013,
+    ])
+    .unwrap();
+    let unary: [(&str, Unary); 7] = [
+        ("neg", |t| t.neg()),
+        ("abs", |t| t.abs()),
+        ("relu", |t| t.relu()),
+        ("square", |t| t.square()),
+        ("sign", |t| t.sign()),
+        ("to_bool", |t| t.to_dtype(DType::Bool)),
+        ("logical_not", |t| t.logical_not()),
+    ];
+    for (name, f) in unary {
+        agree(name, &[big.clone()], |t| f(&t[0]));
+    }
+    let binary: [(&str, Binary); 11] = [
+        ("add", |a, b| a.add(b)),
+        ("sub", |a, b| a.sub(b)),
+        ("mul", |a, b| a.mul(b)),
+        ("maximum", |a, b| a.maximum(b)),
+        ("minimum", |a, b| a.minimum(b)),
+        ("eq", |a, b| a.eq(b)),
+        ("lt", |a, b| a.lt(b)),
+        ("le", |a, b| a.le(b)),
+        ("gt", |a, b| a.gt(b)),
+        ("ge", |a, b| a.ge(b)),
+        ("logical_xor", |a, b| a.logical_xor(b)),
+    ];
+    for (name, f) in binary {
+        agree(name, &[big.clone(), other.clone()], |t| f(&t[0], &t[1]));
+        // Broadcast against one row, and a strided view.
+        agree(name, &[big.clone(), other.clone()], |t| {
+            f(&t[0].reshape([2, 4])?.t()?, &t[1].i(s![..2])?)
+        });
+    }
+    agree("pow", &[big.clone()], |t| {
+        t[0].pow(&Tensor::new([0i64, 1, 2, 3, 5, 2, 9, 3])?.to_device(t[0].device())?)
+    });
+    agree("add_scalar", &[big.clone()], |t| {
+        t[0].add_scalar(1i64 << 33)
+    });
+    agree("clamp", &[big.clone()], |t| {
+        t[0].clamp(-4_000_000_000i64, 5_000_000_000i64)
+    });
+    agree("where", &[big.clone(), other.clone()], |t| {
+        Tensor::where_cond(&t[0].gt(&t[1])?, &t[0], &t[1])
+    });
+    agree("masked_fill", &[big.clone()], |t| {
+        t[0].masked_fill(&t[0].lt_scalar(0i64)?, 1i64 << 40)
+    });
+    for (name, f) in [
+        ("sum", Tensor::sum as Unary),
+        ("prod", Tensor::prod),
+        ("max", Tensor::max),
+        ("min", Tensor::min),
+        ("argmax", Tensor::argmax),
+        ("argmin", Tensor::argmin),
+    ] {
+        agree(name, &[big.clone()], |t| f(&t[0]));
+    }
+    agree("cumsum", &[big.clone()], |t| t[0].cumsum(0));
+    agree("matmul", &[big.clone(), other.clone()], |t| {
+        t[0].reshape([2, 4])?.matmul(&t[1].reshape([4, 2])?)
+    });
+    agree("index_select", &[big.clone()], |t| {
+        t[0].index_select(0, &Tensor::new([5i64, 0, -1])?.to_device(t[0].device())?)
+    });
+    // Low words that carry into the high word when added.
+    agree("scatter_add", &[big.clone()], |t| {
+        let idx = Tensor::new([0i64, 0, 0, 3])?.to_device(t[0].device())?;
+        let src = Tensor::new([4_294_967_295i64, 4_294_967_295, 1, -2])?;
+        t[0].scatter_add(0, &idx, &src.to_device(t[0].device())?)
+    });
+    // Long enough for split reductions and a multi-chunk scan.
+    let long = Tensor::arange(0i64, 300_000, 1)
+        .unwrap()
+        .mul_scalar(100_000i64)
+        .unwrap();
+    agree("long sum", &[long.clone()], |t| t[0].sum());
+    agree("long max", &[long.clone()], |t| t[0].max());
+    agree("long cumsum", &[long.clone()], |t| t[0].cumsum(0));
+    for dev in gpus() {
+        let on_cpu = |t: Tensor| t.to_device(&Device::Cpu).unwrap();
+        // Creation on the device.
+        let a = Tensor::arange_on(-(1i64 << 40), 1i64 << 41, 1i64 << 37, &dev).unwrap();
+        let expected = Tensor::arange(-(1i64 << 40), 1i64 << 41, 1i64 << 37).unwrap();
+        assert_eq!(
+            on_cpu(a).to_vec::<i64>().unwrap(),
+            expected.to_vec::<i64>().unwrap()
+        );
+        let f = Tensor::full_on([3], i64::MIN + 5, DType::I64, &dev).unwrap();
+        assert_eq!(on_cpu(f).to_vec::<i64>().unwrap(), vec![i64::MIN + 5; 3]);
+        wgrad::manual_seed(21);
+        let r = Tensor::randint_on(-(1i64 << 40), 1i64 << 42, [300], &dev).unwrap();
+        let c = Tensor::randint_with(-(1i64 << 40), 1i64 << 42, [300], &mut Generator::new(21));
+        assert_eq!(
+            on_cpu(r).to_vec::<i64>().unwrap(),
+            c.unwrap().to_vec::<i64>().unwrap()
+        );
+        // Casts round and truncate exactly as the CPU's `as` (2^55 + 2^31 + 1 rounds up,
+        // where converting each word separately would round to even, down).
+        let ints = Tensor::new([(1i64 << 55) + (1 << 31) + 1, -(1 << 40) - 1, i64::MAX]).unwrap();
+        let floats = Tensor::new([3.0e10f32, -3.0e10, 1.0e20, -1.0e20, f32::NAN, -2.5]).unwrap();
+        let cast = |x: &Tensor, to| on_cpu(x.to_device(&dev).unwrap().to_dtype(to).unwrap());
+        let bits = |t: Tensor| -> Vec<u32> {
+            t.to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        assert_eq!(
+            bits(cast(&ints, DType::F32)),
+            bits(ints.to_dtype(DType::F32).unwrap())
+        );
+        assert_eq!(
+            cast(&floats, DType::I64).to_vec::<i64>().unwrap(),
+            floats
+                .to_dtype(DType::I64)
+                .unwrap()
+                .to_vec::<i64>()
+                .unwrap()
+        );
     }
 }
 

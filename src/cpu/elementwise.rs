@@ -97,14 +97,18 @@ pub fn binary(
             Sub => map2(x, la, y, lb, i64::wrapping_sub),
             Mul => map2(x, la, y, lb, i64::wrapping_mul),
             // Division of integers is done in float by the caller (true division); this is
-            // floor division, used only internally.
-            Div => map2(
-                x,
-                la,
-                y,
-                lb,
-                |a, b| if b == 0 { 0 } else { a.div_euclid(b) },
-            ),
+            // floor division (x / 0 is 0), as the GPU's `i64_floordiv`.
+            Div => map2(x, la, y, lb, |a, b| {
+                if b == 0 {
+                    return 0;
+                }
+                let q = a.wrapping_div(b);
+                if a.wrapping_rem(b) != 0 && (a < 0) != (b < 0) {
+                    q - 1
+                } else {
+                    q
+                }
+            }),
             Pow => map2(x, la, y, lb, |a, b| {
                 if b < 0 {
                     0

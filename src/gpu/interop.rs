@@ -9,6 +9,7 @@
 //! (`to_vec`, `item`, printing, `Device::synchronize`), so it does not block a frame.
 
 use super::context::GpuBuffer;
+use super::kernels::gpu_size;
 use super::{GpuContext, GpuDevice, GpuStorage};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -46,7 +47,8 @@ fn check_limits(limits: &wgpu::Limits) -> Result<()> {
     need(
         "max_compute_workgroup_storage_size",
         limits.max_compute_workgroup_storage_size as u64,
-        8192,
+        // The I64 matmul's two 16 x 64 tiles of 8-byte elements (WebGPU's default limit).
+        16384,
     )?;
     need("max_bind_groups", limits.max_bind_groups as u64, 1)?;
     Ok(())
@@ -68,7 +70,8 @@ impl Device {
 }
 
 /// A contiguous GPU tensor's buffer, for binding in the application's pipelines: the
-/// tensor's elements are `size` bytes at `offset` (f32, i32 for I64, u32 for Bool). The view
+/// tensor's elements are `size` bytes at `offset` (f32; I64 as little-endian i64, i.e. two u32
+/// words, low first; u32 0/1 for Bool). The view
 /// keeps the tensor, and so the buffer, alive.
 pub struct GpuBufferView {
     tensor: Tensor,
@@ -127,13 +130,13 @@ impl Tensor {
         Ok(GpuBufferView {
             tensor: self.clone(),
             buffer,
-            offset: self.storage_offset() as u64 * 4,
-            size: self.numel() as u64 * 4,
+            offset: self.storage_offset() as u64 * gpu_size(self.dtype()),
+            size: self.numel() as u64 * gpu_size(self.dtype()),
         })
     }
 
     /// A tensor over an application's storage buffer, with no copy: `shape` elements of
-    /// `dtype` from the buffer's start (f32; i32 for I64; u32 0/1 for Bool). The buffer must
+    /// `dtype` from the buffer's start (f32; little-endian i64 for I64; u32 0/1 for Bool). The buffer must
     /// have been created on `device`'s wgpu device with `STORAGE` usage (and `COPY_SRC` to be
     /// read back), and be large enough. Writes by the application become visible to wgrad in
     /// queue order; wgrad's in-place ops write into it.
@@ -162,7 +165,7 @@ impl Tensor {
                 ));
             }
         }
-        let bytes = shape.numel() as u64 * 4;
+        let bytes = shape.numel() as u64 * gpu_size(dtype);
         if buffer.size() < bytes {
             return Err(Error::bad_shape(
                 "from_wgpu_buffer",

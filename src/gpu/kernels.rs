@@ -17,18 +17,50 @@ const SCAN_ADD: &str = include_str!("../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
 const SCATTER_ADD: &str = include_str!("../../shaders/scatter_add.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
+const INT64: &str = include_str!("../../shaders/int64.wgsl");
 
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u32 = 256;
 
-/// The WGSL type holding a dtype on the GPU: I64 is held as i32 (values are range-checked
-/// on upload), Bool as u32.
+/// The WGSL type holding a dtype on the GPU: I64 as two u32 words (low, high; see
+/// `shaders/int64.wgsl`), Bool as u32 0/1.
 pub fn wgsl_type(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
-        DType::I64 => "i32",
+        DType::I64 => "vec2<u32>",
         DType::Bool => "u32",
     }
+}
+
+/// Bytes per element of a dtype on the GPU.
+pub fn gpu_size(d: DType) -> u64 {
+    match d {
+        DType::I64 => 8,
+        DType::F32 | DType::Bool => 4,
+    }
+}
+
+/// Zero, addition, multiplication and ordering of a dtype, for the templates shared by the
+/// dtypes (matmul, scan, reductions): native operators, or the I64 emulation.
+fn arithmetic(d: DType) -> String {
+    if d == DType::I64 {
+        return "fn t_zero() -> vec2<u32> { return i64_zero(); }
+fn t_add(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return i64_add(a, b); }
+fn t_mul(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return i64_mul(a, b); }
+fn t_lt(a: vec2<u32>, b: vec2<u32>) -> bool { return i64_lt(a, b); }
+fn t_eq(a: vec2<u32>, b: vec2<u32>) -> bool { return i64_eq(a, b); }
+"
+        .to_string();
+    }
+    let t = wgsl_type(d);
+    format!(
+        "fn t_zero() -> {t} {{ return {t}(0); }}
+fn t_add(a: {t}, b: {t}) -> {t} {{ return a + b; }}
+fn t_mul(a: {t}, b: {t}) -> {t} {{ return a * b; }}
+fn t_lt(a: {t}, b: {t}) -> bool {{ return a < b; }}
+fn t_eq(a: {t}, b: {t}) -> bool {{ return a == b; }}
+"
+    )
 }
 
 /// What a `fill` kernel writes.
@@ -101,13 +133,13 @@ fn unary_expr(op: UnaryOp, d: DType) -> &'static str {
         (DType::F32, Round) => "round(a)",
         (DType::F32, LogicalNot) => "select(0u, 1u, a == 0.0)",
         (DType::F32, IsNan) => "select(0u, 1u, a != a)",
-        (DType::I64, Neg) => "-a",
-        (DType::I64, Abs) => "abs(a)",
-        (DType::I64, Relu) => "max(a, 0)",
-        (DType::I64, Square) => "a * a",
-        (DType::I64, Sign) => "sign(a)",
+        (DType::I64, Neg) => "i64_neg(a)",
+        (DType::I64, Abs) => "i64_abs(a)",
+        (DType::I64, Relu) => "i64_max(a, i64_zero())",
+        (DType::I64, Square) => "i64_mul(a, a)",
+        (DType::I64, Sign) => "i64_sign(a)",
         (DType::I64, Floor | Ceil | Round) => "a",
-        (DType::I64, LogicalNot) => "select(0u, 1u, a == 0)",
+        (DType::I64, LogicalNot) => "select(0u, 1u, i64_is_zero(a))",
         (DType::Bool, LogicalNot) => "1u - a",
         (DType::I64 | DType::Bool, IsNan) => "0u",
         (DType::Bool, Abs | Relu | Square | Sign | Floor | Ceil | Round) => "a",
@@ -142,10 +174,13 @@ fn binary_expr(op: BinaryOp, d: DType) -> &'static str {
         (DType::F32, Maximum) => "select(select(b, a, a > b), a, a != a)",
         (DType::F32, Minimum) => "select(select(b, a, a < b), a, a != a)",
         (DType::F32, Pow) => "op_pow(a, b)",
-        (DType::I64, Maximum) => "max(a, b)",
-        (DType::I64, Minimum) => "min(a, b)",
-        (DType::I64, Div) => "op_floordiv(a, b)",
-        (DType::I64, Pow) => "op_ipow(a, b)",
+        (DType::I64, Add) => "i64_add(a, b)",
+        (DType::I64, Sub) => "i64_sub(a, b)",
+        (DType::I64, Mul) => "i64_mul(a, b)",
+        (DType::I64, Maximum) => "i64_max(a, b)",
+        (DType::I64, Minimum) => "i64_min(a, b)",
+        (DType::I64, Div) => "i64_floordiv(a, b)",
+        (DType::I64, Pow) => "i64_pow(a, b)",
         (_, Add) => "a + b",
         (_, Sub) => "a - b",
         (_, Mul) => "a * b",
@@ -163,33 +198,34 @@ fn binary_supported(op: BinaryOp, d: DType) -> bool {
 }
 
 fn cmp_expr(op: CmpOp, d: DType) -> String {
-    let zero = match d {
-        DType::F32 => "0.0",
-        DType::I64 => "0",
-        DType::Bool => "0u",
+    let nonzero = |v: &str| match d {
+        DType::F32 => format!("({v} != 0.0)"),
+        DType::I64 => format!("!i64_is_zero({v})"),
+        DType::Bool => format!("({v} != 0u)"),
     };
+    // Orderings through t_lt/t_eq (see `arithmetic`), so I64 compares its two words.
     let cond = match op {
-        CmpOp::Eq => "a == b".to_string(),
-        CmpOp::Ne => "a != b".to_string(),
-        CmpOp::Lt => "a < b".to_string(),
-        CmpOp::Le => "a <= b".to_string(),
-        CmpOp::Gt => "a > b".to_string(),
-        CmpOp::Ge => "a >= b".to_string(),
-        CmpOp::And => format!("a != {zero} && b != {zero}"),
-        CmpOp::Or => format!("a != {zero} || b != {zero}"),
-        CmpOp::Xor => format!("(a != {zero}) != (b != {zero})"),
+        CmpOp::Eq => "t_eq(a, b)".to_string(),
+        CmpOp::Ne => "!t_eq(a, b)".to_string(),
+        CmpOp::Lt => "t_lt(a, b)".to_string(),
+        CmpOp::Le => "(t_lt(a, b) || t_eq(a, b))".to_string(),
+        CmpOp::Gt => "t_lt(b, a)".to_string(),
+        CmpOp::Ge => "(t_lt(b, a) || t_eq(a, b))".to_string(),
+        CmpOp::And => format!("{} && {}", nonzero("a"), nonzero("b")),
+        CmpOp::Or => format!("{} || {}", nonzero("a"), nonzero("b")),
+        CmpOp::Xor => format!("{} != {}", nonzero("a"), nonzero("b")),
     };
     format!("select(0u, 1u, {cond})")
 }
 
 fn cast_expr(from: DType, to: DType) -> &'static str {
     match (from, to) {
-        (DType::F32, DType::I64) => "i32(a)",
+        (DType::F32, DType::I64) => "i64_from_f32(a)",
         (DType::F32, DType::Bool) => "select(0u, 1u, a != 0.0)",
-        (DType::I64, DType::F32) => "f32(a)",
-        (DType::I64, DType::Bool) => "select(0u, 1u, a != 0)",
+        (DType::I64, DType::F32) => "i64_to_f32(a)",
+        (DType::I64, DType::Bool) => "select(0u, 1u, !i64_is_zero(a))",
         (DType::Bool, DType::F32) => "f32(a)",
-        (DType::Bool, DType::I64) => "i32(a)",
+        (DType::Bool, DType::I64) => "i64_from_u32(a)",
         _ => "a",
     }
 }
@@ -227,31 +263,10 @@ fn op_pow(a: f32, b: f32) -> f32 {
 }
 ";
 
-const INT_HELPERS: &str = "
-fn op_floordiv(a: i32, b: i32) -> i32 {
-    if (b == 0) { return 0; }
-    let q = a / b;
-    return select(q, q - 1, (a % b != 0) && ((a < 0) != (b < 0)));
-}
-fn op_ipow(a: i32, b: i32) -> i32 {
-    if (b < 0) { return 0; }
-    var r = 1;
-    var base = a;
-    var e = b;
-    while (e > 0) {
-        if ((e & 1) == 1) { r = r * base; }
-        base = base * base;
-        e = e >> 1;
-    }
-    return r;
-}
-";
-
 fn helpers(d: DType) -> &'static str {
     match d {
         DType::F32 => FLOAT_HELPERS,
-        DType::I64 => INT_HELPERS,
-        DType::Bool => "",
+        DType::I64 | DType::Bool => "",
     }
 }
 
@@ -291,12 +306,14 @@ const TREE_COMBINE: &str = "    partials[lid] = acc;
     }
 ";
 
-/// Whether a reduction has a subgroup variant (the arg reductions use the tree).
-pub fn subgroup_capable(op: ReduceOp) -> bool {
-    matches!(
-        op,
-        ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
-    )
+/// Whether a reduction has a subgroup variant (the arg reductions use the tree, and so does
+/// I64, whose two words subgroup operations would combine independently).
+pub fn subgroup_capable(op: ReduceOp, d: DType) -> bool {
+    d != DType::I64
+        && matches!(
+            op,
+            ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
+        )
 }
 
 /// Combine the threads' partials with subgroup operations, then merge one partial per
@@ -311,8 +328,6 @@ fn subgroup_combine(op: ReduceOp, d: DType) -> String {
             let (f, identity) = match (op, d) {
                 (ReduceOp::Max, DType::F32) => ("subgroupMax", "-inf_f32()"),
                 (ReduceOp::Min, DType::F32) => ("subgroupMin", "inf_f32()"),
-                (ReduceOp::Max, DType::I64) => ("subgroupMax", "i32(-2147483647 - 1)"),
-                (ReduceOp::Min, DType::I64) => ("subgroupMin", "2147483647"),
                 (ReduceOp::Max, _) => ("subgroupMax", "0u"),
                 _ => ("subgroupMin", "1u"),
             };
@@ -341,31 +356,34 @@ fn subgroup_combine(op: ReduceOp, d: DType) -> String {
     )
 }
 
-/// init/fold/merge/finish for a reduction.
+/// init/fold/merge/finish for a reduction, written with the dtype's `arithmetic`.
 fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str) {
     let t = wgsl_type(d);
     use ReduceOp::*;
     let (acc, out, body) = match op {
         Sum | Prod => {
-            let (id, f) = if op == Sum { ("0", "+") } else { ("1", "*") };
-            let id = if d == DType::F32 {
-                format!("{id}.0")
-            } else {
-                id.to_string()
+            let (id, f) = match (op, d) {
+                (Sum, _) => ("t_zero()", "t_add"),
+                (_, DType::I64) => ("i64_from_u32(1u)", "t_mul"),
+                _ => ("1.0", "t_mul"),
             };
             (
                 t,
                 t,
                 format!(
-                    "fn init() -> Partial {{ return Partial({t}({id}), 0u, 0u); }}
-fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{ return Partial(acc.v {f} x, 0u, 1u); }}
-fn merge(l: Partial, r: Partial) -> Partial {{ return Partial(l.v {f} r.v, 0u, 1u); }}
+                    "fn init() -> Partial {{ return Partial({id}, 0u, 0u); }}
+fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{ return Partial({f}(acc.v, x), 0u, 1u); }}
+fn merge(l: Partial, r: Partial) -> Partial {{ return Partial({f}(l.v, r.v), 0u, 1u); }}
 fn finish(p: Partial) -> {t} {{ return p.v; }}"
                 ),
             )
         }
         Max | Min | ArgMax | ArgMin => {
-            let better = if matches!(op, Max | ArgMax) { ">" } else { "<" };
+            let better = if matches!(op, Max | ArgMax) {
+                "t_lt(y, x)"
+            } else {
+                "t_lt(x, y)"
+            };
             // NaN wins (PyTorch propagates it); ties keep the smaller index (first occurrence).
             let nan = |v: &str| {
                 if d == DType::F32 {
@@ -374,25 +392,20 @@ fn finish(p: Partial) -> {t} {{ return p.v; }}"
                     "false".to_string()
                 }
             };
-            let out = if matches!(op, ArgMax | ArgMin) {
-                "i32"
+            let (out, finish) = if matches!(op, ArgMax | ArgMin) {
+                (wgsl_type(DType::I64), "i64_from_u32(p.i)")
             } else {
-                t
-            };
-            let finish = if matches!(op, ArgMax | ArgMin) {
-                "i32(p.i)"
-            } else {
-                "p.v"
+                (t, "p.v")
             };
             (
                 t,
                 out,
                 format!(
-                    "fn init() -> Partial {{ return Partial({t}(0), 0u, 0u); }}
+                    "fn init() -> Partial {{ return Partial(t_zero(), 0u, 0u); }}
 fn beats(x: {t}, xi: u32, y: {t}, yi: u32) -> bool {{
     if ({xn}) {{ return !{yn} || xi < yi; }}
     if ({yn}) {{ return false; }}
-    return x {better} y || (x == y && xi < yi);
+    return {better} || (t_eq(x, y) && xi < yi);
 }}
 fn fold(acc: Partial, x: {t}, j: u32) -> Partial {{
     if (acc.has == 0u || beats(x, j, acc.v, acc.i)) {{ return Partial(x, j, 1u); }}
@@ -409,7 +422,16 @@ fn finish(p: Partial) -> {out} {{ return {finish}; }}",
             )
         }
     };
-    (body, acc, out)
+    (body + "\n" + &arithmetic(d), acc, out)
+}
+
+/// Bytes of one `Partial` of a split reduction (value, index, flag; see reduce.wgsl).
+pub fn partial_size(d: DType) -> u64 {
+    match d {
+        // vec2<u32> aligns the struct to 8 bytes.
+        DType::I64 => 16,
+        DType::F32 | DType::Bool => 12,
+    }
 }
 
 impl Kernel {
@@ -427,7 +449,7 @@ impl Kernel {
                 // The destination is the left operand: read through its own strides.
                 "    let a = out[operand_offset(i, 0u)];\n    let b = in0[operand_offset(i, 1u)];\n",
             ),
-            Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), ""),
+            Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), &arithmetic(d)),
             Kernel::Where(d) => map_source(wgsl_type(d), &["u32", wgsl_type(d), wgsl_type(d)], "select(c, b, a != 0u)", ""),
             Kernel::Cast(from, to) => map_source(wgsl_type(to), &[wgsl_type(from)], cast_expr(from, to), ""),
             Kernel::Reduce(op, d, stage, subgroups) => {
@@ -449,10 +471,10 @@ impl Kernel {
                 };
                 template.replace("{{COMBINE}}", &combine).replace("{{SG_ARGS}}", sg_args).replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
             }
-            Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)),
+            Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
-            Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)),
-            Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)),
+            Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
+            Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::Gather(d, gather) => format!("const MODE: u32 = {}u;\n{}", gather as u32, GATHER.replace("{{T}}", wgsl_type(d))),
             Kernel::ScatterAdd(d) => {
                 let (atomic, add) = match d {
@@ -466,18 +488,23 @@ impl Kernel {
         old = r.old_value;
     }",
                     ),
-                    _ => ("i32", "    atomicAdd(&out[dst], x);"),
+                    // I64: add the low words, then the high words with the carry out of the
+                    // low word; additions commute, so concurrent adds still sum exactly.
+                    _ => (
+                        "u32",
+                        "    let low_before = atomicAdd(&out[2u * dst], x.x);
+    atomicAdd(&out[2u * dst + 1u], x.y + select(0u, 1u, low_before + x.x < low_before));",
+                    ),
                 };
                 SCATTER_ADD.replace("{{T}}", wgsl_type(d)).replace("{{A}}", atomic).replace("{{ADD}}", add)
             }
             Kernel::Fill(kind, d) => {
                 let t = wgsl_type(d);
                 let value = match kind {
+                    FillKind::Constant if d == DType::I64 => "vec2<u32>(params[1], params[2])".to_string(),
                     FillKind::Constant => format!("bitcast<{t}>(params[1])"),
-                    FillKind::Arange => match d {
-                        DType::F32 => "bitcast<f32>(params[1]) + f32(i) * bitcast<f32>(params[2])".to_string(),
-                        _ => format!("bitcast<{t}>(params[1]) + {t}(i) * bitcast<{t}>(params[2])"),
-                    },
+                    FillKind::Arange if d == DType::I64 => "i64_add(vec2<u32>(params[1], params[2]), i64_mul(i64_from_u32(i), vec2<u32>(params[3], params[4])))".to_string(),
+                    FillKind::Arange => "bitcast<f32>(params[1]) + f32(i) * bitcast<f32>(params[2])".to_string(),
                     FillKind::Uniform => "unit(random_words(i).x)".to_string(),
                     FillKind::Normal => "normal(i)".to_string(),
                     FillKind::RandInt => "randint(i)".to_string(),
@@ -487,7 +514,30 @@ impl Kernel {
         };
         // naga takes subgroup builtins without an `enable` directive (it rejects
         // `enable subgroups;` as not yet supported); the device feature gates them.
-        format!("const WG: u32 = {WG}u;\n{COMMON}\n{body}")
+        let int64 = if self.uses_i64() { INT64 } else { "" };
+        format!("const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}")
+    }
+
+    /// Whether the kernel reads or writes I64 values (and so needs `shaders/int64.wgsl`).
+    fn uses_i64(&self) -> bool {
+        match *self {
+            Kernel::Unary(_, d)
+            | Kernel::Binary(_, d)
+            | Kernel::Copy(d)
+            | Kernel::BinaryInplace(_, d)
+            | Kernel::Cmp(_, d)
+            | Kernel::Where(d)
+            | Kernel::Matmul(d)
+            | Kernel::Cumsum(d)
+            | Kernel::ScanAdd(d) => d == DType::I64,
+            Kernel::Cast(from, to) => from == DType::I64 || to == DType::I64,
+            Kernel::Reduce(op, d, _, _) => {
+                d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
+            }
+            Kernel::MatmulVec4 => false,
+            // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
+            Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
+        }
     }
 
     /// A readable label for the pipeline.
@@ -579,7 +629,7 @@ pub fn all_variants() -> Vec<Kernel> {
                 ]
                 .map(|s| Kernel::Reduce(*op, d, s, false)),
             );
-            if subgroup_capable(*op) {
+            if subgroup_capable(*op, d) {
                 v.extend(
                     [ReduceStage::Direct, ReduceStage::Split]
                         .map(|s| Kernel::Reduce(*op, d, s, true)),

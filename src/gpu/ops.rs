@@ -1,7 +1,7 @@
 //! The primitive ops on GPU buffers: metadata packing and one dispatch per op.
 
 use super::context::{GpuBuffer, GpuContext};
-use super::kernels::{FillKind, Kernel, ReduceStage};
+use super::kernels::{gpu_size, partial_size, subgroup_capable, FillKind, Kernel, ReduceStage};
 use crate::cpu::walk::{split_reduced, Merged};
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Elements per workgroup slice of a long reduction.
 const SLICE: usize = 8192;
 
-/// A tensor buffer on a GPU: `len` elements of `dtype` (4 bytes each on the GPU).
+/// A tensor buffer on a GPU: elements of `dtype` (`gpu_size` bytes each: 8 for I64, 4 else).
 #[derive(Debug)]
 pub struct GpuStorage {
     pub(crate) buf: GpuBuffer,
@@ -64,28 +64,16 @@ impl GpuStorage {
         dtype: DType,
     ) -> Result<GpuStorage> {
         Ok(GpuStorage {
-            buf: ctx.alloc(op, len as u64 * 4)?,
+            buf: ctx.alloc(op, len as u64 * gpu_size(dtype))?,
             dtype,
         })
     }
 
-    /// Upload CPU data (I64 values must fit in i32, the GPU's integer type).
+    /// Upload CPU data (I64 keeps its 8 little-endian bytes: see `shaders/int64.wgsl`).
     pub fn from_cpu(ctx: &Arc<GpuContext>, s: &CpuStorage) -> Result<GpuStorage> {
         let bytes: Vec<u8> = match s {
             CpuStorage::F32(v) => bytemuck::cast_slice(v).to_vec(),
-            CpuStorage::I64(v) => {
-                let mut out = Vec::with_capacity(v.len() * 4);
-                for &x in v {
-                    let y = i32::try_from(x).map_err(|_| {
-                        Error::invalid(
-                            "to_device",
-                            format!("integer {x} does not fit the GPU's 32-bit integers"),
-                        )
-                    })?;
-                    out.extend_from_slice(&y.to_le_bytes());
-                }
-                out
-            }
+            CpuStorage::I64(v) => bytemuck::cast_slice(v).to_vec(),
             CpuStorage::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
         };
         Ok(GpuStorage {
@@ -104,15 +92,10 @@ impl GpuStorage {
             contiguous = self.copy_strided(l)?;
             (&contiguous, l.numel())
         };
-        let bytes = ctx.read(src.buf.raw(), n as u64 * 4)?;
+        let bytes = ctx.read(src.buf.raw(), n as u64 * gpu_size(self.dtype))?;
         Ok(match self.dtype {
             DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::I64 => CpuStorage::I64(
-                bytemuck::pod_collect_to_vec::<u8, i32>(&bytes)
-                    .into_iter()
-                    .map(i64::from)
-                    .collect(),
-            ),
+            DType::I64 => CpuStorage::I64(bytemuck::pod_collect_to_vec(&bytes)),
             DType::Bool => CpuStorage::Bool(
                 bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)
                     .into_iter()
@@ -315,7 +298,7 @@ impl GpuStorage {
                     op,
                     self.dtype,
                     ReduceStage::Direct,
-                    ctx.subgroups && super::kernels::subgroup_capable(op),
+                    ctx.subgroups && subgroup_capable(op, self.dtype),
                 ),
                 &p,
                 &[out.buf.raw(), self.buf.raw()],
@@ -326,15 +309,18 @@ impl GpuStorage {
         let slice_len = n_in.div_ceil(slices);
         p.push(slices as u32);
         p.push(slice_len as u32);
-        // One Partial (value, index, flag: 12 bytes) per slice.
-        let partials = ctx.alloc(op.name(), (n_out * slices * 12) as u64)?;
+        // One Partial (value, index, flag) per slice.
+        let partials = ctx.alloc(
+            op.name(),
+            (n_out * slices) as u64 * partial_size(self.dtype),
+        )?;
         let (x, y) = ctx.grid((n_out * slices) as u64, true)?;
         ctx.dispatch(
             Kernel::Reduce(
                 op,
                 self.dtype,
                 ReduceStage::Split,
-                ctx.subgroups && super::kernels::subgroup_capable(op),
+                ctx.subgroups && subgroup_capable(op, self.dtype),
             ),
             &p,
             &[partials.raw(), self.buf.raw()],
@@ -407,7 +393,8 @@ impl GpuStorage {
             return Ok(out);
         }
         if k == 0 {
-            return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &[0]);
+            let zero = [0, 0];
+            return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &zero);
         }
         let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
         if batch > max {
