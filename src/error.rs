@@ -100,6 +100,13 @@ pub enum Error {
         bytes: u64,
         limit: u64,
     },
+    /// The memory for a result could not be allocated.
+    #[error("{op}: could not allocate {bytes} bytes on the {device}")]
+    OutOfMemory {
+        op: &'static str,
+        bytes: u64,
+        device: &'static str,
+    },
     /// The device was lost.
     #[error("device lost: {0}")]
     DeviceLost(String),

@@ -116,6 +116,48 @@ fn i64_words(v: i64) -> [u32; 2] {
     [v as u32, (v >> 32) as u32]
 }
 
+/// Room in CPU memory for a result of `n` elements of `dtype`, so that a size the machine
+/// cannot hold (say, an op on a view expanded to 2^40 elements) is an `Err`, not an abort:
+/// more than the machine's RAM and swap is refused, and an allocation of 1 GiB or more is
+/// tried first (where the system says up front that it cannot be had).
+fn cpu_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    let bytes = n
+        .checked_mul(dtype.size_in_bytes())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(Error::BufferTooLarge {
+            op,
+            bytes: u64::MAX,
+            limit: isize::MAX as u64,
+        })?;
+    if bytes < 1 << 30 {
+        return Ok(());
+    }
+    let out_of_memory = Error::OutOfMemory {
+        op,
+        bytes: bytes as u64,
+        device: "cpu",
+    };
+    if system_memory().is_some_and(|total| bytes as u64 > total) {
+        return Err(out_of_memory);
+    }
+    Vec::<u8>::new()
+        .try_reserve_exact(bytes)
+        .map_err(|_| out_of_memory)
+}
+
+/// RAM plus swap in bytes, where the system reports it (Linux's /proc/meminfo).
+fn system_memory() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = info.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+    })
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
@@ -149,7 +191,10 @@ impl Storage {
 
     pub fn full(device: &Device, n: usize, value: Scalar, dtype: DType) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(CpuStorage::full(n, value, dtype))),
+            Device::Cpu => {
+                cpu_room("full", n, dtype)?;
+                Ok(Storage::Cpu(CpuStorage::full(n, value, dtype)))
+            }
             Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::fill(
                 &g.0,
                 FillKind::Constant,
@@ -246,7 +291,10 @@ impl Storage {
 
     pub fn copy_strided(&self, l: &Layout) -> Result<Storage> {
         match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(s.copy_strided(l))),
+            Storage::Cpu(s) => {
+                cpu_room("contiguous", l.numel(), s.dtype())?;
+                Ok(Storage::Cpu(s.copy_strided(l)))
+            }
             Storage::Gpu(g) => Ok(Storage::Gpu(g.copy_strided(l)?)),
         }
     }
@@ -263,14 +311,20 @@ impl Storage {
 
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Storage> {
         match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(cpu::unary(op, s, l))),
+            Storage::Cpu(s) => {
+                cpu_room(op.name(), l.numel(), s.dtype())?;
+                Ok(Storage::Cpu(cpu::unary(op, s, l)))
+            }
             Storage::Gpu(g) => Ok(Storage::Gpu(g.unary(op, l)?)),
         }
     }
 
     pub fn binary(&self, op: BinaryOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::binary(op, a, l, b, rl))),
+            (Storage::Cpu(a), Storage::Cpu(b)) => {
+                cpu_room(op.name(), l.numel(), a.dtype())?;
+                Ok(Storage::Cpu(cpu::binary(op, a, l, b, rl)))
+            }
             (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.binary(op, l, b, rl)?)),
             _ => Err(mismatch(op.name())),
         }
@@ -294,7 +348,10 @@ impl Storage {
 
     pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::cmp(op, a, l, b, rl))),
+            (Storage::Cpu(a), Storage::Cpu(b)) => {
+                cpu_room(op.name(), l.numel(), DType::Bool)?;
+                Ok(Storage::Cpu(cpu::cmp(op, a, l, b, rl)))
+            }
             (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.cmp(op, l, b, rl)?)),
             _ => Err(mismatch(op.name())),
         }
@@ -310,6 +367,7 @@ impl Storage {
     ) -> Result<Storage> {
         match (self, a, b) {
             (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => {
+                cpu_room("where", l.numel(), a.dtype())?;
                 Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb)))
             }
             (Storage::Gpu(c), Storage::Gpu(a), Storage::Gpu(b)) => {
@@ -321,7 +379,10 @@ impl Storage {
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<Storage> {
         match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(cpu::cast(s, l, to))),
+            Storage::Cpu(s) => {
+                cpu_room("to_dtype", l.numel(), to)?;
+                Ok(Storage::Cpu(cpu::cast(s, l, to)))
+            }
             Storage::Gpu(g) => Ok(Storage::Gpu(g.cast(l, to)?)),
         }
     }
@@ -342,7 +403,15 @@ impl Storage {
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(cpu::matmul(a, l, b, rl))),
+            (Storage::Cpu(a), Storage::Cpu(b)) => {
+                let r = l.rank();
+                let n = l.shape[..r - 1]
+                    .iter()
+                    .product::<usize>()
+                    .saturating_mul(rl.shape[r - 1]);
+                cpu_room("matmul", n, a.dtype())?;
+                Ok(Storage::Cpu(cpu::matmul(a, l, b, rl)))
+            }
             (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.matmul(l, b, rl)?)),
             _ => Err(mismatch("matmul")),
         }

@@ -291,3 +291,32 @@ fn sizes_that_overflow_are_errors() {
     assert!(matches!(e, Error::BufferTooLarge { .. }), "{e}");
     assert!(Tensor::full([usize::MAX, 2], 1.0).is_err());
 }
+
+#[test]
+fn results_too_large_for_memory_are_errors() {
+    // A view may repeat one element 2^40 times, but an op that must write them all (4 TiB)
+    // returns an Err instead of aborting the process.
+    let huge = Tensor::ones([1]).unwrap().expand([1usize << 40]).unwrap();
+    for result in [
+        huge.add_scalar(1.0),
+        huge.contiguous(),
+        huge.exp(),
+        huge.to_dtype(DType::I64),
+        huge.lt_scalar(0.5),
+    ] {
+        let e = result.unwrap_err();
+        assert!(
+            matches!(e, Error::OutOfMemory { .. } | Error::BufferTooLarge { .. }),
+            "{e}"
+        );
+    }
+    let wide = Tensor::ones([1usize << 20, 1]).unwrap();
+    let e = wide.matmul(&wide.t().unwrap()).unwrap_err();
+    names(&e, &["matmul", "bytes"]);
+    // Element counts that overflow are refused when the view is made.
+    let e = Tensor::ones([1, 1])
+        .unwrap()
+        .expand([1usize << 40, 1 << 40])
+        .unwrap_err();
+    assert!(matches!(e, Error::BufferTooLarge { .. }), "{e}");
+}

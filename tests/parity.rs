@@ -485,6 +485,15 @@ fn gpu_errors_are_values() {
             }
             other => panic!("expected BufferTooLarge, got {other:?}"),
         }
+        // An op on a view expanded past the device's limits is refused before it allocates.
+        let wide = Tensor::ones_on([1], DType::F32, &dev)
+            .unwrap()
+            .expand([1usize << 40])
+            .unwrap();
+        assert!(matches!(
+            wide.add_scalar(1.0),
+            Err(Error::BufferTooLarge { .. })
+        ));
         // An out-of-range index found by a kernel surfaces at the next readback.
         let x = Tensor::arange(0.0, 6.0, 1.0)
             .unwrap()
