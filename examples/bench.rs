@@ -88,6 +88,20 @@ fn main() -> Result<()> {
         );
     }
 
+    // A linear layer's product, `x @ w.T`: the right operand is a transposed view.
+    let n = if gpu { 4096 } else { 1024 };
+    let x = on(Tensor::randn([n, n])?)?;
+    let w = on(Tensor::randn([n, n])?)?;
+    let t = b.time(5, 1, || {
+        x.matmul(&w.t()?)?;
+        sync()
+    })?;
+    b.report(
+        &format!("matmul_f32_{n}_transposed_rhs"),
+        2.0 * (n * n * n) as f64 / t / 1e9,
+        "GFLOP/s",
+    );
+
     let (n, tag, side) = if gpu {
         (64usize << 20, "64M", 8192usize)
     } else {

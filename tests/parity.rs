@@ -247,6 +247,22 @@ fn matmul_shapes() {
     agree("matmul of transposed views", &[x, y], |t| {
         t[0].t()?.matmul(&t[1].t()?)
     });
+    // Products large enough that a transposed operand is first copied row-major.
+    let x = randn(&mut g, &[96, 256]);
+    let w = randn(&mut g, &[128, 256]);
+    let grad = randn(&mut g, &[96, 128]);
+    let xb = randn(&mut g, &[4, 64, 128]);
+    let wb = randn(&mut g, &[4, 96, 128]);
+    agree("x @ w.T", &[x.clone(), w.clone()], |t| {
+        t[0].matmul(&t[1].t()?)
+    });
+    agree("g.T @ x", &[grad, x], |t| t[0].t()?.matmul(&t[1]));
+    agree("batched x @ w.T", &[xb.clone(), wb.clone()], |t| {
+        t[0].matmul(&t[1].transpose(-1, -2)?)
+    });
+    agree("broadcast x @ w.T", &[xb, wb], |t| {
+        t[0].matmul(&t[1].i(s![0])?.t()?)
+    });
     agree(
         "int matmul",
         &[Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap()],

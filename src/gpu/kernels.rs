@@ -518,6 +518,15 @@ impl Kernel {
         format!("const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}")
     }
 
+    /// Kernels that may run without wgpu's runtime checks (see `GpuContext::pipeline`): the
+    /// two matmul kernels, whose global loads and stores are each behind an explicit
+    /// `row < m && col < n`-style test, whose workgroup-memory and register indices come
+    /// from constants and the local invocation id, and whose only divisions are by
+    /// constants or by batch sizes (never 0: empty products return before dispatch).
+    pub fn in_bounds_by_construction(&self) -> bool {
+        matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4)
+    }
+
     /// Whether the kernel reads or writes I64 values (and so needs `shaders/int64.wgsl`).
     fn uses_i64(&self) -> bool {
         match *self {

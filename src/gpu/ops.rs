@@ -52,6 +52,34 @@ fn elementwise_params<const K: usize>(
     Ok(p)
 }
 
+/// Products of at least this many multiply-adds copy a transposed f32 operand row-major
+/// (see `GpuStorage::matmul`); below it the extra dispatch is not worth it.
+const MATMUL_COPY_MIN_FLOPS: usize = 1 << 21;
+
+/// The vec4 matmul kernel, unless `WGRAD_NO_VEC4_MATMUL` is set (to compare the kernels).
+fn vec4_enabled() -> bool {
+    std::env::var_os("WGRAD_NO_VEC4_MATMUL").is_none()
+}
+
+/// A matmul operand the vec4 kernel reads: row-major, with its rows (whose length, the
+/// last dim, must be a multiple of 4), offset and batch strides in whole vec4s.
+fn vec4_layout(l: &Layout) -> bool {
+    let r = l.rank();
+    l.strides[r - 1] == 1
+        && l.shape[r - 1].is_multiple_of(4)
+        && l.offset.is_multiple_of(4)
+        && l.strides[..r - 1].iter().all(|s| s.is_multiple_of(4))
+}
+
+/// Whether a matmul operand repeats itself along a batch dim (stride 0).
+fn broadcasts_batch(l: &Layout) -> bool {
+    let r = l.rank();
+    l.shape[..r - 2]
+        .iter()
+        .zip(&l.strides[..r - 2])
+        .any(|(&d, &s)| d > 1 && s == 0)
+}
+
 impl GpuStorage {
     pub fn ctx(&self) -> &Arc<GpuContext> {
         self.buf.ctx_ref()
@@ -388,6 +416,37 @@ impl GpuStorage {
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
         let batch_shape = &la.shape[..r - 2];
         let batch: usize = batch_shape.iter().product();
+        // A transposed f32 operand of a large product (`x @ w.T` in a linear layer, `g.T @ x`
+        // in its backward pass) is first copied row-major so that the vec4 kernel takes it:
+        // the copy reads each element once, where the strided kernel would reload it from
+        // every block row or column. Broadcast batch dims stay views (a copy would repeat
+        // them).
+        let worth_copying = self.dtype == DType::F32
+            && vec4_enabled()
+            && k.is_multiple_of(4)
+            && n.is_multiple_of(4)
+            && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
+            && ![la, lb].iter().any(|l| broadcasts_batch(l))
+            && !(vec4_layout(la) && vec4_layout(lb));
+        if worth_copying {
+            let row_major = |s: &GpuStorage, l: &Layout| -> Result<Option<GpuStorage>> {
+                Ok(if vec4_layout(l) {
+                    None
+                } else {
+                    Some(s.copy_strided(l)?)
+                })
+            };
+            let (ca, cb) = (row_major(self, la)?, row_major(b, lb)?);
+            let (a, la) = match &ca {
+                Some(c) => (c, Layout::contiguous(&la.shape)),
+                None => (self, la.clone()),
+            };
+            let (b, lb) = match &cb {
+                Some(c) => (c, Layout::contiguous(&lb.shape)),
+                None => (b, lb.clone()),
+            };
+            return a.matmul(&la, b, &lb);
+        }
         let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, self.dtype)?;
         if batch * m * n == 0 {
             return Ok(out);
@@ -406,19 +465,9 @@ impl GpuStorage {
             ));
         }
         // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
-        let quad = |v: usize| v.is_multiple_of(4);
         let vec4 = self.dtype == DType::F32
-            && la.strides[r - 1] == 1
-            && lb.strides[r - 1] == 1
-            && quad(k)
-            && quad(n)
-            && [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]]
-                .iter()
-                .all(|&v| quad(v))
-            && la.strides[..r - 2]
-                .iter()
-                .chain(&lb.strides[..r - 2])
-                .all(|&v| quad(v))
+            && vec4_layout(la)
+            && vec4_layout(lb)
             && [
                 self.buf.raw().size(),
                 b.buf.raw().size(),
@@ -426,7 +475,7 @@ impl GpuStorage {
             ]
             .iter()
             .all(|&s| s % 16 == 0)
-            && std::env::var("WGRAD_NO_VEC4_MATMUL").is_err();
+            && vec4_enabled();
         if vec4 {
             let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
             p.extend(batch_shape.iter().map(|&s| s as u32));
