@@ -3,9 +3,10 @@
 // workgroup memory; each thread computes a 4 x 4 block of outputs.
 // Metadata: [0] M, [1] N, [2] K, [3] batch rank r, [4..4+r) batch shape,
 //   [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
-//   then A offset, A row stride, A col stride, B offset, B row stride, B col stride.
-// <T>: f32, or vec2<u32> for I64 (see int64.wgsl). Workgroup (16, 16); grid (N / 64, M / 64, batch), wrapped in y when
-// the batch is large.
+//   then A offset, A row stride, A col stride, B offset, B row stride, B col stride, and the
+//   index of the dispatch's first matrix (a batch past the workgroup limit takes several).
+// <T>: f32, or vec2<u32> for I64 (see int64.wgsl). Workgroup (16, 16); grid (N / 64,
+// M / 64, matrices of this dispatch).
 
 @group(0) @binding(1) var<storage, read_write> c: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> a: array<{{T}}>;
@@ -23,7 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let n = params[1];
     let k = params[2];
     let r = params[3];
-    let batch = wid.z;
+    let batch = wid.z + params[4u + 3u * r + 6u];
     let batch_off = batch_offsets(batch, r);
     let a_off = params[4u + 3u * r] + batch_off.x;
     let b_off = params[4u + 3u * r + 3u] + batch_off.y;

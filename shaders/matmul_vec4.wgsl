@@ -5,7 +5,8 @@
 // matmul.wgsl.
 // Metadata (offsets and row strides in vec4 units): [0] M, [1] N, [2] K, [3] batch rank r,
 // [4..4+r) batch shape, [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
-// then A offset, A row stride, B offset, B row stride.
+// then A offset, A row stride, B offset, B row stride, and the index of the dispatch's first
+// matrix. Grid (N / 128, M / 128, matrices of this dispatch).
 
 @group(0) @binding(1) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> a: array<vec4<f32>>;
@@ -24,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let n = params[1];
     let k = params[2];
     let r = params[3];
-    let batch = wid.z;
+    let batch = wid.z + params[4u + 3u * r + 4u];
     let batch_off = batch_offsets(batch, r);
     let a_off = params[4u + 3u * r] + batch_off.x;
     let b_off = params[4u + 3u * r + 2u] + batch_off.y;

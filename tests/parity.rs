@@ -690,6 +690,14 @@ fn more_than_one_dispatch_dimension() {
         let total = y.sum().unwrap().item().unwrap().to_f64();
         assert!((total - 2.0 * n as f64).abs() <= 4.0, "{total}");
     }
+    // A batch of more matrices than workgroups per dimension: several dispatches, for the
+    // strided kernel and the vec4 one.
+    let mut g = Generator::new(12);
+    for (a, b) in [([70_000, 2, 3], [70_000, 3, 2]), ([70_000, 4, 4], [70_000, 4, 4])] {
+        let x = randn(&mut g, &a);
+        let y = randn(&mut g, &b);
+        agree(&format!("matmul batch {a:?}"), &[x, y], |t| t[0].matmul(&t[1]));
+    }
 }
 
 #[test]

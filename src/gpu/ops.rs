@@ -455,15 +455,6 @@ impl GpuStorage {
             let zero = [0, 0];
             return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &zero);
         }
-        let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
-        if batch > max {
-            return Err(Error::invalid(
-                "matmul",
-                format!(
-                    "batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension"
-                ),
-            ));
-        }
         // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
         let vec4 = self.dtype == DType::F32
             && vec4_layout(la)
@@ -476,55 +467,48 @@ impl GpuStorage {
             .iter()
             .all(|&s| s % 16 == 0)
             && vec4_enabled();
-        if vec4 {
-            let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
-            p.extend(batch_shape.iter().map(|&s| s as u32));
-            p.extend(
-                la.strides[..r - 2]
-                    .iter()
-                    .chain(&lb.strides[..r - 2])
-                    .map(|&s| (s / 4) as u32),
-            );
-            for v in [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]] {
-                p.push(u32_of("matmul", v / 4)?);
-            }
-            ctx.dispatch(
-                Kernel::MatmulVec4,
-                &p,
-                &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
-                (n.div_ceil(128) as u32, m.div_ceil(128) as u32, batch as u32),
-            )?;
-            return Ok(out);
-        }
         let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
         p.extend(batch_shape.iter().map(|&s| s as u32));
-        p.extend(la.strides[..r - 2].iter().map(|&s| s as u32));
-        p.extend(lb.strides[..r - 2].iter().map(|&s| s as u32));
-        for v in [
-            la.offset,
-            la.strides[r - 2],
-            la.strides[r - 1],
-            lb.offset,
-            lb.strides[r - 2],
-            lb.strides[r - 1],
-        ] {
-            p.push(u32_of("matmul", v)?);
+        // The vec4 kernel counts offsets and strides in vec4s.
+        let unit = if vec4 { 4 } else { 1 };
+        for &s in la.strides[..r - 2].iter().chain(&lb.strides[..r - 2]) {
+            p.push(u32_of("matmul", s / unit)?);
         }
+        let (kernel, block, tail) = if vec4 {
+            let tail = [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]];
+            (Kernel::MatmulVec4, 128, tail.to_vec())
+        } else {
+            let tail = [
+                la.offset,
+                la.strides[r - 2],
+                la.strides[r - 1],
+                lb.offset,
+                lb.strides[r - 2],
+                lb.strides[r - 1],
+            ];
+            (Kernel::Matmul(self.dtype), 64, tail.to_vec())
+        };
+        for v in tail {
+            p.push(u32_of("matmul", v / unit)?);
+        }
+        // One workgroup layer per matrix of the batch, in dispatches of at most the
+        // adapter's limit of workgroups per dimension; the last parameter is the first
+        // matrix of each dispatch.
         let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
-        if batch > max {
-            return Err(Error::invalid(
-                "matmul",
-                format!(
-                    "batch of {batch} matrices exceeds the GPU's {max} workgroups per dimension"
+        for first in (0..batch).step_by(max) {
+            let mut pc = p.clone();
+            pc.push(first as u32);
+            ctx.dispatch(
+                kernel,
+                &pc,
+                &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
+                (
+                    n.div_ceil(block) as u32,
+                    m.div_ceil(block) as u32,
+                    (batch - first).min(max) as u32,
                 ),
-            ));
+            )?;
         }
-        ctx.dispatch(
-            Kernel::Matmul(self.dtype),
-            &p,
-            &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
-            (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32),
-        )?;
         Ok(out)
     }
 
