@@ -510,6 +510,11 @@ fn gpu_errors_are_values() {
             wide.add_scalar(1.0),
             Err(Error::BufferTooLarge { .. })
         ));
+        // A product wider than the grid limit (65537 blocks of 64 columns) is an Err.
+        let row = Tensor::ones_on([1, 1], DType::I64, &dev).unwrap();
+        let wide = Tensor::ones_on([1, 64 * 65_537], DType::I64, &dev).unwrap();
+        let e = row.matmul(&wide).unwrap_err();
+        assert!(e.to_string().contains("workgroups"), "{e}");
         // An out-of-range index found by a kernel surfaces at the next readback.
         let x = Tensor::arange(0.0, 6.0, 1.0)
             .unwrap()
@@ -693,10 +698,15 @@ fn more_than_one_dispatch_dimension() {
     // A batch of more matrices than workgroups per dimension: several dispatches, for the
     // strided kernel and the vec4 one.
     let mut g = Generator::new(12);
-    for (a, b) in [([70_000, 2, 3], [70_000, 3, 2]), ([70_000, 4, 4], [70_000, 4, 4])] {
+    for (a, b) in [
+        ([70_000, 2, 3], [70_000, 3, 2]),
+        ([70_000, 4, 4], [70_000, 4, 4]),
+    ] {
         let x = randn(&mut g, &a);
         let y = randn(&mut g, &b);
-        agree(&format!("matmul batch {a:?}"), &[x, y], |t| t[0].matmul(&t[1]));
+        agree(&format!("matmul batch {a:?}"), &[x, y], |t| {
+            t[0].matmul(&t[1])
+        });
     }
 }
 

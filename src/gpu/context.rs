@@ -412,6 +412,16 @@ impl GpuContext {
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if [groups.0, groups.1, groups.2].iter().any(|&g| g > max) {
+            return Err(Error::invalid(
+                "gpu",
+                format!(
+                    "{} needs a grid of {groups:?} workgroups; the adapter allows {max} per dimension",
+                    kernel.label()
+                ),
+            ));
+        }
         let pipeline = self.pipeline(kernel)?;
         if matches!(kernel, Kernel::Gather(..) | Kernel::ScatterAdd(..)) {
             self.index_kernels_since_check
