@@ -616,6 +616,19 @@ fn integers_are_64_bit_on_every_device() {
         agree(name, &[big.clone()], |t| f(&t[0]));
     }
     agree("cumsum", &[big.clone()], |t| t[0].cumsum(0));
+    agree(
+        "add_ then mul_ in place",
+        &[big.clone(), other.clone()],
+        |t| {
+            let dst = t[0].mul_scalar(1i64)?; // a fresh buffer: the inputs stay as they are
+            dst.i(s![1..])?.add_(&t[1].i(s![..7])?)?;
+            dst.mul_(&t[1])?;
+            Ok(dst)
+        },
+    );
+    agree("argmax along a dim", &[big.clone()], |t| {
+        t[0].reshape([2, 4])?.argmax_dim(1, false)
+    });
     agree("matmul", &[big.clone(), other.clone()], |t| {
         t[0].reshape([2, 4])?.matmul(&t[1].reshape([4, 2])?)
     });
