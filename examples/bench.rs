@@ -1,7 +1,7 @@
 //! Micro-benchmarks with stable names, one JSON object per line with `--json`:
 //! `{"name": "matmul_f32_2048", "value": 312.5, "unit": "GFLOP/s"}`.
 //!
-//! cargo run --release --example bench -- --device cpu --json [--quick]
+//! cargo run --release --example bench -- --device cpu --json [--quick] [--only SECTION]
 //!
 //! Each figure is the median of several timed repetitions after a warm-up.
 
@@ -11,9 +11,15 @@ use wgrad::{Device, Result, Tensor};
 struct Bench {
     json: bool,
     quick: bool,
+    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp).
+    only: Option<String>,
 }
 
 impl Bench {
+    fn wants(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|s| s == section)
+    }
+
     fn report(&self, name: &str, value: f64, unit: &str) {
         if self.json {
             println!("{{\"name\": \"{name}\", \"value\": {value:.4}, \"unit\": \"{unit}\"}}");
@@ -54,6 +60,11 @@ fn main() -> Result<()> {
     let b = Bench {
         json: args.iter().any(|a| a == "--json"),
         quick: args.iter().any(|a| a == "--quick"),
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
     };
     if !b.json {
         println!(
@@ -73,133 +84,165 @@ fn main() -> Result<()> {
     } else {
         &[256, 512, 1024, 2048]
     };
-    for &n in matmul_sizes {
+    if b.wants("matmul") {
+        for &n in matmul_sizes {
+            let x = on(Tensor::randn([n, n])?)?;
+            let y = on(Tensor::randn([n, n])?)?;
+            let reps = if n >= 2048 { 5 } else { 10 };
+            let t = b.time(reps, 1, || {
+                x.matmul(&y)?;
+                sync()
+            })?;
+            b.report(
+                &format!("matmul_f32_{n}"),
+                2.0 * (n * n * n) as f64 / t / 1e9,
+                "GFLOP/s",
+            );
+        }
+
+        // A linear layer's product, `x @ w.T`: the right operand is a transposed view.
+        let n = if gpu { 4096 } else { 1024 };
         let x = on(Tensor::randn([n, n])?)?;
-        let y = on(Tensor::randn([n, n])?)?;
-        let reps = if n >= 2048 { 5 } else { 10 };
-        let t = b.time(reps, 1, || {
-            x.matmul(&y)?;
+        let w = on(Tensor::randn([n, n])?)?;
+        let t = b.time(5, 1, || {
+            x.matmul(&w.t()?)?;
             sync()
         })?;
         b.report(
-            &format!("matmul_f32_{n}"),
+            &format!("matmul_f32_{n}_transposed_rhs"),
             2.0 * (n * n * n) as f64 / t / 1e9,
             "GFLOP/s",
         );
     }
 
-    // A linear layer's product, `x @ w.T`: the right operand is a transposed view.
-    let n = if gpu { 4096 } else { 1024 };
-    let x = on(Tensor::randn([n, n])?)?;
-    let w = on(Tensor::randn([n, n])?)?;
-    let t = b.time(5, 1, || {
-        x.matmul(&w.t()?)?;
-        sync()
-    })?;
-    b.report(
-        &format!("matmul_f32_{n}_transposed_rhs"),
-        2.0 * (n * n * n) as f64 / t / 1e9,
-        "GFLOP/s",
-    );
+    if b.wants("elementwise") {
+        let (n, tag, side) = if gpu {
+            (64usize << 20, "64M", 8192usize)
+        } else {
+            (16usize << 20, "16M", 4096usize)
+        };
+        let x = on(Tensor::randn([n])?)?;
+        let y = on(Tensor::randn([n])?)?;
+        let t = b.time(9, 1, || {
+            (&x + &y)?;
+            sync()
+        })?;
+        b.report(
+            &format!("add_f32_{tag}"),
+            3.0 * 4.0 * n as f64 / t / 1e9,
+            "GB/s",
+        );
+        let t = b.time(9, 1, || {
+            x.add_(&y)?;
+            sync()
+        })?;
+        b.report(
+            &format!("add_inplace_f32_{tag}"),
+            3.0 * 4.0 * n as f64 / t / 1e9,
+            "GB/s",
+        );
+        let col = on(Tensor::randn([side, 1])?)?;
+        let grid = on(Tensor::randn([side, n / side])?)?;
+        let t = b.time(9, 1, || {
+            (&grid + &col)?;
+            sync()
+        })?;
+        b.report(
+            &format!("broadcast_add_f32_{tag}"),
+            2.0 * 4.0 * n as f64 / t / 1e9,
+            "GB/s",
+        );
+        let t = b.time(9, 1, || {
+            x.sum()?;
+            sync()
+        })?;
+        b.report(&format!("sum_f32_{tag}"), 4.0 * n as f64 / t / 1e9, "GB/s");
+        let t = b.time(9, 1, || {
+            grid.sum_dims([1], false)?;
+            sync()
+        })?;
+        b.report(
+            &format!("sum_rows_f32_{side}x{}", n / side),
+            4.0 * n as f64 / t / 1e9,
+            "GB/s",
+        );
+    }
 
-    let (n, tag, side) = if gpu {
-        (64usize << 20, "64M", 8192usize)
-    } else {
-        (16usize << 20, "16M", 4096usize)
-    };
-    let x = on(Tensor::randn([n])?)?;
-    let y = on(Tensor::randn([n])?)?;
-    let t = b.time(9, 1, || {
-        (&x + &y)?;
-        sync()
-    })?;
-    b.report(
-        &format!("add_f32_{tag}"),
-        3.0 * 4.0 * n as f64 / t / 1e9,
-        "GB/s",
-    );
-    let t = b.time(9, 1, || {
-        x.add_(&y)?;
-        sync()
-    })?;
-    b.report(
-        &format!("add_inplace_f32_{tag}"),
-        3.0 * 4.0 * n as f64 / t / 1e9,
-        "GB/s",
-    );
-    let col = on(Tensor::randn([side, 1])?)?;
-    let grid = on(Tensor::randn([side, n / side])?)?;
-    let t = b.time(9, 1, || {
-        (&grid + &col)?;
-        sync()
-    })?;
-    b.report(
-        &format!("broadcast_add_f32_{tag}"),
-        2.0 * 4.0 * n as f64 / t / 1e9,
-        "GB/s",
-    );
-    let t = b.time(9, 1, || {
-        x.sum()?;
-        sync()
-    })?;
-    b.report(&format!("sum_f32_{tag}"), 4.0 * n as f64 / t / 1e9, "GB/s");
-    let t = b.time(9, 1, || {
-        grid.sum_dims([1], false)?;
-        sync()
-    })?;
-    b.report(
-        &format!("sum_rows_f32_{side}x{}", n / side),
-        4.0 * n as f64 / t / 1e9,
-        "GB/s",
-    );
-
-    let a = on(Tensor::randn([10])?)?;
-    let c = on(Tensor::randn([10])?)?;
-    // A tiny op's cost, including its share of submission: ops are batched on a GPU.
-    let t = b.time(15, 2000, || (&a + &c).map(drop))?;
-    sync()?;
-    b.report("tiny_op", t * 1e6, "us");
-
-    let w = on(Tensor::randn([10])?)?.requires_grad_(true)?;
-    let t = b.time(15, 1000, || {
-        let _g = wgrad::no_grad();
-        w.mul(&w)?.sum().map(drop)
-    })?;
-    b.report("tiny_forward", t * 1e6, "us");
-    let t = b.time(15, 1000, || {
-        w.mul(&w)?.sum()?.backward()?;
-        w.zero_grad();
-        Ok(())
-    })?;
-    sync()?;
-    b.report("tiny_forward_backward", t * 1e6, "us");
-
-    // One epoch of an MLP 784-256-10 (ReLU, cross-entropy, SGD lr 0.1, batch 256) on 60,000
-    // synthetic samples.
-    let mut g = wgrad::Generator::new(0);
-    let n = if b.quick { 6_000 } else { 60_000 };
-    let xs = on(Tensor::randn_with([n, 784], &mut g)?)?;
-    let ys = on(Tensor::randint_with(0, 10, [n], &mut g)?)?;
-    let model = wgrad::nn::Sequential::new()
-        .add(wgrad::nn::Linear::new(784, 256, true, &mut g, &device)?)
-        .add(wgrad::nn::ReLU)
-        .add(wgrad::nn::Linear::new(256, 10, true, &mut g, &device)?);
-    use wgrad::nn::Module;
-    use wgrad::optim::Optimizer;
-    let mut opt = wgrad::optim::Sgd::new(model.parameters(), 0.1);
-    let mut epoch = || -> Result<()> {
-        for start in (0..n).step_by(256) {
-            let len = 256.min(n - start);
-            let (x, y) = (xs.narrow(0, start, len)?, ys.narrow(0, start, len)?);
-            opt.zero_grad();
-            wgrad::nn::cross_entropy(&model.forward(&x)?, &y, 0.0, wgrad::nn::Reduction::Mean)?
-                .backward()?;
-            opt.step()?;
+    if b.wants("tiny") {
+        let a = on(Tensor::randn([10])?)?;
+        let c = on(Tensor::randn([10])?)?;
+        // A tiny op's cost, including its share of submission: ops are batched on a GPU.
+        let t = b.time(15, 2000, || (&a + &c).map(drop))?;
+        sync()?;
+        b.report("tiny_op", t * 1e6, "us");
+        // The calling thread's CPU time per tiny op (Linux): on a GPU, the host's share of an
+        // op without the device's, which a software adapter running on the same cores blurs.
+        if thread_cpu_ns().is_some() {
+            let ops = 2000;
+            let mut samples = Vec::new();
+            for _ in 0..7 {
+                let start = thread_cpu_ns().unwrap_or(0);
+                for _ in 0..ops {
+                    drop((&a + &c)?);
+                }
+                let end = thread_cpu_ns().unwrap_or(start);
+                samples.push((end - start) as f64 / ops as f64 / 1e3);
+                sync()?;
+            }
+            samples.sort_by(|x, y| x.total_cmp(y));
+            b.report("tiny_op_thread_cpu", samples[samples.len() / 2], "us");
         }
-        sync()
-    };
-    let t = b.time(3, 1, &mut epoch)?;
-    b.report("mlp_epoch_s", t * 60_000.0 / n as f64, "s");
-    b.report("mlp_samples_per_s", n as f64 / t, "samples/s");
+
+        let w = on(Tensor::randn([10])?)?.requires_grad_(true)?;
+        let t = b.time(15, 1000, || {
+            let _g = wgrad::no_grad();
+            w.mul(&w)?.sum().map(drop)
+        })?;
+        b.report("tiny_forward", t * 1e6, "us");
+        let t = b.time(15, 1000, || {
+            w.mul(&w)?.sum()?.backward()?;
+            w.zero_grad();
+            Ok(())
+        })?;
+        sync()?;
+        b.report("tiny_forward_backward", t * 1e6, "us");
+    }
+
+    if b.wants("mlp") {
+        // One epoch of an MLP 784-256-10 (ReLU, cross-entropy, SGD lr 0.1, batch 256) on 60,000
+        // synthetic samples.
+        let mut g = wgrad::Generator::new(0);
+        let n = if b.quick { 6_000 } else { 60_000 };
+        let xs = on(Tensor::randn_with([n, 784], &mut g)?)?;
+        let ys = on(Tensor::randint_with(0, 10, [n], &mut g)?)?;
+        let model = wgrad::nn::Sequential::new()
+            .add(wgrad::nn::Linear::new(784, 256, true, &mut g, &device)?)
+            .add(wgrad::nn::ReLU)
+            .add(wgrad::nn::Linear::new(256, 10, true, &mut g, &device)?);
+        use wgrad::nn::Module;
+        use wgrad::optim::Optimizer;
+        let mut opt = wgrad::optim::Sgd::new(model.parameters(), 0.1);
+        let mut epoch = || -> Result<()> {
+            for start in (0..n).step_by(256) {
+                let len = 256.min(n - start);
+                let (x, y) = (xs.narrow(0, start, len)?, ys.narrow(0, start, len)?);
+                opt.zero_grad();
+                wgrad::nn::cross_entropy(&model.forward(&x)?, &y, 0.0, wgrad::nn::Reduction::Mean)?
+                    .backward()?;
+                opt.step()?;
+            }
+            sync()
+        };
+        let t = b.time(3, 1, &mut epoch)?;
+        b.report("mlp_epoch_s", t * 60_000.0 / n as f64, "s");
+        b.report("mlp_samples_per_s", n as f64 / t, "samples/s");
+    }
+
     Ok(())
+}
+
+/// CPU time of the calling thread in nanoseconds, where Linux reports it.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
