@@ -42,6 +42,9 @@ const ARENA_BYTES: u64 = 256 << 10;
 
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass: consecutive dispatches share one (wgpu still orders each
+    /// dispatch after the ones whose outputs it reads).
+    pass: Option<wgpu::ComputePass<'static>>,
     dispatches: usize,
     /// Buffers released since the last submit. Later commands of this batch may write them
     /// (commands run in order), but `queue.write_buffer` may not: it runs before the whole
@@ -50,6 +53,34 @@ struct Batch {
     /// The kernel parameters of this batch, written into `arena` in one upload at submit.
     params: Vec<u8>,
     arena: Option<wgpu::Buffer>,
+}
+
+impl Batch {
+    /// The batch's command encoder, with any open compute pass ended (copies and clears are
+    /// recorded between passes).
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgrad batch"),
+            })
+        })
+    }
+
+    /// The open compute pass, begun if there is none.
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self
+                .encoder(device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("begun above")
+    }
 }
 
 /// A wgpu device, its queue and wgrad's state for it.
@@ -204,6 +235,7 @@ impl GpuContext {
             pool: Mutex::new(HashMap::new()),
             batch: Mutex::new(Batch {
                 encoder: None,
+                pass: None,
                 dispatches: 0,
                 released: Vec::new(),
                 params: Vec::new(),
@@ -456,21 +488,10 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let encoder = batch.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgrad batch"),
-                })
-        });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
+        let pass = batch.pass(&self.device);
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         batch.dispatches += 1;
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         if batch.dispatches >= MAX_BATCH {
@@ -522,13 +543,9 @@ impl GpuContext {
         bytes: u64,
     ) {
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let encoder = batch.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgrad batch"),
-                })
-        });
-        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        batch
+            .encoder(&self.device)
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Submit the recorded work. Buffers released before now become reusable.
@@ -548,6 +565,7 @@ impl GpuContext {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(arena);
         }
+        batch.pass = None;
         if let Some(encoder) = batch.encoder.take() {
             self.queue.submit([encoder.finish()]);
             self.counters.submits.fetch_add(1, Ordering::Relaxed);
@@ -587,11 +605,9 @@ impl GpuContext {
         if check_flag {
             self.copy(&self.error_flag, 0, &staging, bytes, 16);
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            let encoder = batch.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            });
-            encoder.clear_buffer(&self.error_flag, 0, None);
+            batch
+                .encoder(&self.device)
+                .clear_buffer(&self.error_flag, 0, None);
         }
         self.flush();
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
