@@ -55,6 +55,12 @@ struct Batch {
     arena: Option<wgpu::Buffer>,
 }
 
+/// A built kernel and its bind group layout (asked for once, not per dispatch).
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    bind_group_layout: wgpu::BindGroupLayout,
+}
+
 impl Batch {
     /// The batch's command encoder, with any open compute pass ended (copies and clears are
     /// recorded between passes).
@@ -89,7 +95,7 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     batch: Mutex<Batch>,
     counters: Counters,
@@ -363,7 +369,7 @@ impl GpuContext {
         Ok(buf)
     }
 
-    fn pipeline(&self, kernel: Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+    fn pipeline(&self, kernel: Kernel) -> Result<Arc<Pipeline>> {
         if let Some(p) = self
             .pipelines
             .lock()
@@ -409,7 +415,10 @@ impl GpuContext {
                 format!("pipeline {} failed to build: {e}", kernel.label()),
             ));
         }
-        let p = Arc::new(pipeline);
+        let p = Arc::new(Pipeline {
+            bind_group_layout: pipeline.get_bind_group_layout(0),
+            pipeline,
+        });
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -485,11 +494,11 @@ impl GpuContext {
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &pipeline.bind_group_layout,
             entries: &entries,
         });
         let pass = batch.pass(&self.device);
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         batch.dispatches += 1;
