@@ -86,9 +86,9 @@ pub enum ReduceStage {
     Combine,
 }
 
-/// One specialised kernel: the key of the pipeline cache.
+/// What an elementwise (map) kernel computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kernel {
+pub enum MapOp {
     Unary(UnaryOp, DType),
     Binary(BinaryOp, DType),
     /// Strided copy from one view into another (contiguous copies, slice assignment).
@@ -98,6 +98,22 @@ pub enum Kernel {
     Cmp(CmpOp, DType),
     Where(DType),
     Cast(DType, DType),
+}
+
+/// How a map kernel finds element `i` of each operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Indexing {
+    /// Through the offsets, shape and strides in the metadata (any view, broadcasts).
+    Strided,
+    /// At `i` itself: every operand, the output included, is contiguous from its buffer's
+    /// start. The common case, and worth a kernel of its own: no metadata reads per element.
+    Contiguous,
+}
+
+/// One specialised kernel: the key of the pipeline cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Map(MapOp, Indexing),
     /// The last flag selects the subgroup variant (adapters with `Features::SUBGROUP`).
     Reduce(ReduceOp, DType, ReduceStage, bool),
     Matmul(DType),
@@ -270,27 +286,83 @@ fn helpers(d: DType) -> &'static str {
     }
 }
 
-/// A map kernel: output type, input types, expression.
-fn map_source(out: &str, inputs: &[&str], expr: &str, helpers: &str) -> String {
-    let names = ["a", "b", "c"];
+/// A map kernel: output type, input types, expression. `in_place` makes the output the
+/// left operand `a` (read before it is written) and the one input `b`.
+fn map_source(
+    indexing: Indexing,
+    out: &str,
+    inputs: &[&str],
+    expr: &str,
+    helpers: &str,
+    in_place: bool,
+) -> String {
+    let index = |k: usize| match indexing {
+        Indexing::Strided => format!("operand_offset(i, {k}u)"),
+        Indexing::Contiguous => "i".to_string(),
+    };
+    let names = if in_place {
+        ["b", "c", ""]
+    } else {
+        ["a", "b", "c"]
+    };
     let mut bindings = String::new();
     let mut loads = String::new();
+    if in_place {
+        loads += &format!("    let a = out[{}];\n", index(0));
+    }
     for (k, t) in inputs.iter().enumerate() {
         bindings += &format!(
             "@group(0) @binding({}) var<storage, read> in{k}: array<{t}>;\n",
             k + 2
         );
-        loads += &format!(
-            "    let {} = in{k}[operand_offset(i, {}u)];\n",
-            names[k],
-            k + 1
-        );
+        loads += &format!("    let {} = in{k}[{}];\n", names[k], index(k + 1));
     }
     MAP.replace("{{T0}}", out)
         .replace("{{INPUTS}}", &bindings)
         .replace("{{LOADS}}", &loads)
+        .replace("{{OUT_INDEX}}", &index(0))
         .replace("{{EXPR}}", expr)
         .replace("{{HELPERS}}", helpers)
+}
+
+impl MapOp {
+    fn source(self, indexing: Indexing) -> String {
+        let t = wgsl_type;
+        let map = |out: &str, inputs: &[&str], expr: &str, helpers: &str| {
+            map_source(indexing, out, inputs, expr, helpers, false)
+        };
+        match self {
+            MapOp::Unary(op, d) => {
+                let out = if op.returns_bool() { "u32" } else { t(d) };
+                map(out, &[t(d)], unary_expr(op, d), helpers(d))
+            }
+            MapOp::Binary(op, d) => map(t(d), &[t(d), t(d)], binary_expr(op, d), helpers(d)),
+            MapOp::Copy(d) => map(t(d), &[t(d)], "a", ""),
+            MapOp::BinaryInplace(op, d) => map_source(
+                indexing,
+                t(d),
+                &[t(d)],
+                binary_expr(op, d),
+                helpers(d),
+                true,
+            ),
+            MapOp::Cmp(op, d) => map("u32", &[t(d), t(d)], &cmp_expr(op, d), &arithmetic(d)),
+            MapOp::Where(d) => map(t(d), &["u32", t(d), t(d)], "select(c, b, a != 0u)", ""),
+            MapOp::Cast(from, to) => map(t(to), &[t(from)], cast_expr(from, to), ""),
+        }
+    }
+
+    fn uses_i64(self) -> bool {
+        match self {
+            MapOp::Unary(_, d)
+            | MapOp::Binary(_, d)
+            | MapOp::Copy(d)
+            | MapOp::BinaryInplace(_, d)
+            | MapOp::Cmp(_, d)
+            | MapOp::Where(d) => d == DType::I64,
+            MapOp::Cast(from, to) => from == DType::I64 || to == DType::I64,
+        }
+    }
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -438,20 +510,7 @@ impl Kernel {
     /// The full WGSL source of this kernel.
     pub fn source(&self) -> String {
         let body = match *self {
-            Kernel::Unary(op, d) => {
-                let out = if op.returns_bool() { "u32" } else { wgsl_type(d) };
-                map_source(out, &[wgsl_type(d)], unary_expr(op, d), helpers(d))
-            }
-            Kernel::Binary(op, d) => map_source(wgsl_type(d), &[wgsl_type(d), wgsl_type(d)], binary_expr(op, d), helpers(d)),
-            Kernel::Copy(d) => map_source(wgsl_type(d), &[wgsl_type(d)], "a", ""),
-            Kernel::BinaryInplace(op, d) => map_source(wgsl_type(d), &[wgsl_type(d)], binary_expr(op, d), helpers(d)).replace(
-                "    let a = in0[operand_offset(i, 1u)];\n",
-                // The destination is the left operand: read through its own strides.
-                "    let a = out[operand_offset(i, 0u)];\n    let b = in0[operand_offset(i, 1u)];\n",
-            ),
-            Kernel::Cmp(op, d) => map_source("u32", &[wgsl_type(d), wgsl_type(d)], &cmp_expr(op, d), &arithmetic(d)),
-            Kernel::Where(d) => map_source(wgsl_type(d), &["u32", wgsl_type(d), wgsl_type(d)], "select(c, b, a != 0u)", ""),
-            Kernel::Cast(from, to) => map_source(wgsl_type(to), &[wgsl_type(from)], cast_expr(from, to), ""),
+            Kernel::Map(op, indexing) => op.source(indexing),
             Kernel::Reduce(op, d, stage, subgroups) => {
                 let (h, acc, out) = reduce_helpers(op, d);
                 let (sg_args, combine) = if subgroups && stage != ReduceStage::Combine {
@@ -469,13 +528,26 @@ impl Kernel {
                     ),
                     ReduceStage::Combine => (REDUCE_COMBINE, out, "", ""),
                 };
-                template.replace("{{COMBINE}}", &combine).replace("{{SG_ARGS}}", sg_args).replace("{{T}}", wgsl_type(d)).replace("{{ACC}}", acc).replace("{{OUT}}", out).replace("{{OUT_ELEM}}", out_elem).replace("{{RANGE}}", range).replace("{{STORE}}", store).replace("{{HELPERS}}", &h)
+                template
+                    .replace("{{COMBINE}}", &combine)
+                    .replace("{{SG_ARGS}}", sg_args)
+                    .replace("{{T}}", wgsl_type(d))
+                    .replace("{{ACC}}", acc)
+                    .replace("{{OUT}}", out)
+                    .replace("{{OUT_ELEM}}", out_elem)
+                    .replace("{{RANGE}}", range)
+                    .replace("{{STORE}}", store)
+                    .replace("{{HELPERS}}", &h)
             }
             Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
-            Kernel::Gather(d, gather) => format!("const MODE: u32 = {}u;\n{}", gather as u32, GATHER.replace("{{T}}", wgsl_type(d))),
+            Kernel::Gather(d, gather) => format!(
+                "const MODE: u32 = {}u;\n{}",
+                gather as u32,
+                GATHER.replace("{{T}}", wgsl_type(d))
+            ),
             Kernel::ScatterAdd(d) => {
                 let (atomic, add) = match d {
                     DType::F32 => (
@@ -496,7 +568,10 @@ impl Kernel {
     atomicAdd(&out[2u * dst + 1u], x.y + select(0u, 1u, low_before + x.x < low_before));",
                     ),
                 };
-                SCATTER_ADD.replace("{{T}}", wgsl_type(d)).replace("{{A}}", atomic).replace("{{ADD}}", add)
+                SCATTER_ADD
+                    .replace("{{T}}", wgsl_type(d))
+                    .replace("{{A}}", atomic)
+                    .replace("{{ADD}}", add)
             }
             Kernel::Fill(kind, d) => {
                 let t = wgsl_type(d);
@@ -530,16 +605,8 @@ impl Kernel {
     /// Whether the kernel reads or writes I64 values (and so needs `shaders/int64.wgsl`).
     fn uses_i64(&self) -> bool {
         match *self {
-            Kernel::Unary(_, d)
-            | Kernel::Binary(_, d)
-            | Kernel::Copy(d)
-            | Kernel::BinaryInplace(_, d)
-            | Kernel::Cmp(_, d)
-            | Kernel::Where(d)
-            | Kernel::Matmul(d)
-            | Kernel::Cumsum(d)
-            | Kernel::ScanAdd(d) => d == DType::I64,
-            Kernel::Cast(from, to) => from == DType::I64 || to == DType::I64,
+            Kernel::Map(op, _) => op.uses_i64(),
+            Kernel::Matmul(d) | Kernel::Cumsum(d) | Kernel::ScanAdd(d) => d == DType::I64,
             Kernel::Reduce(op, d, _, _) => {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
@@ -591,25 +658,26 @@ pub fn all_variants() -> Vec<Kernel> {
         ReduceOp::ArgMax,
         ReduceOp::ArgMin,
     ];
+    let mut maps = Vec::new();
     let mut v = Vec::new();
     for d in dtypes {
-        v.extend(
+        maps.extend(
             unary
                 .iter()
                 .filter(|&&op| unary_supported(op, d))
-                .map(|&op| Kernel::Unary(op, d)),
+                .map(|&op| MapOp::Unary(op, d)),
         );
-        v.extend(
+        maps.extend(
             binary
                 .iter()
                 .filter(|&&op| binary_supported(op, d))
-                .map(|&op| Kernel::Binary(op, d)),
+                .map(|&op| MapOp::Binary(op, d)),
         );
         if d != DType::Bool {
-            v.extend(
+            maps.extend(
                 [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul]
                     .iter()
-                    .map(|&op| Kernel::BinaryInplace(op, d)),
+                    .map(|&op| MapOp::BinaryInplace(op, d)),
             );
             v.push(Kernel::Matmul(d));
             v.push(Kernel::Cumsum(d));
@@ -617,14 +685,14 @@ pub fn all_variants() -> Vec<Kernel> {
             v.push(Kernel::ScatterAdd(d));
             v.push(Kernel::Fill(FillKind::Arange, d));
         }
-        v.extend(cmp.iter().map(|&op| Kernel::Cmp(op, d)));
-        v.push(Kernel::Copy(d));
-        v.push(Kernel::Where(d));
-        v.extend(
+        maps.extend(cmp.iter().map(|&op| MapOp::Cmp(op, d)));
+        maps.push(MapOp::Copy(d));
+        maps.push(MapOp::Where(d));
+        maps.extend(
             dtypes
                 .iter()
                 .filter(|&&t| t != d)
-                .map(|&t| Kernel::Cast(d, t)),
+                .map(|&t| MapOp::Cast(d, t)),
         );
         for op in reduce
             .iter()
@@ -649,7 +717,11 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Gather(d, true));
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
-    v.push(Kernel::BinaryInplace(BinaryOp::Div, DType::F32));
+    maps.push(MapOp::BinaryInplace(BinaryOp::Div, DType::F32));
+    for op in maps {
+        v.push(Kernel::Map(op, Indexing::Strided));
+        v.push(Kernel::Map(op, Indexing::Contiguous));
+    }
     v.push(Kernel::MatmulVec4);
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));

@@ -1,7 +1,9 @@
 //! The primitive ops on GPU buffers: metadata packing and one dispatch per op.
 
 use super::context::{GpuBuffer, GpuContext};
-use super::kernels::{gpu_size, partial_size, subgroup_capable, FillKind, Kernel, ReduceStage};
+use super::kernels::{
+    gpu_size, partial_size, subgroup_capable, FillKind, Indexing, Kernel, MapOp, ReduceStage,
+};
 use crate::cpu::walk::{split_reduced, Merged};
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
@@ -50,6 +52,19 @@ fn elementwise_params<const K: usize>(
         }
     }
     Ok(p)
+}
+
+/// The contiguous kernel when the output and every input are contiguous from the start of
+/// their buffers (and so element `i` is at `i` in each), the strided one otherwise.
+fn indexing(out: &Layout, inputs: &[&Layout]) -> Indexing {
+    if std::iter::once(out)
+        .chain(inputs.iter().copied())
+        .all(|l| l.offset == 0 && l.is_contiguous())
+    {
+        Indexing::Contiguous
+    } else {
+        Indexing::Strided
+    }
 }
 
 /// Products of at least this many multiply-adds copy a transposed f32 operand row-major
@@ -136,7 +151,7 @@ impl GpuStorage {
     /// Run a map kernel writing a fresh contiguous output of `shape`.
     fn map(
         &self,
-        kernel: Kernel,
+        kernel: MapOp,
         op: &'static str,
         out_dtype: DType,
         shape: &[usize],
@@ -157,6 +172,8 @@ impl GpuStorage {
         };
         let mut bufs = vec![out.buf.raw()];
         bufs.extend(inputs.iter().map(|(s, _)| s.buf.raw()));
+        let layouts: Vec<&Layout> = inputs.iter().map(|(_, l)| *l).collect();
+        let kernel = Kernel::Map(kernel, indexing(&ol, &layouts));
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(kernel, &params, &bufs, (x, y, 1))?;
         Ok(out)
@@ -169,7 +186,7 @@ impl GpuStorage {
             self.dtype
         };
         self.map(
-            Kernel::Unary(op, self.dtype),
+            MapOp::Unary(op, self.dtype),
             op.name(),
             out,
             &l.shape,
@@ -185,7 +202,7 @@ impl GpuStorage {
         rl: &Layout,
     ) -> Result<GpuStorage> {
         self.map(
-            Kernel::Binary(op, self.dtype),
+            MapOp::Binary(op, self.dtype),
             op.name(),
             self.dtype,
             &l.shape,
@@ -195,7 +212,7 @@ impl GpuStorage {
 
     pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
         self.map(
-            Kernel::Cmp(op, self.dtype),
+            MapOp::Cmp(op, self.dtype),
             op.name(),
             DType::Bool,
             &l.shape,
@@ -212,7 +229,7 @@ impl GpuStorage {
         lb: &Layout,
     ) -> Result<GpuStorage> {
         self.map(
-            Kernel::Where(a.dtype),
+            MapOp::Where(a.dtype),
             "where",
             a.dtype,
             &l.shape,
@@ -225,7 +242,7 @@ impl GpuStorage {
             return self.copy_strided(l);
         }
         self.map(
-            Kernel::Cast(self.dtype, to),
+            MapOp::Cast(self.dtype, to),
             "to_dtype",
             to,
             &l.shape,
@@ -235,7 +252,7 @@ impl GpuStorage {
 
     pub fn copy_strided(&self, l: &Layout) -> Result<GpuStorage> {
         self.map(
-            Kernel::Copy(self.dtype),
+            MapOp::Copy(self.dtype),
             "contiguous",
             self.dtype,
             &l.shape,
@@ -245,7 +262,7 @@ impl GpuStorage {
 
     /// Write `src` (broadcast to `dst`'s shape) through the strided view `dst` of this buffer.
     pub fn write(&mut self, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
-        self.update(Kernel::Copy(self.dtype), "assign", dst, src, sl)
+        self.update(MapOp::Copy(self.dtype), "assign", dst, src, sl)
     }
 
     /// `self[dst] = self[dst] (op) src` in place.
@@ -257,7 +274,7 @@ impl GpuStorage {
         sl: &Layout,
     ) -> Result<()> {
         self.update(
-            Kernel::BinaryInplace(op, self.dtype),
+            MapOp::BinaryInplace(op, self.dtype),
             op.name(),
             dst,
             src,
@@ -267,7 +284,7 @@ impl GpuStorage {
 
     fn update(
         &mut self,
-        kernel: Kernel,
+        kernel: MapOp,
         op: &'static str,
         dst: &Layout,
         src: &GpuStorage,
@@ -279,6 +296,7 @@ impl GpuStorage {
         }
         let ctx = self.ctx().clone();
         let params = elementwise_params(op, &dst.shape, [dst, sl])?;
+        let kernel = Kernel::Map(kernel, indexing(dst, &[sl]));
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(kernel, &params, &[self.buf.raw(), src.buf.raw()], (x, y, 1))
     }
