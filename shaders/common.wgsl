@@ -28,6 +28,32 @@ fn operand_offset(i: u32, k: u32) -> u32 {
     return off;
 }
 
+// The offsets of element i in the first `count` (at most 4) operands at once: the
+// coordinates of i are found once for all of them (integer division is slow on GPUs).
+fn operand_offsets(i: u32, count: u32) -> vec4<u32> {
+    let rank = params[1];
+    var offs = vec4<u32>(0u);
+    for (var k = 0u; k < count; k = k + 1u) {
+        offs[k] = params[2u + rank + k * (rank + 1u)];
+    }
+    if (rank == 1u) {
+        for (var k = 0u; k < count; k = k + 1u) {
+            offs[k] = offs[k] + i * params[3u + rank + k * (rank + 1u)];
+        }
+        return offs;
+    }
+    var rem = i;
+    for (var d = i32(rank) - 1; d >= 0; d = d - 1) {
+        let size = params[2u + u32(d)];
+        let c = rem % size;
+        rem = rem / size;
+        for (var k = 0u; k < count; k = k + 1u) {
+            offs[k] = offs[k] + c * params[3u + rank + k * (rank + 1u) + u32(d)];
+        }
+    }
+    return offs;
+}
+
 // Matmul kernels: the offsets of batch `batch`'s A and B matrices relative to their first,
 // from the batch shape at params[4..4+r) and the A and B batch strides that follow it.
 fn batch_offsets(batch: u32, r: u32) -> vec2<u32> {

@@ -1,8 +1,9 @@
 // out[i] = EXPR over up to three strided, broadcast inputs (operands 1..=3 in the metadata;
 // operand 0 is the output). Specialised by text substitution:
 //   <T0> output type, <EXPR> using a, b, c, <INPUTS> the input bindings, <LOADS> the loads
-//   of a, b, c, and <OUT_INDEX> where element i lives in each operand: operand_offset(i, k)
-//   through the metadata, or i itself when every operand is contiguous from its start.
+//   of a, b, c, and <OUT_INDEX> where element i lives in each operand: offs[k] from
+//   operand_offsets (common.wgsl), or i itself when every operand is contiguous from its
+//   start.
 // The output may itself be a strided view (slice assignment writes through operand 0).
 
 @group(0) @binding(1) var<storage, read_write> out: array<{{T0}}>;

@@ -39,6 +39,10 @@ fn reduced_offset(j: u32) -> u32 {
     let r = params[1];
     let q_at = 3u + 2u * r;
     let q = params[q_at];
+    // One reduced dim (merged, the common case) needs no division.
+    if (q == 1u) {
+        return j * params[q_at + 2u];
+    }
     var rem = j;
     var off = 0u;
     for (var d = i32(q) - 1; d >= 0; d = d - 1) {

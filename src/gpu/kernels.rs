@@ -297,7 +297,7 @@ fn map_source(
     in_place: bool,
 ) -> String {
     let index = |k: usize| match indexing {
-        Indexing::Strided => format!("operand_offset(i, {k}u)"),
+        Indexing::Strided => format!("offs[{k}]"),
         Indexing::Contiguous => "i".to_string(),
     };
     let names = if in_place {
@@ -307,6 +307,9 @@ fn map_source(
     };
     let mut bindings = String::new();
     let mut loads = String::new();
+    if indexing == Indexing::Strided {
+        loads += &format!("    let offs = operand_offsets(i, {}u);\n", inputs.len() + 1);
+    }
     if in_place {
         loads += &format!("    let a = out[{}];\n", index(0));
     }
