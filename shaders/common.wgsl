@@ -11,44 +11,44 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-fn operand_offset(i: u32, k: u32) -> u32 {
-    let rank = params[1];
-    let base = 2u + rank + k * (rank + 1u);
-    // Merged contiguous or simply strided operands (the common case) need no division.
-    if (rank == 1u) {
-        return params[base] + i * params[base + 1u];
-    }
-    var rem = i;
-    var off = params[base];
-    for (var d = i32(rank) - 1; d >= 0; d = d - 1) {
-        let size = params[2u + u32(d)];
-        off = off + (rem % size) * params[base + 1u + u32(d)];
-        rem = rem / size;
+// The offset of flat index `idx` (row-major over the shape at params[shape_at..]) through
+// the strides at params[strides_at..]. The outermost coordinate is what remains of idx
+// after the inner ones, with no division (idx is below the element count), so a merged
+// rank-1 view needs no division at all.
+fn strided_offset(idx: u32, rank: u32, shape_at: u32, strides_at: u32) -> u32 {
+    var rem = idx;
+    var off = 0u;
+    for (var d = rank; d > 0u; d = d - 1u) {
+        var c = rem;
+        if (d > 1u) {
+            let size = params[shape_at + d - 1u];
+            c = rem % size;
+            rem = rem / size;
+        }
+        off = off + c * params[strides_at + d - 1u];
     }
     return off;
 }
 
-// The offsets of element i in the first `count` (at most 4) operands at once: the
-// coordinates of i are found once for all of them (integer division is slow on GPUs).
+// The offsets of element i in the first `count` (at most 4) operands of an elementwise
+// kernel at once: the coordinates of i are found once for all of them (integer division is
+// slow on GPUs), the outermost one without a division.
 fn operand_offsets(i: u32, count: u32) -> vec4<u32> {
     let rank = params[1];
     var offs = vec4<u32>(0u);
     for (var k = 0u; k < count; k = k + 1u) {
         offs[k] = params[2u + rank + k * (rank + 1u)];
     }
-    if (rank == 1u) {
-        for (var k = 0u; k < count; k = k + 1u) {
-            offs[k] = offs[k] + i * params[3u + rank + k * (rank + 1u)];
-        }
-        return offs;
-    }
     var rem = i;
-    for (var d = i32(rank) - 1; d >= 0; d = d - 1) {
-        let size = params[2u + u32(d)];
-        let c = rem % size;
-        rem = rem / size;
+    for (var d = rank; d > 0u; d = d - 1u) {
+        var c = rem;
+        if (d > 1u) {
+            let size = params[1u + d];
+            c = rem % size;
+            rem = rem / size;
+        }
         for (var k = 0u; k < count; k = k + 1u) {
-            offs[k] = offs[k] + c * params[3u + rank + k * (rank + 1u) + u32(d)];
+            offs[k] = offs[k] + c * params[2u + rank + k * (rank + 1u) + d];
         }
     }
     return offs;

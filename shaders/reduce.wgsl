@@ -25,32 +25,17 @@ var<workgroup> partials: array<Partial, WG>;
 
 fn kept_offset(o: u32) -> u32 {
     let r = params[1];
-    var rem = o;
-    var off = params[2u + r];
-    for (var d = i32(r) - 1; d >= 0; d = d - 1) {
-        let size = params[2u + u32(d)];
-        off = off + (rem % size) * params[3u + r + u32(d)];
-        rem = rem / size;
-    }
-    return off;
+    return params[2u + r] + strided_offset(o, r, 2u, 3u + r);
 }
 
 fn reduced_offset(j: u32) -> u32 {
-    let r = params[1];
-    let q_at = 3u + 2u * r;
+    let q_at = 3u + 2u * params[1];
     let q = params[q_at];
-    // One reduced dim (merged, the common case) needs no division.
+    // One reduced dim (merged, the common case): straight to its stride.
     if (q == 1u) {
         return j * params[q_at + 2u];
     }
-    var rem = j;
-    var off = 0u;
-    for (var d = i32(q) - 1; d >= 0; d = d - 1) {
-        let size = params[q_at + 1u + u32(d)];
-        off = off + (rem % size) * params[q_at + 1u + q + u32(d)];
-        rem = rem / size;
-    }
-    return off;
+    return strided_offset(j, q, q_at + 1u, q_at + 1u + q);
 }
 
 fn reduced_count() -> u32 {

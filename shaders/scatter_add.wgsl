@@ -20,7 +20,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let tail = 2u + r + 2u * (r + 1u);
     let dim = params[tail];
     let dim_size = params[tail + 1u];
-    var j = i64_to_index(idx[operand_offset(i, 1u)]);
+    let offs = operand_offsets(i, 2u);
+    var j = i64_to_index(idx[offs[1]]);
     if (j < 0) {
         j = j + i32(dim_size);
     }
@@ -39,6 +40,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         dst = dst + c * params[tail + 2u + u32(d)];
     }
-    let x = src[operand_offset(i, 0u)];
+    let x = src[offs[0]];
 {{ADD}}
 }
