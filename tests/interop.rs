@@ -172,6 +172,16 @@ fn tensors_over_the_applications_buffers() {
             .contains("STORAGE")
     );
     assert!(Tensor::from_wgpu_buffer(&shared, [17], DType::F32, &dev).is_err());
+    // I64 elements are 8 bytes (little-endian i64): the 64-byte buffer holds 8 of them, not 9.
+    let ints = Tensor::from_wgpu_buffer(&shared, [8], DType::I64, &dev).unwrap();
+    let expected: Vec<i64> = values
+        .chunks(2)
+        .map(|w| (w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32) as i64)
+        .collect();
+    assert_eq!(ints.to_vec::<i64>().unwrap(), expected);
+    assert!(Tensor::from_wgpu_buffer(&shared, [9], DType::I64, &dev).is_err());
+    let lent = ints.i(wgrad::s![2..]).unwrap().wgpu_buffer().unwrap();
+    assert_eq!((lent.offset, lent.size), (16, 48));
     assert!(Tensor::from_wgpu_buffer(&shared, [4], DType::F32, &Device::Cpu).is_err());
     // A view and a CPU tensor have no buffer to lend.
     assert!(t.t().unwrap().wgpu_buffer().is_err());

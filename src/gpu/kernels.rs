@@ -308,7 +308,10 @@ fn map_source(
     let mut bindings = String::new();
     let mut loads = String::new();
     if indexing == Indexing::Strided {
-        loads += &format!("    let offs = operand_offsets(i, {}u);\n", inputs.len() + 1);
+        loads += &format!(
+            "    let offs = operand_offsets(i, {}u);\n",
+            inputs.len() + 1
+        );
     }
     if in_place {
         loads += &format!("    let a = out[{}];\n", index(0));
