@@ -123,14 +123,15 @@ fn i64_floordiv(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
     return select(i64_neg(q), i64_sub(i64_neg(q), i64_from_u32(1u)), !i64_is_zero(qr.zw));
 }
 
-// a^b with wrapping multiplication; negative exponents give 0 (as the CPU backend).
+// a^b with wrapping multiplication, as the CPU backend: negative exponents give 0, and
+// exponents past u32::MAX count as u32::MAX.
 fn i64_pow(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
     if (i64_is_neg(b)) {
         return i64_zero();
     }
     var r = i64_from_u32(1u);
     var base = a;
-    var e = b;
+    var e = select(b, vec2<u32>(0xffffffffu, 0u), b.y != 0u);
     while (!i64_is_zero(e)) {
         if ((e.x & 1u) == 1u) {
             r = i64_mul(r, base);

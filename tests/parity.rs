@@ -591,7 +591,8 @@ fn integers_are_64_bit_on_every_device() {
         });
     }
     agree("pow", &[big.clone()], |t| {
-        t[0].pow(&Tensor::new([0i64, 1, 2, 3, 5, 2, 9, 3])?.to_device(t[0].device())?)
+        let exponents = Tensor::new([0i64, 1, 1 << 40, 3, 5, 2, 9, 3])?;
+        t[0].pow(&exponents.to_device(t[0].device())?)
     });
     agree("add_scalar", &[big.clone()], |t| {
         t[0].add_scalar(1i64 << 33)
