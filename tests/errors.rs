@@ -320,3 +320,19 @@ fn results_too_large_for_memory_are_errors() {
         .unwrap_err();
     assert!(matches!(e, Error::BufferTooLarge { .. }), "{e}");
 }
+
+#[test]
+fn in_place_writes_into_an_expanded_view_are_refused() {
+    // Every element of the view is the same memory: the result would depend on the order of
+    // the writes (PyTorch refuses these too).
+    let base = Tensor::new([1.0f32, 2.0]).unwrap();
+    let wide = base.i(s![..1]).unwrap().expand([3]).unwrap();
+    let e = wide.add_(1.0).unwrap_err();
+    names(&e, &["add_", "share memory", "[3]"]);
+    assert!(wide.fill_(0.0).is_err());
+    assert!(wide.assign(s![..], 5.0).is_err());
+    assert_eq!(base.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    // A view without shared elements is still written in place.
+    base.i(s![1..]).unwrap().add_(1.0).unwrap();
+    assert_eq!(base.to_vec::<f32>().unwrap(), vec![1.0, 3.0]);
+}

@@ -305,6 +305,23 @@ impl Tensor {
 
     /// Refuse to write in place into a tensor that autograd tracks.
     fn check_inplace(&self, op: &'static str, src: Option<&Tensor>) -> Result<()> {
+        // Elements that share memory (an expanded dim) would each be written, in an order
+        // that decides the result and differs between backends: refused, as in PyTorch.
+        if self
+            .shape()
+            .iter()
+            .zip(self.stride())
+            .any(|(&size, &stride)| size > 1 && stride == 0)
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the destination (shape {:?}, strides {:?}) has elements that share memory (an expanded view); write into a contiguous() copy instead",
+                    self.shape(),
+                    self.stride()
+                ),
+            ));
+        }
         if !autograd::is_grad_enabled() {
             return Ok(());
         }
