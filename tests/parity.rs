@@ -754,3 +754,142 @@ fn buffers_are_reused_and_work_is_batched() {
         assert_eq!(after.readbacks - before.readbacks, 1);
     }
 }
+
+/// A view of a base tensor, to be made on each device from the base moved there.
+#[derive(Debug, Clone)]
+enum View {
+    Transpose(isize, isize),
+    Narrow(isize, usize, usize),
+    Expand(Vec<usize>),
+}
+
+fn apply(t: &Tensor, views: &[View]) -> Result<Tensor> {
+    views.iter().try_fold(t.clone(), |t, v| match v {
+        View::Transpose(a, b) => t.transpose(*a, *b),
+        View::Narrow(d, start, len) => t.narrow(*d, *start, *len),
+        View::Expand(shape) => t.expand(shape.clone()),
+    })
+}
+
+/// A random base (rank 0 to 4, sizes 1 to 6, values past 32 bits for I64) and up to three
+/// random views of it.
+fn random_base_and_views(g: &mut Generator, dtype: DType) -> (Tensor, Vec<View>) {
+    let mut pick = |n: usize| -> usize {
+        Tensor::randint_with(0, n.max(1) as i64, [1], g)
+            .unwrap()
+            .item()
+            .unwrap()
+            .to_i64() as usize
+    };
+    let rank = pick(5);
+    let shape: Vec<usize> = (0..rank).map(|_| 1 + pick(6)).collect();
+    let view_count = pick(4);
+    let mut views = Vec::new();
+    let mut current = shape.clone();
+    for _ in 0..view_count {
+        let nd = current.len();
+        if nd == 0 {
+            break;
+        }
+        let d = pick(nd);
+        let view = match pick(3) {
+            0 if nd >= 2 => View::Transpose(d as isize, pick(nd) as isize),
+            1 => {
+                let start = pick(current[d]);
+                View::Narrow(d as isize, start, 1 + pick(current[d] - start))
+            }
+            _ if current[d] == 1 => {
+                let mut s = current.clone();
+                s[d] = 1 + pick(4);
+                View::Expand(s)
+            }
+            _ => continue,
+        };
+        match &view {
+            View::Transpose(a, b) => current.swap(*a as usize, *b as usize),
+            View::Narrow(d, _, len) => current[*d as usize] = *len,
+            View::Expand(s) => current = s.clone(),
+        }
+        views.push(view);
+    }
+    let base = match dtype {
+        DType::F32 => Tensor::randn_with(shape, g),
+        DType::I64 => Tensor::randint_with(-(1 << 40), 1 << 40, shape, g),
+        DType::Bool => Tensor::randn_with(shape, g).and_then(|t| t.gt_scalar(0.0)),
+    };
+    (base.unwrap(), views)
+}
+
+/// Random views of every dtype (transposed, narrowed, expanded, of random ranks) give the
+/// same results on the GPU as on the CPU, for elementwise ops, reductions, scans, casts,
+/// matmul and in-place writes through the view.
+#[test]
+fn random_views_agree() {
+    let _serial = serial();
+    if gpus().is_empty() {
+        return;
+    }
+    let mut g = Generator::new(2026);
+    let ops: [(&str, Binary); 10] = [
+        ("add", |a, b| a.add(b)),
+        ("mul", |a, b| a.mul(b)),
+        ("maximum", |a, b| a.maximum(b)),
+        ("lt", |a, b| a.lt(b)),
+        ("where", |a, b| Tensor::where_cond(&a.gt(b)?, a, b)),
+        ("abs and contiguous", |a, _| a.abs()?.contiguous()),
+        ("sum along the first dim", |a, _| match a.ndim() {
+            0 => a.sum(),
+            _ => a.to_dtype(DType::F32)?.sum_dims([0], false),
+        }),
+        ("max and argmax", |a, _| match a.numel() {
+            0 => a.sum(),
+            _ => a
+                .to_dtype(DType::F32)?
+                .argmax()?
+                .add(&a.max()?.to_dtype(DType::I64)?),
+        }),
+        ("cumsum along the last dim", |a, _| match a.ndim() {
+            0 => a.sum(),
+            _ => a.to_dtype(DType::I64)?.cumsum(-1),
+        }),
+        ("softmax of a cast", |a, _| match a.ndim() {
+            0 => a.sum(),
+            _ => a.to_dtype(DType::F32)?.softmax(0),
+        }),
+    ];
+    for case in 0..150 {
+        let dtype = [DType::F32, DType::I64, DType::Bool][case % 3];
+        let (a, va) = random_base_and_views(&mut g, dtype);
+        let (b, vb) = random_base_and_views(&mut g, dtype);
+        for (name, op) in ops {
+            let label = format!(
+                "case {case}: {name} of {:?} {va:?} and {:?} {vb:?}",
+                a.shape(),
+                b.shape()
+            );
+            let (va, vb) = (va.clone(), vb.clone());
+            // Shapes that do not broadcast are an Err on both devices.
+            let result = |t: &[Tensor]| op(&apply(&t[0], &va)?, &apply(&t[1], &vb)?);
+            if result(&[a.clone(), b.clone()]).is_err() {
+                for dev in gpus() {
+                    let moved = [a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap()];
+                    assert!(result(&moved).is_err(), "{label}: Ok on {dev} only");
+                }
+                continue;
+            }
+            agree(&label, &[a.clone(), b.clone()], result);
+        }
+        if dtype == DType::F32 && !va.iter().any(|v| matches!(v, View::Expand(_))) {
+            agree(
+                &format!("case {case}: add_ through {va:?}"),
+                &[a.clone()],
+                |t| {
+                    let fresh = t[0].mul_scalar(1.0)?;
+                    let view = apply(&fresh, &va)?;
+                    view.add_(&view.mul_scalar(2.0)?)?;
+                    Ok(fresh)
+                },
+            );
+        }
+    }
+}
