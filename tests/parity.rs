@@ -879,6 +879,31 @@ fn random_views_agree() {
             }
             agree(&label, &[a.clone(), b.clone()], result);
         }
+        if dtype == DType::F32 {
+            // Gradients through the views, back to both bases.
+            for (name, op) in &ops[..5] {
+                let (va, vb) = (va.clone(), vb.clone());
+                let grads = |t: &[Tensor]| -> Result<Tensor> {
+                    let a = t[0].detach().requires_grad_(true)?;
+                    let b = t[1].detach().requires_grad_(true)?;
+                    let out = op(&apply(&a, &va)?, &apply(&b, &vb)?)?;
+                    let loss = out
+                        .to_dtype(DType::F32)?
+                        .mul(&out.to_dtype(DType::F32)?)?
+                        .sum()?;
+                    let g = wgrad::grad(&loss, &[&a, &b], false)?;
+                    Tensor::cat(&[&g[0].reshape([-1])?, &g[1].reshape([-1])?], 0)
+                };
+                let inputs = [a.detach(), b.detach()];
+                if grads(&inputs).is_ok() {
+                    agree(
+                        &format!("case {case}: gradient of {name} through {va:?} and {vb:?}"),
+                        &inputs,
+                        grads,
+                    );
+                }
+            }
+        }
         if dtype == DType::F32 && !va.iter().any(|v| matches!(v, View::Expand(_))) {
             agree(
                 &format!("case {case}: add_ through {va:?}"),
