@@ -822,7 +822,7 @@ fn random_base_and_views(g: &mut Generator, dtype: DType) -> (Tensor, Vec<View>)
 
 /// Random views of every dtype (transposed, narrowed, expanded, of random ranks) give the
 /// same results on the GPU as on the CPU, for elementwise ops, reductions, scans, casts,
-/// matmul and in-place writes through the view.
+/// joins, index ops, matmul and in-place writes through the view, and the same gradients.
 #[test]
 fn random_views_agree() {
     let _serial = serial();
@@ -830,7 +830,7 @@ fn random_views_agree() {
         return;
     }
     let mut g = Generator::new(2026);
-    let ops: [(&str, Binary); 10] = [
+    let ops: [(&str, Binary); 15] = [
         ("add", |a, b| a.add(b)),
         ("mul", |a, b| a.mul(b)),
         ("maximum", |a, b| a.maximum(b)),
@@ -855,6 +855,37 @@ fn random_views_agree() {
         ("softmax of a cast", |a, _| match a.ndim() {
             0 => a.sum(),
             _ => a.to_dtype(DType::F32)?.softmax(0),
+        }),
+        ("cat and index_select", |a, _| match a.ndim() {
+            0 => a.sum(),
+            _ => {
+                let last = a.shape()[0] as i64 - 1;
+                let index = Tensor::new([last, 0, -1])?.to_device(a.device())?;
+                Tensor::cat(&[a, a], 0)?.index_select(0, &index)
+            }
+        }),
+        ("masked_fill and clamp", |a, b| {
+            let mask = b.to_dtype(DType::F32)?.gt_scalar(0.0)?;
+            a.to_dtype(DType::F32)?
+                .clamp(-0.5, 0.5)?
+                .masked_fill(&mask, 3.0)
+        }),
+        ("min along the last dim and logsumexp", |a, _| {
+            match a.ndim() {
+                0 => a.sum(),
+                _ => {
+                    let x = a.to_dtype(DType::F32)?;
+                    x.min_dims([-1], true)?.add(&x.logsumexp([-1], true)?)
+                }
+            }
+        }),
+        ("prod of a cast", |a, _| a.to_dtype(DType::I64)?.prod()),
+        ("matmul with its own transpose", |a, _| match a.ndim() {
+            0 | 1 => a.sum(),
+            _ => {
+                let x = a.to_dtype(DType::F32)?;
+                x.matmul(&x.transpose(-1, -2)?)
+            }
         }),
     ];
     for case in 0..150 {
