@@ -60,8 +60,17 @@ impl Device {
         }
     }
 
+    /// Give the memory of freed tensor buffers, which wgrad keeps for reuse, back to the
+    /// system or the driver (PyTorch's `torch.cuda.empty_cache()`). Live tensors keep theirs.
+    pub fn empty_cache(&self) {
+        match self {
+            Device::Cpu => crate::cpu::pool::clear(),
+            Device::Gpu(g) => g.0.empty_cache(),
+        }
+    }
+
     /// Counters of the tensor buffers on this device (live bytes, live buffers,
-    /// allocations), for tests and benchmarks.
+    /// allocations, bytes cached for reuse), for tests and benchmarks.
     pub fn memory_stats(&self) -> crate::storage::MemoryStats {
         match self {
             Device::Cpu => crate::storage::memory_stats(),
@@ -71,6 +80,7 @@ impl Device {
                     live_bytes: s.live_bytes,
                     live_buffers: 0,
                     allocations: s.allocations,
+                    cached_bytes: s.pooled_bytes,
                 }
             }
         }

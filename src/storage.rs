@@ -55,6 +55,8 @@ pub struct MemoryStats {
     pub live_buffers: u64,
     /// Buffers allocated since the process started.
     pub allocations: u64,
+    /// Bytes in freed buffers kept for reuse (see `Device::empty_cache`).
+    pub cached_bytes: u64,
 }
 
 /// Current storage counters.
@@ -63,6 +65,7 @@ pub fn memory_stats() -> MemoryStats {
         live_bytes: LIVE_BYTES.load(Ordering::Relaxed),
         live_buffers: LIVE_BUFFERS.load(Ordering::Relaxed),
         allocations: ALLOCATIONS.load(Ordering::Relaxed),
+        cached_bytes: crate::cpu::pool::cached_bytes() as u64,
     }
 }
 

@@ -76,3 +76,23 @@ pub fn give<T: Pooled>(v: Vec<T>) {
         cache.buffers.push(v);
     }
 }
+
+/// Free every cached buffer.
+pub fn clear() {
+    fn clear_cache<T: Pooled>() {
+        let mut cache = T::cache().lock().unwrap_or_else(|e| e.into_inner());
+        cache.buffers.clear();
+        cache.bytes = 0;
+    }
+    clear_cache::<f32>();
+    clear_cache::<i64>();
+    clear_cache::<bool>();
+}
+
+/// Bytes held by cached buffers.
+pub fn cached_bytes() -> usize {
+    fn bytes_of<T: Pooled>() -> usize {
+        T::cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+    bytes_of::<f32>() + bytes_of::<i64>() + bytes_of::<bool>()
+}

@@ -25,6 +25,8 @@ pub struct GpuStats {
     pub readbacks: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
+    /// Bytes in freed buffers kept for reuse (released by `Device::empty_cache`).
+    pub pooled_bytes: u64,
 }
 
 #[derive(Default)]
@@ -35,6 +37,7 @@ struct Counters {
     submits: AtomicU64,
     readbacks: AtomicU64,
     dispatches: AtomicU64,
+    pooled_bytes: AtomicU64,
 }
 
 /// Bytes of kernel parameters one batch can hold.
@@ -266,7 +269,16 @@ impl GpuContext {
             submits: c.submits.load(Ordering::Relaxed),
             readbacks: c.readbacks.load(Ordering::Relaxed),
             dispatches: c.dispatches.load(Ordering::Relaxed),
+            pooled_bytes: c.pooled_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Give the buffers kept for reuse back to the driver (PyTorch's `empty_cache`).
+    pub fn empty_cache(&self) {
+        self.flush();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.clear();
+        self.counters.pooled_bytes.store(0, Ordering::Relaxed);
     }
 
     /// An `Err` if the device was lost or wgpu reported an error since the last check.
@@ -333,23 +345,18 @@ impl GpuContext {
                 .unwrap_or_else(|e| e.into_inner())
                 .get_mut(&class)
                 .and_then(|v| v.pop());
+            if reused.is_some() {
+                self.counters
+                    .pooled_bytes
+                    .fetch_sub(class, Ordering::Relaxed);
+            }
         }
         let buffer = match reused {
             Some(b) => {
                 self.counters.reuses.fetch_add(1, Ordering::Relaxed);
                 b
             }
-            None => {
-                self.counters.allocations.fetch_add(1, Ordering::Relaxed);
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: None,
-                    size: class,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            }
+            None => self.create_buffer(op, class)?,
         };
         self.counters.live_bytes.fetch_add(class, Ordering::Relaxed);
         Ok(GpuBuffer {
@@ -357,6 +364,34 @@ impl GpuContext {
             class,
             ctx: self.clone(),
             external: false,
+        })
+    }
+
+    /// A new buffer of `bytes`. When the driver is out of memory, the buffers kept for reuse
+    /// are given back and the allocation is tried once more; then it is `Err(OutOfMemory)`.
+    fn create_buffer(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        for attempt in 0..2 {
+            if attempt == 1 {
+                self.empty_cache();
+            }
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            if pollster::block_on(scope.pop()).is_none() {
+                self.counters.allocations.fetch_add(1, Ordering::Relaxed);
+                return Ok(buffer);
+            }
+        }
+        Err(Error::OutOfMemory {
+            op,
+            bytes,
+            device: "gpu",
         })
     }
 
@@ -581,6 +616,9 @@ impl GpuContext {
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         for (class, b) in batch.released.drain(..) {
+            self.counters
+                .pooled_bytes
+                .fetch_add(class, Ordering::Relaxed);
             pool.entry(class).or_default().push(b);
         }
     }
