@@ -975,3 +975,45 @@ fn empty_cache_gives_memory_back() {
         assert_eq!(total.to_f64(), 3.0 * (1 << 20) as f64);
     }
 }
+
+/// Tensors, devices and errors cross threads, and threads sharing one GPU get the CPU's
+/// results (the batch, the pool and the pipeline cache are shared under locks).
+#[test]
+fn threads_share_a_gpu() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tensor>();
+    send_sync::<Device>();
+    send_sync::<Error>();
+    let _serial = serial();
+    for dev in gpus() {
+        let workers: Vec<_> = (0..4u64)
+            .map(|seed| {
+                let dev = dev.clone();
+                std::thread::spawn(move || -> Result<()> {
+                    let mut g = Generator::new(100 + seed);
+                    for step in 0..20 {
+                        let x = Tensor::randn_with([33, 47], &mut g)?;
+                        let w = Tensor::randn_with([47, 12], &mut g)?;
+                        let f = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+                            x.matmul(w)?.relu()?.sum_dims([0], false)?.softmax(0)
+                        };
+                        let expected = f(&x, &w)?.to_vec::<f32>()?;
+                        let got = f(&x.to_device(&dev)?, &w.to_device(&dev)?)?
+                            .to_device(&Device::Cpu)?
+                            .to_vec::<f32>()?;
+                        for (e, v) in expected.iter().zip(&got) {
+                            assert!(
+                                (e - v).abs() <= 1e-5,
+                                "thread {seed} step {step}: {e} vs {v}"
+                            );
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker panicked").unwrap();
+        }
+    }
+}
