@@ -122,18 +122,8 @@ impl Layout {
     /// Broadcast to `shape` (leading dims added, size-1 dims stretched with stride 0).
     pub fn broadcast_to(&self, op: &'static str, shape: &[usize]) -> Result<Layout> {
         // A view may repeat elements, but never so many that its element count overflows:
-        // every op on it would have to allocate that many.
-        if shape
-            .iter()
-            .try_fold(8usize, |n, &d| n.checked_mul(d))
-            .is_none_or(|b| b > isize::MAX as usize)
-        {
-            return Err(Error::BufferTooLarge {
-                op,
-                bytes: u64::MAX,
-                limit: isize::MAX as u64,
-            });
-        }
+        // every op on it would have to allocate that many (of up to 8 bytes each).
+        crate::shape::addressable_bytes(op, shape, 8)?;
         if shape.len() < self.rank() {
             return Err(Error::shapes(
                 op,

@@ -93,6 +93,25 @@ shape_from_tuple!(A, B, C, D, E);
 
 /// The broadcast shape of two shapes (NumPy/PyTorch rules: align trailing dims; a size of 1
 /// stretches).
+/// The bytes of a tensor of `shape` with `elem_bytes` per element, or
+/// `Err(BufferTooLarge)` when they cannot be addressed (the count overflows or passes
+/// `isize::MAX`), before anything computes the element count.
+pub(crate) fn addressable_bytes(
+    op: &'static str,
+    shape: &[usize],
+    elem_bytes: usize,
+) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(elem_bytes, |n, &d| n.checked_mul(d))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(Error::BufferTooLarge {
+            op,
+            bytes: u64::MAX,
+            limit: isize::MAX as u64,
+        })
+}
+
 pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Vec<usize>> {
     let rank = lhs.len().max(rhs.len());
     let mut out = vec![0; rank];

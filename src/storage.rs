@@ -124,14 +124,7 @@ fn i64_words(v: i64) -> [u32; 2] {
 /// more than the machine's RAM and swap is refused, and an allocation of 1 GiB or more is
 /// tried first (where the system says up front that it cannot be had).
 fn cpu_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
-    let bytes = n
-        .checked_mul(dtype.size_in_bytes())
-        .filter(|&b| b <= isize::MAX as usize)
-        .ok_or(Error::BufferTooLarge {
-            op,
-            bytes: u64::MAX,
-            limit: isize::MAX as u64,
-        })?;
+    let bytes = crate::shape::addressable_bytes(op, &[n], dtype.size_in_bytes())?;
     if bytes < 1 << 30 {
         return Ok(());
     }

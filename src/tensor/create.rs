@@ -9,21 +9,6 @@ use crate::rng::{self, Generator};
 use crate::shape::Shape;
 use crate::storage::Storage;
 
-/// An element count whose bytes cannot be addressed is an error, not an overflow.
-fn check_size(op: &'static str, shape: &Shape, dtype: DType) -> Result<()> {
-    let bytes = shape
-        .iter()
-        .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
-    match bytes {
-        Some(b) if b <= isize::MAX as usize => Ok(()),
-        _ => Err(Error::BufferTooLarge {
-            op,
-            bytes: u64::MAX,
-            limit: isize::MAX as u64,
-        }),
-    }
-}
-
 impl Tensor {
     /// A tensor of `shape` filled with `value` on `device`.
     pub fn full_on(
@@ -33,7 +18,8 @@ impl Tensor {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        check_size("full", &shape, dtype)?;
+        // An element count whose bytes cannot be addressed is an error, not an overflow.
+        crate::shape::addressable_bytes("full", &shape, dtype.size_in_bytes())?;
         Ok(Tensor::from_storage(
             Storage::full(device, shape.numel(), value.into(), dtype)?,
             &shape,
