@@ -339,12 +339,10 @@ impl GpuContext {
             }
         }
         if reused.is_none() {
-            reused = self
-                .pool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&class)
-                .and_then(|v| v.pop());
+            // The count changes under the pool's lock, so `empty_cache` never sees it
+            // half-updated.
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            reused = pool.get_mut(&class).and_then(|v| v.pop());
             if reused.is_some() {
                 self.counters
                     .pooled_bytes
