@@ -54,13 +54,10 @@ fn elementwise_params<const K: usize>(
     Ok(p)
 }
 
-/// The contiguous kernel when the output and every input are contiguous from the start of
-/// their buffers (and so element `i` is at `i` in each), the strided one otherwise.
-fn indexing(out: &Layout, inputs: &[&Layout]) -> Indexing {
-    if std::iter::once(out)
-        .chain(inputs.iter().copied())
-        .all(|l| l.offset == 0 && l.is_contiguous())
-    {
+/// The contiguous kernel when every operand (the output and the inputs) is contiguous from
+/// the start of its buffer (and so element `i` is at `i` in each), the strided one otherwise.
+fn indexing<'a>(mut operands: impl Iterator<Item = &'a Layout>) -> Indexing {
+    if operands.all(|l| l.offset == 0 && l.is_contiguous()) {
         Indexing::Contiguous
     } else {
         Indexing::Strided
@@ -172,8 +169,8 @@ impl GpuStorage {
         };
         let mut bufs = vec![out.buf.raw()];
         bufs.extend(inputs.iter().map(|(s, _)| s.buf.raw()));
-        let layouts: Vec<&Layout> = inputs.iter().map(|(_, l)| *l).collect();
-        let kernel = Kernel::Map(kernel, indexing(&ol, &layouts));
+        let operands = std::iter::once(&ol).chain(inputs.iter().map(|(_, l)| *l));
+        let kernel = Kernel::Map(kernel, indexing(operands));
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(kernel, &params, &bufs, (x, y, 1))?;
         Ok(out)
@@ -296,7 +293,7 @@ impl GpuStorage {
         }
         let ctx = self.ctx().clone();
         let params = elementwise_params(op, &dst.shape, [dst, sl])?;
-        let kernel = Kernel::Map(kernel, indexing(dst, &[sl]));
+        let kernel = Kernel::Map(kernel, indexing([dst, sl].into_iter()));
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(kernel, &params, &[self.buf.raw(), src.buf.raw()], (x, y, 1))
     }
