@@ -28,6 +28,13 @@ impl Bench {
         }
     }
 
+    /// Report the median GB/s of `f`, which moves `gigabytes` per call (9 runs).
+    fn bandwidth(&self, name: &str, gigabytes: f64, f: impl FnMut() -> Result<()>) -> Result<()> {
+        let t = self.time(9, 1, f)?;
+        self.report(name, gigabytes / t, "GB/s");
+        Ok(())
+    }
+
     /// Median seconds of one call of `f`, run in batches of `inner` calls.
     fn time(&self, reps: usize, inner: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         let reps = if self.quick { reps.min(3) } else { reps };
@@ -123,49 +130,31 @@ fn main() -> Result<()> {
         };
         let x = on(Tensor::randn([n])?)?;
         let y = on(Tensor::randn([n])?)?;
-        let t = b.time(9, 1, || {
+        let col = on(Tensor::randn([side, 1])?)?;
+        let grid = on(Tensor::randn([side, n / side])?)?;
+        // Bytes moved per run: two reads and a write for the adds, one read and a write for
+        // the broadcast add, one read for the sums.
+        let gb = |elements_moved: usize| (elements_moved * 4) as f64 / 1e9;
+        b.bandwidth(&format!("add_f32_{tag}"), gb(3 * n), || {
             (&x + &y)?;
             sync()
         })?;
-        b.report(
-            &format!("add_f32_{tag}"),
-            3.0 * 4.0 * n as f64 / t / 1e9,
-            "GB/s",
-        );
-        let t = b.time(9, 1, || {
+        b.bandwidth(&format!("add_inplace_f32_{tag}"), gb(3 * n), || {
             x.add_(&y)?;
             sync()
         })?;
-        b.report(
-            &format!("add_inplace_f32_{tag}"),
-            3.0 * 4.0 * n as f64 / t / 1e9,
-            "GB/s",
-        );
-        let col = on(Tensor::randn([side, 1])?)?;
-        let grid = on(Tensor::randn([side, n / side])?)?;
-        let t = b.time(9, 1, || {
+        b.bandwidth(&format!("broadcast_add_f32_{tag}"), gb(2 * n), || {
             (&grid + &col)?;
             sync()
         })?;
-        b.report(
-            &format!("broadcast_add_f32_{tag}"),
-            2.0 * 4.0 * n as f64 / t / 1e9,
-            "GB/s",
-        );
-        let t = b.time(9, 1, || {
+        b.bandwidth(&format!("sum_f32_{tag}"), gb(n), || {
             x.sum()?;
             sync()
         })?;
-        b.report(&format!("sum_f32_{tag}"), 4.0 * n as f64 / t / 1e9, "GB/s");
-        let t = b.time(9, 1, || {
+        b.bandwidth(&format!("sum_rows_f32_{side}x{}", n / side), gb(n), || {
             grid.sum_dims([1], false)?;
             sync()
         })?;
-        b.report(
-            &format!("sum_rows_f32_{side}x{}", n / side),
-            4.0 * n as f64 / t / 1e9,
-            "GB/s",
-        );
     }
 
     if b.wants("tiny") {
