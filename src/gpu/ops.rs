@@ -68,9 +68,11 @@ fn indexing<'a>(mut operands: impl Iterator<Item = &'a Layout>) -> Indexing {
 /// (see `GpuStorage::matmul`); below it the extra dispatch is not worth it.
 const MATMUL_COPY_MIN_FLOPS: usize = 1 << 21;
 
-/// The vec4 matmul kernel, unless `WGRAD_NO_VEC4_MATMUL` is set (to compare the kernels).
+/// The vec4 matmul kernel, unless `WGRAD_NO_VEC4_MATMUL` is set at start-up (to compare the
+/// kernels); read once, not per product.
 fn vec4_enabled() -> bool {
-    std::env::var_os("WGRAD_NO_VEC4_MATMUL").is_none()
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("WGRAD_NO_VEC4_MATMUL").is_none())
 }
 
 /// A matmul operand the vec4 kernel reads: row-major, with its rows (whose length, the
