@@ -207,7 +207,7 @@ fn main() -> Result<()> {
             loss.backward()?;
             opt.step()?;
             // Summed on the device: no readback inside the epoch.
-            total = total.add(&loss.detach())?;
+            total = total.add(loss.detach())?;
             bar.inc(1);
         }
         schedule.step(&mut opt);

@@ -3,7 +3,8 @@
 //
 // Metadata layout for elementwise kernels (all u32):
 //   [0] element count, [1] rank r, [2 .. 2+r) shape,
-//   then per operand k: offset, r strides  (operand k starts at 2 + r + k * (r + 1)).
+//   then per buffer operand k: offset, r strides  (operand k starts at 2 + r + k * (r + 1)),
+//   then the scalar operands' words (one per f32/bool, two per I64; see gpu/kernels/map.rs).
 
 @group(0) @binding(0) var<storage, read> params: array<u32>;
 
@@ -74,4 +75,9 @@ fn nan_f32() -> f32 {
 
 fn inf_f32() -> f32 {
     return bitcast<f32>(0x7f800000u);
+}
+
+// NaN by its bits: compilers may assume `x != x` is false (WGSL allows it), and some do.
+fn is_nan_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }

@@ -1,9 +1,10 @@
-// out[i] = EXPR over up to three strided, broadcast inputs (operands 1..=3 in the metadata;
-// operand 0 is the output). Specialised by text substitution:
-//   <T0> output type, <EXPR> using a, b, c, <INPUTS> the input bindings, <LOADS> the loads
-//   of a, b, c, and <OUT_INDEX> where element i lives in each operand: offs[k] from
-//   operand_offsets (common.wgsl), or i itself when every operand is contiguous from its
-//   start.
+// out[i] = EXPR(a, b, c) over up to three inputs, each a strided, broadcast buffer (buffer
+// operands 1.. in the metadata; operand 0 is the output) or a scalar from the parameters.
+// Specialised by text substitution (gpu/kernels/map.rs):
+//   <T0> the output type, <INPUTS> the bindings of the buffer inputs, <LOADS> the
+//   loads of a, b, c, <OUT_INDEX> where element i of the output lives: offs[0] from
+//   operand_offsets (common.wgsl), or i itself when every buffer operand is contiguous from
+//   its start, <EXPR> the op's expression and <HELPERS> the functions it calls.
 // The output may itself be a strided view (slice assignment writes through operand 0).
 
 @group(0) @binding(1) var<storage, read_write> out: array<{{T0}}>;

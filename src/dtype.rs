@@ -3,8 +3,9 @@
 /// The element type of a tensor.
 ///
 /// `F32` is the default float type, `I64` the integer type used for indices (as in PyTorch),
-/// and `Bool` the result of comparisons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// and `Bool` the result of comparisons. Everything the crate knows about a dtype is its row
+/// of [`DType::info`]; type promotion is the lattice of [`DType::promote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// `true`/`false`, one byte each.
     Bool,
@@ -14,34 +15,144 @@ pub enum DType {
     F32,
 }
 
+/// The category of a dtype, in PyTorch's promotion order: a result takes the highest
+/// category among its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Truth values.
+    Bool,
+    /// Signed integers.
+    Int,
+    /// Floating point (differentiable).
+    Float,
+}
+
+/// One row of the dtype table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DTypeInfo {
+    /// The short name used in file formats and messages (`"f32"`).
+    pub name: &'static str,
+    /// PyTorch's name (`"torch.float32"`).
+    pub torch_name: &'static str,
+    /// Bytes per element in host memory.
+    pub size_in_bytes: usize,
+    /// Promotion category.
+    pub kind: Kind,
+    /// Significand bits (the implicit bit included) of a float type; the bits of the value
+    /// for integers, 1 for bool. With `exponent_bits`, this orders the types within a
+    /// category: a type holds another when it has at least as many of both.
+    pub mantissa_bits: u32,
+    /// Exponent bits of a float type, 0 otherwise.
+    pub exponent_bits: u32,
+}
+
 impl DType {
+    /// Every dtype, in table order (tests iterate it; promotion searches it).
+    pub const ALL: [DType; 3] = [DType::Bool, DType::I64, DType::F32];
+
+    /// This dtype's row of the table.
+    pub const fn info(self) -> DTypeInfo {
+        match self {
+            DType::Bool => DTypeInfo {
+                name: "bool",
+                torch_name: "torch.bool",
+                size_in_bytes: 1,
+                kind: Kind::Bool,
+                mantissa_bits: 1,
+                exponent_bits: 0,
+            },
+            DType::I64 => DTypeInfo {
+                name: "i64",
+                torch_name: "torch.int64",
+                size_in_bytes: 8,
+                kind: Kind::Int,
+                mantissa_bits: 64,
+                exponent_bits: 0,
+            },
+            DType::F32 => DTypeInfo {
+                name: "f32",
+                torch_name: "torch.float32",
+                size_in_bytes: 4,
+                kind: Kind::Float,
+                mantissa_bits: 24,
+                exponent_bits: 8,
+            },
+        }
+    }
+
     /// Size of one element in bytes.
     pub fn size_in_bytes(self) -> usize {
-        match self {
-            DType::Bool => 1,
-            DType::I64 => 8,
-            DType::F32 => 4,
-        }
+        self.info().size_in_bytes
+    }
+
+    /// The promotion category.
+    pub fn kind(self) -> Kind {
+        self.info().kind
     }
 
     /// Whether this is a floating-point type (differentiable).
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32)
+        self.kind() == Kind::Float
     }
 
     /// PyTorch's name for the dtype, as printed by `torch.float32` etc.
     pub fn torch_name(self) -> &'static str {
-        match self {
-            DType::Bool => "torch.bool",
-            DType::I64 => "torch.int64",
-            DType::F32 => "torch.float32",
+        self.info().torch_name
+    }
+
+    /// The short name (`"f32"`, `"i64"`, `"bool"`).
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The dtype a Rust number of this category becomes (PyTorch's defaults: `float32` for
+    /// floats, `int64` for integers).
+    pub fn default_for(kind: Kind) -> DType {
+        match kind {
+            Kind::Bool => DType::Bool,
+            Kind::Int => DType::I64,
+            Kind::Float => DType::F32,
         }
     }
 
-    /// The type two operands are promoted to, following PyTorch's category order
-    /// bool < integer < float.
+    /// Whether every value of `other` is a value of `self` within one category (more or as
+    /// many significand and exponent bits).
+    fn holds(self, other: DType) -> bool {
+        let (a, b) = (self.info(), other.info());
+        a.kind == b.kind && a.mantissa_bits >= b.mantissa_bits && a.exponent_bits >= b.exponent_bits
+    }
+
+    /// The type two tensor operands are promoted to: the join in PyTorch's lattice. The
+    /// higher category wins (bool < integer < float); within a category, the smallest type
+    /// that holds both (so a 16-bit float with a bfloat16 would join at f32).
     pub fn promote(self, other: DType) -> DType {
-        self.max(other)
+        let kind = self.kind().max(other.kind());
+        let candidates = [self, other];
+        let members: Vec<DType> = candidates
+            .into_iter()
+            .filter(|d| d.kind() == kind)
+            .collect();
+        if let [only] = members[..] {
+            return only;
+        }
+        DType::ALL
+            .into_iter()
+            .filter(|d| members.iter().all(|&m| d.holds(m)))
+            .min_by_key(|d| d.size_in_bytes())
+            .unwrap_or(DType::default_for(kind))
+    }
+
+    /// The dtype of `tensor (op) number` before the op's own rule: a Rust number does not
+    /// widen a tensor of its category or a higher one ("wrapped numbers" in PyTorch: an F32
+    /// tensor times 2.0 stays F32, an I64 tensor times 2 stays I64), and a number of a higher
+    /// category gives that category's default dtype (an I64 tensor times 2.5 is F32).
+    pub fn promote_scalar(self, scalar: Scalar) -> DType {
+        let kind = scalar.kind();
+        if kind <= self.kind() {
+            self
+        } else {
+            DType::default_for(kind)
+        }
     }
 }
 
@@ -60,10 +171,15 @@ pub enum Scalar {
 impl Scalar {
     /// The dtype a tensor made from this scalar gets.
     pub fn dtype(self) -> DType {
+        DType::default_for(self.kind())
+    }
+
+    /// The promotion category of the number.
+    pub fn kind(self) -> Kind {
         match self {
-            Scalar::Bool(_) => DType::Bool,
-            Scalar::Int(_) => DType::I64,
-            Scalar::Float(_) => DType::F32,
+            Scalar::Bool(_) => Kind::Bool,
+            Scalar::Int(_) => Kind::Int,
+            Scalar::Float(_) => Kind::Float,
         }
     }
 
@@ -137,5 +253,36 @@ impl Element for bool {
     const DTYPE: DType = DType::Bool;
     fn to_scalar(self) -> Scalar {
         Scalar::Bool(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_is_a_lattice_join() {
+        for a in DType::ALL {
+            assert_eq!(a.promote(a), a);
+            for b in DType::ALL {
+                let j = a.promote(b);
+                assert_eq!(j, b.promote(a), "commutative");
+                assert!(j.kind() >= a.kind() && j.kind() >= b.kind());
+                for c in DType::ALL {
+                    assert_eq!(j.promote(c), a.promote(b.promote(c)), "associative");
+                }
+            }
+        }
+        assert_eq!(DType::Bool.promote(DType::I64), DType::I64);
+        assert_eq!(DType::I64.promote(DType::F32), DType::F32);
+    }
+
+    #[test]
+    fn wrapped_numbers_keep_the_tensor_dtype() {
+        assert_eq!(DType::F32.promote_scalar(Scalar::Float(2.0)), DType::F32);
+        assert_eq!(DType::I64.promote_scalar(Scalar::Float(2.5)), DType::F32);
+        assert_eq!(DType::I64.promote_scalar(Scalar::Int(2)), DType::I64);
+        assert_eq!(DType::Bool.promote_scalar(Scalar::Int(2)), DType::I64);
+        assert_eq!(DType::Bool.promote_scalar(Scalar::Bool(true)), DType::Bool);
     }
 }

@@ -59,6 +59,14 @@ pub enum Error {
         shape: Vec<usize>,
         expected: &'static str,
     },
+    /// A backend has no kernel for this op on this dtype (the op tables in `op/` say which
+    /// exist). Both backends refuse the same combinations.
+    #[error("{op}: not supported for dtype {dtype:?} on the {backend} backend")]
+    Unsupported {
+        op: &'static str,
+        dtype: DType,
+        backend: &'static str,
+    },
     /// Operands live on different devices.
     #[error("{op}: tensors are on different devices ({lhs} and {rhs})")]
     DeviceMismatch {

@@ -1,10 +1,10 @@
 //! Checkpoints in the safetensors format, with PyTorch-style names, so that PyTorch's
 //! `safetensors.torch.load_file` reads them and wgrad reads files written from PyTorch.
 
-use crate::cpu::CpuStorage;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::host::HostBuffer;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -91,27 +91,27 @@ pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
         let d = view.data();
         let shape = view.shape().to_vec();
         let storage = match view.dtype() {
-            Dtype::F32 => CpuStorage::F32(
+            Dtype::F32 => HostBuffer::F32(
                 d.chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
-            Dtype::F64 => CpuStorage::F32(
+            Dtype::F64 => HostBuffer::F32(
                 d.chunks_exact(8)
                     .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
                     .collect(),
             ),
-            Dtype::I64 => CpuStorage::I64(
+            Dtype::I64 => HostBuffer::I64(
                 d.chunks_exact(8)
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
-            Dtype::I32 => CpuStorage::I64(
+            Dtype::I32 => HostBuffer::I64(
                 d.chunks_exact(4)
                     .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
                     .collect(),
             ),
-            Dtype::BOOL => CpuStorage::Bool(d.iter().map(|&b| b != 0).collect()),
+            Dtype::BOOL => HostBuffer::Bool(d.iter().map(|&b| b != 0).collect()),
             other => {
                 return Err(err(format!(
                     "tensor {name:?} has unsupported dtype {other:?}"

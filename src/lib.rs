@@ -19,12 +19,14 @@
 #![warn(missing_docs)]
 
 mod autograd;
+mod backend;
 mod cpu;
 pub mod data;
 mod device;
 mod dtype;
 mod error;
 pub mod gpu;
+mod host;
 pub mod io;
 mod layout;
 pub mod nn;
@@ -40,7 +42,7 @@ pub use autograd::{
     GradcheckOptions,
 };
 pub use device::Device;
-pub use dtype::{DType, Element, Scalar};
+pub use dtype::{DType, DTypeInfo, Element, Kind, Scalar};
 pub use error::{Error, Result};
 pub use rng::{manual_seed, Generator};
 pub use shape::{IntList, Shape};
@@ -50,10 +52,10 @@ pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor};
 /// Every WGSL kernel variant the crate can generate, as (label, source): for validating the
 /// shaders without a GPU (see `tests/shaders.rs`).
 #[doc(hidden)]
-pub fn wgsl_variants() -> Vec<(String, String)> {
+pub fn wgsl_variants() -> Result<Vec<(String, String)>> {
     gpu::kernels::all_variants()
         .iter()
-        .map(|k| (k.label(), k.source()))
+        .map(|k| Ok((k.label(), k.source()?)))
         .collect()
 }
 

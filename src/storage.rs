@@ -1,15 +1,16 @@
 //! A tensor's buffer on its device, shared by every view of it, and the dispatch of each
-//! primitive op to the backend that owns the buffer. Adding a backend means adding a variant
-//! here and an arm to each function below.
+//! primitive op to the backend that owns the buffers (the [`Backend`] seam). Adding a
+//! backend means a variant here, an arm in `on_backend!` and `pair!`, and an
+//! implementation of `Backend`.
 
-use crate::cpu::{self, CpuStorage};
+use crate::backend::{Arg, Backend};
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::FillKind;
 use crate::gpu::GpuStorage;
+use crate::host::HostBuffer;
 use crate::layout::Layout;
-use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, UnaryOp};
 use crate::rng::Generator;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -17,7 +18,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// Data on a device.
 #[derive(Debug)]
 pub enum Storage {
-    Cpu(CpuStorage),
+    Cpu(HostBuffer),
     Gpu(GpuStorage),
 }
 
@@ -33,7 +34,7 @@ pub struct StorageCell {
 impl Drop for StorageCell {
     fn drop(&mut self) {
         let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Storage::Cpu(s) = std::mem::replace(data, Storage::Cpu(CpuStorage::F32(Vec::new())))
+        if let Storage::Cpu(s) = std::mem::replace(data, Storage::Cpu(HostBuffer::F32(Vec::new())))
         {
             s.recycle();
         }
@@ -98,60 +99,66 @@ impl StorageCell {
     }
 }
 
-fn mismatch(op: &'static str) -> Error {
+fn mismatch(op: &'static str, lhs: &Storage, rhs: &Storage) -> Error {
     Error::DeviceMismatch {
         op,
-        lhs: "cpu".into(),
-        rhs: "gpu".into(),
+        lhs: lhs.device().to_string(),
+        rhs: rhs.device().to_string(),
     }
 }
 
-/// The words of a scalar in the GPU representation of `dtype` (I64: low word, high word).
-fn gpu_words(value: Scalar, dtype: DType) -> Vec<u32> {
-    match dtype {
-        DType::F32 => vec![(value.to_f64() as f32).to_bits()],
-        DType::I64 => i64_words(value.to_i64()).to_vec(),
-        DType::Bool => vec![value.to_bool() as u32],
+/// An operand of the storage layer: a buffer of either backend, or a number.
+pub type StorageArg<'a> = Arg<'a, Storage>;
+
+/// The operand as one of the CPU backend (a buffer elsewhere is a `DeviceMismatch` with
+/// `here`, the device of the op's first buffer).
+fn on_cpu<'a>(op: &'static str, here: &Device, a: StorageArg<'a>) -> Result<Arg<'a, HostBuffer>> {
+    match a {
+        Arg::Buf(Storage::Cpu(s), l) => Ok(Arg::Buf(s, l)),
+        Arg::Buf(s @ Storage::Gpu(_), _) => Err(device_mismatch(op, here, &s.device())),
+        Arg::Scalar(v) => Ok(Arg::Scalar(v)),
     }
 }
 
-fn i64_words(v: i64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
+/// The operand as one of the GPU backend.
+fn on_gpu<'a>(op: &'static str, here: &Device, a: StorageArg<'a>) -> Result<Arg<'a, GpuStorage>> {
+    match a {
+        Arg::Buf(whole @ Storage::Gpu(s), l) if whole.device() == *here => Ok(Arg::Buf(s, l)),
+        Arg::Buf(s, _) => Err(device_mismatch(op, here, &s.device())),
+        Arg::Scalar(v) => Ok(Arg::Scalar(v)),
+    }
 }
 
-/// Room in CPU memory for a result of `n` elements of `dtype`, so that a size the machine
-/// cannot hold (say, an op on a view expanded to 2^40 elements) is an `Err`, not an abort:
-/// more than the machine's RAM and swap is refused, and an allocation of 1 GiB or more is
-/// tried first (where the system says up front that it cannot be had).
-fn cpu_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
-    let bytes = crate::shape::addressable_bytes(op, &[n], dtype.size_in_bytes())?;
-    if bytes < 1 << 30 {
-        return Ok(());
-    }
-    let out_of_memory = Error::OutOfMemory {
-        op,
-        bytes: bytes as u64,
-        device: "cpu",
+/// The first buffer among `args`: it decides the backend of an elementwise op.
+fn first_buffer<'a>(op: &'static str, args: &[StorageArg<'a>]) -> Result<&'a Storage> {
+    args.iter()
+        .find_map(|a| match a {
+            Arg::Buf(s, _) => Some(*s),
+            Arg::Scalar(_) => None,
+        })
+        .ok_or_else(|| Error::invalid(op, "an elementwise op needs at least one tensor operand"))
+}
+
+/// Run `$body` with `$s` bound to the backend buffer of `$storage`, wrapping a new buffer.
+macro_rules! on_backend {
+    ($storage:expr, |$s:ident| $body:expr) => {
+        match $storage {
+            Storage::Cpu($s) => $body.map(Storage::Cpu),
+            Storage::Gpu($s) => $body.map(Storage::Gpu),
+        }
     };
-    if system_memory().is_some_and(|total| bytes as u64 > total) {
-        return Err(out_of_memory);
-    }
-    Vec::<u8>::new()
-        .try_reserve_exact(bytes)
-        .map_err(|_| out_of_memory)
 }
 
-/// RAM plus swap in bytes, where the system reports it (Linux's /proc/meminfo).
-fn system_memory() -> Option<u64> {
-    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *TOTAL.get_or_init(|| {
-        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kib = |key: &str| -> Option<u64> {
-            let line = info.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        };
-        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
-    })
+/// Run `$body` on two buffers of one backend; buffers of two devices are a `DeviceMismatch`.
+macro_rules! pair {
+    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (Storage::Cpu($x), Storage::Cpu($y)) => $body.map(Storage::Cpu),
+            (Storage::Gpu($x), Storage::Gpu($y)) => $body.map(Storage::Gpu),
+            (a @ Storage::Cpu(_), b @ Storage::Gpu(_))
+            | (a @ Storage::Gpu(_), b @ Storage::Cpu(_)) => Err(mismatch($op, a, b)),
+        }
+    };
 }
 
 impl Storage {
@@ -164,8 +171,8 @@ impl Storage {
 
     pub fn dtype(&self) -> DType {
         match self {
-            Storage::Cpu(s) => s.dtype(),
-            Storage::Gpu(g) => g.dtype,
+            Storage::Cpu(s) => Backend::dtype(s),
+            Storage::Gpu(g) => Backend::dtype(g),
         }
     }
 
@@ -187,17 +194,8 @@ impl Storage {
 
     pub fn full(device: &Device, n: usize, value: Scalar, dtype: DType) -> Result<Storage> {
         match device {
-            Device::Cpu => {
-                cpu_room("full", n, dtype)?;
-                Ok(Storage::Cpu(CpuStorage::full(n, value, dtype)))
-            }
-            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::fill(
-                &g.0,
-                FillKind::Constant,
-                dtype,
-                n,
-                &gpu_words(value, dtype),
-            )?)),
+            Device::Cpu => HostBuffer::full(&(), n, value, dtype).map(Storage::Cpu),
+            Device::Gpu(g) => GpuStorage::full(&g.0, n, value, dtype).map(Storage::Gpu),
         }
     }
 
@@ -210,26 +208,8 @@ impl Storage {
         dtype: DType,
     ) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(match dtype {
-                DType::I64 => {
-                    let (s, st) = (start.to_i64(), step.to_i64());
-                    CpuStorage::I64((0..n as i64).map(|i| s + i * st).collect())
-                }
-                _ => {
-                    let (s, st) = (start.to_f64(), step.to_f64());
-                    CpuStorage::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect())
-                }
-            })),
-            Device::Gpu(g) => {
-                let words = [gpu_words(start, dtype), gpu_words(step, dtype)].concat();
-                Ok(Storage::Gpu(GpuStorage::fill(
-                    &g.0,
-                    FillKind::Arange,
-                    dtype,
-                    n,
-                    &words,
-                )?))
-            }
+            Device::Cpu => HostBuffer::arange(&(), n, start, step, dtype).map(Storage::Cpu),
+            Device::Gpu(g) => GpuStorage::arange(&g.0, n, start, step, dtype).map(Storage::Gpu),
         }
     }
 
@@ -242,175 +222,161 @@ impl Storage {
         range: (i64, i64),
     ) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(match kind {
-                FillKind::Uniform => CpuStorage::F32(gen.uniform(n)),
-                FillKind::Normal => CpuStorage::F32(gen.normal(n)),
-                _ => CpuStorage::I64(gen.int_range(n, range.0, range.1)),
-            })),
-            Device::Gpu(g) => {
-                let span = range.1.wrapping_sub(range.0);
-                let (seed, start) = (gen.seed(), gen.advance(n));
-                let params = [
-                    i64_words(seed as i64),
-                    i64_words(start as i64),
-                    i64_words(range.0),
-                    i64_words(span),
-                ]
-                .concat();
-                let dtype = if kind == FillKind::RandInt {
-                    DType::I64
-                } else {
-                    DType::F32
-                };
-                Ok(Storage::Gpu(GpuStorage::fill(
-                    &g.0, kind, dtype, n, &params,
-                )?))
-            }
+            Device::Cpu => HostBuffer::random(&(), kind, n, gen, range).map(Storage::Cpu),
+            Device::Gpu(g) => GpuStorage::random(&g.0, kind, n, gen, range).map(Storage::Gpu),
         }
     }
 
-    /// The CPU copy of the elements of `l`, row-major (a readback on a GPU).
-    pub fn to_cpu(&self, l: &Layout) -> Result<CpuStorage> {
-        match self {
-            Storage::Cpu(s) => Ok(s.copy_strided(l)),
-            Storage::Gpu(g) => g.to_cpu(l),
-        }
-    }
-
-    /// Upload CPU data to `device`.
-    pub fn from_cpu(device: &Device, s: CpuStorage) -> Result<Storage> {
+    /// Host data moved to `device` (an upload on a GPU).
+    pub fn from_host(device: &Device, data: HostBuffer) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(s)),
-            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::from_cpu(&g.0, &s)?)),
+            Device::Cpu => HostBuffer::from_host(&(), data).map(Storage::Cpu),
+            Device::Gpu(g) => GpuStorage::from_host(&g.0, data).map(Storage::Gpu),
+        }
+    }
+
+    /// The elements of `l`, row-major, in host memory (a readback on a GPU).
+    pub fn to_host(&self, l: &Layout) -> Result<HostBuffer> {
+        match self {
+            Storage::Cpu(s) => s.to_host(l),
+            Storage::Gpu(g) => g.to_host(l),
         }
     }
 
     pub fn copy_strided(&self, l: &Layout) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => {
-                cpu_room("contiguous", l.numel(), s.dtype())?;
-                Ok(Storage::Cpu(s.copy_strided(l)))
-            }
-            Storage::Gpu(g) => Ok(Storage::Gpu(g.copy_strided(l)?)),
-        }
+        on_backend!(self, |s| s.copy_strided(l))
     }
 
-    /// Overwrite the elements of `dst` with `src` (same dtype, broadcast to `dst`'s shape).
-    pub fn write(&mut self, dst: &Layout, src: &Storage, sl: &Layout) -> Result<()> {
-        match (self, src) {
-            (Storage::Cpu(d), Storage::Cpu(s)) => d.write(dst, s, sl),
-            (Storage::Gpu(d), Storage::Gpu(s)) => d.write(dst, s, sl)?,
-            _ => return Err(mismatch("assign")),
+    /// Overwrite the elements of `dst` with `src` (same dtype, broadcast to `dst`'s shape,
+    /// or a number).
+    pub fn write(&mut self, dst: &Layout, src: StorageArg<'_>) -> Result<()> {
+        let here = self.device();
+        match self {
+            Storage::Cpu(d) => d.write(dst, on_cpu("assign", &here, src)?),
+            Storage::Gpu(d) => d.write(dst, on_gpu("assign", &here, src)?),
         }
-        Ok(())
     }
 
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => {
-                cpu_room(op.name(), l.numel(), s.dtype())?;
-                Ok(Storage::Cpu(cpu::unary(op, s, l)))
-            }
-            Storage::Gpu(g) => Ok(Storage::Gpu(g.unary(op, l)?)),
+        on_backend!(self, |s| s.unary(op, l))
+    }
+
+    /// `a (op) b` over `shape` in `dtype`; operands already of `dtype` and broadcast.
+    pub fn binary(
+        op: BinaryOp,
+        shape: &[usize],
+        dtype: DType,
+        a: StorageArg<'_>,
+        b: StorageArg<'_>,
+    ) -> Result<Storage> {
+        let (name, first) = (op.name(), first_buffer(op.name(), &[a, b])?);
+        let here = first.device();
+        match first {
+            Storage::Cpu(_) => HostBuffer::binary(
+                op,
+                shape,
+                dtype,
+                on_cpu(name, &here, a)?,
+                on_cpu(name, &here, b)?,
+            )
+            .map(Storage::Cpu),
+            Storage::Gpu(_) => GpuStorage::binary(
+                op,
+                shape,
+                dtype,
+                on_gpu(name, &here, a)?,
+                on_gpu(name, &here, b)?,
+            )
+            .map(Storage::Gpu),
         }
     }
 
-    pub fn binary(&self, op: BinaryOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
-        match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => {
-                cpu_room(op.name(), l.numel(), a.dtype())?;
-                Ok(Storage::Cpu(cpu::binary(op, a, l, b, rl)))
-            }
-            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.binary(op, l, b, rl)?)),
-            _ => Err(mismatch(op.name())),
-        }
-    }
-
-    /// `self[dst] = self[dst] (op) rhs` in place; `rhs` is another buffer of the same dtype.
+    /// `self[dst] = self[dst] (op) src` in place; `src` is another buffer or a number.
     pub fn binary_inplace(
         &mut self,
         op: BinaryOp,
         dst: &Layout,
-        rhs: &Storage,
-        rl: &Layout,
+        src: StorageArg<'_>,
     ) -> Result<()> {
-        match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => cpu::binary_inplace(op, a, dst, b, rl),
-            (Storage::Gpu(a), Storage::Gpu(b)) => a.binary_inplace(op, dst, b, rl)?,
-            _ => return Err(mismatch(op.name())),
+        let here = self.device();
+        match self {
+            Storage::Cpu(d) => d.binary_inplace(op, dst, on_cpu(op.name(), &here, src)?),
+            Storage::Gpu(d) => d.binary_inplace(op, dst, on_gpu(op.name(), &here, src)?),
         }
-        Ok(())
     }
 
-    pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
-        match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => {
-                cpu_room(op.name(), l.numel(), DType::Bool)?;
-                Ok(Storage::Cpu(cpu::cmp(op, a, l, b, rl)))
-            }
-            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.cmp(op, l, b, rl)?)),
-            _ => Err(mismatch(op.name())),
+    pub fn cmp(
+        op: CmpOp,
+        shape: &[usize],
+        dtype: DType,
+        a: StorageArg<'_>,
+        b: StorageArg<'_>,
+    ) -> Result<Storage> {
+        let (name, first) = (op.name(), first_buffer(op.name(), &[a, b])?);
+        let here = first.device();
+        match first {
+            Storage::Cpu(_) => HostBuffer::cmp(
+                op,
+                shape,
+                dtype,
+                on_cpu(name, &here, a)?,
+                on_cpu(name, &here, b)?,
+            )
+            .map(Storage::Cpu),
+            Storage::Gpu(_) => GpuStorage::cmp(
+                op,
+                shape,
+                dtype,
+                on_gpu(name, &here, a)?,
+                on_gpu(name, &here, b)?,
+            )
+            .map(Storage::Gpu),
         }
     }
 
     pub fn where_cond(
-        &self,
-        l: &Layout,
-        a: &Storage,
-        la: &Layout,
-        b: &Storage,
-        lb: &Layout,
+        shape: &[usize],
+        dtype: DType,
+        cond: (&Storage, &Layout),
+        a: StorageArg<'_>,
+        b: StorageArg<'_>,
     ) -> Result<Storage> {
-        match (self, a, b) {
-            (Storage::Cpu(CpuStorage::Bool(c)), Storage::Cpu(a), Storage::Cpu(b)) => {
-                cpu_room("where", l.numel(), a.dtype())?;
-                Ok(Storage::Cpu(cpu::where_cond(c, l, a, la, b, lb)))
-            }
-            (Storage::Gpu(c), Storage::Gpu(a), Storage::Gpu(b)) => {
-                Ok(Storage::Gpu(c.where_cond(l, a, la, b, lb)?))
-            }
-            _ => Err(mismatch("where")),
+        let (c, lc) = cond;
+        let here = c.device();
+        match c {
+            Storage::Cpu(cs) => HostBuffer::where_cond(
+                shape,
+                dtype,
+                (cs, lc),
+                on_cpu("where", &here, a)?,
+                on_cpu("where", &here, b)?,
+            )
+            .map(Storage::Cpu),
+            Storage::Gpu(cs) => GpuStorage::where_cond(
+                shape,
+                dtype,
+                (cs, lc),
+                on_gpu("where", &here, a)?,
+                on_gpu("where", &here, b)?,
+            )
+            .map(Storage::Gpu),
         }
     }
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => {
-                cpu_room("to_dtype", l.numel(), to)?;
-                Ok(Storage::Cpu(cpu::cast(s, l, to)))
-            }
-            Storage::Gpu(g) => Ok(Storage::Gpu(g.cast(l, to)?)),
-        }
+        on_backend!(self, |s| s.cast(l, to))
     }
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(cpu::reduce(op, s, l, dims))),
-            Storage::Gpu(g) => Ok(Storage::Gpu(g.reduce(op, l, dims)?)),
-        }
+        on_backend!(self, |s| s.reduce(op, l, dims))
     }
 
     pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(cpu::cumsum(s, l, dim))),
-            Storage::Gpu(g) => Ok(Storage::Gpu(g.cumsum(l, dim)?)),
-        }
+        on_backend!(self, |s| s.cumsum(l, dim))
     }
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
-        match (self, rhs) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => {
-                let r = l.rank();
-                let n = l.shape[..r - 1]
-                    .iter()
-                    .product::<usize>()
-                    .saturating_mul(rl.shape[r - 1]);
-                cpu_room("matmul", n, a.dtype())?;
-                Ok(Storage::Cpu(cpu::matmul(a, l, b, rl)))
-            }
-            (Storage::Gpu(a), Storage::Gpu(b)) => Ok(Storage::Gpu(a.matmul(l, b, rl)?)),
-            _ => Err(mismatch("matmul")),
-        }
+        pair!("matmul", self, rhs, |a, b| a.matmul(l, b, rl))
     }
 
     pub fn index_select(
@@ -420,41 +386,14 @@ impl Storage {
         index: &Storage,
         il: &Layout,
     ) -> Result<Storage> {
-        match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => Ok(Storage::Cpu(
-                cpu::index_select(s, l, dim, &cpu::contiguous_cow(i, il))?,
-            )),
-            (Storage::Gpu(s), Storage::Gpu(i)) => {
-                let mut shape = l.shape.clone();
-                shape[dim] = il.numel();
-                let idx = if il.is_contiguous() {
-                    None
-                } else {
-                    Some(i.copy_strided(il)?)
-                };
-                let (i, il) = match &idx {
-                    Some(c) => (c, Layout::contiguous(&il.shape)),
-                    None => (i, il.clone()),
-                };
-                Ok(Storage::Gpu(s.gather(l, dim, i, &il, &shape, false)?))
-            }
-            _ => Err(mismatch("index_select")),
-        }
+        pair!("index_select", self, index, |s, i| s
+            .index_select(l, dim, i, il))
     }
 
     pub fn gather(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
-        match (self, index) {
-            (Storage::Cpu(s), Storage::Cpu(CpuStorage::I64(i))) => {
-                Ok(Storage::Cpu(cpu::gather(s, l, dim, i, il)?))
-            }
-            (Storage::Gpu(s), Storage::Gpu(i)) => {
-                Ok(Storage::Gpu(s.gather(l, dim, i, il, &il.shape, true)?))
-            }
-            _ => Err(mismatch("gather")),
-        }
+        pair!("gather", self, index, |s, i| s.gather(l, dim, i, il))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn scatter_add(
         &self,
         l: &Layout,
@@ -465,13 +404,24 @@ impl Storage {
         sl: &Layout,
     ) -> Result<Storage> {
         match (self, index, src) {
-            (Storage::Cpu(b), Storage::Cpu(CpuStorage::I64(i)), Storage::Cpu(s)) => {
-                Ok(Storage::Cpu(cpu::scatter_add(b, l, dim, i, il, s, sl)?))
+            (Storage::Cpu(b), Storage::Cpu(i), Storage::Cpu(s)) => {
+                b.scatter_add(l, dim, i, il, s, sl).map(Storage::Cpu)
             }
             (Storage::Gpu(b), Storage::Gpu(i), Storage::Gpu(s)) => {
-                Ok(Storage::Gpu(b.scatter_add(l, dim, i, il, s, sl)?))
+                b.scatter_add(l, dim, i, il, s, sl).map(Storage::Gpu)
             }
-            _ => Err(mismatch("scatter_add")),
+            (b, i, s) => {
+                let other = if i.device() != b.device() { i } else { s };
+                Err(mismatch("scatter_add", b, other))
+            }
         }
+    }
+}
+
+fn device_mismatch(op: &'static str, a: &Device, b: &Device) -> Error {
+    Error::DeviceMismatch {
+        op,
+        lhs: a.to_string(),
+        rhs: b.to_string(),
     }
 }

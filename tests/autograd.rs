@@ -139,9 +139,9 @@ fn shared_subgraph_gets_summed_gradients() {
         .unwrap();
     let y = x.mul_scalar(2.0).unwrap();
     let z = y
-        .add(&y.mul(&y).unwrap())
+        .add(y.mul(&y).unwrap())
         .unwrap()
-        .add(&y.exp().unwrap())
+        .add(y.exp().unwrap())
         .unwrap()
         .sum()
         .unwrap();
@@ -255,7 +255,7 @@ fn gradcheck_catches_a_wrong_rule() {
     // x^2 whose gradient is deliberately wrong: the value of x^2, the gradient of x (1).
     let wrong = |xs: &[Tensor]| -> Result<Tensor> {
         let x = &xs[0];
-        x.square()?.detach().add(&x.sub(&x.detach())?)
+        x.square()?.detach().add(&x.sub(x.detach())?)
     };
     let x = Tensor::new([0.5f32, 1.5, -2.0])
         .unwrap()

@@ -16,10 +16,10 @@ fn names(err: &Error, parts: &[&str]) {
 
 #[test]
 fn incompatible_broadcast() {
-    let e = t(&[3, 2]).add(&t(&[4])).unwrap_err();
+    let e = t(&[3, 2]).add(t(&[4])).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { op: "add", .. }));
     names(&e, &["add", "[3, 2]", "[4]"]);
-    let e = Tensor::where_cond(&t(&[2]).gt_scalar(0).unwrap(), &t(&[3]), &t(&[3])).unwrap_err();
+    let e = Tensor::where_cond(&t(&[2]).gt_scalar(0).unwrap(), t(&[3]), t(&[3])).unwrap_err();
     names(&e, &["where", "[2]", "[3]"]);
     let e = t(&[2, 3]).expand([4, 3]).unwrap_err();
     names(&e, &["expand", "[2, 3]", "[4, 3]"]);

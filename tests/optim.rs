@@ -88,7 +88,7 @@ fn run_file(json: &str, source: &str) {
                     .unwrap()
                     .mul_scalar(0.5)
                     .unwrap()
-                    .add(&c.mul(&p).unwrap())
+                    .add(c.mul(&p).unwrap())
                     .unwrap()
                     .sum()
                     .unwrap();

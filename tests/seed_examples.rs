@@ -301,7 +301,7 @@ fn matrix_and_transpose() {
 fn symmetric_matrix() {
     let b = Tensor::new([[1, 2, 3], [2, 0, 4], [3, 4, 5]]).unwrap();
     assert_eq!(
-        show(&b.eq(&b.t().unwrap()).unwrap()),
+        show(&b.eq(b.t().unwrap()).unwrap()),
         "tensor([[True, True, True],\n        [True, True, True],\n        [True, True, True]])"
     );
 }

@@ -2,7 +2,7 @@
 
 #[test]
 fn every_generated_shader_validates() {
-    let variants = wgrad::wgsl_variants();
+    let variants = wgrad::wgsl_variants().expect("every listed variant has a source");
     assert!(variants.len() > 100, "only {} variants", variants.len());
     let mut failures = Vec::new();
     for (label, source) in &variants {

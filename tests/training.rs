@@ -39,7 +39,7 @@ fn accuracy(model: &dyn Module, data: &TensorDataset, device: &Device) -> f64 {
         .unwrap();
     let pred = logits.argmax_dim(1, false).unwrap();
     let correct = pred
-        .eq(&data.targets().to_device(device).unwrap())
+        .eq(data.targets().to_device(device).unwrap())
         .unwrap()
         .sum()
         .unwrap();
@@ -64,7 +64,7 @@ fn train_epochs(
                 nn::cross_entropy(&model.forward(&x).unwrap(), &y, 0.0, Reduction::Mean).unwrap();
             loss.backward().unwrap();
             opt.step().unwrap();
-            total = total.add(&loss.detach()).unwrap();
+            total = total.add(loss.detach()).unwrap();
         }
         losses.push(total.item().unwrap().to_f64() / loader.num_batches() as f64);
     }

@@ -83,23 +83,29 @@ impl Node {
     }
 }
 
-/// Record `backward` if grad mode is on and any input requires grad.
+/// Record `backward` if grad mode is on and any input requires grad. `output` is the
+/// storage of the op's result: its version is kept when the rule reads the output.
 pub(crate) fn record(
     backward: impl FnOnce() -> BackwardOp,
     inputs: &[&Tensor],
+    output: &Arc<StorageCell>,
 ) -> Option<Arc<Node>> {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return None;
     }
     let op = backward();
-    let versions = if op.uses_input_values() {
-        inputs
-            .iter()
-            .map(|t| (t.storage().clone(), t.storage().version()))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let reads = op.reads();
+    let mut versions: Vec<(Arc<StorageCell>, u64)> = Vec::new();
+    if reads.inputs() {
+        versions.extend(
+            inputs
+                .iter()
+                .map(|t| (t.storage().clone(), t.storage().version())),
+        );
+    }
+    if reads.output() {
+        versions.push((output.clone(), output.version()));
+    }
     Some(Arc::new(Node {
         op,
         inputs: inputs.iter().map(|t| (*t).clone()).collect(),
@@ -129,12 +135,16 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> R
         };
         for (i, (cell, version)) in node.versions.iter().enumerate() {
             if cell.version() != *version {
+                let what = match node.inputs.get(i) {
+                    Some(input) => {
+                        format!("input {i} of {} (shape {:?})", node.name(), input.shape())
+                    }
+                    None => format!("the output of {} (shape {:?})", node.name(), t.shape()),
+                };
                 return Err(Error::autograd(
                     "backward",
                     format!(
-                        "one of the variables needed for gradient computation has been modified by an inplace operation: input {i} of {} (shape {:?}) is at version {}; expected version {version}",
-                        node.name(),
-                        node.inputs[i].shape(),
+                        "one of the variables needed for gradient computation has been modified by an inplace operation: {what} is at version {}; expected version {version}",
                         cell.version()
                     ),
                 ));

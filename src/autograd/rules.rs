@@ -1,18 +1,30 @@
 //! The backward rule of every primitive op, in one exhaustive `match`. Each rule maps the
 //! gradient of the output to gradients of the inputs using tensor ops only.
 
-use crate::dtype::DType;
+use crate::dtype::{DType, Scalar};
 use crate::error::Result;
-use crate::op::{BinaryOp, UnaryOp};
-use crate::tensor::Tensor;
+use crate::op::{BinaryOp, Reads, ScalarSide, UnaryOp};
+use crate::tensor::{Source, Tensor};
 
 /// Which rule a recorded node runs, with the non-tensor arguments of its forward op.
 #[derive(Debug, Clone)]
 pub enum BackwardOp {
+    /// The op table's derivative (`op/unary.rs`).
     Unary(UnaryOp),
+    /// Two tensor operands; the op table's derivatives (`op/binary.rs`).
     Binary(BinaryOp),
-    /// Inputs: condition, a, b.
-    Where,
+    /// One tensor operand and a number on `side`.
+    BinaryScalar {
+        op: BinaryOp,
+        scalar: Scalar,
+        side: ScalarSide,
+    },
+    /// Inputs: the condition, then `a` and `b` where they are tensors (the flags say which;
+    /// a number has no gradient).
+    Where {
+        a: bool,
+        b: bool,
+    },
     /// Input: the tensor before the cast.
     Cast,
     Sum {
@@ -92,8 +104,8 @@ impl BackwardOp {
         use BackwardOp::*;
         let base = match self {
             Unary(op) => capitalize(op.name()),
-            Binary(op) => capitalize(op.name()),
-            Where => "Where".into(),
+            Binary(op) | BinaryScalar { op, .. } => capitalize(op.name()),
+            Where { .. } => "Where".into(),
             Cast => "ToCopy".into(),
             Sum { .. } => "Sum".into(),
             Prod { .. } => "Prod".into(),
@@ -115,15 +127,30 @@ impl BackwardOp {
         format!("{base}Backward0")
     }
 
-    /// Whether the rule reads the values of its inputs (then modifying them in place before
+    /// What the rule reads of its inputs and output (then overwriting them in place before
     /// backward is an error).
-    pub fn uses_input_values(&self) -> bool {
+    pub fn reads(&self) -> Reads {
         use BackwardOp::*;
         match self {
-            Unary(op) => !matches!(op, UnaryOp::Neg),
-            Binary(op) => !matches!(op, BinaryOp::Add | BinaryOp::Sub),
-            Where | Prod { .. } | Extremum { .. } | Matmul => true,
-            _ => false,
+            Unary(op) => op.def().reads,
+            Binary(op) | BinaryScalar { op, .. } => op.def().reads,
+            Where { .. } | Prod { .. } | Matmul => Reads::Inputs,
+            // The saved result is a view of the output.
+            Extremum { .. } => Reads::All,
+            Cast
+            | Sum { .. }
+            | Cumsum { .. }
+            | Reshape
+            | Permute { .. }
+            | Slice { .. }
+            | Select { .. }
+            | Expand
+            | Copy
+            | Cat { .. }
+            | IndexSelect { .. }
+            | Gather { .. }
+            | ScatterAdd { .. }
+            | Embed { .. } => Reads::Nothing,
         }
     }
 }
@@ -152,22 +179,48 @@ pub(crate) fn backward(
     use BackwardOp::*;
     let x = &inputs[0];
     Ok(match op {
-        Unary(u) => vec![Some(unary(*u, g, x)?)],
-        Binary(b) => {
-            let (da, db) = binary(*b, g, x, &inputs[1], out)?;
-            vec![
-                da.map(|d| d.sum_to(x.shape())).transpose()?,
-                db.map(|d| d.sum_to(inputs[1].shape())).transpose()?,
-            ]
+        Unary(u) => vec![Some(match u.def().grad {
+            Some(rule) => rule(g, x, out)?,
+            None => Tensor::zeros_like(g)?,
+        })],
+        Binary(op) => {
+            let def = op.def();
+            let (a, b) = (x, &inputs[1]);
+            let da = if a.requires_grad() {
+                Some((def.grad_lhs)(g, a, &Source::Tensor(b.clone()), out)?.sum_to(a.shape())?)
+            } else {
+                None
+            };
+            let db = if b.requires_grad() {
+                Some((def.grad_rhs)(g, &Source::Tensor(a.clone()), b, out)?.sum_to(b.shape())?)
+            } else {
+                None
+            };
+            vec![da, db]
         }
-        Where => {
-            let zero = Tensor::zeros_like(g)?;
+        BinaryScalar { op, scalar, side } => {
+            let def = op.def();
+            let s = Source::Scalar(*scalar);
+            let d = match side {
+                ScalarSide::Rhs => (def.grad_lhs)(g, x, &s, out)?,
+                ScalarSide::Lhs => (def.grad_rhs)(g, &s, x, out)?,
+            };
+            vec![Some(d.sum_to(x.shape())?)]
+        }
+        Where { a, b } => {
             let c = &inputs[0];
-            vec![
-                None,
-                Some(Tensor::where_cond(c, g, &zero)?.sum_to(inputs[1].shape())?),
-                Some(Tensor::where_cond(c, &zero, g)?.sum_to(inputs[2].shape())?),
-            ]
+            let mut grads = vec![None];
+            let mut next = 1;
+            if *a {
+                let t = &inputs[next];
+                grads.push(Some(Tensor::where_cond(c, g, 0.0)?.sum_to(t.shape())?));
+                next += 1;
+            }
+            if *b {
+                let t = &inputs[next];
+                grads.push(Some(Tensor::where_cond(c, 0.0, g)?.sum_to(t.shape())?));
+            }
+            grads
         }
         Cast => vec![Some(if x.dtype().is_float() {
             g.to_dtype(x.dtype())?
@@ -317,94 +370,6 @@ pub(crate) fn backward(
             )?,
             EmbedView::Select { dim, index } => g.select(*dim as isize, *index as isize)?,
         })],
-    })
-}
-
-fn unary(op: UnaryOp, g: &Tensor, x: &Tensor) -> Result<Tensor> {
-    use UnaryOp::*;
-    match op {
-        Neg => g.neg(),
-        Abs => g.mul(&x.sign()?),
-        Exp => g.mul(&x.exp()?),
-        Log => g.div(x),
-        Sqrt => g.div(&x.sqrt()?.mul_scalar(2.0)?),
-        Sin => g.mul(&x.cos()?),
-        Cos => g.mul(&x.sin()?.neg()?),
-        Tanh => {
-            let t = x.tanh()?;
-            g.mul(&t.mul(&t)?.neg()?.add_scalar(1.0)?)
-        }
-        Sigmoid => {
-            let s = x.sigmoid()?;
-            g.mul(&s.mul(&s.neg()?.add_scalar(1.0)?)?)
-        }
-        Relu => g.mul(&x.gt_scalar(0.0)?.to_dtype(g.dtype())?),
-        Recip => {
-            let r = x.reciprocal()?;
-            g.mul(&r.mul(&r)?.neg()?)
-        }
-        Square => g.mul(&x.mul_scalar(2.0)?),
-        Sign | Floor | Ceil | Round | LogicalNot | IsNan => Tensor::zeros_like(g),
-    }
-}
-
-/// Gradients of a binary op's operands, each only when that operand requires grad.
-fn binary(
-    op: BinaryOp,
-    g: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    out: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    use BinaryOp::*;
-    let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
-    let when = |need: bool, f: &dyn Fn() -> Result<Tensor>| -> Result<Option<Tensor>> {
-        if need {
-            f().map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    Ok(match op {
-        Add => (
-            when(need_a, &|| Ok(g.clone()))?,
-            when(need_b, &|| Ok(g.clone()))?,
-        ),
-        Sub => (when(need_a, &|| Ok(g.clone()))?, when(need_b, &|| g.neg())?),
-        Mul => (when(need_a, &|| g.mul(b))?, when(need_b, &|| g.mul(a))?),
-        Div => (
-            when(need_a, &|| g.div(b))?,
-            when(need_b, &|| g.mul(a)?.div(&b.mul(b)?)?.neg())?,
-        ),
-        Pow => {
-            // d/da a^b = b a^(b-1); d/db a^b = a^b ln a, taken as 0 where a == 0 (PyTorch).
-            let da = when(need_a, &|| g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?))?;
-            let db = when(need_b, &|| {
-                // With create_graph the power must carry a graph; otherwise reuse the forward result.
-                let p = if crate::autograd::is_grad_enabled() {
-                    a.pow(b)?
-                } else {
-                    out.detach()
-                };
-                let zero = Tensor::zeros_like(&p)?;
-                let safe_log = Tensor::where_cond(&a.eq_scalar(0.0)?, &zero, &p.mul(&a.log()?)?)?;
-                g.mul(&safe_log)
-            })?;
-            (da, db)
-        }
-        Maximum | Minimum => {
-            // The larger (smaller) input gets the gradient; ties split it in half.
-            let half = || -> Result<Tensor> { a.eq(b)?.to_dtype(g.dtype())?.mul_scalar(0.5) };
-            let (win, lose) = if op == Maximum {
-                (a.gt(b)?, a.lt(b)?)
-            } else {
-                (a.lt(b)?, a.gt(b)?)
-            };
-            (
-                when(need_a, &|| g.mul(&win.to_dtype(g.dtype())?.add(&half()?)?))?,
-                when(need_b, &|| g.mul(&lose.to_dtype(g.dtype())?.add(&half()?)?))?,
-            )
-        }
     })
 }
 

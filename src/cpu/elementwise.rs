@@ -1,248 +1,275 @@
-//! Elementwise kernels: the CPU side of `UnaryOp`, `BinaryOp`, `CmpOp`, `where` and casts.
+//! Elementwise kernels: the CPU side of the op tables (`op/`), `where`, writes and casts.
+//! Each function picks the table entry for the operands' dtype and runs its closure over the
+//! strided walk; an entry without a kernel for the dtype is `Err(Unsupported)`.
 
-use super::map::{map1, map2, map3};
-use super::CpuStorage;
-use crate::dtype::DType;
+use super::map::{map1, map3, run1, run2, update, write_into};
+use super::pool::Pooled;
+use crate::backend::Arg;
+use crate::dtype::{DType, Scalar};
+use crate::error::{Error, Result};
+use crate::host::HostBuffer;
 use crate::layout::Layout;
-use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::op::{Binary, BinaryOp, CmpOp, Kern2, Unary, UnaryOp};
+use std::borrow::Cow;
 
-/// Apply a unary op. The caller has already converted integer inputs for ops that need
-/// floats, so the input dtype here is the computation dtype.
-pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> CpuStorage {
-    use UnaryOp::*;
-    match s {
-        CpuStorage::F32(v) => match op {
-            Neg => CpuStorage::F32(map1(v, l, |x| -x)),
-            Abs => CpuStorage::F32(map1(v, l, f32::abs)),
-            Exp => CpuStorage::F32(map1(v, l, f32::exp)),
-            Log => CpuStorage::F32(map1(v, l, f32::ln)),
-            Sqrt => CpuStorage::F32(map1(v, l, f32::sqrt)),
-            Sin => CpuStorage::F32(map1(v, l, f32::sin)),
-            Cos => CpuStorage::F32(map1(v, l, f32::cos)),
-            Tanh => CpuStorage::F32(map1(v, l, f32::tanh)),
-            Sigmoid => CpuStorage::F32(map1(v, l, sigmoid)),
-            // NaN stays NaN, as in PyTorch.
-            Relu => CpuStorage::F32(map1(v, l, |x| if x > 0.0 || x.is_nan() { x } else { 0.0 })),
-            Recip => CpuStorage::F32(map1(v, l, |x| 1.0 / x)),
-            Square => CpuStorage::F32(map1(v, l, |x| x * x)),
-            Sign => CpuStorage::F32(map1(v, l, |x| {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
-                } else {
-                    x
+/// A Rust element type of a host buffer.
+pub(crate) trait HostElem: Pooled + Sync + Send {
+    const DTYPE: DType;
+    fn of(b: &HostBuffer) -> Option<&[Self]>;
+    fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]>;
+    fn from_scalar(s: Scalar) -> Self;
+    fn wrap(v: Vec<Self>) -> HostBuffer;
+}
+
+macro_rules! host_elem {
+    ($($t:ty => $v:ident [$($other:ident),*], $conv:expr;)*) => {$(
+        impl HostElem for $t {
+            const DTYPE: DType = DType::$v;
+            fn of(b: &HostBuffer) -> Option<&[Self]> {
+                match b {
+                    HostBuffer::$v(v) => Some(v),
+                    $(HostBuffer::$other(_))|* => None,
                 }
-            })),
-            Floor => CpuStorage::F32(map1(v, l, f32::floor)),
-            Ceil => CpuStorage::F32(map1(v, l, f32::ceil)),
-            Round => CpuStorage::F32(map1(v, l, f32::round_ties_even)),
-            LogicalNot => CpuStorage::Bool(map1(v, l, |x| x == 0.0)),
-            IsNan => CpuStorage::Bool(map1(v, l, f32::is_nan)),
-        },
-        CpuStorage::I64(v) => match op {
-            Neg => CpuStorage::I64(map1(v, l, i64::wrapping_neg)),
-            Abs => CpuStorage::I64(map1(v, l, i64::wrapping_abs)),
-            Relu => CpuStorage::I64(map1(v, l, |x| x.max(0))),
-            Square => CpuStorage::I64(map1(v, l, |x| x.wrapping_mul(x))),
-            Sign => CpuStorage::I64(map1(v, l, i64::signum)),
-            Floor | Ceil | Round => CpuStorage::I64(map1(v, l, |x| x)),
-            LogicalNot => CpuStorage::Bool(map1(v, l, |x| x == 0)),
-            IsNan => CpuStorage::Bool(map1(v, l, |_| false)),
-            _ => unreachable!("unary {op:?} on i64: converted to f32 by the caller"),
-        },
-        CpuStorage::Bool(v) => match op {
-            LogicalNot => CpuStorage::Bool(map1(v, l, |x| !x)),
-            IsNan => CpuStorage::Bool(map1(v, l, |_| false)),
-            Abs | Relu | Square | Sign | Floor | Ceil | Round => {
-                CpuStorage::Bool(map1(v, l, |x| x))
             }
-            _ => unreachable!("unary {op:?} on bool: converted by the caller"),
-        },
-    }
-}
-
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    // Written so that neither branch overflows: exp of a non-positive number only.
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// Apply a binary op to two operands of the same dtype whose layouts have the same shape.
-pub fn binary(
-    op: BinaryOp,
-    a: &CpuStorage,
-    la: &Layout,
-    b: &CpuStorage,
-    lb: &Layout,
-) -> CpuStorage {
-    use BinaryOp::*;
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(match op {
-            Add => map2(x, la, y, lb, |a, b| a + b),
-            Sub => map2(x, la, y, lb, |a, b| a - b),
-            Mul => map2(x, la, y, lb, |a, b| a * b),
-            Div => map2(x, la, y, lb, |a, b| a / b),
-            Pow => map2(x, la, y, lb, f32::powf),
-            Maximum => map2(x, la, y, lb, |a, b| if a.is_nan() || a > b { a } else { b }),
-            Minimum => map2(x, la, y, lb, |a, b| if a.is_nan() || a < b { a } else { b }),
-        }),
-        (CpuStorage::I64(x), CpuStorage::I64(y)) => CpuStorage::I64(match op {
-            Add => map2(x, la, y, lb, i64::wrapping_add),
-            Sub => map2(x, la, y, lb, i64::wrapping_sub),
-            Mul => map2(x, la, y, lb, i64::wrapping_mul),
-            // Division of integers is done in float by the caller (true division); this is
-            // floor division (x / 0 is 0), as the GPU's `i64_floordiv`.
-            Div => map2(x, la, y, lb, |a, b| {
-                if b == 0 {
-                    return 0;
+            fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]> {
+                match b {
+                    HostBuffer::$v(v) => Some(v),
+                    $(HostBuffer::$other(_))|* => None,
                 }
-                let q = a.wrapping_div(b);
-                if a.wrapping_rem(b) != 0 && (a < 0) != (b < 0) {
-                    q - 1
-                } else {
-                    q
-                }
-            }),
-            Pow => map2(x, la, y, lb, |a, b| {
-                if b < 0 {
-                    0
-                } else {
-                    a.wrapping_pow(b.min(u32::MAX as i64) as u32)
-                }
-            }),
-            Maximum => map2(x, la, y, lb, i64::max),
-            Minimum => map2(x, la, y, lb, i64::min),
-        }),
-        (CpuStorage::Bool(x), CpuStorage::Bool(y)) => CpuStorage::Bool(match op {
-            Add | Maximum => map2(x, la, y, lb, |a, b| a | b),
-            Mul | Minimum => map2(x, la, y, lb, |a, b| a & b),
-            Sub | Div | Pow => unreachable!("binary {op:?} on bool: rejected by the caller"),
-        }),
-        _ => unreachable!("binary: operand dtypes are unified by the caller"),
+            }
+            fn from_scalar(s: Scalar) -> Self {
+                $conv(s)
+            }
+            fn wrap(v: Vec<Self>) -> HostBuffer {
+                HostBuffer::$v(v)
+            }
+        }
+    )*};
+}
+host_elem! {
+    f32 => F32 [I64, Bool], |s: Scalar| s.to_f64() as f32;
+    i64 => I64 [F32, Bool], |s: Scalar| s.to_i64();
+    bool => Bool [F32, I64], |s: Scalar| s.to_bool();
+}
+
+fn unsupported(op: &'static str, dtype: DType) -> Error {
+    Error::Unsupported {
+        op,
+        dtype,
+        backend: "cpu",
     }
 }
 
-/// `a = a (op) b` in place, for a destination view `a` and a source `b` of the same dtype in
-/// another buffer (broadcast to `a`'s shape). Only the ops with in-place forms.
-pub fn binary_inplace(op: BinaryOp, a: &mut CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) {
-    use super::map::update2;
-    use BinaryOp::*;
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => match op {
-            Add => update2(x, la, y, lb, |a, b| a + b),
-            Sub => update2(x, la, y, lb, |a, b| a - b),
-            Mul => update2(x, la, y, lb, |a, b| a * b),
-            Div => update2(x, la, y, lb, |a, b| a / b),
-            _ => unreachable!("in-place {op:?}: not offered"),
-        },
-        (CpuStorage::I64(x), CpuStorage::I64(y)) => match op {
-            Add => update2(x, la, y, lb, i64::wrapping_add),
-            Sub => update2(x, la, y, lb, i64::wrapping_sub),
-            Mul => update2(x, la, y, lb, i64::wrapping_mul),
-            _ => unreachable!("in-place {op:?} on i64: computed out of place by the caller"),
-        },
-        _ => unreachable!("binary_inplace: dtypes are unified by the caller"),
-    }
+fn wrong_dtype(op: &'static str, expected: DType, got: DType) -> Error {
+    Error::invalid(
+        op,
+        format!("an operand of dtype {got:?} reached the CPU kernel for {expected:?}"),
+    )
 }
 
-/// Comparisons and logical connectives, to bool.
-pub fn cmp(op: CmpOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuStorage {
-    fn go<T: Copy + Sync + PartialOrd + Default + Truthy>(
-        op: CmpOp,
-        x: &[T],
-        la: &Layout,
-        y: &[T],
-        lb: &Layout,
-    ) -> Vec<bool> {
-        use CmpOp::*;
-        match op {
-            Eq => map2(x, la, y, lb, |a, b| a == b),
-            Ne => map2(x, la, y, lb, |a, b| a != b),
-            Lt => map2(x, la, y, lb, |a, b| a < b),
-            Le => map2(x, la, y, lb, |a, b| a <= b),
-            Gt => map2(x, la, y, lb, |a, b| a > b),
-            Ge => map2(x, la, y, lb, |a, b| a >= b),
-            And => map2(x, la, y, lb, |a, b| a.truthy() && b.truthy()),
-            Or => map2(x, la, y, lb, |a, b| a.truthy() || b.truthy()),
-            Xor => map2(x, la, y, lb, |a, b| a.truthy() != b.truthy()),
+/// An operand's elements and its layout over `shape`; a number is one element that every
+/// position reads (stride 0), held in `holder`.
+fn operand<'a, T: HostElem>(
+    op: &'static str,
+    arg: Arg<'a, HostBuffer>,
+    shape: &[usize],
+    holder: &'a mut [T; 1],
+) -> Result<(&'a [T], Cow<'a, Layout>)> {
+    match arg {
+        Arg::Buf(b, l) => {
+            let data = T::of(b).ok_or_else(|| wrong_dtype(op, T::DTYPE, b.dtype()))?;
+            Ok((data, Cow::Borrowed(l)))
+        }
+        Arg::Scalar(s) => {
+            holder[0] = T::from_scalar(s);
+            let l = Layout {
+                shape: shape.to_vec(),
+                strides: vec![0; shape.len()],
+                offset: 0,
+            };
+            Ok((&holder[..], Cow::Owned(l)))
         }
     }
-    CpuStorage::Bool(match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => go(op, x, la, y, lb),
-        (CpuStorage::I64(x), CpuStorage::I64(y)) => go(op, x, la, y, lb),
-        (CpuStorage::Bool(x), CpuStorage::Bool(y)) => go(op, x, la, y, lb),
-        _ => unreachable!("cmp: operand dtypes are unified by the caller"),
-    })
 }
 
-trait Truthy {
-    fn truthy(self) -> bool;
-}
-impl Truthy for f32 {
-    fn truthy(self) -> bool {
-        self != 0.0
+pub fn unary(op: UnaryOp, s: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
+    fn on<T: HostElem>(
+        name: &'static str,
+        e: &Unary<T>,
+        v: &[T],
+        l: &Layout,
+    ) -> Result<HostBuffer> {
+        match e {
+            Unary::Map(k) => Ok(T::wrap(run1(v, l, k.cpu))),
+            Unary::Test(k) => Ok(HostBuffer::Bool(run1(v, l, k.cpu))),
+            Unary::ViaFloat | Unary::Refused(_) => Err(unsupported(name, T::DTYPE)),
+        }
     }
-}
-impl Truthy for i64 {
-    fn truthy(self) -> bool {
-        self != 0
-    }
-}
-impl Truthy for bool {
-    fn truthy(self) -> bool {
-        self
+    let def = op.def();
+    match s {
+        HostBuffer::F32(v) => on(def.name, &def.f32, v, l),
+        HostBuffer::I64(v) => on(def.name, &def.i64, v, l),
+        HostBuffer::Bool(v) => on(def.name, &def.bool, v, l),
     }
 }
 
-/// `cond ? a : b`, all three layouts of the same shape; `a` and `b` of the same dtype.
+fn arith<'a, T: HostElem>(name: &'static str, e: &'a Binary<T>) -> Result<&'a crate::op::Arith<T>> {
+    match e {
+        Binary::Map(k) => Ok(k),
+        Binary::ViaFloat | Binary::ViaInt | Binary::Refused(_) => Err(unsupported(name, T::DTYPE)),
+    }
+}
+
+/// `a (op) b` over `shape`, in `dtype`.
+pub fn binary(
+    op: BinaryOp,
+    shape: &[usize],
+    dtype: DType,
+    a: Arg<'_, HostBuffer>,
+    b: Arg<'_, HostBuffer>,
+) -> Result<HostBuffer> {
+    fn on<T: HostElem>(
+        name: &'static str,
+        e: &Binary<T>,
+        shape: &[usize],
+        a: Arg<'_, HostBuffer>,
+        b: Arg<'_, HostBuffer>,
+    ) -> Result<HostBuffer> {
+        let k = arith(name, e)?;
+        let (mut ha, mut hb) = ([T::default()], [T::default()]);
+        let (x, lx) = operand(name, a, shape, &mut ha)?;
+        let (y, ly) = operand(name, b, shape, &mut hb)?;
+        Ok(T::wrap(run2(shape, (x, &lx), (y, &ly), k.cpu)))
+    }
+    let def = op.def();
+    match dtype {
+        DType::F32 => on(def.name, &def.f32, shape, a, b),
+        DType::I64 => on(def.name, &def.i64, shape, a, b),
+        DType::Bool => on(def.name, &def.bool, shape, a, b),
+    }
+}
+
+/// `dst = dst (op) src` in place; `src` is in another buffer, or a number.
+pub fn binary_inplace(
+    op: BinaryOp,
+    dst: &mut HostBuffer,
+    dl: &Layout,
+    src: Arg<'_, HostBuffer>,
+) -> Result<()> {
+    fn on<T: HostElem>(
+        name: &'static str,
+        e: &Binary<T>,
+        dst: &mut HostBuffer,
+        dl: &Layout,
+        src: Arg<'_, HostBuffer>,
+    ) -> Result<()> {
+        let k = arith(name, e)?;
+        let mut h = [T::default()];
+        let (y, ly) = operand(name, src, &dl.shape, &mut h)?;
+        let got = dst.dtype();
+        let d = T::of_mut(dst).ok_or_else(|| wrong_dtype(name, T::DTYPE, got))?;
+        update(d, dl, y, &ly, k.cpu_update);
+        Ok(())
+    }
+    let def = op.def();
+    match dst.dtype() {
+        DType::F32 => on(def.name, &def.f32, dst, dl, src),
+        DType::I64 => on(def.name, &def.i64, dst, dl, src),
+        DType::Bool => on(def.name, &def.bool, dst, dl, src),
+    }
+}
+
+/// A comparison or logical connective, to bool.
+pub fn cmp(
+    op: CmpOp,
+    shape: &[usize],
+    dtype: DType,
+    a: Arg<'_, HostBuffer>,
+    b: Arg<'_, HostBuffer>,
+) -> Result<HostBuffer> {
+    fn on<T: HostElem>(
+        name: &'static str,
+        k: &Kern2<T, bool>,
+        shape: &[usize],
+        a: Arg<'_, HostBuffer>,
+        b: Arg<'_, HostBuffer>,
+    ) -> Result<HostBuffer> {
+        let (mut ha, mut hb) = ([T::default()], [T::default()]);
+        let (x, lx) = operand(name, a, shape, &mut ha)?;
+        let (y, ly) = operand(name, b, shape, &mut hb)?;
+        Ok(HostBuffer::Bool(run2(shape, (x, &lx), (y, &ly), k.cpu)))
+    }
+    let def = op.def();
+    match dtype {
+        DType::F32 => on(def.name, &def.f32, shape, a, b),
+        DType::I64 => on(def.name, &def.i64, shape, a, b),
+        DType::Bool => on(def.name, &def.bool, shape, a, b),
+    }
+}
+
+/// `cond ? a : b` over `shape`; `a` and `b` of `dtype`.
 pub fn where_cond(
-    c: &[bool],
-    lc: &Layout,
-    a: &CpuStorage,
-    la: &Layout,
-    b: &CpuStorage,
-    lb: &Layout,
-) -> CpuStorage {
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(map3(
-            (c, lc),
-            (x, la),
-            (y, lb),
-            |c, a, b| if c { a } else { b },
-        )),
-        (CpuStorage::I64(x), CpuStorage::I64(y)) => CpuStorage::I64(map3(
-            (c, lc),
-            (x, la),
-            (y, lb),
-            |c, a, b| if c { a } else { b },
-        )),
-        (CpuStorage::Bool(x), CpuStorage::Bool(y)) => CpuStorage::Bool(map3(
-            (c, lc),
-            (x, la),
-            (y, lb),
-            |c, a, b| if c { a } else { b },
-        )),
-        _ => unreachable!("where: operand dtypes are unified by the caller"),
+    shape: &[usize],
+    dtype: DType,
+    (c, lc): (&HostBuffer, &Layout),
+    a: Arg<'_, HostBuffer>,
+    b: Arg<'_, HostBuffer>,
+) -> Result<HostBuffer> {
+    fn on<T: HostElem>(
+        shape: &[usize],
+        c: &[bool],
+        lc: &Layout,
+        a: Arg<'_, HostBuffer>,
+        b: Arg<'_, HostBuffer>,
+    ) -> Result<HostBuffer> {
+        let (mut ha, mut hb) = ([T::default()], [T::default()]);
+        let (x, lx) = operand("where", a, shape, &mut ha)?;
+        let (y, ly) = operand("where", b, shape, &mut hb)?;
+        Ok(T::wrap(map3((c, lc), (x, &lx), (y, &ly), |c, a, b| {
+            if c {
+                a
+            } else {
+                b
+            }
+        })))
+    }
+    let c = bool::of(c).ok_or_else(|| wrong_dtype("where", DType::Bool, c.dtype()))?;
+    match dtype {
+        DType::F32 => on::<f32>(shape, c, lc, a, b),
+        DType::I64 => on::<i64>(shape, c, lc, a, b),
+        DType::Bool => on::<bool>(shape, c, lc, a, b),
+    }
+}
+
+/// Overwrite the elements of the view `dl` with `src` (broadcast to its shape) or a number.
+pub fn write(dst: &mut HostBuffer, dl: &Layout, src: Arg<'_, HostBuffer>) -> Result<()> {
+    fn on<T: HostElem>(dst: &mut HostBuffer, dl: &Layout, src: Arg<'_, HostBuffer>) -> Result<()> {
+        let mut h = [T::default()];
+        let (y, ly) = operand("assign", src, &dl.shape, &mut h)?;
+        let got = dst.dtype();
+        let d = T::of_mut(dst).ok_or_else(|| wrong_dtype("assign", T::DTYPE, got))?;
+        write_into(d, dl, y, &ly);
+        Ok(())
+    }
+    match dst.dtype() {
+        DType::F32 => on::<f32>(dst, dl, src),
+        DType::I64 => on::<i64>(dst, dl, src),
+        DType::Bool => on::<bool>(dst, dl, src),
     }
 }
 
 /// Convert to another dtype (float to int truncates toward zero, as PyTorch).
-pub fn cast(s: &CpuStorage, l: &Layout, to: DType) -> CpuStorage {
+pub fn cast(s: &HostBuffer, l: &Layout, to: DType) -> HostBuffer {
+    use HostBuffer as H;
     match (s, to) {
-        (CpuStorage::F32(v), DType::F32) => CpuStorage::F32(map1(v, l, |x| x)),
-        (CpuStorage::F32(v), DType::I64) => CpuStorage::I64(map1(v, l, |x| x as i64)),
-        (CpuStorage::F32(v), DType::Bool) => CpuStorage::Bool(map1(v, l, |x| x != 0.0)),
-        (CpuStorage::I64(v), DType::F32) => CpuStorage::F32(map1(v, l, |x| x as f32)),
-        (CpuStorage::I64(v), DType::I64) => CpuStorage::I64(map1(v, l, |x| x)),
-        (CpuStorage::I64(v), DType::Bool) => CpuStorage::Bool(map1(v, l, |x| x != 0)),
-        (CpuStorage::Bool(v), DType::F32) => CpuStorage::F32(map1(v, l, |x| x as u8 as f32)),
-        (CpuStorage::Bool(v), DType::I64) => CpuStorage::I64(map1(v, l, |x| x as i64)),
-        (CpuStorage::Bool(v), DType::Bool) => CpuStorage::Bool(map1(v, l, |x| x)),
+        (H::F32(v), DType::F32) => H::F32(map1(v, l, |x| x)),
+        (H::F32(v), DType::I64) => H::I64(map1(v, l, |x| x as i64)),
+        (H::F32(v), DType::Bool) => H::Bool(map1(v, l, |x| x != 0.0)),
+        (H::I64(v), DType::F32) => H::F32(map1(v, l, |x| x as f32)),
+        (H::I64(v), DType::I64) => H::I64(map1(v, l, |x| x)),
+        (H::I64(v), DType::Bool) => H::Bool(map1(v, l, |x| x != 0)),
+        (H::Bool(v), DType::F32) => H::F32(map1(v, l, |x| x as u8 as f32)),
+        (H::Bool(v), DType::I64) => H::I64(map1(v, l, |x| x as i64)),
+        (H::Bool(v), DType::Bool) => H::Bool(map1(v, l, |x| x)),
     }
 }

@@ -1,8 +1,9 @@
 //! Gathering and scattering along a dim with integer indices. Index values are checked here,
-#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
 //! where they are read, and an out-of-range index is an error naming it.
+#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
 
-use super::CpuStorage;
+use super::HostBuffer;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 
@@ -24,15 +25,15 @@ fn check(op: &'static str, i: i64, dim: usize, shape: &[usize]) -> Result<usize>
 macro_rules! per_dtype {
     ($s:expr, $v:ident => $body:expr) => {
         match $s {
-            CpuStorage::F32($v) => CpuStorage::F32($body),
-            CpuStorage::I64($v) => CpuStorage::I64($body),
-            CpuStorage::Bool($v) => CpuStorage::Bool($body),
+            HostBuffer::F32($v) => HostBuffer::F32($body),
+            HostBuffer::I64($v) => HostBuffer::I64($body),
+            HostBuffer::Bool($v) => HostBuffer::Bool($body),
         }
     };
 }
 
 /// `out[.., j, ..] = src[.., idx[j], ..]` along `dim`; `idx` is a contiguous list.
-pub fn index_select(s: &CpuStorage, l: &Layout, dim: usize, idx: &[i64]) -> Result<CpuStorage> {
+pub fn index_select(s: &HostBuffer, l: &Layout, dim: usize, idx: &[i64]) -> Result<HostBuffer> {
     let picked: Vec<usize> = idx
         .iter()
         .map(|&i| check("index_select", i, dim, &l.shape))
@@ -66,12 +67,12 @@ pub fn index_select(s: &CpuStorage, l: &Layout, dim: usize, idx: &[i64]) -> Resu
 
 /// For each position `p` of `index`'s shape: `out[p] = src[p with p[dim] = index[p]]`.
 pub fn gather(
-    s: &CpuStorage,
+    s: &HostBuffer,
     l: &Layout,
     dim: usize,
     index: &[i64],
     il: &Layout,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let idx = super::contiguous_vec(index, il);
     let shape = &il.shape;
     let mut src_offsets = Vec::with_capacity(idx.len());
@@ -91,14 +92,14 @@ pub fn gather(
 /// `out = base` (contiguous copy), then `out[p with p[dim] = index[p]] += src[p]` for each
 /// position `p` of `index`'s shape.
 pub fn scatter_add(
-    base: &CpuStorage,
+    base: &HostBuffer,
     bl: &Layout,
     dim: usize,
     index: &[i64],
     il: &Layout,
-    src: &CpuStorage,
+    src: &HostBuffer,
     sl: &Layout,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let idx = super::contiguous_vec(index, il);
     let strides = crate::shape::contiguous_strides(&bl.shape);
     let shape = &il.shape;
@@ -120,21 +121,37 @@ pub fn scatter_add(
         offset: sl.offset,
     };
     Ok(match (base, src) {
-        (CpuStorage::F32(b), CpuStorage::F32(s)) => {
+        (HostBuffer::F32(b), HostBuffer::F32(s)) => {
             let mut out = super::contiguous_vec(b, bl);
             for (&o, x) in dst_offsets.iter().zip(super::contiguous_vec(s, &src_view)) {
                 out[o] += x;
             }
-            CpuStorage::F32(out)
+            HostBuffer::F32(out)
         }
-        (CpuStorage::I64(b), CpuStorage::I64(s)) => {
+        (HostBuffer::I64(b), HostBuffer::I64(s)) => {
             let mut out = super::contiguous_vec(b, bl);
             for (&o, x) in dst_offsets.iter().zip(super::contiguous_vec(s, &src_view)) {
                 out[o] = out[o].wrapping_add(x);
             }
-            CpuStorage::I64(out)
+            HostBuffer::I64(out)
         }
-        _ => unreachable!("scatter_add: dtypes are checked by the caller"),
+        (HostBuffer::Bool(_), HostBuffer::Bool(_)) => {
+            return Err(Error::Unsupported {
+                op: "scatter_add",
+                dtype: DType::Bool,
+                backend: "cpu",
+            })
+        }
+        (b, s) => {
+            return Err(Error::invalid(
+                "scatter_add",
+                format!(
+                    "base of dtype {:?} and source of dtype {:?} reached the CPU kernel",
+                    b.dtype(),
+                    s.dtype()
+                ),
+            ))
+        }
     })
 }
 

@@ -1,8 +1,10 @@
 //! Elementwise maps over strided (and broadcast) inputs into a fresh contiguous output,
 //! parallel across chunks when large.
 
-use super::walk::{chunk_len, Merged, PARALLEL_THRESHOLD};
+use super::{chunk_len, PARALLEL_THRESHOLD};
 use crate::layout::Layout;
+use crate::layout::Merged;
+use crate::op::{Run1, Run2, Update2};
 use rayon::prelude::*;
 
 /// Fill `out` (contiguous, in row-major order of `shape`) from the elements of `K` input
@@ -55,34 +57,24 @@ pub fn map1<T: Copy + Sync, U: super::pool::Pooled>(
     })
 }
 
-/// `out[i] = f(a[i], b[i])` over two layouts of the same (broadcast) shape.
-pub fn map2<T: Copy + Sync, V: Copy + Sync, U: super::pool::Pooled>(
-    a: &[T],
-    la: &Layout,
-    b: &[V],
-    lb: &Layout,
-    f: impl Fn(T, V) -> U + Sync,
+/// `out[i] = f(src[i])` with a table kernel's run (see `op/kernel.rs`).
+pub fn run1<T: Copy + Sync, U: super::pool::Pooled>(
+    src: &[T],
+    l: &Layout,
+    run: Run1<T, U>,
 ) -> Vec<U> {
-    fill(&la.shape, [la, lb], |out, [oa, ob], run, [sa, sb]| {
-        if sa == 1 && sb == 1 {
-            for ((d, &x), &y) in out.iter_mut().zip(&a[oa..oa + run]).zip(&b[ob..ob + run]) {
-                *d = f(x, y);
-            }
-        } else if sa == 1 && sb == 0 {
-            let y = b[ob];
-            for (d, &x) in out.iter_mut().zip(&a[oa..oa + run]) {
-                *d = f(x, y);
-            }
-        } else if sa == 0 && sb == 1 {
-            let x = a[oa];
-            for (d, &y) in out.iter_mut().zip(&b[ob..ob + run]) {
-                *d = f(x, y);
-            }
-        } else {
-            for (i, d) in out.iter_mut().enumerate() {
-                *d = f(a[oa + i * sa], b[ob + i * sb]);
-            }
-        }
+    fill(&l.shape, [l], |out, [o], _, [s]| run(out, src, o, s))
+}
+
+/// `out[i] = f(a[i], b[i])` over two layouts of `shape`, with a table kernel's run.
+pub fn run2<T: Copy + Sync, U: super::pool::Pooled>(
+    shape: &[usize],
+    (a, la): (&[T], &Layout),
+    (b, lb): (&[T], &Layout),
+    run: Run2<T, U>,
+) -> Vec<U> {
+    fill(shape, [la, lb], |out, [oa, ob], _, [sa, sb]| {
+        run(out, a, oa, sa, b, ob, sb)
     })
 }
 
@@ -125,13 +117,14 @@ pub fn write_into<T: Copy + Sync + Send>(dst: &mut [T], dl: &Layout, src: &[T], 
 }
 
 /// `dst[i] = f(dst[i], src[i])` in place over a destination view and a source of the same
-/// (broadcast) shape in a different buffer. Parallel when the destination is contiguous.
-pub fn update2<T: Copy + Sync + Send>(
+/// (broadcast) shape in a different buffer, with a table kernel's update. Parallel when the
+/// destination is contiguous.
+pub fn update<T: Copy + Sync + Send>(
     dst: &mut [T],
     dl: &Layout,
     src: &[T],
     sl: &Layout,
-    f: impl Fn(T, T) -> T + Sync,
+    update: Update2<T>,
 ) {
     let n = dl.numel();
     if dl.is_contiguous() {
@@ -139,16 +132,7 @@ pub fn update2<T: Copy + Sync + Send>(
         let work = |start: usize, chunk: &mut [T]| {
             let mut pos = 0;
             src_walk.for_each_run(start, start + chunk.len(), |[o], run, [s]| {
-                let d = &mut chunk[pos..pos + run];
-                if s == 1 {
-                    for (x, &y) in d.iter_mut().zip(&src[o..o + run]) {
-                        *x = f(*x, y);
-                    }
-                } else {
-                    for (i, x) in d.iter_mut().enumerate() {
-                        *x = f(*x, src[o + i * s]);
-                    }
-                }
+                update(chunk, pos, 1, run, src, o, s);
                 pos += run;
             });
         };
@@ -169,9 +153,6 @@ pub fn update2<T: Copy + Sync + Send>(
         [dl.offset, sl.offset],
     );
     merged.for_each_run(0, n, |[od, os], run, [sd, ss]| {
-        for i in 0..run {
-            let d = &mut dst[od + i * sd];
-            *d = f(*d, src[os + i * ss]);
-        }
+        update(dst, od, sd, run, src, os, ss)
     });
 }

@@ -1,12 +1,14 @@
 //! Batched matrix multiply. f32 goes through the `gemm` crate, which reads operands through
 //! arbitrary row and column strides (so transposed views need no copy) and uses all cores.
 
-use super::CpuStorage;
+use super::HostBuffer;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::layout::Layout;
 
 /// `a [batch.., m, k] @ b [batch.., k, n]` where both layouts have the same (already
 /// broadcast) batch dims. Returns a contiguous `[batch.., m, n]` buffer.
-pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuStorage {
+pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Result<HostBuffer> {
     let r = la.rank();
     let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
     let batch_shape = &la.shape[..r - 2];
@@ -29,16 +31,16 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuSt
     let (ars, acs) = (la.strides[r - 2], la.strides[r - 1]);
     let (brs, bcs) = (lb.strides[r - 2], lb.strides[r - 1]);
     match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+        (HostBuffer::F32(x), HostBuffer::F32(y)) => {
             // gemm overwrites every element (read_dst is false), so a recycled buffer is fine.
             let mut out = super::pool::take::<f32>(batch * m * n);
             if m * n == 0 {
-                return CpuStorage::F32(out);
+                return Ok(HostBuffer::F32(out));
             }
             if k == 0 {
                 // An empty sum: gemm may leave dst untouched.
                 out.fill(0.0);
-                return CpuStorage::F32(out);
+                return Ok(HostBuffer::F32(out));
             }
             let big = m * n * k >= 48 * 48 * 48;
             let parallelism = if big && batch == 1 {
@@ -84,9 +86,9 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuSt
                     .enumerate()
                     .for_each(|(bi, dst)| run(bi, dst));
             }
-            CpuStorage::F32(out)
+            Ok(HostBuffer::F32(out))
         }
-        (CpuStorage::I64(x), CpuStorage::I64(y)) => {
+        (HostBuffer::I64(x), HostBuffer::I64(y)) => {
             let mut out = vec![0i64; batch * m * n];
             for bi in 0..batch {
                 for i in 0..m {
@@ -99,8 +101,20 @@ pub fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> CpuSt
                     }
                 }
             }
-            CpuStorage::I64(out)
+            Ok(HostBuffer::I64(out))
         }
-        _ => unreachable!("matmul: dtypes are checked by the caller"),
+        (HostBuffer::Bool(_), HostBuffer::Bool(_)) => Err(Error::Unsupported {
+            op: "matmul",
+            dtype: DType::Bool,
+            backend: "cpu",
+        }),
+        (x, y) => Err(Error::invalid(
+            "matmul",
+            format!(
+                "operands of dtypes {:?} and {:?} reached the CPU kernel",
+                x.dtype(),
+                y.dtype()
+            ),
+        )),
     }
 }

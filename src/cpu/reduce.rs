@@ -1,7 +1,10 @@
 //! Reductions over a set of dims, and the cumulative sum.
 
-use super::walk::{chunk_len, split_reduced, PARALLEL_THRESHOLD};
-use super::CpuStorage;
+use super::HostBuffer;
+use super::{chunk_len, PARALLEL_THRESHOLD};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::split_reduced;
 use crate::layout::Layout;
 use crate::op::ReduceOp;
 use rayon::prelude::*;
@@ -9,11 +12,11 @@ use rayon::prelude::*;
 /// Reduce `dims` (sorted, distinct) of a strided layout. The result is contiguous with the
 /// kept dims in order (keepdim is a reshape done by the caller). Sum and prod of bool are
 /// done on i64 by the caller, as PyTorch does.
-pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuStorage {
+pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Result<HostBuffer> {
     use ReduceOp::*;
-    match s {
-        CpuStorage::F32(v) => match op {
-            Sum => CpuStorage::F32(fold(
+    Ok(match s {
+        HostBuffer::F32(v) => match op {
+            Sum => HostBuffer::F32(fold(
                 v,
                 l,
                 dims,
@@ -22,7 +25,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| a + b,
                 |a, _| a as f32,
             )),
-            Prod => CpuStorage::F32(fold(
+            Prod => HostBuffer::F32(fold(
                 v,
                 l,
                 dims,
@@ -31,7 +34,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| a * b,
                 |a, _| a as f32,
             )),
-            Max => CpuStorage::F32(fold(
+            Max => HostBuffer::F32(fold(
                 v,
                 l,
                 dims,
@@ -40,7 +43,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 max_nan,
                 |a, _| a,
             )),
-            Min => CpuStorage::F32(fold(
+            Min => HostBuffer::F32(fold(
                 v,
                 l,
                 dims,
@@ -49,7 +52,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 min_nan,
                 |a, _| a,
             )),
-            ArgMax => CpuStorage::I64(fold(
+            ArgMax => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -58,7 +61,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| arg_merge(a, b, |n, b| n > b),
                 |a, _| a.1.max(0),
             )),
-            ArgMin => CpuStorage::I64(fold(
+            ArgMin => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -68,8 +71,8 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, _| a.1.max(0),
             )),
         },
-        CpuStorage::I64(v) => match op {
-            Sum => CpuStorage::I64(fold(
+        HostBuffer::I64(v) => match op {
+            Sum => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -78,7 +81,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 i64::wrapping_add,
                 |a, _| a,
             )),
-            Prod => CpuStorage::I64(fold(
+            Prod => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -87,7 +90,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 i64::wrapping_mul,
                 |a, _| a,
             )),
-            Max => CpuStorage::I64(fold(
+            Max => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -96,7 +99,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 i64::max,
                 |a, _| a,
             )),
-            Min => CpuStorage::I64(fold(
+            Min => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -105,7 +108,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 i64::min,
                 |a, _| a,
             )),
-            ArgMax => CpuStorage::I64(fold(
+            ArgMax => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -114,7 +117,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| arg_merge(a, b, |n, b| n > b),
                 |a, _| a.1.max(0),
             )),
-            ArgMin => CpuStorage::I64(fold(
+            ArgMin => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -124,8 +127,8 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, _| a.1.max(0),
             )),
         },
-        CpuStorage::Bool(v) => match op {
-            Max => CpuStorage::Bool(fold(
+        HostBuffer::Bool(v) => match op {
+            Max => HostBuffer::Bool(fold(
                 v,
                 l,
                 dims,
@@ -134,7 +137,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| a || b,
                 |a, _| a,
             )),
-            Min => CpuStorage::Bool(fold(
+            Min => HostBuffer::Bool(fold(
                 v,
                 l,
                 dims,
@@ -143,7 +146,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| a && b,
                 |a, _| a,
             )),
-            ArgMax => CpuStorage::I64(fold(
+            ArgMax => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -152,7 +155,7 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| arg_merge(a, b, |n, b| n & !b),
                 |a, _| a.1.max(0),
             )),
-            ArgMin => CpuStorage::I64(fold(
+            ArgMin => HostBuffer::I64(fold(
                 v,
                 l,
                 dims,
@@ -161,9 +164,15 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> CpuSt
                 |a, b| arg_merge(a, b, |n, b| !n & b),
                 |a, _| a.1.max(0),
             )),
-            Sum | Prod => unreachable!("sum/prod of bool: converted to i64 by the caller"),
+            Sum | Prod => {
+                return Err(Error::Unsupported {
+                    op: op.name(),
+                    dtype: DType::Bool,
+                    backend: "cpu",
+                })
+            }
         },
-    }
+    })
 }
 
 /// NaN-propagating maximum, as PyTorch's reductions.
@@ -322,7 +331,7 @@ where
 }
 
 /// Inclusive cumulative sum along `dim` (f64 accumulator for f32, as PyTorch's CPU kernel).
-pub fn cumsum(s: &CpuStorage, l: &Layout, dim: usize) -> CpuStorage {
+pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
     fn scan<T: super::pool::Pooled + Sync, A: Copy>(
         v: &[T],
         l: &Layout,
@@ -351,12 +360,26 @@ pub fn cumsum(s: &CpuStorage, l: &Layout, dim: usize) -> CpuStorage {
         out
     }
     match s {
-        CpuStorage::F32(v) => {
-            CpuStorage::F32(scan(v, l, dim, 0f64, |a, x| a + x as f64, |a| a as f32))
-        }
-        CpuStorage::I64(v) => {
-            CpuStorage::I64(scan(v, l, dim, 0i64, |a, x| a.wrapping_add(x), |a| a))
-        }
-        CpuStorage::Bool(_) => unreachable!("cumsum of bool: converted to i64 by the caller"),
+        HostBuffer::F32(v) => Ok(HostBuffer::F32(scan(
+            v,
+            l,
+            dim,
+            0f64,
+            |a, x| a + x as f64,
+            |a| a as f32,
+        ))),
+        HostBuffer::I64(v) => Ok(HostBuffer::I64(scan(
+            v,
+            l,
+            dim,
+            0i64,
+            |a, x| a.wrapping_add(x),
+            |a| a,
+        ))),
+        HostBuffer::Bool(_) => Err(Error::Unsupported {
+            op: "cumsum",
+            dtype: DType::Bool,
+            backend: "cpu",
+        }),
     }
 }

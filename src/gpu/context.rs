@@ -411,7 +411,7 @@ impl GpuContext {
         {
             return Ok(p.clone());
         }
-        let source = kernel.source();
+        let source = kernel.source()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some(&kernel.label()),

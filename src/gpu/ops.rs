@@ -2,14 +2,15 @@
 
 use super::context::{GpuBuffer, GpuContext};
 use super::kernels::{
-    gpu_size, partial_size, subgroup_capable, FillKind, Indexing, Kernel, MapOp, ReduceStage,
+    gpu_size, partial_size, subgroup_capable, unary_output, Indexing, Kernel, MapOp, ReduceStage,
 };
-use crate::cpu::walk::{split_reduced, Merged};
-use crate::cpu::CpuStorage;
-use crate::dtype::DType;
+use crate::backend::{Arg, Backend};
+use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
-use crate::layout::Layout;
-use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::host::HostBuffer;
+use crate::layout::{split_reduced, Layout, Merged};
+use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, ScalarSide, UnaryOp};
+use crate::rng::Generator;
 use std::sync::Arc;
 
 /// Elements per workgroup slice of a long reduction.
@@ -30,28 +31,57 @@ fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     })
 }
 
-/// Elementwise metadata: count, rank, merged shape, then offset and strides per operand
-/// (operand 0 is the output).
-fn elementwise_params<const K: usize>(
+/// Elementwise metadata: count, rank, merged shape, then offset and strides per buffer
+/// operand (operand 0 is the output), then the words of the scalar operands.
+fn elementwise_params(
     op: &'static str,
     shape: &[usize],
-    layouts: [&Layout; K],
+    layouts: &[&Layout],
+    scalars: &[u32],
 ) -> Result<Vec<u32>> {
-    let strides: [&[usize]; K] = std::array::from_fn(|k| layouts[k].strides.as_slice());
-    let offsets: [usize; K] = std::array::from_fn(|k| layouts[k].offset);
-    let m = Merged::new(shape, strides, offsets);
+    fn merged<const K: usize>(shape: &[usize], layouts: &[&Layout]) -> Merged<K> {
+        let strides: [&[usize]; K] = std::array::from_fn(|k| layouts[k].strides.as_slice());
+        let offsets: [usize; K] = std::array::from_fn(|k| layouts[k].offset);
+        Merged::new(shape, strides, offsets)
+    }
+    let (sizes, operands): (Vec<usize>, Vec<(usize, Vec<usize>)>) = match layouts.len() {
+        1 => merged::<1>(shape, layouts).into_parts(),
+        2 => merged::<2>(shape, layouts).into_parts(),
+        3 => merged::<3>(shape, layouts).into_parts(),
+        4 => merged::<4>(shape, layouts).into_parts(),
+        n => {
+            return Err(Error::invalid(
+                op,
+                format!("a map kernel takes one to four buffers, not {n}"),
+            ))
+        }
+    };
     let n: usize = shape.iter().product();
-    let mut p = vec![u32_of(op, n)?, m.sizes.len() as u32];
-    for &s in &m.sizes {
+    let mut p = vec![u32_of(op, n)?, sizes.len() as u32];
+    for &s in &sizes {
         p.push(u32_of(op, s)?);
     }
-    for k in 0..K {
-        p.push(u32_of(op, m.offsets[k])?);
-        for &s in &m.strides[k] {
+    for (offset, strides) in operands {
+        p.push(u32_of(op, offset)?);
+        for s in strides {
             p.push(u32_of(op, s)?);
         }
     }
+    p.extend_from_slice(scalars);
     Ok(p)
+}
+
+/// The words of a scalar in the GPU representation of `dtype` (I64: low word, high word).
+pub(crate) fn scalar_words(value: Scalar, dtype: DType) -> Vec<u32> {
+    match dtype {
+        DType::F32 => vec![(value.to_f64() as f32).to_bits()],
+        DType::I64 => i64_words(value.to_i64()).to_vec(),
+        DType::Bool => vec![value.to_bool() as u32],
+    }
+}
+
+pub(crate) fn i64_words(v: i64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
 }
 
 /// The contiguous kernel when every operand (the output and the inputs) is contiguous from
@@ -112,11 +142,11 @@ impl GpuStorage {
     }
 
     /// Upload CPU data (I64 keeps its 8 little-endian bytes: see `shaders/int64.wgsl`).
-    pub fn from_cpu(ctx: &Arc<GpuContext>, s: &CpuStorage) -> Result<GpuStorage> {
+    pub fn upload(ctx: &Arc<GpuContext>, s: &HostBuffer) -> Result<GpuStorage> {
         let bytes: Vec<u8> = match s {
-            CpuStorage::F32(v) => bytemuck::cast_slice(v).to_vec(),
-            CpuStorage::I64(v) => bytemuck::cast_slice(v).to_vec(),
-            CpuStorage::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+            HostBuffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
+            HostBuffer::I64(v) => bytemuck::cast_slice(v).to_vec(),
+            HostBuffer::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
         };
         Ok(GpuStorage {
             buf: ctx.upload("to_device", &bytes)?,
@@ -125,7 +155,7 @@ impl GpuStorage {
     }
 
     /// Read the elements of `l` back to the CPU.
-    pub fn to_cpu(&self, l: &Layout) -> Result<CpuStorage> {
+    fn download(&self, l: &Layout) -> Result<HostBuffer> {
         let ctx = self.ctx().clone();
         let contiguous;
         let (src, n) = if l.is_contiguous() && l.offset == 0 {
@@ -136,9 +166,9 @@ impl GpuStorage {
         };
         let bytes = ctx.read(src.buf.raw(), n as u64 * gpu_size(self.dtype))?;
         Ok(match self.dtype {
-            DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::I64 => CpuStorage::I64(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::Bool => CpuStorage::Bool(
+            DType::F32 => HostBuffer::F32(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::I64 => HostBuffer::I64(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::Bool => HostBuffer::Bool(
                 bytemuck::pod_collect_to_vec::<u8, u32>(&bytes)
                     .into_iter()
                     .map(|x| x != 0)
@@ -147,160 +177,80 @@ impl GpuStorage {
         })
     }
 
-    /// Run a map kernel writing a fresh contiguous output of `shape`.
+    /// Run a map kernel writing a fresh contiguous output of `shape`. Scalar inputs travel
+    /// as parameters, in `scalar_dtype`.
     fn map(
-        &self,
         kernel: MapOp,
         op: &'static str,
         out_dtype: DType,
         shape: &[usize],
-        inputs: &[(&GpuStorage, &Layout)],
+        inputs: &[Arg<'_, GpuStorage>],
+        scalar_dtype: DType,
     ) -> Result<GpuStorage> {
-        let ctx = self.ctx().clone();
+        let ctx = inputs
+            .iter()
+            .find_map(|a| match a {
+                Arg::Buf(s, _) => Some(s.ctx().clone()),
+                Arg::Scalar(_) => None,
+            })
+            .ok_or_else(|| {
+                Error::invalid(op, "an elementwise op needs at least one tensor operand")
+            })?;
         let n: usize = shape.iter().product();
         let out = GpuStorage::alloc(&ctx, op, n, out_dtype)?;
         if n == 0 {
             return Ok(out);
         }
         let ol = Layout::contiguous(shape);
-        let params = match inputs {
-            [a] => elementwise_params(op, shape, [&ol, a.1])?,
-            [a, b] => elementwise_params(op, shape, [&ol, a.1, b.1])?,
-            [a, b, c] => elementwise_params(op, shape, [&ol, a.1, b.1, c.1])?,
-            _ => unreachable!("map kernels take one to three inputs"),
-        };
+        let mut layouts = vec![&ol];
         let mut bufs = vec![out.buf.raw()];
-        bufs.extend(inputs.iter().map(|(s, _)| s.buf.raw()));
-        let operands = std::iter::once(&ol).chain(inputs.iter().map(|(_, l)| *l));
-        let kernel = Kernel::Map(kernel, indexing(operands));
+        let mut scalars = Vec::new();
+        for input in inputs {
+            match *input {
+                Arg::Buf(s, l) => {
+                    layouts.push(l);
+                    bufs.push(s.buf.raw());
+                }
+                Arg::Scalar(v) => scalars.extend(scalar_words(v, scalar_dtype)),
+            }
+        }
+        let params = elementwise_params(op, shape, &layouts, &scalars)?;
+        let kernel = Kernel::Map(kernel, indexing(layouts.into_iter()));
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(kernel, &params, &bufs, (x, y, 1))?;
         Ok(out)
     }
 
-    pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<GpuStorage> {
-        let out = if op.returns_bool() {
-            DType::Bool
-        } else {
-            self.dtype
-        };
-        self.map(
-            MapOp::Unary(op, self.dtype),
-            op.name(),
-            out,
-            &l.shape,
-            &[(self, l)],
-        )
-    }
-
-    pub fn binary(
-        &self,
-        op: BinaryOp,
-        l: &Layout,
-        rhs: &GpuStorage,
-        rl: &Layout,
-    ) -> Result<GpuStorage> {
-        self.map(
-            MapOp::Binary(op, self.dtype),
-            op.name(),
-            self.dtype,
-            &l.shape,
-            &[(self, l), (rhs, rl)],
-        )
-    }
-
-    pub fn cmp(&self, op: CmpOp, l: &Layout, rhs: &GpuStorage, rl: &Layout) -> Result<GpuStorage> {
-        self.map(
-            MapOp::Cmp(op, self.dtype),
-            op.name(),
-            DType::Bool,
-            &l.shape,
-            &[(self, l), (rhs, rl)],
-        )
-    }
-
-    pub fn where_cond(
-        &self,
-        l: &Layout,
-        a: &GpuStorage,
-        la: &Layout,
-        b: &GpuStorage,
-        lb: &Layout,
-    ) -> Result<GpuStorage> {
-        self.map(
-            MapOp::Where(a.dtype),
-            "where",
-            a.dtype,
-            &l.shape,
-            &[(self, l), (a, la), (b, lb)],
-        )
-    }
-
-    pub fn cast(&self, l: &Layout, to: DType) -> Result<GpuStorage> {
-        if to == self.dtype {
-            return self.copy_strided(l);
-        }
-        self.map(
-            MapOp::Cast(self.dtype, to),
-            "to_dtype",
-            to,
-            &l.shape,
-            &[(self, l)],
-        )
-    }
-
-    pub fn copy_strided(&self, l: &Layout) -> Result<GpuStorage> {
-        self.map(
-            MapOp::Copy(self.dtype),
-            "contiguous",
-            self.dtype,
-            &l.shape,
-            &[(self, l)],
-        )
-    }
-
-    /// Write `src` (broadcast to `dst`'s shape) through the strided view `dst` of this buffer.
-    pub fn write(&mut self, dst: &Layout, src: &GpuStorage, sl: &Layout) -> Result<()> {
-        self.update(MapOp::Copy(self.dtype), "assign", dst, src, sl)
-    }
-
-    /// `self[dst] = self[dst] (op) src` in place.
-    pub fn binary_inplace(
-        &mut self,
-        op: BinaryOp,
-        dst: &Layout,
-        src: &GpuStorage,
-        sl: &Layout,
-    ) -> Result<()> {
-        self.update(
-            MapOp::BinaryInplace(op, self.dtype),
-            op.name(),
-            dst,
-            src,
-            sl,
-        )
-    }
-
+    /// Run an in-place map kernel through the strided view `dst` of this buffer.
     fn update(
         &mut self,
         kernel: MapOp,
         op: &'static str,
         dst: &Layout,
-        src: &GpuStorage,
-        sl: &Layout,
+        src: Arg<'_, GpuStorage>,
     ) -> Result<()> {
         let n = dst.numel();
         if n == 0 {
             return Ok(());
         }
         let ctx = self.ctx().clone();
-        let params = elementwise_params(op, &dst.shape, [dst, sl])?;
-        let kernel = Kernel::Map(kernel, indexing([dst, sl].into_iter()));
+        let (params, bufs, indexing) = match src {
+            Arg::Buf(s, sl) => (
+                elementwise_params(op, &dst.shape, &[dst, sl], &[])?,
+                vec![self.buf.raw(), s.buf.raw()],
+                indexing([dst, sl].into_iter()),
+            ),
+            Arg::Scalar(v) => (
+                elementwise_params(op, &dst.shape, &[dst], &scalar_words(v, self.dtype))?,
+                vec![self.buf.raw()],
+                indexing(std::iter::once(dst)),
+            ),
+        };
         let (x, y) = ctx.grid(n as u64, false)?;
-        ctx.dispatch(kernel, &params, &[self.buf.raw(), src.buf.raw()], (x, y, 1))
+        ctx.dispatch(Kernel::Map(kernel, indexing), &params, &bufs, (x, y, 1))
     }
 
-    pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
+    fn reduce_kernel(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
         let (outer, inner) = split_reduced(l, dims);
         let n_out = outer.numel();
@@ -381,7 +331,7 @@ impl GpuStorage {
         Ok(out)
     }
 
-    pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<GpuStorage> {
+    fn cumsum_kernel(&self, l: &Layout, dim: usize) -> Result<GpuStorage> {
         if l.numel() == 0 || l.rank() == 0 {
             return self.copy_strided(l);
         }
@@ -427,7 +377,7 @@ impl GpuStorage {
         Ok(out)
     }
 
-    pub fn matmul(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
+    fn matmul_kernel(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
         let ctx = self.ctx().clone();
         let r = la.rank();
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
@@ -462,7 +412,7 @@ impl GpuStorage {
                 Some(c) => (c, Layout::contiguous(&lb.shape)),
                 None => (b, lb.clone()),
             };
-            return a.matmul(&la, b, &lb);
+            return a.matmul_kernel(&la, b, &lb);
         }
         let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, self.dtype)?;
         if batch * m * n == 0 {
@@ -530,7 +480,7 @@ impl GpuStorage {
     }
 
     /// index_select (`index` 1-D contiguous) or gather (`index` of the output's shape).
-    pub fn gather(
+    fn gather_kernel(
         &self,
         l: &Layout,
         dim: usize,
@@ -568,7 +518,7 @@ impl GpuStorage {
         Ok(out)
     }
 
-    pub fn scatter_add(
+    fn scatter_add_kernel(
         &self,
         l: &Layout,
         dim: usize,
@@ -630,5 +580,247 @@ impl GpuStorage {
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(Kernel::Fill(kind, dtype), &p, &[out.buf.raw()], (x, y, 1))?;
         Ok(out)
+    }
+}
+
+/// Which operand of a binary op is a number (both numbers: not an op of this backend).
+fn scalar_side(
+    op: &'static str,
+    a: &Arg<'_, GpuStorage>,
+    b: &Arg<'_, GpuStorage>,
+) -> Result<Option<ScalarSide>> {
+    match (a, b) {
+        (Arg::Buf(..), Arg::Buf(..)) => Ok(None),
+        (Arg::Scalar(_), Arg::Buf(..)) => Ok(Some(ScalarSide::Lhs)),
+        (Arg::Buf(..), Arg::Scalar(_)) => Ok(Some(ScalarSide::Rhs)),
+        (Arg::Scalar(_), Arg::Scalar(_)) => Err(Error::invalid(
+            op,
+            "an elementwise op needs at least one tensor operand",
+        )),
+    }
+}
+
+fn is_scalar(a: &Arg<'_, GpuStorage>) -> bool {
+    matches!(a, Arg::Scalar(_))
+}
+
+impl Backend for GpuStorage {
+    type Device = Arc<GpuContext>;
+
+    fn full(ctx: &Arc<GpuContext>, n: usize, value: Scalar, dtype: DType) -> Result<Self> {
+        GpuStorage::fill(
+            ctx,
+            FillKind::Constant,
+            dtype,
+            n,
+            &scalar_words(value, dtype),
+        )
+    }
+
+    fn arange(
+        ctx: &Arc<GpuContext>,
+        n: usize,
+        start: Scalar,
+        step: Scalar,
+        dtype: DType,
+    ) -> Result<Self> {
+        if dtype == DType::Bool {
+            return Err(Error::Unsupported {
+                op: "arange",
+                dtype,
+                backend: "gpu",
+            });
+        }
+        let words = [scalar_words(start, dtype), scalar_words(step, dtype)].concat();
+        GpuStorage::fill(ctx, FillKind::Arange, dtype, n, &words)
+    }
+
+    fn random(
+        ctx: &Arc<GpuContext>,
+        kind: FillKind,
+        n: usize,
+        gen: &mut Generator,
+        range: (i64, i64),
+    ) -> Result<Self> {
+        let dtype = match kind {
+            FillKind::RandInt => DType::I64,
+            FillKind::Uniform | FillKind::Normal => DType::F32,
+            FillKind::Constant | FillKind::Arange => {
+                return Err(Error::invalid(
+                    "random",
+                    format!("{kind:?} is not a random fill"),
+                ))
+            }
+        };
+        let span = range.1.wrapping_sub(range.0);
+        let (seed, start) = (gen.seed(), gen.advance(n));
+        let params = [
+            i64_words(seed as i64),
+            i64_words(start as i64),
+            i64_words(range.0),
+            i64_words(span),
+        ]
+        .concat();
+        GpuStorage::fill(ctx, kind, dtype, n, &params)
+    }
+
+    fn from_host(ctx: &Arc<GpuContext>, data: HostBuffer) -> Result<Self> {
+        GpuStorage::upload(ctx, &data)
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn to_host(&self, l: &Layout) -> Result<HostBuffer> {
+        self.download(l)
+    }
+
+    fn copy_strided(&self, l: &Layout) -> Result<Self> {
+        let d = self.dtype;
+        GpuStorage::map(
+            MapOp::Copy(d, false),
+            "contiguous",
+            d,
+            &l.shape,
+            &[Arg::Buf(self, l)],
+            d,
+        )
+    }
+
+    fn write(&mut self, dst: &Layout, src: Arg<'_, Self>) -> Result<()> {
+        self.update(MapOp::Copy(self.dtype, is_scalar(&src)), "assign", dst, src)
+    }
+
+    fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Self> {
+        let out = unary_output(op, self.dtype)?;
+        GpuStorage::map(
+            MapOp::Unary(op, self.dtype),
+            op.name(),
+            out,
+            &l.shape,
+            &[Arg::Buf(self, l)],
+            self.dtype,
+        )
+    }
+
+    fn binary(
+        op: BinaryOp,
+        shape: &[usize],
+        dtype: DType,
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+    ) -> Result<Self> {
+        let side = scalar_side(op.name(), &a, &b)?;
+        GpuStorage::map(
+            MapOp::Binary(op, dtype, side),
+            op.name(),
+            dtype,
+            shape,
+            &[a, b],
+            dtype,
+        )
+    }
+
+    fn binary_inplace(&mut self, op: BinaryOp, dst: &Layout, src: Arg<'_, Self>) -> Result<()> {
+        self.update(
+            MapOp::BinaryInplace(op, self.dtype, is_scalar(&src)),
+            op.name(),
+            dst,
+            src,
+        )
+    }
+
+    fn cmp(
+        op: CmpOp,
+        shape: &[usize],
+        dtype: DType,
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+    ) -> Result<Self> {
+        let side = scalar_side(op.name(), &a, &b)?;
+        GpuStorage::map(
+            MapOp::Cmp(op, dtype, side),
+            op.name(),
+            DType::Bool,
+            shape,
+            &[a, b],
+            dtype,
+        )
+    }
+
+    fn where_cond(
+        shape: &[usize],
+        dtype: DType,
+        (c, lc): (&Self, &Layout),
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+    ) -> Result<Self> {
+        let kernel = MapOp::Where(dtype, is_scalar(&a), is_scalar(&b));
+        GpuStorage::map(
+            kernel,
+            "where",
+            dtype,
+            shape,
+            &[Arg::Buf(c, lc), a, b],
+            dtype,
+        )
+    }
+
+    fn cast(&self, l: &Layout, to: DType) -> Result<Self> {
+        if to == self.dtype {
+            return self.copy_strided(l);
+        }
+        GpuStorage::map(
+            MapOp::Cast(self.dtype, to),
+            "to_dtype",
+            to,
+            &l.shape,
+            &[Arg::Buf(self, l)],
+            self.dtype,
+        )
+    }
+
+    fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Self> {
+        self.reduce_kernel(op, l, dims)
+    }
+
+    fn cumsum(&self, l: &Layout, dim: usize) -> Result<Self> {
+        self.cumsum_kernel(l, dim)
+    }
+
+    fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self> {
+        self.matmul_kernel(l, rhs, rl)
+    }
+
+    fn index_select(&self, l: &Layout, dim: usize, index: &Self, il: &Layout) -> Result<Self> {
+        let mut shape = l.shape.clone();
+        shape[dim] = il.numel();
+        let copy = if il.is_contiguous() {
+            None
+        } else {
+            Some(index.copy_strided(il)?)
+        };
+        let (i, il) = match &copy {
+            Some(c) => (c, Layout::contiguous(&il.shape)),
+            None => (index, il.clone()),
+        };
+        self.gather_kernel(l, dim, i, &il, &shape, false)
+    }
+
+    fn gather(&self, l: &Layout, dim: usize, index: &Self, il: &Layout) -> Result<Self> {
+        self.gather_kernel(l, dim, index, il, &il.shape, true)
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+    ) -> Result<Self> {
+        self.scatter_add_kernel(l, dim, index, il, src, sl)
     }
 }

@@ -148,7 +148,7 @@ impl Tensor {
         backward: impl FnOnce() -> BackwardOp,
         inputs: &[&Tensor],
     ) -> Tensor {
-        match autograd::record(backward, inputs) {
+        match autograd::record(backward, inputs, &self.0.storage) {
             None => self,
             Some(node) => Tensor::view_of(
                 self.0.storage.clone(),

@@ -2,10 +2,10 @@
 
 use super::Tensor;
 use crate::autograd::BackwardOp;
-use crate::cpu::CpuStorage;
 use crate::device::Device;
 use crate::dtype::{DType, Element, Scalar};
 use crate::error::{Error, Result};
+use crate::host::HostBuffer;
 use crate::storage::Storage;
 
 /// A leaf value of nested Rust data: `f32`/`f64` become F32, integers I64, `bool` Bool.
@@ -119,30 +119,22 @@ impl<A: NdArray> NdArray for Vec<A> {
     }
 }
 
-pub(crate) fn storage_from_scalars(values: &[Scalar], dtype: DType) -> CpuStorage {
-    match dtype {
-        DType::F32 => CpuStorage::F32(values.iter().map(|s| s.to_f64() as f32).collect()),
-        DType::I64 => CpuStorage::I64(values.iter().map(|s| s.to_i64()).collect()),
-        DType::Bool => CpuStorage::Bool(values.iter().map(|s| s.to_bool()).collect()),
-    }
-}
-
 /// Rust element types with a matching CPU buffer.
 pub trait CpuElement: Element {
     #[doc(hidden)]
-    fn wrap(v: Vec<Self>) -> CpuStorage;
+    fn wrap(v: Vec<Self>) -> HostBuffer;
     #[doc(hidden)]
-    fn unwrap(s: CpuStorage) -> Option<Vec<Self>>;
+    fn unwrap(s: HostBuffer) -> Option<Vec<Self>>;
 }
 macro_rules! cpu_element {
     ($t:ty, $v:ident) => {
         impl CpuElement for $t {
-            fn wrap(v: Vec<Self>) -> CpuStorage {
-                CpuStorage::$v(v)
+            fn wrap(v: Vec<Self>) -> HostBuffer {
+                HostBuffer::$v(v)
             }
-            fn unwrap(s: CpuStorage) -> Option<Vec<Self>> {
+            fn unwrap(s: HostBuffer) -> Option<Vec<Self>> {
                 match s {
-                    CpuStorage::$v(v) => Some(v),
+                    HostBuffer::$v(v) => Some(v),
                     _ => None,
                 }
             }
@@ -169,7 +161,7 @@ impl Tensor {
         let mut values = Vec::new();
         data.flatten_into(&mut values);
         Ok(Tensor::from_storage(
-            Storage::Cpu(storage_from_scalars(&values, A::dtype())),
+            Storage::Cpu(HostBuffer::from_scalars(&values, A::dtype())),
             &shape,
         ))
     }
@@ -209,7 +201,7 @@ impl Tensor {
     pub fn scalar(value: impl Into<Scalar>) -> Result<Tensor> {
         let v = value.into();
         Ok(Tensor::from_storage(
-            Storage::Cpu(storage_from_scalars(&[v], v.dtype())),
+            Storage::Cpu(HostBuffer::from_scalars(&[v], v.dtype())),
             &[],
         ))
     }
@@ -228,7 +220,7 @@ impl Tensor {
                 },
             });
         }
-        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
+        let cpu = self.with_storage(|s, l| s.to_host(l))?;
         Ok(T::unwrap(cpu).expect("dtype checked above"))
     }
 
@@ -278,8 +270,9 @@ impl Tensor {
                 numel: self.numel(),
             });
         }
-        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
-        Ok(cpu.get(0))
+        let cpu = self.with_storage(|s, l| s.to_host(l))?;
+        cpu.get(0)
+            .ok_or_else(|| Error::invalid("item", "the readback of one element was empty"))
     }
 
     /// Convert to another dtype (a copy; float to integer truncates toward zero).
@@ -300,8 +293,8 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let cpu = self.with_storage(|s, l| s.to_cpu(l))?;
-        let s = Storage::from_cpu(device, cpu)?;
+        let cpu = self.with_storage(|s, l| s.to_host(l))?;
+        let s = Storage::from_host(device, cpu)?;
         Ok(Tensor::from_op(
             s,
             self.shape(),

@@ -4,7 +4,7 @@ use super::Tensor;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::FillKind;
+use crate::op::FillKind;
 use crate::rng::{self, Generator};
 use crate::shape::Shape;
 use crate::storage::Storage;

@@ -3,7 +3,7 @@
 //! columns and summarisation of tensors over 1000 elements.
 
 use super::Tensor;
-use crate::cpu::CpuStorage;
+use crate::host::HostBuffer;
 use std::fmt;
 
 const LINE_WIDTH: usize = 80;
@@ -191,17 +191,17 @@ fn render(t: &Tensor) -> crate::Result<String> {
         }
     } else {
         let shown = if summarize { summarized(t)? } else { t.clone() };
-        let values = shown.with_storage(|s, l| s.to_cpu(l))?;
+        let values = shown.with_storage(|s, l| s.to_host(l))?;
         let mut strings: Vec<String> = match &values {
-            CpuStorage::F32(v) => {
+            HostBuffer::F32(v) => {
                 let style = Style::for_floats(v);
                 v.iter().map(|&x| style.float(x)).collect()
             }
-            CpuStorage::I64(v) => {
+            HostBuffer::I64(v) => {
                 let _ = Style::Int;
                 v.iter().map(|x| x.to_string()).collect()
             }
-            CpuStorage::Bool(v) => {
+            HostBuffer::Bool(v) => {
                 let _ = Style::Bool;
                 v.iter()
                     .map(|&x| {

@@ -1,11 +1,18 @@
-//! Elementwise math with NumPy/PyTorch broadcasting and type promotion.
+//! Elementwise math with NumPy/PyTorch broadcasting and type promotion, driven by the op
+//! tables (`op/`): each method resolves the dtype by the table's rule, runs the backend's
+//! kernel, and records the op for autograd. A Rust number is an operand like a tensor
+//! (`x.mul(2.0)`, `&x * 2.0`, `1.0 - &z`) and reaches the kernel as a parameter.
 
 use super::Tensor;
 use crate::autograd::BackwardOp;
+use crate::backend::Arg;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
-use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use crate::op::{Binary, BinaryOp, CmpOp, ScalarSide, Unary, UnaryOp};
 use crate::shape::broadcast_shapes;
+use crate::storage::Storage;
+
+use super::Source;
 
 macro_rules! unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {
@@ -23,8 +30,12 @@ unary_methods! {
     abs => Abs,
     /// `e^x` (integers become float).
     exp => Exp,
+    /// `e^x - 1`, accurate for small `x` (`torch.expm1`).
+    expm1 => Expm1,
     /// Natural logarithm.
     log => Log,
+    /// `ln(1 + x)`, accurate for small `x` (`torch.log1p`).
+    log1p => Log1p,
     /// Square root.
     sqrt => Sqrt,
     /// Sine.
@@ -38,7 +49,7 @@ unary_methods! {
     /// `max(x, 0)`.
     relu => Relu,
     /// `1 / x`.
-    reciprocal => Recip,
+    reciprocal => Reciprocal,
     /// `x * x`.
     square => Square,
     /// -1, 0 or 1.
@@ -58,12 +69,15 @@ unary_methods! {
 macro_rules! binary_methods {
     ($($(#[$doc:meta])* $name:ident, $scalar:ident => $op:ident),* $(,)?) => {
         impl Tensor {
-            $($(#[$doc])* pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
-                self.binary(BinaryOp::$op, rhs)
+            $($(#[$doc])*
+            ///
+            /// The right operand is a tensor (broadcast) or a Rust number.
+            pub fn $name(&self, rhs: impl Into<Source>) -> Result<Tensor> {
+                Tensor::binary_of(BinaryOp::$op, Source::Tensor(self.clone()), rhs.into())
             }
-            #[doc = concat!("[`Tensor::", stringify!($name), "`] with a scalar right operand.")]
+            #[doc = concat!("[`Tensor::", stringify!($name), "`] with a number.")]
             pub fn $scalar(&self, rhs: impl Into<Scalar>) -> Result<Tensor> {
-                self.binary(BinaryOp::$op, &self.scalar_like(rhs.into())?)
+                Tensor::binary_of(BinaryOp::$op, Source::Tensor(self.clone()), Source::Scalar(rhs.into()))
             })*
         }
     };
@@ -88,12 +102,12 @@ binary_methods! {
 macro_rules! cmp_methods {
     ($($(#[$doc:meta])* $name:ident, $scalar:ident => $op:ident),* $(,)?) => {
         impl Tensor {
-            $($(#[$doc])* pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
-                self.compare(CmpOp::$op, rhs)
+            $($(#[$doc])* pub fn $name(&self, rhs: impl Into<Source>) -> Result<Tensor> {
+                self.compare(CmpOp::$op, rhs.into())
             }
-            #[doc = concat!("[`Tensor::", stringify!($name), "`] against a scalar.")]
+            #[doc = concat!("[`Tensor::", stringify!($name), "`] against a number.")]
             pub fn $scalar(&self, rhs: impl Into<Scalar>) -> Result<Tensor> {
-                self.compare(CmpOp::$op, &self.scalar_like(rhs.into())?)
+                self.compare(CmpOp::$op, Source::Scalar(rhs.into()))
             })*
         }
     };
@@ -119,26 +133,132 @@ cmp_methods! {
     logical_xor, logical_xor_scalar => Xor,
 }
 
-impl Tensor {
-    /// A 0-d tensor on this tensor's device.
-    pub(crate) fn scalar_like(&self, v: Scalar) -> Result<Tensor> {
-        Tensor::full_on(&[] as &[usize], v, v.dtype(), self.device())
+/// The dtype rule of a table entry, without its kernel.
+enum Rule {
+    Kernel,
+    ViaFloat,
+    ViaInt,
+    Refused(&'static str),
+}
+
+fn unary_rule(op: UnaryOp, d: DType) -> Rule {
+    fn of<T>(e: &Unary<T>) -> Rule {
+        match e {
+            Unary::Map(_) | Unary::Test(_) => Rule::Kernel,
+            Unary::ViaFloat => Rule::ViaFloat,
+            Unary::Refused(why) => Rule::Refused(why),
+        }
+    }
+    let def = op.def();
+    match d {
+        DType::F32 => of(&def.f32),
+        DType::I64 => of(&def.i64),
+        DType::Bool => of(&def.bool),
+    }
+}
+
+fn binary_rule(op: BinaryOp, d: DType) -> Rule {
+    fn of<T>(e: &Binary<T>) -> Rule {
+        match e {
+            Binary::Map(_) => Rule::Kernel,
+            Binary::ViaFloat => Rule::ViaFloat,
+            Binary::ViaInt => Rule::ViaInt,
+            Binary::Refused(why) => Rule::Refused(why),
+        }
+    }
+    let def = op.def();
+    match d {
+        DType::F32 => of(&def.f32),
+        DType::I64 => of(&def.i64),
+        DType::Bool => of(&def.bool),
+    }
+}
+
+impl Source {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Source::Tensor(t) => t.shape(),
+            Source::Scalar(_) => &[],
+        }
+    }
+}
+
+/// PyTorch's result type of two operands: tensors promote in the dtype lattice; a number
+/// joins a tensor as a "wrapped number" (it does not widen the tensor's category); two
+/// numbers give the default dtype of the higher category.
+fn result_type(a: &Source, b: &Source) -> DType {
+    match (a, b) {
+        (Source::Tensor(x), Source::Tensor(y)) => x.dtype().promote(y.dtype()),
+        (Source::Tensor(t), Source::Scalar(s)) | (Source::Scalar(s), Source::Tensor(t)) => {
+            t.dtype().promote_scalar(*s)
+        }
+        (Source::Scalar(x), Source::Scalar(y)) => DType::default_for(x.kind().max(y.kind())),
+    }
+}
+
+/// The operand converted to `dtype` and broadcast to `shape`, held for the storage call.
+enum Prepared {
+    Tensor(Tensor, crate::layout::Layout),
+    Scalar(Scalar),
+}
+
+impl Prepared {
+    fn new(op: &'static str, s: &Source, dtype: DType, shape: &[usize]) -> Result<Prepared> {
+        Ok(match s {
+            Source::Tensor(t) => {
+                let t = t.to_dtype(dtype)?;
+                let l = t.layout().broadcast_to(op, shape)?;
+                Prepared::Tensor(t, l)
+            }
+            Source::Scalar(v) => Prepared::Scalar(*v),
+        })
     }
 
-    pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
-        if self.dtype() == DType::Bool && op == UnaryOp::Neg {
-            return Err(Error::UnsupportedDType {
-                op: "neg",
-                dtype: DType::Bool,
-                shape: self.shape().to_vec(),
-                expected: "a numeric tensor (use logical_not for bool)",
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Prepared::Tensor(t, _) => Some(t),
+            Prepared::Scalar(_) => None,
+        }
+    }
+}
+
+/// Lock the storages of the prepared operands and call `f` with them as backend operands.
+fn with_args<R>(ops: &[&Prepared], f: impl FnOnce(&[Arg<'_, Storage>]) -> Result<R>) -> Result<R> {
+    let tensors: Vec<&Tensor> = ops.iter().filter_map(|p| p.tensor()).collect();
+    Tensor::read_storages(&tensors, |storages| {
+        let mut next = storages.iter();
+        let mut args = Vec::with_capacity(ops.len());
+        for p in ops {
+            args.push(match p {
+                Prepared::Tensor(_, l) => match next.next() {
+                    Some(s) => Arg::Buf(*s, l),
+                    None => {
+                        return Err(Error::invalid("elementwise", "an operand lost its storage"))
+                    }
+                },
+                Prepared::Scalar(v) => Arg::Scalar(*v),
             });
         }
-        if op.promotes_int_to_float() && !self.dtype().is_float() {
-            return self.to_dtype(DType::F32)?.unary(op);
+        f(&args)
+    })
+}
+
+impl Tensor {
+    pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        match unary_rule(op, self.dtype()) {
+            Rule::Kernel => {}
+            Rule::ViaFloat | Rule::ViaInt => return self.to_dtype(DType::F32)?.unary(op),
+            Rule::Refused(expected) => {
+                return Err(Error::UnsupportedDType {
+                    op: op.name(),
+                    dtype: self.dtype(),
+                    shape: self.shape().to_vec(),
+                    expected,
+                })
+            }
         }
         let s = self.with_storage(|s, l| s.unary(op, l))?;
-        if op.returns_bool() || !self.dtype().is_float() {
+        if !s.dtype().is_float() {
             return Ok(Tensor::from_storage(s, self.shape()));
         }
         Ok(Tensor::from_op(
@@ -149,79 +269,117 @@ impl Tensor {
         ))
     }
 
-    /// Bring two operands to a common dtype and broadcast shape.
-    fn unify(
-        &self,
-        op: &'static str,
-        rhs: &Tensor,
-        dtype: DType,
-    ) -> Result<(Tensor, Tensor, Vec<usize>)> {
-        self.same_device(op, rhs)?;
-        let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
-        Ok((self.to_dtype(dtype)?, rhs.to_dtype(dtype)?, shape))
-    }
-
-    pub(crate) fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
-        let mut dtype = self.dtype().promote(rhs.dtype());
-        match (op, dtype) {
-            (BinaryOp::Div, DType::I64 | DType::Bool) => dtype = DType::F32,
-            (BinaryOp::Pow, DType::Bool) => dtype = DType::I64,
-            (BinaryOp::Sub, DType::Bool) => {
-                return Err(Error::DTypeMismatch {
-                    op: "sub",
-                    lhs: self.dtype(),
-                    rhs: rhs.dtype(),
-                    lhs_shape: self.shape().to_vec(),
-                    rhs_shape: rhs.shape().to_vec(),
-                    detail: "subtraction of bool tensors is not supported; use logical_xor".into(),
-                })
-            }
-            _ => {}
+    /// `a (op) b` for tensors and numbers: the dtype by PyTorch's rules and the op's table
+    /// entry, the shape by broadcasting.
+    pub(crate) fn binary_of(op: BinaryOp, a: Source, b: Source) -> Result<Tensor> {
+        let name = op.name();
+        let dtype = Tensor::binary_result_dtype(op, &a, &b)?;
+        if let (Source::Tensor(x), Source::Tensor(y)) = (&a, &b) {
+            x.same_device(name, y)?;
         }
-        let (a, b, shape) = self.unify(op.name(), rhs, dtype)?;
-        let (la, lb) = (
-            a.layout().broadcast_to(op.name(), &shape)?,
-            b.layout().broadcast_to(op.name(), &shape)?,
+        let shape = broadcast_shapes(name, a.shape(), b.shape())?;
+        let (pa, pb) = (
+            Prepared::new(name, &a, dtype, &shape)?,
+            Prepared::new(name, &b, dtype, &shape)?,
         );
-        let s = {
-            let (sa, sb) = (a.storage().read(), b.storage().read());
-            sa.binary(op, &la, &sb, &lb)?
-        };
+        let s = with_args(&[&pa, &pb], |args| {
+            Storage::binary(op, &shape, dtype, args[0], args[1])
+        })?;
         if !dtype.is_float() {
             return Ok(Tensor::from_storage(s, &shape));
         }
-        Ok(Tensor::from_op(
-            s,
-            &shape,
-            || BackwardOp::Binary(op),
-            &[&a, &b],
-        ))
+        Ok(match (&pa, &pb) {
+            (Prepared::Tensor(x, _), Prepared::Tensor(y, _)) => {
+                Tensor::from_op(s, &shape, || BackwardOp::Binary(op), &[x, y])
+            }
+            (Prepared::Tensor(x, _), Prepared::Scalar(v)) => Tensor::from_op(
+                s,
+                &shape,
+                || BackwardOp::BinaryScalar {
+                    op,
+                    scalar: *v,
+                    side: ScalarSide::Rhs,
+                },
+                &[x],
+            ),
+            (Prepared::Scalar(v), Prepared::Tensor(y, _)) => Tensor::from_op(
+                s,
+                &shape,
+                || BackwardOp::BinaryScalar {
+                    op,
+                    scalar: *v,
+                    side: ScalarSide::Lhs,
+                },
+                &[y],
+            ),
+            (Prepared::Scalar(_), Prepared::Scalar(_)) => Tensor::from_storage(s, &shape),
+        })
     }
 
-    pub(crate) fn compare(&self, op: CmpOp, rhs: &Tensor) -> Result<Tensor> {
-        let dtype = self.dtype().promote(rhs.dtype());
-        let (a, b, shape) = self.unify(op.name(), rhs, dtype)?;
-        let (la, lb) = (
-            a.layout().broadcast_to(op.name(), &shape)?,
-            b.layout().broadcast_to(op.name(), &shape)?,
+    /// The dtype `a (op) b` computes in: PyTorch's result type, then the op's rule for it
+    /// (integers divide in float, bools raise to a power as integers).
+    pub(crate) fn binary_result_dtype(op: BinaryOp, a: &Source, b: &Source) -> Result<DType> {
+        let mut dtype = result_type(a, b);
+        loop {
+            match binary_rule(op, dtype) {
+                Rule::Kernel => return Ok(dtype),
+                Rule::ViaFloat => dtype = DType::default_for(crate::dtype::Kind::Float),
+                Rule::ViaInt => dtype = DType::default_for(crate::dtype::Kind::Int),
+                Rule::Refused(why) => {
+                    let dtype_of = |s: &Source| match s {
+                        Source::Tensor(t) => t.dtype(),
+                        Source::Scalar(v) => v.dtype(),
+                    };
+                    return Err(Error::DTypeMismatch {
+                        op: op.name(),
+                        lhs: dtype_of(a),
+                        rhs: dtype_of(b),
+                        lhs_shape: a.shape().to_vec(),
+                        rhs_shape: b.shape().to_vec(),
+                        detail: why.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A comparison of this tensor with a tensor or a number, to bool.
+    pub(crate) fn compare(&self, op: CmpOp, rhs: Source) -> Result<Tensor> {
+        let name = op.name();
+        let a = Source::Tensor(self.clone());
+        let dtype = result_type(&a, &rhs);
+        if let Source::Tensor(y) = &rhs {
+            self.same_device(name, y)?;
+        }
+        let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
+        let (pa, pb) = (
+            Prepared::new(name, &a, dtype, &shape)?,
+            Prepared::new(name, &rhs, dtype, &shape)?,
         );
-        let s = {
-            let (sa, sb) = (a.storage().read(), b.storage().read());
-            sa.cmp(op, &la, &sb, &lb)?
-        };
+        let s = with_args(&[&pa, &pb], |args| {
+            Storage::cmp(op, &shape, dtype, args[0], args[1])
+        })?;
         Ok(Tensor::from_storage(s, &shape))
     }
 
-    /// `cond ? a : b` elementwise, all three broadcast together (`torch.where`).
+    /// `cond ? a : b` elementwise, all three broadcast together (`torch.where`); `a` and `b`
+    /// are tensors or numbers.
     ///
     /// ```
     /// use wgrad::Tensor;
     /// let x = Tensor::new([-1.0, 2.0, -3.0])?;
-    /// let y = Tensor::where_cond(&x.gt_scalar(0.0)?, &x, &x.neg()?)?;
-    /// assert_eq!(y.to_vec::<f32>()?, vec![1.0, 2.0, 3.0]);
+    /// let y = Tensor::where_cond(&x.gt_scalar(0.0)?, &x, 0.0)?;
+    /// assert_eq!(y.to_vec::<f32>()?, vec![0.0, 2.0, 0.0]);
     /// # Ok::<(), wgrad::Error>(())
     /// ```
-    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    pub fn where_cond(cond: &Tensor, a: impl Into<Source>, b: impl Into<Source>) -> Result<Tensor> {
+        let (a, b) = (a.into(), b.into());
+        let dtype = result_type(&a, &b);
+        Tensor::where_in(cond, a, b, dtype)
+    }
+
+    /// `where` with the result dtype given (masked_fill keeps the tensor's).
+    fn where_in(cond: &Tensor, a: Source, b: Source, dtype: DType) -> Result<Tensor> {
         const OP: &str = "where";
         if cond.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
@@ -231,52 +389,59 @@ impl Tensor {
                 expected: "Bool for the condition",
             });
         }
-        cond.same_device(OP, a)?;
-        let dtype = a.dtype().promote(b.dtype());
-        let (a, b, shape) = a.unify(OP, b, dtype)?;
-        let shape = broadcast_shapes(OP, cond.shape(), &shape)?;
+        for s in [&a, &b] {
+            if let Source::Tensor(t) = s {
+                cond.same_device(OP, t)?;
+            }
+        }
+        let shape = broadcast_shapes(
+            OP,
+            cond.shape(),
+            &broadcast_shapes(OP, a.shape(), b.shape())?,
+        )?;
         let lc = cond.layout().broadcast_to(OP, &shape)?;
-        let (la, lb) = (
-            a.layout().broadcast_to(OP, &shape)?,
-            b.layout().broadcast_to(OP, &shape)?,
+        let pc = Prepared::Tensor(cond.clone(), lc);
+        let (pa, pb) = (
+            Prepared::new(OP, &a, dtype, &shape)?,
+            Prepared::new(OP, &b, dtype, &shape)?,
         );
-        let s = {
-            let (sc, sa, sb) = (
-                cond.storage().read(),
-                a.storage().read(),
-                b.storage().read(),
-            );
-            sc.where_cond(&lc, &sa, &la, &sb, &lb)?
-        };
+        let s = with_args(&[&pc, &pa, &pb], |args| match args[0] {
+            Arg::Buf(c, lc) => Storage::where_cond(&shape, dtype, (c, lc), args[1], args[2]),
+            Arg::Scalar(_) => Err(Error::invalid(OP, "the condition must be a tensor")),
+        })?;
         if !dtype.is_float() {
             return Ok(Tensor::from_storage(s, &shape));
         }
+        let mut inputs = vec![cond];
+        inputs.extend(pa.tensor());
+        inputs.extend(pb.tensor());
+        let (ta, tb) = (pa.tensor().is_some(), pb.tensor().is_some());
         Ok(Tensor::from_op(
             s,
             &shape,
-            || BackwardOp::Where,
-            &[cond, &a, &b],
+            || BackwardOp::Where { a: ta, b: tb },
+            &inputs,
         ))
     }
 
-    /// Limit each element to `[min, max]`. The gradient flows where `min <= x <= max`.
+    /// Limit each element to `[min, max]` (two kernels, one per bound). The gradient flows
+    /// where `min <= x <= max`.
     pub fn clamp(&self, min: impl Into<Scalar>, max: impl Into<Scalar>) -> Result<Tensor> {
         self.clamp_min(min)?.clamp_max(max)
     }
 
     /// `max(x, min)` with the gradient flowing where `x >= min`.
-    pub fn clamp_min(&self, min: impl Into<Scalar>) -> Result<Tensor> {
-        let m = self.scalar_like(min.into())?;
-        Tensor::where_cond(&self.lt(&m)?, &m, self)
+    pub fn clamp_min(&self, min: impl Into<Source>) -> Result<Tensor> {
+        Tensor::binary_of(BinaryOp::ClampMin, Source::Tensor(self.clone()), min.into())
     }
 
     /// `min(x, max)` with the gradient flowing where `x <= max`.
-    pub fn clamp_max(&self, max: impl Into<Scalar>) -> Result<Tensor> {
-        let m = self.scalar_like(max.into())?;
-        Tensor::where_cond(&self.gt(&m)?, &m, self)
+    pub fn clamp_max(&self, max: impl Into<Source>) -> Result<Tensor> {
+        Tensor::binary_of(BinaryOp::ClampMax, Source::Tensor(self.clone()), max.into())
     }
 
-    /// Replace the elements where `mask` is true by `value` (mask broadcast to this shape).
+    /// Replace the elements where `mask` is true by `value` (mask broadcast to this shape;
+    /// the dtype stays this tensor's).
     pub fn masked_fill(&self, mask: &Tensor, value: impl Into<Scalar>) -> Result<Tensor> {
         if mask.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
@@ -295,8 +460,12 @@ impl Tensor {
                 "the mask must broadcast to the tensor's shape",
             ));
         }
-        let v = Tensor::full_on(&[] as &[usize], value.into(), self.dtype(), self.device())?;
-        Tensor::where_cond(mask, &v, self)
+        Tensor::where_in(
+            mask,
+            Source::Scalar(value.into()),
+            Source::Tensor(self.clone()),
+            self.dtype(),
+        )
     }
 
     /// Sum a broadcast result back to `shape` (the reduction behind every gradient of a

@@ -3,6 +3,7 @@
 
 use super::Tensor;
 use crate::autograd::{self, BackwardOp};
+use crate::backend::Arg;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
 use crate::op::BinaryOp;
@@ -109,7 +110,8 @@ macro_rules! s {
     ($($t:tt)*) => { $crate::s!(@acc [] $($t)*) };
 }
 
-/// The right-hand side of an assignment or in-place op: a tensor (broadcast) or a scalar.
+/// An operand that is a tensor (broadcast) or a Rust number: the right-hand side of an
+/// assignment or an in-place op, and either side of elementwise math (`x.mul(2.0)`).
 #[derive(Clone)]
 pub enum Source {
     /// A tensor, broadcast to the destination.
@@ -135,13 +137,11 @@ impl<S: Into<Scalar>> From<S> for Source {
 }
 
 impl Source {
-    fn into_tensor(self, like: &Tensor) -> Result<Tensor> {
+    /// The tensor, if this is one.
+    pub fn tensor(&self) -> Option<&Tensor> {
         match self {
-            Source::Tensor(t) => {
-                like.same_device("assign", &t)?;
-                Ok(t)
-            }
-            Source::Scalar(s) => like.scalar_like(s),
+            Source::Tensor(t) => Some(t),
+            Source::Scalar(_) => None,
         }
     }
 }
@@ -340,24 +340,34 @@ impl Tensor {
         Ok(())
     }
 
-    /// Write `value` (broadcast, converted to this dtype) into the elements of this view.
-    fn write_from(&self, op: &'static str, value: &Tensor) -> Result<()> {
-        if broadcast_shapes(op, self.shape(), value.shape())? != self.shape() {
+    /// Write `value` (a tensor broadcast to this view and converted to its dtype, or a
+    /// number) into the elements of this view.
+    fn write_from(&self, op: &'static str, value: &Source) -> Result<()> {
+        let v = match value {
+            Source::Scalar(v) => {
+                return self.storage().write().write(self.layout(), Arg::Scalar(*v));
+            }
+            Source::Tensor(t) => t,
+        };
+        self.same_device(op, v)?;
+        if broadcast_shapes(op, self.shape(), v.shape())? != self.shape() {
             return Err(Error::shapes(
                 op,
                 self.shape(),
-                value.shape(),
+                v.shape(),
                 "the value must broadcast to the destination's shape",
             ));
         }
-        let mut v = value.to_dtype(self.dtype())?;
+        let mut v = v.to_dtype(self.dtype())?;
         if v.storage_id() == self.storage_id() {
             // Overlapping source and destination: read everything before writing.
             v = v.contiguous_copy()?;
         }
         let lv = v.layout().broadcast_to(op, self.shape())?;
         let src = v.storage().read();
-        self.storage().write().write(self.layout(), &src, &lv)
+        self.storage()
+            .write()
+            .write(self.layout(), Arg::Buf(&src, &lv))
     }
 
     /// Write into the elements selected by `items`, in place (`b[1:3, :] = 12`,
@@ -373,53 +383,75 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn assign(&self, items: impl AsRef<[SliceItem]>, value: impl Into<Source>) -> Result<()> {
-        let value = value.into().into_tensor(self)?;
-        self.check_inplace("assign", Some(&value))?;
+        let value = value.into();
+        self.check_inplace("assign", value.tensor())?;
         let view = autograd::no_grad_scope(|| self.i(items))?;
         view.write_from("assign", &value)
     }
 
     fn inplace_binary(&self, op: BinaryOp, name: &'static str, other: Source) -> Result<&Tensor> {
-        let other = other.into_tensor(self)?;
-        self.check_inplace(name, Some(&other))?;
-        let direct = other.dtype() == self.dtype()
-            && (self.dtype() == DType::F32 || (self.dtype() == DType::I64 && op != BinaryOp::Div))
-            && other.storage_id() != self.storage_id();
-        if direct {
-            // Compute straight into the destination: no temporary, no second pass.
-            let lo = other
-                .layout()
-                .broadcast_to(name, self.shape())
-                .map_err(|_| {
-                    Error::shapes(
-                        name,
-                        self.shape(),
-                        other.shape(),
-                        "the operand must broadcast to the destination's shape",
-                    )
-                })?;
-            let src = other.storage().read();
-            self.storage()
-                .write()
-                .binary_inplace(op, self.layout(), &src, &lo)?;
-            return Ok(self);
+        self.check_inplace(name, other.tensor())?;
+        if let Source::Tensor(t) = &other {
+            self.same_device(name, t)?;
         }
-        let result = autograd::no_grad_scope(|| self.binary(op, &other))?;
-        if result.dtype() != self.dtype() {
+        // The result must keep this tensor's dtype (PyTorch: "result type Float can't be
+        // cast to the desired output type Long").
+        let result = Tensor::binary_result_dtype(op, &Source::Tensor(self.clone()), &other)?;
+        if result != self.dtype() {
+            let (rhs, rhs_shape) = match &other {
+                Source::Tensor(t) => (t.dtype(), t.shape().to_vec()),
+                Source::Scalar(v) => (v.dtype(), vec![]),
+            };
             return Err(Error::DTypeMismatch {
                 op: name,
                 lhs: self.dtype(),
-                rhs: other.dtype(),
+                rhs,
                 lhs_shape: self.shape().to_vec(),
-                rhs_shape: other.shape().to_vec(),
+                rhs_shape,
                 detail: format!(
-                    "result type {:?} can't be cast to the desired output type {:?}",
-                    result.dtype(),
+                    "result type {result:?} can't be cast to the desired output type {:?}",
                     self.dtype()
                 ),
             });
         }
-        self.write_from(name, &result)?;
+        match &other {
+            Source::Scalar(v) => {
+                // One kernel with the number as a parameter, straight into the destination.
+                self.storage()
+                    .write()
+                    .binary_inplace(op, self.layout(), Arg::Scalar(*v))?;
+            }
+            Source::Tensor(t) if t.storage_id() != self.storage_id() => {
+                let t = t.to_dtype(self.dtype())?;
+                let lo = t.layout().broadcast_to(name, self.shape()).map_err(|_| {
+                    Error::shapes(
+                        name,
+                        self.shape(),
+                        t.shape(),
+                        "the operand must broadcast to the destination's shape",
+                    )
+                })?;
+                let src = t.storage().read();
+                self.storage()
+                    .write()
+                    .binary_inplace(op, self.layout(), Arg::Buf(&src, &lo))?;
+            }
+            Source::Tensor(t) => {
+                // The operand shares this storage: compute out of place, then write.
+                let result = autograd::no_grad_scope(|| {
+                    Tensor::binary_of(op, Source::Tensor(self.clone()), Source::Tensor(t.clone()))
+                })?;
+                if broadcast_shapes(name, self.shape(), result.shape())? != self.shape() {
+                    return Err(Error::shapes(
+                        name,
+                        self.shape(),
+                        t.shape(),
+                        "the operand must broadcast to the destination's shape",
+                    ));
+                }
+                self.write_from(name, &Source::Tensor(result))?;
+            }
+        }
         Ok(self)
     }
 
@@ -446,7 +478,7 @@ impl Tensor {
     /// Set every element to `value`, in place.
     pub fn fill_(&self, value: impl Into<Scalar>) -> Result<&Tensor> {
         self.check_inplace("fill_", None)?;
-        self.write_from("fill_", &self.scalar_like(value.into())?)?;
+        self.write_from("fill_", &Source::Scalar(value.into()))?;
         Ok(self)
     }
 
@@ -458,8 +490,7 @@ impl Tensor {
     /// Copy `src` (broadcast, converted to this dtype) into this tensor, in place.
     pub fn copy_(&self, src: &Tensor) -> Result<&Tensor> {
         self.check_inplace("copy_", Some(src))?;
-        self.same_device("copy_", src)?;
-        self.write_from("copy_", src)?;
+        self.write_from("copy_", &Source::Tensor(src.clone()))?;
         Ok(self)
     }
 }

@@ -96,16 +96,11 @@ impl Tensor {
         backward: impl FnOnce() -> autograd::BackwardOp,
         inputs: &[&Tensor],
     ) -> Tensor {
-        let node = autograd::record(backward, inputs);
         let dtype = storage.dtype();
         let device = storage.device();
-        Tensor::view_of(
-            Arc::new(StorageCell::new(storage)),
-            Layout::contiguous(shape),
-            dtype,
-            device,
-            node,
-        )
+        let cell = Arc::new(StorageCell::new(storage));
+        let node = autograd::record(backward, inputs, &cell);
+        Tensor::view_of(cell, Layout::contiguous(shape), dtype, device, node)
     }
 
     /// A view of this tensor's storage with another layout, recording `backward`.
@@ -114,7 +109,7 @@ impl Tensor {
         layout: Layout,
         backward: impl FnOnce() -> autograd::BackwardOp,
     ) -> Tensor {
-        let node = autograd::record(backward, &[self]);
+        let node = autograd::record(backward, &[self], &self.0.storage);
         Tensor::view_of(
             self.0.storage.clone(),
             layout,
@@ -207,6 +202,31 @@ impl Tensor {
             });
         }
         Ok(())
+    }
+
+    /// Read-lock the storages of `tensors` and call `f` with them, in the tensors' order.
+    /// Each storage is locked once (a tensor used twice, as in `x * x`, must not take the
+    /// same lock twice: a writer waiting between the two would deadlock), and in address
+    /// order, so that two threads locking the same storages never wait on each other.
+    pub(crate) fn read_storages<R>(
+        tensors: &[&Tensor],
+        f: impl FnOnce(&[&Storage]) -> Result<R>,
+    ) -> Result<R> {
+        let mut cells: Vec<&Arc<StorageCell>> = tensors.iter().map(|t| t.storage()).collect();
+        cells.sort_by_key(|c| Arc::as_ptr(c) as usize);
+        cells.dedup_by_key(|c| Arc::as_ptr(c) as usize);
+        let guards: Vec<_> = cells.iter().map(|c| c.read()).collect();
+        let storages: Vec<&Storage> = tensors
+            .iter()
+            .map(|t| {
+                let at = cells
+                    .iter()
+                    .position(|c| Arc::ptr_eq(c, t.storage()))
+                    .unwrap_or(0);
+                &*guards[at]
+            })
+            .collect();
+        f(&storages)
     }
 
     /// Run `f` on the storage (read lock).

@@ -3,6 +3,7 @@
 
 use super::Tensor;
 use crate::autograd::{BackwardOp, EmbedView};
+use crate::backend::Arg;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::shape::{resolve_reshape, IntList};
@@ -371,7 +372,7 @@ impl Tensor {
         for p in &parts {
             let len = p.shape()[d];
             let dst = full.slice(d, start, start + len, 1);
-            p.with_storage(|s, l| out.write(&dst, s, l))?;
+            p.with_storage(|s, l| out.write(&dst, Arg::Buf(s, l)))?;
             start += len;
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
@@ -479,7 +480,7 @@ impl Tensor {
             EmbedView::Select { dim, index } => full.select(*dim, *index),
         };
         let mut out = Storage::full(self.device(), full.numel(), 0.into(), self.dtype())?;
-        self.with_storage(|s, l| out.write(&dst, s, l))?;
+        self.with_storage(|s, l| out.write(&dst, Arg::Buf(s, l)))?;
         Ok(Tensor::from_op(
             out,
             shape,

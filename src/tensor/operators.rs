@@ -1,8 +1,9 @@
 //! `+ - * /` and unary `-` on tensors and scalars. Every operator returns `Result<Tensor>`,
 //! since shapes may not broadcast: `(&a + &b)?`.
 
-use super::Tensor;
+use super::{Source, Tensor};
 use crate::error::Result;
+use crate::op::BinaryOp;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 macro_rules! tensor_ops {
@@ -38,14 +39,14 @@ macro_rules! tensor_ops {
         impl $trait<&Tensor> for $s {
             type Output = Result<Tensor>;
             fn $method(self, rhs: &Tensor) -> Result<Tensor> {
-                // scalar (op) tensor: the scalar as a 0-d tensor on the right device.
-                Tensor::$tensor_fn(&rhs.scalar_like(self.into())?, rhs)
+                // number (op) tensor: the number is the kernel's left parameter.
+                Tensor::binary_of(BinaryOp::$trait, Source::Scalar(self.into()), Source::Tensor(rhs.clone()))
             }
         }
         impl $trait<Tensor> for $s {
             type Output = Result<Tensor>;
             fn $method(self, rhs: Tensor) -> Result<Tensor> {
-                Tensor::$tensor_fn(&rhs.scalar_like(self.into())?, &rhs)
+                Tensor::binary_of(BinaryOp::$trait, Source::Scalar(self.into()), Source::Tensor(rhs))
             }
         }
     )*};

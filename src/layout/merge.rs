@@ -1,9 +1,11 @@
-//! Visiting the elements of strided layouts in row-major order.
-#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
+//! Visiting the elements of strided layouts in row-major order: the layout logic that every
+//! backend shares (the CPU walks runs with it, the GPU packs the merged dims as kernel
+//! metadata).
 //!
 //! Several layouts of the same shape are walked together (an output and its broadcast inputs),
 //! after merging the dims that are contiguous in all of them, so a contiguous tensor is one
 //! flat loop and only real views pay for index arithmetic.
+#![allow(clippy::needless_range_loop)] // index arithmetic over several parallel arrays reads clearer with indices
 
 /// Dims merged across `K` layouts that share `shape`: `(sizes, strides per layout)`.
 pub struct Merged<const K: usize> {
@@ -45,6 +47,12 @@ impl<const K: usize> Merged<K> {
 
     pub fn numel(&self) -> usize {
         self.sizes.iter().product()
+    }
+
+    /// The merged sizes, and each layout's offset with its merged strides.
+    pub fn into_parts(self) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
+        let operands = self.offsets.into_iter().zip(self.strides).collect();
+        (self.sizes, operands)
     }
 
     /// Call `f(offsets, run_len, run_strides)` for each innermost run of the flat index range
@@ -116,7 +124,7 @@ impl<const K: usize> Merged<K> {
 /// The walks of a reduction over `dims` (sorted) of `l`: one over the kept dims (with the
 /// layout's offset) giving each output's first element, one over the reduced dims relative
 /// to it.
-pub fn split_reduced(l: &crate::layout::Layout, dims: &[usize]) -> (Merged<1>, Merged<1>) {
+pub fn split_reduced(l: &super::Layout, dims: &[usize]) -> (Merged<1>, Merged<1>) {
     let kept: Vec<usize> = (0..l.rank()).filter(|d| !dims.contains(d)).collect();
     let pick = |ds: &[usize], xs: &[usize]| ds.iter().map(|&d| xs[d]).collect::<Vec<_>>();
     let outer = Merged::new(
@@ -126,15 +134,6 @@ pub fn split_reduced(l: &crate::layout::Layout, dims: &[usize]) -> (Merged<1>, M
     );
     let inner = Merged::new(&pick(dims, &l.shape), [&pick(dims, &l.strides)], [0]);
     (outer, inner)
-}
-
-/// Work below this many elements runs on the calling thread: spawning costs more.
-pub const PARALLEL_THRESHOLD: usize = 1 << 15;
-
-/// Split `0..n` into chunks for parallel work.
-pub fn chunk_len(n: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    (n.div_ceil(threads * 4)).max(PARALLEL_THRESHOLD / 2)
 }
 
 #[cfg(test)]

@@ -3,21 +3,26 @@
 //! `all_variants` lists every variant the crate can generate, so a test can validate each
 //! with naga without a GPU.
 
-use crate::dtype::DType;
-use crate::op::{BinaryOp, CmpOp, ReduceOp, UnaryOp};
+mod map;
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-const MAP: &str = include_str!("../../shaders/map.wgsl");
-const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
-const REDUCE_COMBINE: &str = include_str!("../../shaders/reduce_combine.wgsl");
-const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-const MATMUL_VEC4: &str = include_str!("../../shaders/matmul_vec4.wgsl");
-const SCAN: &str = include_str!("../../shaders/scan.wgsl");
-const SCAN_ADD: &str = include_str!("../../shaders/scan_add.wgsl");
-const GATHER: &str = include_str!("../../shaders/gather.wgsl");
-const SCATTER_ADD: &str = include_str!("../../shaders/scatter_add.wgsl");
-const FILL: &str = include_str!("../../shaders/fill.wgsl");
-const INT64: &str = include_str!("../../shaders/int64.wgsl");
+pub use map::{unary_output, MapOp};
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::op::{FillKind, ReduceOp};
+
+const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const MAP: &str = include_str!("../../../shaders/map.wgsl");
+const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+const REDUCE_COMBINE: &str = include_str!("../../../shaders/reduce_combine.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const MATMUL_VEC4: &str = include_str!("../../../shaders/matmul_vec4.wgsl");
+const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
+const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
+const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
+const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
+const FILL: &str = include_str!("../../../shaders/fill.wgsl");
+const INT64: &str = include_str!("../../../shaders/int64.wgsl");
 
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u32 = 256;
@@ -49,6 +54,7 @@ fn t_add(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return i64_add(a, b); }
 fn t_mul(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> { return i64_mul(a, b); }
 fn t_lt(a: vec2<u32>, b: vec2<u32>) -> bool { return i64_lt(a, b); }
 fn t_eq(a: vec2<u32>, b: vec2<u32>) -> bool { return i64_eq(a, b); }
+fn t_nz(a: vec2<u32>) -> bool { return !i64_is_zero(a); }
 "
         .to_string();
     }
@@ -59,20 +65,9 @@ fn t_add(a: {t}, b: {t}) -> {t} {{ return a + b; }}
 fn t_mul(a: {t}, b: {t}) -> {t} {{ return a * b; }}
 fn t_lt(a: {t}, b: {t}) -> bool {{ return a < b; }}
 fn t_eq(a: {t}, b: {t}) -> bool {{ return a == b; }}
+fn t_nz(a: {t}) -> bool {{ return a != {t}(0); }}
 "
     )
-}
-
-/// What a `fill` kernel writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FillKind {
-    /// params[1] holds the value's bits.
-    Constant,
-    /// params[1] start, params[2] step (bits of the dtype).
-    Arange,
-    Uniform,
-    Normal,
-    RandInt,
 }
 
 /// How a reduction is split across workgroups.
@@ -84,20 +79,6 @@ pub enum ReduceStage {
     Split,
     /// One workgroup per output merging the partial results.
     Combine,
-}
-
-/// What an elementwise (map) kernel computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MapOp {
-    Unary(UnaryOp, DType),
-    Binary(BinaryOp, DType),
-    /// Strided copy from one view into another (contiguous copies, slice assignment).
-    Copy(DType),
-    /// `dst = dst (op) src` in place through the destination's strides.
-    BinaryInplace(BinaryOp, DType),
-    Cmp(CmpOp, DType),
-    Where(DType),
-    Cast(DType, DType),
 }
 
 /// How a map kernel finds element `i` of each operand.
@@ -128,249 +109,6 @@ pub enum Kernel {
     Fill(FillKind, DType),
 }
 
-fn unary_expr(op: UnaryOp, d: DType) -> &'static str {
-    use UnaryOp::*;
-    match (d, op) {
-        (DType::F32, Neg) => "-a",
-        (DType::F32, Abs) => "abs(a)",
-        (DType::F32, Exp) => "exp(a)",
-        (DType::F32, Log) => "op_log(a)",
-        (DType::F32, Sqrt) => "op_sqrt(a)",
-        (DType::F32, Sin) => "sin(a)",
-        (DType::F32, Cos) => "cos(a)",
-        (DType::F32, Tanh) => "op_tanh(a)",
-        (DType::F32, Sigmoid) => "op_sigmoid(a)",
-        (DType::F32, Relu) => "select(0.0, a, a > 0.0 || a != a)",
-        (DType::F32, Recip) => "1.0 / a",
-        (DType::F32, Square) => "a * a",
-        (DType::F32, Sign) => "sign(a)",
-        (DType::F32, Floor) => "floor(a)",
-        (DType::F32, Ceil) => "ceil(a)",
-        (DType::F32, Round) => "round(a)",
-        (DType::F32, LogicalNot) => "select(0u, 1u, a == 0.0)",
-        (DType::F32, IsNan) => "select(0u, 1u, a != a)",
-        (DType::I64, Neg) => "i64_neg(a)",
-        (DType::I64, Abs) => "i64_abs(a)",
-        (DType::I64, Relu) => "i64_max(a, i64_zero())",
-        (DType::I64, Square) => "i64_mul(a, a)",
-        (DType::I64, Sign) => "i64_sign(a)",
-        (DType::I64, Floor | Ceil | Round) => "a",
-        (DType::I64, LogicalNot) => "select(0u, 1u, i64_is_zero(a))",
-        (DType::Bool, LogicalNot) => "1u - a",
-        (DType::I64 | DType::Bool, IsNan) => "0u",
-        (DType::Bool, Abs | Relu | Square | Sign | Floor | Ceil | Round) => "a",
-        // Integer inputs of float functions are converted by the caller.
-        _ => "a",
-    }
-}
-
-/// The unary ops a dtype supports (the caller converts the others), for `all_variants`.
-fn unary_supported(op: UnaryOp, d: DType) -> bool {
-    use UnaryOp::*;
-    match d {
-        DType::F32 => true,
-        DType::I64 => matches!(
-            op,
-            Neg | Abs | Relu | Square | Sign | Floor | Ceil | Round | LogicalNot | IsNan
-        ),
-        DType::Bool => matches!(
-            op,
-            LogicalNot | IsNan | Abs | Relu | Square | Sign | Floor | Ceil | Round
-        ),
-    }
-}
-
-fn binary_expr(op: BinaryOp, d: DType) -> &'static str {
-    use BinaryOp::*;
-    match (d, op) {
-        (_, Add) if d == DType::Bool => "a | b",
-        (_, Mul) if d == DType::Bool => "a & b",
-        (_, Maximum) if d == DType::Bool => "max(a, b)",
-        (_, Minimum) if d == DType::Bool => "min(a, b)",
-        (DType::F32, Maximum) => "select(select(b, a, a > b), a, a != a)",
-        (DType::F32, Minimum) => "select(select(b, a, a < b), a, a != a)",
-        (DType::F32, Pow) => "op_pow(a, b)",
-        (DType::I64, Add) => "i64_add(a, b)",
-        (DType::I64, Sub) => "i64_sub(a, b)",
-        (DType::I64, Mul) => "i64_mul(a, b)",
-        (DType::I64, Maximum) => "i64_max(a, b)",
-        (DType::I64, Minimum) => "i64_min(a, b)",
-        (DType::I64, Div) => "i64_floordiv(a, b)",
-        (DType::I64, Pow) => "i64_pow(a, b)",
-        (_, Add) => "a + b",
-        (_, Sub) => "a - b",
-        (_, Mul) => "a * b",
-        (_, Div) => "a / b",
-        _ => "a",
-    }
-}
-
-fn binary_supported(op: BinaryOp, d: DType) -> bool {
-    d != DType::Bool
-        || matches!(
-            op,
-            BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum
-        )
-}
-
-fn cmp_expr(op: CmpOp, d: DType) -> String {
-    let nonzero = |v: &str| match d {
-        DType::F32 => format!("({v} != 0.0)"),
-        DType::I64 => format!("!i64_is_zero({v})"),
-        DType::Bool => format!("({v} != 0u)"),
-    };
-    // Orderings through t_lt/t_eq (see `arithmetic`), so I64 compares its two words.
-    let cond = match op {
-        CmpOp::Eq => "t_eq(a, b)".to_string(),
-        CmpOp::Ne => "!t_eq(a, b)".to_string(),
-        CmpOp::Lt => "t_lt(a, b)".to_string(),
-        CmpOp::Le => "(t_lt(a, b) || t_eq(a, b))".to_string(),
-        CmpOp::Gt => "t_lt(b, a)".to_string(),
-        CmpOp::Ge => "(t_lt(b, a) || t_eq(a, b))".to_string(),
-        CmpOp::And => format!("{} && {}", nonzero("a"), nonzero("b")),
-        CmpOp::Or => format!("{} || {}", nonzero("a"), nonzero("b")),
-        CmpOp::Xor => format!("{} != {}", nonzero("a"), nonzero("b")),
-    };
-    format!("select(0u, 1u, {cond})")
-}
-
-fn cast_expr(from: DType, to: DType) -> &'static str {
-    match (from, to) {
-        (DType::F32, DType::I64) => "i64_from_f32(a)",
-        (DType::F32, DType::Bool) => "select(0u, 1u, a != 0.0)",
-        (DType::I64, DType::F32) => "i64_to_f32(a)",
-        (DType::I64, DType::Bool) => "select(0u, 1u, !i64_is_zero(a))",
-        (DType::Bool, DType::F32) => "f32(a)",
-        (DType::Bool, DType::I64) => "i64_from_u32(a)",
-        _ => "a",
-    }
-}
-
-const FLOAT_HELPERS: &str = "
-fn op_log(x: f32) -> f32 {
-    if (x < 0.0 || x != x) { return nan_f32(); }
-    if (x == 0.0) { return -inf_f32(); }
-    return log(x);
-}
-fn op_sqrt(x: f32) -> f32 {
-    if (x < 0.0) { return nan_f32(); }
-    return sqrt(x);
-}
-fn op_tanh(x: f32) -> f32 {
-    // Through exp of a non-positive number only, so large |x| gives +-1, never NaN.
-    let e = exp(-2.0 * abs(x));
-    let t = (1.0 - e) / (1.0 + e);
-    return select(-t, t, x >= 0.0);
-}
-fn op_sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
-}
-fn op_pow(a: f32, b: f32) -> f32 {
-    // WGSL's pow is undefined for a <= 0; follow C's pow there, as PyTorch does.
-    if (b == 0.0) { return 1.0; }
-    if (a == 0.0) { return select(inf_f32(), 0.0, b > 0.0); }
-    if (a < 0.0) {
-        if (b != floor(b)) { return nan_f32(); }
-        let r = pow(-a, b);
-        return select(r, -r, abs(b % 2.0) == 1.0);
-    }
-    return pow(a, b);
-}
-";
-
-fn helpers(d: DType) -> &'static str {
-    match d {
-        DType::F32 => FLOAT_HELPERS,
-        DType::I64 | DType::Bool => "",
-    }
-}
-
-/// A map kernel: output type, input types, expression. `in_place` makes the output the
-/// left operand `a` (read before it is written) and the one input `b`.
-fn map_source(
-    indexing: Indexing,
-    out: &str,
-    inputs: &[&str],
-    expr: &str,
-    helpers: &str,
-    in_place: bool,
-) -> String {
-    let index = |k: usize| match indexing {
-        Indexing::Strided => format!("offs[{k}]"),
-        Indexing::Contiguous => "i".to_string(),
-    };
-    let names = if in_place {
-        ["b", "c", ""]
-    } else {
-        ["a", "b", "c"]
-    };
-    let mut bindings = String::new();
-    let mut loads = String::new();
-    if indexing == Indexing::Strided {
-        loads += &format!(
-            "    let offs = operand_offsets(i, {}u);\n",
-            inputs.len() + 1
-        );
-    }
-    if in_place {
-        loads += &format!("    let a = out[{}];\n", index(0));
-    }
-    for (k, t) in inputs.iter().enumerate() {
-        bindings += &format!(
-            "@group(0) @binding({}) var<storage, read> in{k}: array<{t}>;\n",
-            k + 2
-        );
-        loads += &format!("    let {} = in{k}[{}];\n", names[k], index(k + 1));
-    }
-    MAP.replace("{{T0}}", out)
-        .replace("{{INPUTS}}", &bindings)
-        .replace("{{LOADS}}", &loads)
-        .replace("{{OUT_INDEX}}", &index(0))
-        .replace("{{EXPR}}", expr)
-        .replace("{{HELPERS}}", helpers)
-}
-
-impl MapOp {
-    fn source(self, indexing: Indexing) -> String {
-        let t = wgsl_type;
-        let map = |out: &str, inputs: &[&str], expr: &str, helpers: &str| {
-            map_source(indexing, out, inputs, expr, helpers, false)
-        };
-        match self {
-            MapOp::Unary(op, d) => {
-                let out = if op.returns_bool() { "u32" } else { t(d) };
-                map(out, &[t(d)], unary_expr(op, d), helpers(d))
-            }
-            MapOp::Binary(op, d) => map(t(d), &[t(d), t(d)], binary_expr(op, d), helpers(d)),
-            MapOp::Copy(d) => map(t(d), &[t(d)], "a", ""),
-            MapOp::BinaryInplace(op, d) => map_source(
-                indexing,
-                t(d),
-                &[t(d)],
-                binary_expr(op, d),
-                helpers(d),
-                true,
-            ),
-            MapOp::Cmp(op, d) => map("u32", &[t(d), t(d)], &cmp_expr(op, d), &arithmetic(d)),
-            MapOp::Where(d) => map(t(d), &["u32", t(d), t(d)], "select(c, b, a != 0u)", ""),
-            MapOp::Cast(from, to) => map(t(to), &[t(from)], cast_expr(from, to), ""),
-        }
-    }
-
-    fn uses_i64(self) -> bool {
-        match self {
-            MapOp::Unary(_, d)
-            | MapOp::Binary(_, d)
-            | MapOp::Copy(d)
-            | MapOp::BinaryInplace(_, d)
-            | MapOp::Cmp(_, d)
-            | MapOp::Where(d) => d == DType::I64,
-            MapOp::Cast(from, to) => from == DType::I64 || to == DType::I64,
-        }
-    }
-}
-
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
 const TREE_COMBINE: &str = "    partials[lid] = acc;
     workgroupBarrier();
@@ -399,23 +137,25 @@ pub fn subgroup_capable(op: ReduceOp, d: DType) -> bool {
 /// max/min keep PyTorch's NaN propagation.
 fn subgroup_combine(op: ReduceOp, d: DType) -> String {
     let t = wgsl_type(d);
+    let extremum = |f: &str, identity: &str| {
+        let best = format!("{f}(select({t}({identity}), acc.v, acc.has == 1u))");
+        if d == DType::F32 {
+            format!("Partial(select({best}, nan_f32(), subgroupAny(acc.has == 1u && is_nan_f32(acc.v))), 0u, subgroupMax(acc.has))")
+        } else {
+            format!("Partial({best}, 0u, subgroupMax(acc.has))")
+        }
+    };
+    // The identities of max and min for the dtypes that have a subgroup variant (see
+    // `subgroup_capable`; the arg reductions and I64 never reach here).
+    let (lowest, highest) = match d {
+        DType::F32 => ("-inf_f32()", "inf_f32()"),
+        DType::I64 | DType::Bool => ("0u", "1u"),
+    };
     let reduced = match op {
         ReduceOp::Sum => "Partial(subgroupAdd(acc.v), 0u, 1u)".to_string(),
         ReduceOp::Prod => "Partial(subgroupMul(acc.v), 0u, 1u)".to_string(),
-        _ => {
-            let (f, identity) = match (op, d) {
-                (ReduceOp::Max, DType::F32) => ("subgroupMax", "-inf_f32()"),
-                (ReduceOp::Min, DType::F32) => ("subgroupMin", "inf_f32()"),
-                (ReduceOp::Max, _) => ("subgroupMax", "0u"),
-                _ => ("subgroupMin", "1u"),
-            };
-            let best = format!("{f}(select({t}({identity}), acc.v, acc.has == 1u))");
-            if d == DType::F32 {
-                format!("Partial(select({best}, nan_f32(), subgroupAny(acc.has == 1u && acc.v != acc.v)), 0u, subgroupMax(acc.has))")
-            } else {
-                format!("Partial({best}, 0u, subgroupMax(acc.has))")
-            }
-        }
+        ReduceOp::Max | ReduceOp::ArgMax => extremum("subgroupMax", lowest),
+        ReduceOp::Min | ReduceOp::ArgMin => extremum("subgroupMin", highest),
     };
     format!(
         "    let in_subgroup = {reduced};
@@ -443,7 +183,8 @@ fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str
             let (id, f) = match (op, d) {
                 (Sum, _) => ("t_zero()", "t_add"),
                 (_, DType::I64) => ("i64_from_u32(1u)", "t_mul"),
-                _ => ("1.0", "t_mul"),
+                (_, DType::F32) => ("1.0", "t_mul"),
+                (_, DType::Bool) => ("1u", "t_mul"),
             };
             (
                 t,
@@ -465,7 +206,7 @@ fn finish(p: Partial) -> {t} {{ return p.v; }}"
             // NaN wins (PyTorch propagates it); ties keep the smaller index (first occurrence).
             let nan = |v: &str| {
                 if d == DType::F32 {
-                    format!("({v} != {v})")
+                    format!("is_nan_f32({v})")
                 } else {
                     "false".to_string()
                 }
@@ -513,11 +254,21 @@ pub fn partial_size(d: DType) -> u64 {
 }
 
 impl Kernel {
-    /// The full WGSL source of this kernel.
-    pub fn source(&self) -> String {
+    /// The full WGSL source of this kernel, or `Err(Unsupported)` for an op the tables do
+    /// not define on its dtype.
+    pub fn source(&self) -> Result<String> {
         let body = match *self {
-            Kernel::Map(op, indexing) => op.source(indexing),
+            Kernel::Map(op, indexing) => op.source(indexing)?,
             Kernel::Reduce(op, d, stage, subgroups) => {
+                if op.rule(d) != crate::op::Reduce::Native
+                    || (subgroups && !subgroup_capable(op, d))
+                {
+                    return Err(crate::error::Error::Unsupported {
+                        op: op.name(),
+                        dtype: d,
+                        backend: "gpu",
+                    });
+                }
                 let (h, acc, out) = reduce_helpers(op, d);
                 let (sg_args, combine) = if subgroups && stage != ReduceStage::Combine {
                     (", @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) num_sg: u32", subgroup_combine(op, d))
@@ -568,11 +319,18 @@ impl Kernel {
                     ),
                     // I64: add the low words, then the high words with the carry out of the
                     // low word; additions commute, so concurrent adds still sum exactly.
-                    _ => (
+                    DType::I64 => (
                         "u32",
                         "    let low_before = atomicAdd(&out[2u * dst], x.x);
     atomicAdd(&out[2u * dst + 1u], x.y + select(0u, 1u, low_before + x.x < low_before));",
                     ),
+                    DType::Bool => {
+                        return Err(crate::error::Error::Unsupported {
+                            op: "scatter_add",
+                            dtype: d,
+                            backend: "gpu",
+                        })
+                    }
                 };
                 SCATTER_ADD
                     .replace("{{T}}", wgsl_type(d))
@@ -596,7 +354,7 @@ impl Kernel {
         // naga takes subgroup builtins without an `enable` directive (it rejects
         // `enable subgroups;` as not yet supported); the device feature gates them.
         let int64 = if self.uses_i64() { INT64 } else { "" };
-        format!("const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}")
+        Ok(format!("const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}"))
     }
 
     /// Kernels that may run without wgpu's runtime checks (see `GpuContext::pipeline`): the
@@ -630,103 +388,42 @@ impl Kernel {
 
 /// Every kernel variant the crate can generate.
 pub fn all_variants() -> Vec<Kernel> {
-    use UnaryOp::*;
-    let dtypes = [DType::F32, DType::I64, DType::Bool];
-    let unary = [
-        Neg, Abs, Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Relu, Recip, Square, Sign, Floor, Ceil,
-        Round, LogicalNot, IsNan,
-    ];
-    let binary = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Pow,
-        BinaryOp::Maximum,
-        BinaryOp::Minimum,
-    ];
-    let cmp = [
-        CmpOp::Eq,
-        CmpOp::Ne,
-        CmpOp::Lt,
-        CmpOp::Le,
-        CmpOp::Gt,
-        CmpOp::Ge,
-        CmpOp::And,
-        CmpOp::Or,
-        CmpOp::Xor,
-    ];
-    let reduce = [
-        ReduceOp::Sum,
-        ReduceOp::Prod,
-        ReduceOp::Max,
-        ReduceOp::Min,
-        ReduceOp::ArgMax,
-        ReduceOp::ArgMin,
-    ];
-    let mut maps = Vec::new();
     let mut v = Vec::new();
-    for d in dtypes {
-        maps.extend(
-            unary
-                .iter()
-                .filter(|&&op| unary_supported(op, d))
-                .map(|&op| MapOp::Unary(op, d)),
-        );
-        maps.extend(
-            binary
-                .iter()
-                .filter(|&&op| binary_supported(op, d))
-                .map(|&op| MapOp::Binary(op, d)),
-        );
-        if d != DType::Bool {
-            maps.extend(
-                [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul]
-                    .iter()
-                    .map(|&op| MapOp::BinaryInplace(op, d)),
-            );
-            v.push(Kernel::Matmul(d));
-            v.push(Kernel::Cumsum(d));
-            v.push(Kernel::ScanAdd(d));
-            v.push(Kernel::ScatterAdd(d));
-            v.push(Kernel::Fill(FillKind::Arange, d));
-        }
-        maps.extend(cmp.iter().map(|&op| MapOp::Cmp(op, d)));
-        maps.push(MapOp::Copy(d));
-        maps.push(MapOp::Where(d));
-        maps.extend(
-            dtypes
-                .iter()
-                .filter(|&&t| t != d)
-                .map(|&t| MapOp::Cast(d, t)),
-        );
-        for op in reduce
-            .iter()
-            .filter(|&&op| d != DType::Bool || !matches!(op, ReduceOp::Sum | ReduceOp::Prod))
-        {
+    for op in MapOp::all() {
+        v.push(Kernel::Map(op, Indexing::Strided));
+        v.push(Kernel::Map(op, Indexing::Contiguous));
+    }
+    for d in DType::ALL {
+        for &op in ReduceOp::ALL {
+            // Sum and prod of bool run on I64 (see `op/reduce.rs`).
+            if op.rule(d) != crate::op::Reduce::Native {
+                continue;
+            }
             v.extend(
                 [
                     ReduceStage::Direct,
                     ReduceStage::Split,
                     ReduceStage::Combine,
                 ]
-                .map(|s| Kernel::Reduce(*op, d, s, false)),
+                .map(|s| Kernel::Reduce(op, d, s, false)),
             );
-            if subgroup_capable(*op, d) {
+            if subgroup_capable(op, d) {
                 v.extend(
                     [ReduceStage::Direct, ReduceStage::Split]
-                        .map(|s| Kernel::Reduce(*op, d, s, true)),
+                        .map(|s| Kernel::Reduce(op, d, s, true)),
                 );
             }
+        }
+        if d != DType::Bool {
+            v.push(Kernel::Matmul(d));
+            v.push(Kernel::Cumsum(d));
+            v.push(Kernel::ScanAdd(d));
+            v.push(Kernel::ScatterAdd(d));
+            v.push(Kernel::Fill(FillKind::Arange, d));
         }
         v.push(Kernel::Gather(d, false));
         v.push(Kernel::Gather(d, true));
         v.push(Kernel::Fill(FillKind::Constant, d));
-    }
-    maps.push(MapOp::BinaryInplace(BinaryOp::Div, DType::F32));
-    for op in maps {
-        v.push(Kernel::Map(op, Indexing::Strided));
-        v.push(Kernel::Map(op, Indexing::Contiguous));
     }
     v.push(Kernel::MatmulVec4);
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));

@@ -2,6 +2,10 @@
 //! compatible view, permute, slice with step, select, expand, squeeze/unsqueeze) is a pure
 //! function from one layout to another; no data moves.
 
+mod merge;
+
+pub use merge::{split_reduced, Merged};
+
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_dim};
 

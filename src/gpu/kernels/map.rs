@@ -1,0 +1,288 @@
+//! Elementwise (map) kernels: `out[i] = EXPR(a, b, c)` over strided, broadcast operands,
+//! generated from the op tables (`op/`). Rust numbers are operands too: they travel in the
+//! parameters, after the elementwise metadata, so `x * 2.0` is one dispatch with no buffer.
+
+use super::{arithmetic, wgsl_type, Indexing, MAP};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::op::{Binary, BinaryOp, CmpOp, ScalarSide, Unary, UnaryOp};
+
+/// What an elementwise kernel computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MapOp {
+    Unary(UnaryOp, DType),
+    /// `a op b`; the side names the operand that is a scalar parameter, if any.
+    Binary(BinaryOp, DType, Option<ScalarSide>),
+    Cmp(CmpOp, DType, Option<ScalarSide>),
+    /// `dst = dst (op) src` in place through the destination's strides; `true`: the source
+    /// is a scalar parameter.
+    BinaryInplace(BinaryOp, DType, bool),
+    /// Strided copy from one view into another (contiguous copies, slice assignment);
+    /// `true`: every element gets one scalar parameter (`fill_` of a view).
+    Copy(DType, bool),
+    /// `cond ? a : b`; the flags say whether `a` and `b` are scalar parameters.
+    Where(DType, bool, bool),
+    Cast(DType, DType),
+}
+
+/// One input of a map kernel: a storage buffer or a scalar parameter, of a dtype.
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    Buffer(DType),
+    Param(DType),
+}
+
+fn unsupported(op: &'static str, dtype: DType) -> Error {
+    Error::Unsupported {
+        op,
+        dtype,
+        backend: "gpu",
+    }
+}
+
+/// The WGSL of a unary op on a dtype, and the result dtype.
+fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
+    fn entry<T>(e: &Unary<T>, own: DType) -> Option<(String, DType)> {
+        match e {
+            Unary::Map(k) => Some((k.wgsl.to_string(), own)),
+            Unary::Test(k) => Some((format!("select(0u, 1u, {})", k.wgsl), DType::Bool)),
+            Unary::ViaFloat | Unary::Refused(_) => None,
+        }
+    }
+    let def = op.def();
+    match d {
+        DType::F32 => entry(&def.f32, d),
+        DType::I64 => entry(&def.i64, d),
+        DType::Bool => entry(&def.bool, d),
+    }
+    .ok_or_else(|| unsupported(def.name, d))
+}
+
+/// The dtype of a unary op's result on `d`, or `Err(Unsupported)`.
+pub fn unary_output(op: UnaryOp, d: DType) -> Result<DType> {
+    unary_expr(op, d).map(|(_, out)| out)
+}
+
+/// The WGSL of a binary op on a dtype.
+fn binary_expr(op: BinaryOp, d: DType) -> Result<&'static str> {
+    fn entry<T>(e: &Binary<T>) -> Option<&'static str> {
+        match e {
+            Binary::Map(k) => Some(k.wgsl),
+            Binary::ViaFloat | Binary::ViaInt | Binary::Refused(_) => None,
+        }
+    }
+    let def = op.def();
+    match d {
+        DType::F32 => entry(&def.f32),
+        DType::I64 => entry(&def.i64),
+        DType::Bool => entry(&def.bool),
+    }
+    .ok_or_else(|| unsupported(def.name, d))
+}
+
+fn cmp_expr(op: CmpOp) -> String {
+    // One condition for every dtype (see `op/compare.rs`); the dtype's `arithmetic` defines
+    // t_lt, t_eq and t_nz.
+    format!("select(0u, 1u, {})", op.def().f32.wgsl)
+}
+
+fn cast_expr(from: DType, to: DType) -> &'static str {
+    use DType::*;
+    match (from, to) {
+        (F32, I64) => "i64_from_f32(a)",
+        (F32, Bool) => "select(0u, 1u, a != 0.0)",
+        (I64, F32) => "i64_to_f32(a)",
+        (I64, Bool) => "select(0u, 1u, !i64_is_zero(a))",
+        (Bool, F32) => "f32(a)",
+        (Bool, I64) => "i64_from_u32(a)",
+        (F32, F32) | (I64, I64) | (Bool, Bool) => "a",
+    }
+}
+
+/// WGSL helper functions of the f32 expressions of an op (empty for other dtypes).
+fn float_helpers(d: DType, helpers: &'static str) -> &'static str {
+    match d {
+        DType::F32 => helpers,
+        DType::I64 | DType::Bool => "",
+    }
+}
+
+/// A map kernel: output type, inputs, expression. `in_place` makes the output the left
+/// operand `a` (read before it is written) and the inputs `b`, `c`.
+fn map_source(
+    indexing: Indexing,
+    out: DType,
+    inputs: &[Input],
+    expr: &str,
+    helpers: &str,
+    in_place: bool,
+) -> String {
+    let buffers = 1 + inputs
+        .iter()
+        .filter(|i| matches!(i, Input::Buffer(_)))
+        .count();
+    let index = |k: usize| match indexing {
+        Indexing::Strided => format!("offs[{k}]"),
+        Indexing::Contiguous => "i".to_string(),
+    };
+    let names: &[&str] = if in_place {
+        &["b", "c"]
+    } else {
+        &["a", "b", "c"]
+    };
+    let mut bindings = String::new();
+    let mut loads = String::new();
+    if indexing == Indexing::Strided {
+        loads += &format!("    let offs = operand_offsets(i, {buffers}u);\n");
+    }
+    if in_place {
+        loads += &format!("    let a = out[{}];\n", index(0));
+    }
+    if inputs.iter().any(|i| matches!(i, Input::Param(_))) {
+        // Scalars follow the metadata of the buffer operands (see common.wgsl).
+        loads += &format!("    let sp = 2u + params[1] + {buffers}u * (params[1] + 1u);\n");
+    }
+    let (mut buffer, mut word) = (0, 0);
+    for (input, name) in inputs.iter().zip(names) {
+        match *input {
+            Input::Buffer(d) => {
+                bindings += &format!(
+                    "@group(0) @binding({}) var<storage, read> in{buffer}: array<{}>;\n",
+                    buffer + 2,
+                    wgsl_type(d)
+                );
+                loads += &format!("    let {name} = in{buffer}[{}];\n", index(buffer + 1));
+                buffer += 1;
+            }
+            Input::Param(d) => {
+                let value = match d {
+                    DType::F32 => format!("bitcast<f32>(params[sp + {word}u])"),
+                    DType::I64 => format!(
+                        "vec2<u32>(params[sp + {word}u], params[sp + {}u])",
+                        word + 1
+                    ),
+                    DType::Bool => format!("params[sp + {word}u]"),
+                };
+                loads += &format!("    let {name} = {value};\n");
+                word += super::gpu_size(d) as usize / 4;
+            }
+        }
+    }
+    MAP.replace("{{T0}}", wgsl_type(out))
+        .replace("{{INPUTS}}", &bindings)
+        .replace("{{LOADS}}", &loads)
+        .replace("{{OUT_INDEX}}", &index(0))
+        .replace("{{EXPR}}", expr)
+        .replace("{{HELPERS}}", helpers)
+}
+
+/// The two operands of a binary op or comparison, with the scalar one as a parameter.
+fn operands(d: DType, side: Option<ScalarSide>) -> [Input; 2] {
+    match side {
+        None => [Input::Buffer(d), Input::Buffer(d)],
+        Some(ScalarSide::Lhs) => [Input::Param(d), Input::Buffer(d)],
+        Some(ScalarSide::Rhs) => [Input::Buffer(d), Input::Param(d)],
+    }
+}
+
+fn operand(d: DType, scalar: bool) -> Input {
+    if scalar {
+        Input::Param(d)
+    } else {
+        Input::Buffer(d)
+    }
+}
+
+impl MapOp {
+    pub(super) fn source(self, indexing: Indexing) -> Result<String> {
+        let map = |out: DType, inputs: &[Input], expr: &str, helpers: &str| {
+            map_source(indexing, out, inputs, expr, helpers, false)
+        };
+        Ok(match self {
+            MapOp::Unary(op, d) => {
+                let (expr, out) = unary_expr(op, d)?;
+                map(
+                    out,
+                    &[Input::Buffer(d)],
+                    &expr,
+                    float_helpers(d, op.def().helpers),
+                )
+            }
+            MapOp::Binary(op, d, side) => map(
+                d,
+                &operands(d, side),
+                binary_expr(op, d)?,
+                float_helpers(d, op.def().helpers),
+            ),
+            MapOp::Cmp(op, d, side) => map(
+                DType::Bool,
+                &operands(d, side),
+                &cmp_expr(op),
+                &arithmetic(d),
+            ),
+            MapOp::BinaryInplace(op, d, scalar) => map_source(
+                indexing,
+                d,
+                &[operand(d, scalar)],
+                binary_expr(op, d)?,
+                float_helpers(d, op.def().helpers),
+                true,
+            ),
+            MapOp::Copy(d, scalar) => map(d, &[operand(d, scalar)], "a", ""),
+            MapOp::Where(d, a, b) => map(
+                d,
+                &[Input::Buffer(DType::Bool), operand(d, a), operand(d, b)],
+                "select(c, b, a != 0u)",
+                "",
+            ),
+            MapOp::Cast(from, to) => map(to, &[Input::Buffer(from)], cast_expr(from, to), ""),
+        })
+    }
+
+    pub(super) fn uses_i64(self) -> bool {
+        match self {
+            MapOp::Unary(_, d)
+            | MapOp::Binary(_, d, _)
+            | MapOp::Copy(d, _)
+            | MapOp::BinaryInplace(_, d, _)
+            | MapOp::Cmp(_, d, _)
+            | MapOp::Where(d, _, _) => d == DType::I64,
+            MapOp::Cast(from, to) => from == DType::I64 || to == DType::I64,
+        }
+    }
+
+    /// Every map kernel the op tables define.
+    pub fn all() -> Vec<MapOp> {
+        let sides = [None, Some(ScalarSide::Lhs), Some(ScalarSide::Rhs)];
+        let mut v = Vec::new();
+        for d in DType::ALL {
+            v.extend(
+                UnaryOp::ALL
+                    .iter()
+                    .filter(|&&op| unary_expr(op, d).is_ok())
+                    .map(|&op| MapOp::Unary(op, d)),
+            );
+            for &op in BinaryOp::ALL
+                .iter()
+                .filter(|&&op| binary_expr(op, d).is_ok())
+            {
+                v.extend(sides.map(|s| MapOp::Binary(op, d, s)));
+                v.extend([false, true].map(|s| MapOp::BinaryInplace(op, d, s)));
+            }
+            for &op in CmpOp::ALL {
+                v.extend(sides.map(|s| MapOp::Cmp(op, d, s)));
+            }
+            v.extend([false, true].map(|s| MapOp::Copy(d, s)));
+            for (a, b) in [(false, false), (true, false), (false, true), (true, true)] {
+                v.push(MapOp::Where(d, a, b));
+            }
+            v.extend(
+                DType::ALL
+                    .iter()
+                    .filter(|&&t| t != d)
+                    .map(|&t| MapOp::Cast(d, t)),
+            );
+        }
+        v
+    }
+}

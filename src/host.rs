@@ -1,0 +1,68 @@
+//! Elements in host memory, one dtype per buffer: what tensors are built from and read back
+//! into, what files hold, and the CPU backend's storage.
+
+use crate::dtype::{DType, Scalar};
+
+/// A host buffer of one dtype.
+#[derive(Debug, Clone)]
+pub enum HostBuffer {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+impl HostBuffer {
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostBuffer::F32(_) => DType::F32,
+            HostBuffer::I64(_) => DType::I64,
+            HostBuffer::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostBuffer::F32(v) => v.len(),
+            HostBuffer::I64(v) => v.len(),
+            HostBuffer::Bool(v) => v.len(),
+        }
+    }
+
+    /// Address of the first element, to tell whether two tensors share memory.
+    pub fn data_ptr(&self) -> usize {
+        match self {
+            HostBuffer::F32(v) => v.as_ptr() as usize,
+            HostBuffer::I64(v) => v.as_ptr() as usize,
+            HostBuffer::Bool(v) => v.as_ptr() as usize,
+        }
+    }
+
+    /// The element at a storage offset, as a scalar (`None` past the end).
+    pub fn get(&self, offset: usize) -> Option<Scalar> {
+        match self {
+            HostBuffer::F32(v) => v.get(offset).map(|&x| Scalar::Float(x as f64)),
+            HostBuffer::I64(v) => v.get(offset).map(|&x| Scalar::Int(x)),
+            HostBuffer::Bool(v) => v.get(offset).map(|&x| Scalar::Bool(x)),
+        }
+    }
+
+    /// Values converted to `dtype` (as `Tensor::new` converts Rust numbers).
+    pub fn from_scalars(values: &[Scalar], dtype: DType) -> HostBuffer {
+        match dtype {
+            DType::F32 => HostBuffer::F32(values.iter().map(|s| s.to_f64() as f32).collect()),
+            DType::I64 => HostBuffer::I64(values.iter().map(|s| s.to_i64()).collect()),
+            DType::Bool => HostBuffer::Bool(values.iter().map(|s| s.to_bool()).collect()),
+        }
+    }
+}
+
+macro_rules! from_vec {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<Vec<$t>> for HostBuffer {
+            fn from(v: Vec<$t>) -> Self {
+                HostBuffer::$v(v)
+            }
+        }
+    )*};
+}
+from_vec!(f32 => F32, i64 => I64, bool => Bool);

@@ -1,0 +1,234 @@
+//! Elementwise arithmetic of two broadcast operands: every fact about each op, in one table
+//! (see `unary.rs` for what an entry holds). Either operand may be a Rust number, which the
+//! kernels take as a parameter (no buffer, no fill).
+
+use super::kernel::{arith, Arith};
+use super::Reads;
+use crate::error::Result;
+use crate::tensor::{Source, Tensor};
+
+/// What an op does when its operands (after promotion) have one dtype.
+#[derive(Clone, Copy)]
+pub enum Binary<T: 'static> {
+    /// A kernel in this dtype.
+    Map(Arith<T>),
+    /// The operands are converted to the default float dtype first (true division of
+    /// integers).
+    ViaFloat,
+    /// The operands are converted to I64 first (`bool ** bool`).
+    ViaInt,
+    /// The op refuses this dtype; the text says why.
+    Refused(&'static str),
+}
+
+/// The gradient of the left operand (a tensor) from the upstream gradient `g`, both
+/// operands and the output `y`. Linear in `g`, as for [`super::Grad1`].
+pub type GradLhs = fn(g: &Tensor, a: &Tensor, b: &Source, y: &Tensor) -> Result<Tensor>;
+/// The gradient of the right operand (a tensor).
+pub type GradRhs = fn(g: &Tensor, a: &Source, b: &Tensor, y: &Tensor) -> Result<Tensor>;
+
+/// Everything the crate knows about one binary op.
+pub struct BinaryDef {
+    /// PyTorch's name.
+    pub name: &'static str,
+    /// What the op does when the operands are F32, I64 or Bool (after promotion).
+    pub f32: Binary<f32>,
+    #[allow(missing_docs)]
+    pub i64: Binary<i64>,
+    #[allow(missing_docs)]
+    pub bool: Binary<bool>,
+    /// WGSL functions that the f32 expression calls.
+    pub helpers: &'static str,
+    /// The gradient of the left operand.
+    pub grad_lhs: GradLhs,
+    /// The gradient of the right operand.
+    pub grad_rhs: GradRhs,
+    /// What the two rules read (see [`Reads`]).
+    pub reads: Reads,
+}
+
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $variant:ident $def:tt,)*) => {
+        /// Elementwise arithmetic of two broadcast operands (their facts: [`BinaryOp::def`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum BinaryOp {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl BinaryOp {
+            /// Every binary op.
+            pub const ALL: &'static [BinaryOp] = &[$(BinaryOp::$variant,)*];
+
+            /// This op's table entry.
+            pub fn def(self) -> &'static BinaryDef {
+                match self {
+                    $(BinaryOp::$variant => {
+                        const DEF: BinaryDef = BinaryDef $def;
+                        &DEF
+                    })*
+                }
+            }
+        }
+    };
+}
+
+binary_ops! {
+    /// `a + b` (logical or for bool, as in PyTorch).
+    Add {
+        name: "add",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| a + b, "a + b")),
+        i64: Binary::Map(arith!(i64, i64::wrapping_add, "i64_add(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
+        helpers: "",
+        grad_lhs: |g, _, _, _| Ok(g.clone()),
+        grad_rhs: |g, _, _, _| Ok(g.clone()),
+        reads: Reads::Nothing,
+    },
+    /// `a - b`.
+    Sub {
+        name: "sub",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| a - b, "a - b")),
+        i64: Binary::Map(arith!(i64, i64::wrapping_sub, "i64_sub(a, b)")),
+        bool: Binary::Refused("subtraction of bool tensors is not supported; use logical_xor"),
+        helpers: "",
+        grad_lhs: |g, _, _, _| Ok(g.clone()),
+        grad_rhs: |g, _, _, _| g.neg(),
+        reads: Reads::Nothing,
+    },
+    /// `a * b` (logical and for bool).
+    Mul {
+        name: "mul",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| a * b, "a * b")),
+        i64: Binary::Map(arith!(i64, i64::wrapping_mul, "i64_mul(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),
+        helpers: "",
+        grad_lhs: |g, _, b, _| g.mul(b.clone()),
+        grad_rhs: |g, a, _, _| g.mul(a.clone()),
+        reads: Reads::Inputs,
+    },
+    /// True division: integers give float.
+    Div {
+        name: "div",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| a / b, "a / b")),
+        i64: Binary::ViaFloat,
+        bool: Binary::ViaFloat,
+        helpers: "",
+        grad_lhs: |g, _, b, _| g.div(b.clone()),
+        // d(a/b)/db = -a/b^2 = -y/b.
+        grad_rhs: |g, _, b, y| g.mul(y)?.div(b)?.neg(),
+        reads: Reads::All,
+    },
+    /// `a ** b` (C's `pow` for floats; wrapping for integers, a negative exponent gives 0).
+    Pow {
+        name: "pow",
+        f32: Binary::Map(arith!(f32, f32::powf, "op_pow(a, b)")),
+        i64: Binary::Map(arith!(i64, |a: i64, b: i64| if b < 0 { 0 } else { a.wrapping_pow(b.min(u32::MAX as i64) as u32) }, "i64_pow(a, b)")),
+        bool: Binary::ViaInt,
+        helpers: "
+fn op_pow(a: f32, b: f32) -> f32 {
+    // WGSL's pow is undefined for a <= 0; follow C's pow there, as PyTorch does.
+    if (b == 0.0) { return 1.0; }
+    if (a == 0.0) { return select(inf_f32(), 0.0, b > 0.0); }
+    if (a < 0.0) {
+        if (b != floor(b)) { return nan_f32(); }
+        let r = pow(-a, b);
+        return select(r, -r, abs(b % 2.0) == 1.0);
+    }
+    return pow(a, b);
+}",
+        grad_lhs: pow_grad_base,
+        grad_rhs: pow_grad_exponent,
+        reads: Reads::All,
+    },
+    /// The larger operand; NaN propagates.
+    Maximum {
+        name: "maximum",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a > b { a } else { b },
+            "select(select(b, a, a > b), a, is_nan_f32(a))")),
+        i64: Binary::Map(arith!(i64, i64::max, "i64_max(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
+        helpers: "",
+        grad_lhs: |g, a, b, _| extremum_grad(g, a, b, super::CmpOp::Gt),
+        grad_rhs: |g, a, b, _| extremum_grad(g, b, a, super::CmpOp::Gt),
+        reads: Reads::Inputs,
+    },
+    /// The smaller operand; NaN propagates.
+    Minimum {
+        name: "minimum",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a < b { a } else { b },
+            "select(select(b, a, a < b), a, is_nan_f32(a))")),
+        i64: Binary::Map(arith!(i64, i64::min, "i64_min(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),
+        helpers: "",
+        grad_lhs: |g, a, b, _| extremum_grad(g, a, b, super::CmpOp::Lt),
+        grad_rhs: |g, a, b, _| extremum_grad(g, b, a, super::CmpOp::Lt),
+        reads: Reads::Inputs,
+    },
+    /// `a` raised to at least `b` (`torch.clamp(a, min=b)`); NaN in either propagates. The
+    /// gradient flows to `a` where `a >= b`, to `b` elsewhere.
+    ClampMin {
+        name: "clamp_min",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a >= b { a } else { b },
+            "select(b, a, is_nan_f32(a) || a >= b)")),
+        i64: Binary::Map(arith!(i64, i64::max, "i64_max(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
+        helpers: "",
+        grad_lhs: |g, a, b, _| Tensor::where_cond(&a.ge(b.clone())?, g, 0.0),
+        grad_rhs: |g, a, b, _| Tensor::where_cond(&b.gt(a.clone())?, g, 0.0),
+        reads: Reads::Inputs,
+    },
+    /// `a` lowered to at most `b` (`torch.clamp(a, max=b)`).
+    ClampMax {
+        name: "clamp_max",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a <= b { a } else { b },
+            "select(b, a, is_nan_f32(a) || a <= b)")),
+        i64: Binary::Map(arith!(i64, i64::min, "i64_min(a, b)")),
+        bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),
+        helpers: "",
+        grad_lhs: |g, a, b, _| Tensor::where_cond(&a.le(b.clone())?, g, 0.0),
+        grad_rhs: |g, a, b, _| Tensor::where_cond(&b.lt(a.clone())?, g, 0.0),
+        reads: Reads::Inputs,
+    },
+}
+
+/// d(a^b)/da = b a^(b-1).
+fn pow_grad_base(g: &Tensor, a: &Tensor, b: &Source, _y: &Tensor) -> Result<Tensor> {
+    match b {
+        Source::Scalar(s) => {
+            let e = s.to_f64();
+            g.mul(&a.pow_scalar(e - 1.0)?)?.mul_scalar(e)
+        }
+        Source::Tensor(b) => g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?),
+    }
+}
+
+/// d(a^b)/db = a^b ln a, taken as 0 where a == 0 (as PyTorch does).
+fn pow_grad_exponent(g: &Tensor, a: &Source, _b: &Tensor, y: &Tensor) -> Result<Tensor> {
+    match a {
+        Source::Scalar(s) => {
+            let base = s.to_f64();
+            let ln = if base == 0.0 { 0.0 } else { base.ln() };
+            g.mul(y)?.mul_scalar(ln)
+        }
+        Source::Tensor(a) => {
+            let safe_log = Tensor::where_cond(&a.eq_scalar(0.0)?, 0.0, &y.mul(&a.log()?)?)?;
+            g.mul(&safe_log)
+        }
+    }
+}
+
+/// The gradient of `x` in maximum/minimum against `other`: all of it where `x` wins (`wins`
+/// is `Gt` for maximum), half of it at a tie.
+fn extremum_grad(g: &Tensor, x: &Tensor, other: &Source, wins: super::CmpOp) -> Result<Tensor> {
+    let win = x.compare(wins, other.clone())?;
+    let tie = x.compare(super::CmpOp::Eq, other.clone())?;
+    let half = Tensor::where_cond(&tie, g.mul_scalar(0.5)?, 0.0)?;
+    Tensor::where_cond(&win, g, &half)
+}
+
+impl BinaryOp {
+    /// PyTorch's name of the op.
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+}

@@ -1,0 +1,75 @@
+//! The primitive operations as data: the one list that every backend implements and that
+//! autograd differentiates.
+//!
+//! Each family is a table with one entry per op (`unary.rs`, `binary.rs`, `compare.rs`,
+//! `reduce.rs`): PyTorch's name, the dtype rule, the CPU closure beside the WGSL expression
+//! of each kernel, and the derivative. `Op::ALL` lists every variant and `op.def()` gives its
+//! entry; the backends, the shader generator and the backward pass read nothing else, so an
+//! op cannot exist on one backend and silently not on the other. See the README's "Adding an
+//! op".
+//!
+//! The other primitives (matmul, cumsum, gather, index_select, scatter_add, where, casts,
+//! copies and creation) have one kernel each per backend, behind the backend seam
+//! (`backend.rs`), and their backward rules in `autograd/rules.rs`.
+
+mod binary;
+mod compare;
+pub(crate) mod kernel;
+mod reduce;
+mod unary;
+
+pub use binary::{Binary, BinaryDef, BinaryOp, GradLhs, GradRhs};
+pub use compare::{CmpDef, CmpOp, Truthy};
+pub use kernel::{Arith, Kern1, Kern2, Run1, Run2, Update2};
+pub use reduce::{Reduce, ReduceDef, ReduceOp};
+pub use unary::{Grad1, Unary, UnaryDef, UnaryOp};
+
+/// What a derivative reads besides the upstream gradient. Autograd records the storage
+/// versions of what it reads, so that a backward pass after those values were overwritten
+/// in place is an error instead of a wrong gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Neither the inputs nor the output (`neg`, `add`).
+    Nothing,
+    /// The inputs.
+    Inputs,
+    /// The output (`exp`, `tanh`, `sigmoid` reuse it).
+    Output,
+    /// Both.
+    All,
+}
+
+impl Reads {
+    /// Whether the inputs are read.
+    pub fn inputs(self) -> bool {
+        matches!(self, Reads::Inputs | Reads::All)
+    }
+    /// Whether the output is read.
+    pub fn output(self) -> bool {
+        matches!(self, Reads::Output | Reads::All)
+    }
+}
+
+/// Which operand of a binary op or comparison is a Rust number rather than a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScalarSide {
+    /// `2.0 - x`.
+    Lhs,
+    /// `x - 2.0`.
+    Rhs,
+}
+
+/// What a creation kernel writes into a fresh buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FillKind {
+    /// One value everywhere.
+    Constant,
+    /// `start + i * step`.
+    Arange,
+    /// Uniform in [0, 1).
+    Uniform,
+    /// Standard normal.
+    Normal,
+    /// Integers in [low, high).
+    RandInt,
+}

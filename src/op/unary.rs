@@ -1,0 +1,340 @@
+//! Elementwise functions of one operand: every fact about each one, in one table.
+//!
+//! An entry names the op as PyTorch does, says per dtype what happens (a kernel, a
+//! conversion to float first, or a refusal), holds each kernel as a CPU closure beside its
+//! WGSL expression, WGSL helper functions it needs, and its derivative. The backends and
+//! autograd read nothing else: adding an op here (and its `Tensor` method in
+//! `tensor/elementwise.rs`) is the whole change, and `tests/op_table.rs` runs every entry on
+//! every dtype and backend.
+
+use super::kernel::{map1, Kern1};
+use super::Reads;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// What an op does with one input dtype.
+#[derive(Clone, Copy)]
+pub enum Unary<T: 'static> {
+    /// A kernel whose result has the input's dtype.
+    Map(Kern1<T, T>),
+    /// A kernel whose result is bool.
+    Test(Kern1<T, bool>),
+    /// The input is converted to the default float dtype first (`exp` of an integer).
+    ViaFloat,
+    /// The op refuses this dtype; the text says what is expected instead.
+    Refused(&'static str),
+}
+
+/// The derivative of a unary op, as the gradient of its input: `g * f'(x)` from the upstream
+/// gradient `g`, the input `x` and the output `y`. Rules are linear in `g`, so forward mode
+/// can run the same rule with a tangent in place of `g`.
+pub type Grad1 = fn(g: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor>;
+
+/// Everything the crate knows about one unary op.
+pub struct UnaryDef {
+    /// PyTorch's name.
+    pub name: &'static str,
+    /// What the op does with F32, I64 and Bool inputs.
+    pub f32: Unary<f32>,
+    #[allow(missing_docs)]
+    pub i64: Unary<i64>,
+    #[allow(missing_docs)]
+    pub bool: Unary<bool>,
+    /// WGSL functions that the f32 expression calls.
+    pub helpers: &'static str,
+    /// `None`: the derivative is zero wherever it exists (`floor`, `sign`).
+    pub grad: Option<Grad1>,
+    /// What the derivative reads, so that autograd can refuse a backward pass after those
+    /// values were overwritten in place.
+    pub reads: Reads,
+}
+
+macro_rules! unary_ops {
+    ($($(#[$doc:meta])* $variant:ident $def:tt,)*) => {
+        /// Elementwise functions of one operand (their facts: [`UnaryOp::def`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum UnaryOp {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl UnaryOp {
+            /// Every unary op.
+            pub const ALL: &'static [UnaryOp] = &[$(UnaryOp::$variant,)*];
+
+            /// This op's table entry.
+            pub fn def(self) -> &'static UnaryDef {
+                match self {
+                    $(UnaryOp::$variant => {
+                        const DEF: UnaryDef = UnaryDef $def;
+                        &DEF
+                    })*
+                }
+            }
+        }
+    };
+}
+
+unary_ops! {
+    /// `-x`.
+    Neg {
+        name: "neg",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| -x, "-a")),
+        i64: Unary::Map(map1!(i64 => i64, i64::wrapping_neg, "i64_neg(a)")),
+        bool: Unary::Refused("a numeric tensor (use logical_not for bool)"),
+        helpers: "",
+        grad: Some(|g, _, _| g.neg()),
+        reads: Reads::Nothing,
+    },
+    /// `|x|`.
+    Abs {
+        name: "abs",
+        f32: Unary::Map(map1!(f32 => f32, f32::abs, "abs(a)")),
+        i64: Unary::Map(map1!(i64 => i64, i64::wrapping_abs, "i64_abs(a)")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(&x.sign()?)),
+        reads: Reads::Inputs,
+    },
+    /// `e^x`.
+    Exp {
+        name: "exp",
+        f32: Unary::Map(map1!(f32 => f32, f32::exp, "exp(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, _, y| g.mul(y)),
+        reads: Reads::Output,
+    },
+    /// `e^x - 1`, accurate for small `x`.
+    Expm1 {
+        name: "expm1",
+        f32: Unary::Map(map1!(f32 => f32, f32::exp_m1, "op_expm1(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_expm1(x: f32) -> f32 {
+    // exp(x) - 1 cancels for small |x|: the Taylor series there (the first omitted term is
+    // below 1e-10 of the result), exp elsewhere.
+    if (abs(x) < 0.25) {
+        return x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0 + x * (1.0 / 120.0
+            + x * (1.0 / 720.0 + x * (1.0 / 5040.0 + x * (1.0 / 40320.0))))))));
+    }
+    return exp(x) - 1.0;
+}",
+        grad: Some(|g, _, y| g.mul(&y.add_scalar(1.0)?)),
+        reads: Reads::Output,
+    },
+    /// Natural logarithm.
+    Log {
+        name: "log",
+        f32: Unary::Map(map1!(f32 => f32, f32::ln, "op_log(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_log(x: f32) -> f32 {
+    if (x < 0.0 || is_nan_f32(x)) { return nan_f32(); }
+    if (x == 0.0) { return -inf_f32(); }
+    return log(x);
+}",
+        grad: Some(|g, x, _| g.div(x)),
+        reads: Reads::Inputs,
+    },
+    /// `ln(1 + x)`, accurate for small `x`.
+    Log1p {
+        name: "log1p",
+        f32: Unary::Map(map1!(f32 => f32, f32::ln_1p, "op_log1p(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_log1p(x: f32) -> f32 {
+    if (x < -1.0 || is_nan_f32(x)) { return nan_f32(); }
+    if (x == -1.0) { return -inf_f32(); }
+    // log(1 + x) loses x's low bits in the sum: near 0 use ln(1+x) = 2 atanh(s) with
+    // s = x / (2 + x), whose series converges fast (|s| < 0.15 here).
+    if (abs(x) < 0.25) {
+        let s = x / (2.0 + x);
+        let s2 = s * s;
+        return 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0
+            + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0))))));
+    }
+    return log(1.0 + x);
+}",
+        grad: Some(|g, x, _| g.div(&x.add_scalar(1.0)?)),
+        reads: Reads::Inputs,
+    },
+    /// Square root.
+    Sqrt {
+        name: "sqrt",
+        f32: Unary::Map(map1!(f32 => f32, f32::sqrt, "op_sqrt(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_sqrt(x: f32) -> f32 {
+    if (x < 0.0) { return nan_f32(); }
+    return sqrt(x);
+}",
+        grad: Some(|g, _, y| g.div(y)?.mul_scalar(0.5)),
+        reads: Reads::Output,
+    },
+    /// Sine.
+    Sin {
+        name: "sin",
+        f32: Unary::Map(map1!(f32 => f32, f32::sin, "sin(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(&x.cos()?)),
+        reads: Reads::Inputs,
+    },
+    /// Cosine.
+    Cos {
+        name: "cos",
+        f32: Unary::Map(map1!(f32 => f32, f32::cos, "cos(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(&x.sin()?)?.neg()),
+        reads: Reads::Inputs,
+    },
+    /// Hyperbolic tangent.
+    Tanh {
+        name: "tanh",
+        f32: Unary::Map(map1!(f32 => f32, f32::tanh, "op_tanh(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_tanh(x: f32) -> f32 {
+    // Through exp of a non-positive number only, so large |x| gives +-1, never NaN.
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= 0.0);
+}",
+        // 1 - tanh^2 from the saved output.
+        grad: Some(|g, _, y| g.mul(&(1.0 - &y.square()?)?)),
+        reads: Reads::Output,
+    },
+    /// `1 / (1 + e^-x)`, computed without overflow.
+    Sigmoid {
+        name: "sigmoid",
+        f32: Unary::Map(map1!(f32 => f32, sigmoid, "op_sigmoid(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}",
+        grad: Some(|g, _, y| g.mul(&y.mul(&(1.0 - y)?)?)),
+        reads: Reads::Output,
+    },
+    /// `max(x, 0)`; NaN stays NaN, as in PyTorch.
+    Relu {
+        name: "relu",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 || x.is_nan() { x } else { 0.0 },
+            "select(0.0, a, a > 0.0 || is_nan_f32(a))")),
+        i64: Unary::Map(map1!(i64 => i64, |x: i64| x.max(0), "i64_max(a, i64_zero())")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: Some(|g, _, y| Tensor::where_cond(&y.gt_scalar(0.0)?, g, 0.0)),
+        reads: Reads::Output,
+    },
+    /// `1 / x`.
+    Reciprocal {
+        name: "reciprocal",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| 1.0 / x, "1.0 / a")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, _, y| g.mul(&y.square()?)?.neg()),
+        reads: Reads::Output,
+    },
+    /// `x * x`.
+    Square {
+        name: "square",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| x * x, "a * a")),
+        i64: Unary::Map(map1!(i64 => i64, |x: i64| x.wrapping_mul(x), "i64_mul(a, a)")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(x)?.mul_scalar(2.0)),
+        reads: Reads::Inputs,
+    },
+    /// -1, 0 or 1 (and NaN for NaN).
+    Sign {
+        name: "sign",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+            "select(select(a, -1.0, a < 0.0), 1.0, a > 0.0)")),
+        i64: Unary::Map(map1!(i64 => i64, i64::signum, "i64_sign(a)")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+    /// Round down.
+    Floor {
+        name: "floor",
+        f32: Unary::Map(map1!(f32 => f32, f32::floor, "floor(a)")),
+        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+    /// Round up.
+    Ceil {
+        name: "ceil",
+        f32: Unary::Map(map1!(f32 => f32, f32::ceil, "ceil(a)")),
+        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+    /// Round half to even.
+    Round {
+        name: "round",
+        f32: Unary::Map(map1!(f32 => f32, f32::round_ties_even, "round(a)")),
+        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
+        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+    /// `x == 0`, as bool.
+    LogicalNot {
+        name: "logical_not",
+        f32: Unary::Test(map1!(f32 => bool, |x: f32| x == 0.0, "a == 0.0")),
+        i64: Unary::Test(map1!(i64 => bool, |x: i64| x == 0, "i64_is_zero(a)")),
+        bool: Unary::Test(map1!(bool => bool, |x: bool| !x, "a == 0u")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+    /// Whether each element is NaN.
+    IsNan {
+        name: "isnan",
+        f32: Unary::Test(map1!(f32 => bool, f32::is_nan, "is_nan_f32(a)")),
+        i64: Unary::Test(map1!(i64 => bool, |_: i64| false, "false")),
+        bool: Unary::Test(map1!(bool => bool, |_: bool| false, "false")),
+        helpers: "",
+        grad: None,
+        reads: Reads::Nothing,
+    },
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    // Written so that neither branch overflows: exp of a non-positive number only.
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl UnaryOp {
+    /// PyTorch's name of the op.
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+}
