@@ -48,7 +48,7 @@ pub struct BinaryDef {
 }
 
 macro_rules! binary_ops {
-    ($($(#[$doc:meta])* $variant:ident $def:tt,)*) => {
+    ($($(#[$doc:meta])* $variant:ident $method:ident $scalar:ident $def:tt,)*) => {
         /// Elementwise arithmetic of two broadcast operands (their facts: [`BinaryOp::def`]).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum BinaryOp {
@@ -69,12 +69,26 @@ macro_rules! binary_ops {
                 }
             }
         }
+
+        impl Tensor {
+            $($(#[$doc])*
+            ///
+            /// The other operand is a tensor (broadcast) or a Rust number.
+            pub fn $method(&self, rhs: impl Into<Source>) -> Result<Tensor> {
+                Tensor::binary_of(BinaryOp::$variant, Source::Tensor(self.clone()), rhs.into())
+            }
+
+            #[doc = concat!("[`Tensor::", stringify!($method), "`] with a number.")]
+            pub fn $scalar(&self, rhs: impl Into<crate::dtype::Scalar>) -> Result<Tensor> {
+                Tensor::binary_of(BinaryOp::$variant, Source::Tensor(self.clone()), Source::Scalar(rhs.into()))
+            })*
+        }
     };
 }
 
 binary_ops! {
     /// `a + b` (logical or for bool, as in PyTorch).
-    Add {
+    Add add add_scalar {
         name: "add",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a + b, "a + b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_add, "i64_add(a, b)")),
@@ -85,7 +99,7 @@ binary_ops! {
         reads: Reads::Nothing,
     },
     /// `a - b`.
-    Sub {
+    Sub sub sub_scalar {
         name: "sub",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a - b, "a - b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_sub, "i64_sub(a, b)")),
@@ -96,7 +110,7 @@ binary_ops! {
         reads: Reads::Nothing,
     },
     /// `a * b` (logical and for bool).
-    Mul {
+    Mul mul mul_scalar {
         name: "mul",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a * b, "a * b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_mul, "i64_mul(a, b)")),
@@ -107,7 +121,7 @@ binary_ops! {
         reads: Reads::Inputs,
     },
     /// True division: integers give float.
-    Div {
+    Div div div_scalar {
         name: "div",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a / b, "a / b")),
         i64: Binary::ViaFloat,
@@ -119,7 +133,7 @@ binary_ops! {
         reads: Reads::All,
     },
     /// `a ** b` (C's `pow` for floats; wrapping for integers, a negative exponent gives 0).
-    Pow {
+    Pow pow pow_scalar {
         name: "pow",
         f32: Binary::Map(arith!(f32, f32::powf, "op_pow(a, b)")),
         i64: Binary::Map(arith!(i64, |a: i64, b: i64| if b < 0 { 0 } else { a.wrapping_pow(b.min(u32::MAX as i64) as u32) }, "i64_pow(a, b)")),
@@ -141,7 +155,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
         reads: Reads::All,
     },
     /// The larger operand; NaN propagates.
-    Maximum {
+    Maximum maximum maximum_scalar {
         name: "maximum",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a > b { a } else { b },
             "select(select(b, a, a > b), a, is_nan_f32(a))")),
@@ -153,7 +167,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// The smaller operand; NaN propagates.
-    Minimum {
+    Minimum minimum minimum_scalar {
         name: "minimum",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a < b { a } else { b },
             "select(select(b, a, a < b), a, is_nan_f32(a))")),
@@ -166,7 +180,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
     },
     /// `a` raised to at least `b` (`torch.clamp(a, min=b)`); NaN in either propagates. The
     /// gradient flows to `a` where `a >= b`, to `b` elsewhere.
-    ClampMin {
+    ClampMin clamp_min clamp_min_scalar {
         name: "clamp_min",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a >= b { a } else { b },
             "select(b, a, is_nan_f32(a) || a >= b)")),
@@ -178,7 +192,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// `a` lowered to at most `b` (`torch.clamp(a, max=b)`).
-    ClampMax {
+    ClampMax clamp_max clamp_max_scalar {
         name: "clamp_max",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a <= b { a } else { b },
             "select(b, a, is_nan_f32(a) || a <= b)")),

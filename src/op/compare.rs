@@ -4,6 +4,8 @@
 //! Rust's comparisons and [`Truthy`].
 
 use super::kernel::{map2, Kern2};
+use crate::error::Result;
+use crate::tensor::{Source, Tensor};
 
 /// Everything the crate knows about one comparison.
 pub struct CmpDef {
@@ -39,7 +41,7 @@ impl Truthy for bool {
 }
 
 macro_rules! cmp_ops {
-    ($($(#[$doc:meta])* $variant:ident: $name:literal, $f:expr, $wgsl:literal;)*) => {
+    ($($(#[$doc:meta])* $variant:ident $method:ident $scalar:ident: $name:literal, $f:expr, $wgsl:literal;)*) => {
         /// Elementwise comparisons and logical connectives (their facts: [`CmpOp::def`]).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum CmpOp {
@@ -65,6 +67,19 @@ macro_rules! cmp_ops {
                 }
             }
         }
+
+        impl Tensor {
+            $($(#[$doc])*
+            /// The other operand is a tensor (broadcast) or a Rust number; the result is bool.
+            pub fn $method(&self, rhs: impl Into<Source>) -> Result<Tensor> {
+                self.compare(CmpOp::$variant, rhs.into())
+            }
+
+            #[doc = concat!("[`Tensor::", stringify!($method), "`] against a number.")]
+            pub fn $scalar(&self, rhs: impl Into<crate::dtype::Scalar>) -> Result<Tensor> {
+                self.compare(CmpOp::$variant, Source::Scalar(rhs.into()))
+            })*
+        }
     };
 }
 
@@ -73,23 +88,23 @@ mod table {
     use super::*;
     cmp_ops! {
         /// `==`.
-        Eq: "eq", |a, b| a == b, "t_eq(a, b)";
+        Eq eq eq_scalar: "eq", |a, b| a == b, "t_eq(a, b)";
         /// `!=`.
-        Ne: "ne", |a, b| a != b, "!t_eq(a, b)";
+        Ne ne ne_scalar: "ne", |a, b| a != b, "!t_eq(a, b)";
         /// `<`.
-        Lt: "lt", |a, b| a < b, "t_lt(a, b)";
+        Lt lt lt_scalar: "lt", |a, b| a < b, "t_lt(a, b)";
         /// `<=`.
-        Le: "le", |a, b| a <= b, "(t_lt(a, b) || t_eq(a, b))";
+        Le le le_scalar: "le", |a, b| a <= b, "(t_lt(a, b) || t_eq(a, b))";
         /// `>`.
-        Gt: "gt", |a, b| a > b, "t_lt(b, a)";
+        Gt gt gt_scalar: "gt", |a, b| a > b, "t_lt(b, a)";
         /// `>=`.
-        Ge: "ge", |a, b| a >= b, "(t_lt(b, a) || t_eq(a, b))";
+        Ge ge ge_scalar: "ge", |a, b| a >= b, "(t_lt(b, a) || t_eq(a, b))";
         /// Logical and of truth values.
-        And: "logical_and", |a: _, b: _| Truthy::truthy(a) && Truthy::truthy(b), "(t_nz(a) && t_nz(b))";
+        And logical_and logical_and_scalar: "logical_and", |a: _, b: _| Truthy::truthy(a) && Truthy::truthy(b), "(t_nz(a) && t_nz(b))";
         /// Logical or of truth values.
-        Or: "logical_or", |a: _, b: _| Truthy::truthy(a) || Truthy::truthy(b), "(t_nz(a) || t_nz(b))";
+        Or logical_or logical_or_scalar: "logical_or", |a: _, b: _| Truthy::truthy(a) || Truthy::truthy(b), "(t_nz(a) || t_nz(b))";
         /// Logical exclusive or of truth values.
-        Xor: "logical_xor", |a: _, b: _| Truthy::truthy(a) != Truthy::truthy(b), "(t_nz(a) != t_nz(b))";
+        Xor logical_xor logical_xor_scalar: "logical_xor", |a: _, b: _| Truthy::truthy(a) != Truthy::truthy(b), "(t_nz(a) != t_nz(b))";
     }
 }
 pub use table::CmpOp;

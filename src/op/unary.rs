@@ -50,7 +50,7 @@ pub struct UnaryDef {
 }
 
 macro_rules! unary_ops {
-    ($($(#[$doc:meta])* $variant:ident $def:tt,)*) => {
+    ($($(#[$doc:meta])* $variant:ident $method:ident $def:tt,)*) => {
         /// Elementwise functions of one operand (their facts: [`UnaryOp::def`]).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum UnaryOp {
@@ -71,12 +71,19 @@ macro_rules! unary_ops {
                 }
             }
         }
+
+        impl Tensor {
+            $($(#[$doc])*
+            pub fn $method(&self) -> Result<Tensor> {
+                self.unary(UnaryOp::$variant)
+            })*
+        }
     };
 }
 
 unary_ops! {
     /// `-x`.
-    Neg {
+    Neg neg {
         name: "neg",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| -x, "-a")),
         i64: Unary::Map(map1!(i64 => i64, i64::wrapping_neg, "i64_neg(a)")),
@@ -86,7 +93,7 @@ unary_ops! {
         reads: Reads::Nothing,
     },
     /// `|x|`.
-    Abs {
+    Abs abs {
         name: "abs",
         f32: Unary::Map(map1!(f32 => f32, f32::abs, "abs(a)")),
         i64: Unary::Map(map1!(i64 => i64, i64::wrapping_abs, "i64_abs(a)")),
@@ -96,7 +103,7 @@ unary_ops! {
         reads: Reads::Inputs,
     },
     /// `e^x`.
-    Exp {
+    Exp exp {
         name: "exp",
         f32: Unary::Map(map1!(f32 => f32, f32::exp, "exp(a)")),
         i64: Unary::ViaFloat,
@@ -106,7 +113,7 @@ unary_ops! {
         reads: Reads::Output,
     },
     /// `e^x - 1`, accurate for small `x`.
-    Expm1 {
+    Expm1 expm1 {
         name: "expm1",
         f32: Unary::Map(map1!(f32 => f32, f32::exp_m1, "op_expm1(a)")),
         i64: Unary::ViaFloat,
@@ -125,7 +132,7 @@ fn op_expm1(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// Natural logarithm.
-    Log {
+    Log log {
         name: "log",
         f32: Unary::Map(map1!(f32 => f32, f32::ln, "op_log(a)")),
         i64: Unary::ViaFloat,
@@ -140,7 +147,7 @@ fn op_log(x: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// `ln(1 + x)`, accurate for small `x`.
-    Log1p {
+    Log1p log1p {
         name: "log1p",
         f32: Unary::Map(map1!(f32 => f32, f32::ln_1p, "op_log1p(a)")),
         i64: Unary::ViaFloat,
@@ -163,7 +170,7 @@ fn op_log1p(x: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// Square root.
-    Sqrt {
+    Sqrt sqrt {
         name: "sqrt",
         f32: Unary::Map(map1!(f32 => f32, f32::sqrt, "op_sqrt(a)")),
         i64: Unary::ViaFloat,
@@ -177,7 +184,7 @@ fn op_sqrt(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// Sine.
-    Sin {
+    Sin sin {
         name: "sin",
         f32: Unary::Map(map1!(f32 => f32, f32::sin, "sin(a)")),
         i64: Unary::ViaFloat,
@@ -187,7 +194,7 @@ fn op_sqrt(x: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// Cosine.
-    Cos {
+    Cos cos {
         name: "cos",
         f32: Unary::Map(map1!(f32 => f32, f32::cos, "cos(a)")),
         i64: Unary::ViaFloat,
@@ -197,7 +204,7 @@ fn op_sqrt(x: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// Hyperbolic tangent.
-    Tanh {
+    Tanh tanh {
         name: "tanh",
         f32: Unary::Map(map1!(f32 => f32, f32::tanh, "op_tanh(a)")),
         i64: Unary::ViaFloat,
@@ -214,7 +221,7 @@ fn op_tanh(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// `1 / (1 + e^-x)`, computed without overflow.
-    Sigmoid {
+    Sigmoid sigmoid {
         name: "sigmoid",
         f32: Unary::Map(map1!(f32 => f32, sigmoid, "op_sigmoid(a)")),
         i64: Unary::ViaFloat,
@@ -228,7 +235,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// `max(x, 0)`; NaN stays NaN, as in PyTorch.
-    Relu {
+    Relu relu {
         name: "relu",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 || x.is_nan() { x } else { 0.0 },
             "select(0.0, a, a > 0.0 || is_nan_f32(a))")),
@@ -239,7 +246,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// `1 / x`.
-    Reciprocal {
+    Reciprocal reciprocal {
         name: "reciprocal",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| 1.0 / x, "1.0 / a")),
         i64: Unary::ViaFloat,
@@ -249,7 +256,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Output,
     },
     /// `x * x`.
-    Square {
+    Square square {
         name: "square",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| x * x, "a * a")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x.wrapping_mul(x), "i64_mul(a, a)")),
@@ -259,7 +266,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Inputs,
     },
     /// -1, 0 or 1 (and NaN for NaN).
-    Sign {
+    Sign sign {
         name: "sign",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
             "select(select(a, -1.0, a < 0.0), 1.0, a > 0.0)")),
@@ -270,7 +277,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Nothing,
     },
     /// Round down.
-    Floor {
+    Floor floor {
         name: "floor",
         f32: Unary::Map(map1!(f32 => f32, f32::floor, "floor(a)")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
@@ -280,7 +287,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Nothing,
     },
     /// Round up.
-    Ceil {
+    Ceil ceil {
         name: "ceil",
         f32: Unary::Map(map1!(f32 => f32, f32::ceil, "ceil(a)")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
@@ -290,7 +297,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Nothing,
     },
     /// Round half to even.
-    Round {
+    Round round {
         name: "round",
         f32: Unary::Map(map1!(f32 => f32, f32::round_ties_even, "round(a)")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
@@ -300,7 +307,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Nothing,
     },
     /// `x == 0`, as bool.
-    LogicalNot {
+    LogicalNot logical_not {
         name: "logical_not",
         f32: Unary::Test(map1!(f32 => bool, |x: f32| x == 0.0, "a == 0.0")),
         i64: Unary::Test(map1!(i64 => bool, |x: i64| x == 0, "i64_is_zero(a)")),
@@ -310,7 +317,7 @@ fn op_sigmoid(x: f32) -> f32 {
         reads: Reads::Nothing,
     },
     /// Whether each element is NaN.
-    IsNan {
+    IsNan isnan {
         name: "isnan",
         f32: Unary::Test(map1!(f32 => bool, f32::is_nan, "is_nan_f32(a)")),
         i64: Unary::Test(map1!(i64 => bool, |_: i64| false, "false")),

@@ -14,125 +14,6 @@ use crate::storage::Storage;
 
 use super::Source;
 
-macro_rules! unary_methods {
-    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {
-        impl Tensor {
-            $($(#[$doc])* pub fn $name(&self) -> Result<Tensor> {
-                self.unary(UnaryOp::$op)
-            })*
-        }
-    };
-}
-unary_methods! {
-    /// `-x`.
-    neg => Neg,
-    /// `|x|`.
-    abs => Abs,
-    /// `e^x` (integers become float).
-    exp => Exp,
-    /// `e^x - 1`, accurate for small `x` (`torch.expm1`).
-    expm1 => Expm1,
-    /// Natural logarithm.
-    log => Log,
-    /// `ln(1 + x)`, accurate for small `x` (`torch.log1p`).
-    log1p => Log1p,
-    /// Square root.
-    sqrt => Sqrt,
-    /// Sine.
-    sin => Sin,
-    /// Cosine.
-    cos => Cos,
-    /// Hyperbolic tangent.
-    tanh => Tanh,
-    /// `1 / (1 + e^-x)`, computed without overflow.
-    sigmoid => Sigmoid,
-    /// `max(x, 0)`.
-    relu => Relu,
-    /// `1 / x`.
-    reciprocal => Reciprocal,
-    /// `x * x`.
-    square => Square,
-    /// -1, 0 or 1.
-    sign => Sign,
-    /// Round down.
-    floor => Floor,
-    /// Round up.
-    ceil => Ceil,
-    /// Round half to even.
-    round => Round,
-    /// `x == 0`, as bool.
-    logical_not => LogicalNot,
-    /// Whether each element is NaN.
-    isnan => IsNan,
-}
-
-macro_rules! binary_methods {
-    ($($(#[$doc:meta])* $name:ident, $scalar:ident => $op:ident),* $(,)?) => {
-        impl Tensor {
-            $($(#[$doc])*
-            ///
-            /// The right operand is a tensor (broadcast) or a Rust number.
-            pub fn $name(&self, rhs: impl Into<Source>) -> Result<Tensor> {
-                Tensor::binary_of(BinaryOp::$op, Source::Tensor(self.clone()), rhs.into())
-            }
-            #[doc = concat!("[`Tensor::", stringify!($name), "`] with a number.")]
-            pub fn $scalar(&self, rhs: impl Into<Scalar>) -> Result<Tensor> {
-                Tensor::binary_of(BinaryOp::$op, Source::Tensor(self.clone()), Source::Scalar(rhs.into()))
-            })*
-        }
-    };
-}
-binary_methods! {
-    /// Elementwise sum with broadcasting.
-    add, add_scalar => Add,
-    /// Elementwise difference with broadcasting.
-    sub, sub_scalar => Sub,
-    /// Elementwise product with broadcasting.
-    mul, mul_scalar => Mul,
-    /// Elementwise true division (integers give float) with broadcasting.
-    div, div_scalar => Div,
-    /// Elementwise power with broadcasting.
-    pow, pow_scalar => Pow,
-    /// Elementwise maximum (NaN propagates).
-    maximum, maximum_scalar => Maximum,
-    /// Elementwise minimum (NaN propagates).
-    minimum, minimum_scalar => Minimum,
-}
-
-macro_rules! cmp_methods {
-    ($($(#[$doc:meta])* $name:ident, $scalar:ident => $op:ident),* $(,)?) => {
-        impl Tensor {
-            $($(#[$doc])* pub fn $name(&self, rhs: impl Into<Source>) -> Result<Tensor> {
-                self.compare(CmpOp::$op, rhs.into())
-            }
-            #[doc = concat!("[`Tensor::", stringify!($name), "`] against a number.")]
-            pub fn $scalar(&self, rhs: impl Into<Scalar>) -> Result<Tensor> {
-                self.compare(CmpOp::$op, Source::Scalar(rhs.into()))
-            })*
-        }
-    };
-}
-cmp_methods! {
-    /// `==`, to bool.
-    eq, eq_scalar => Eq,
-    /// `!=`, to bool.
-    ne, ne_scalar => Ne,
-    /// `<`, to bool.
-    lt, lt_scalar => Lt,
-    /// `<=`, to bool.
-    le, le_scalar => Le,
-    /// `>`, to bool.
-    gt, gt_scalar => Gt,
-    /// `>=`, to bool.
-    ge, ge_scalar => Ge,
-    /// Logical and of truth values, to bool.
-    logical_and, logical_and_scalar => And,
-    /// Logical or of truth values, to bool.
-    logical_or, logical_or_scalar => Or,
-    /// Logical exclusive or of truth values, to bool.
-    logical_xor, logical_xor_scalar => Xor,
-}
-
 /// The dtype rule of a table entry, without its kernel.
 enum Rule {
     Kernel,
@@ -244,6 +125,23 @@ fn with_args<R>(ops: &[&Prepared], f: impl FnOnce(&[Arg<'_, Storage>]) -> Result
 }
 
 impl Tensor {
+    /// Apply a unary op of the table (`op/`) by value: `x.unary_op(UnaryOp::Log1p)` is
+    /// `x.log1p()`.
+    pub fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
+        self.unary(op)
+    }
+
+    /// Apply a binary op of the table by value to tensors or numbers (at least one tensor):
+    /// `Tensor::binary_op(BinaryOp::Sub, 1.0, &x)` is `1.0 - &x`.
+    pub fn binary_op(op: BinaryOp, a: impl Into<Source>, b: impl Into<Source>) -> Result<Tensor> {
+        Tensor::binary_of(op, a.into(), b.into())
+    }
+
+    /// Apply a comparison of the table by value.
+    pub fn compare_op(&self, op: CmpOp, rhs: impl Into<Source>) -> Result<Tensor> {
+        self.compare(op, rhs.into())
+    }
+
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         match unary_rule(op, self.dtype()) {
             Rule::Kernel => {}
@@ -428,16 +326,6 @@ impl Tensor {
     /// where `min <= x <= max`.
     pub fn clamp(&self, min: impl Into<Scalar>, max: impl Into<Scalar>) -> Result<Tensor> {
         self.clamp_min(min)?.clamp_max(max)
-    }
-
-    /// `max(x, min)` with the gradient flowing where `x >= min`.
-    pub fn clamp_min(&self, min: impl Into<Source>) -> Result<Tensor> {
-        Tensor::binary_of(BinaryOp::ClampMin, Source::Tensor(self.clone()), min.into())
-    }
-
-    /// `min(x, max)` with the gradient flowing where `x <= max`.
-    pub fn clamp_max(&self, max: impl Into<Source>) -> Result<Tensor> {
-        Tensor::binary_of(BinaryOp::ClampMax, Source::Tensor(self.clone()), max.into())
     }
 
     /// Replace the elements where `mask` is true by `value` (mask broadcast to this shape;

@@ -4,7 +4,7 @@ use super::Tensor;
 use crate::autograd::BackwardOp;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::op::ReduceOp;
+use crate::op::{Reduce, ReduceOp};
 use crate::shape::{normalize_dims, IntList};
 
 impl Tensor {
@@ -15,19 +15,16 @@ impl Tensor {
         } else {
             dims.to_vec()
         };
-        if matches!(
-            op,
-            ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax | ReduceOp::ArgMin
-        ) && dims.iter().any(|&d| self.shape()[d] == 0)
-        {
+        if op.def().needs_elements && dims.iter().any(|&d| self.shape()[d] == 0) {
             return Err(Error::bad_shape(
                 op.name(),
                 self.shape(),
                 "cannot reduce over a zero-size dimension: the result has no identity",
             ));
         }
-        if self.dtype() == DType::Bool && matches!(op, ReduceOp::Sum | ReduceOp::Prod) {
-            return self.to_dtype(DType::I64)?.reduce_raw(op, &dims, keepdim);
+        match op.rule(self.dtype()) {
+            Reduce::Native => {}
+            Reduce::ViaInt => return self.to_dtype(DType::I64)?.reduce_raw(op, &dims, keepdim),
         }
         let shape: Vec<usize> = (0..self.ndim())
             .filter_map(|d| {
