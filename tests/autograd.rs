@@ -610,3 +610,57 @@ fn leaves_sharing_an_upstream_gradient_accumulate_separately() {
     assert!(x.grad().is_none());
     assert_eq!(w.grad().unwrap().to_vec::<f32>().unwrap(), vec![4.0; 6]);
 }
+
+/// `wgrad::grad` is `torch.autograd.grad`: gradients of the named inputs, leaves or not,
+/// with no `.grad` read or written, on every device.
+#[test]
+fn grad_returns_the_named_gradients_and_writes_no_grad() -> Result<()> {
+    for dev in common::devices() {
+        let x = Tensor::new([1.0f32, -2.0, 3.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let w = Tensor::new([0.5f32, 4.0, -1.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let earlier = Tensor::new([9.0f32, 9.0, 9.0])?.to_device(&dev)?;
+        x.set_grad(Some(earlier.clone()))?;
+        let h = x.mul(&w)?;
+        let y = h.square()?.sum()?;
+        // dy/dh = 2h, for the intermediate h; and dy/dx = 2h * w beside it.
+        let g = wgrad::grad(&y, &[&h, &x], false)?;
+        let hv = h.to_vec::<f32>()?;
+        let wv = w.to_vec::<f32>()?;
+        assert_eq!(
+            g[0].to_vec::<f32>()?,
+            hv.iter().map(|v| 2.0 * v).collect::<Vec<_>>()
+        );
+        let dx: Vec<f32> = hv.iter().zip(&wv).map(|(h, w)| 2.0 * h * w).collect();
+        assert_eq!(g[1].to_vec::<f32>()?, dx);
+        assert!(w.grad().is_none(), "w.grad was written on {dev}");
+        assert_eq!(
+            x.grad().unwrap().to_vec::<f32>()?,
+            vec![9.0; 3],
+            "x.grad changed on {dev}"
+        );
+        assert!(!g[0].requires_grad());
+        // An input the output does not depend on is an error, as in PyTorch.
+        let unused = Tensor::new([1.0f32])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let e = wgrad::grad(&y, &[&unused], false).unwrap_err();
+        assert!(
+            e.to_string().contains("does not appear in the graph"),
+            "{e}"
+        );
+        // With create_graph the gradient of a non-leaf can be differentiated again:
+        // d/dx sum(dy/dh) = d/dx sum(2 x w) = 2w.
+        let dh = wgrad::grad(&y, &[&h], true)?.remove(0);
+        let ddx = wgrad::grad(&dh.sum()?, &[&x], false)?.remove(0);
+        assert_eq!(
+            ddx.to_vec::<f32>()?,
+            wv.iter().map(|w| 2.0 * w).collect::<Vec<_>>()
+        );
+        assert!(w.grad().is_none());
+    }
+    Ok(())
+}

@@ -113,8 +113,50 @@ pub(crate) fn record(
     }))
 }
 
-/// Run backward from `root` with upstream gradient `grad`.
+/// Where a backward pass puts the gradients it computes.
+enum Sink<'a> {
+    /// Into the `.grad` of every leaf that requires grad (`backward()`).
+    Leaves,
+    /// Into the returned slots of these tensors, leaves or not; no `.grad` is written
+    /// (`torch.autograd.grad`).
+    Inputs(&'a [&'a Tensor], Vec<Option<Tensor>>),
+}
+
+/// Run backward from `root` with upstream gradient `grad`, accumulating into leaves.
 pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> Result<()> {
+    run(root, grad, create_graph, &mut Sink::Leaves)
+}
+
+/// The gradients of `root` (upstream gradient `grad`) with respect to `inputs`, leaf or
+/// not, without touching any `.grad`. An input the graph does not reach is an error, as in
+/// PyTorch without `allow_unused`.
+pub(crate) fn gradients(
+    root: &Tensor,
+    grad: Tensor,
+    inputs: &[&Tensor],
+    create_graph: bool,
+) -> Result<Vec<Tensor>> {
+    let mut sink = Sink::Inputs(inputs, vec![None; inputs.len()]);
+    run(root, grad, create_graph, &mut sink)?;
+    let Sink::Inputs(_, found) = sink else {
+        return Err(Error::autograd("grad", "the gradient slots were lost"));
+    };
+    found
+        .into_iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(i, (g, t))| {
+            g.ok_or_else(|| {
+                Error::autograd(
+                    "grad",
+                    format!("input {i} (shape {:?}) does not appear in the graph of the output: it was not used to compute it, or only through detached values", t.shape()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn run(root: &Tensor, grad: Tensor, create_graph: bool, sink: &mut Sink<'_>) -> Result<()> {
     if !root.requires_grad() {
         return Err(Error::autograd(
             "backward",
@@ -123,14 +165,46 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> R
     }
     let _mode = set_grad_enabled(create_graph);
     let order = topological_order(root);
+    // With named inputs, only the part of the graph that leads to them runs.
+    let needed: Option<HashSet<u64>> = match sink {
+        Sink::Leaves => None,
+        Sink::Inputs(inputs, _) => {
+            let targets: HashSet<u64> = inputs.iter().map(|t| t.id()).collect();
+            let mut needed = HashSet::new();
+            for t in &order {
+                let leads = targets.contains(&t.id())
+                    || t.0
+                        .grad_fn
+                        .as_ref()
+                        .is_some_and(|n| n.inputs.iter().any(|i| needed.contains(&i.id())));
+                if leads {
+                    needed.insert(t.id());
+                }
+            }
+            Some(needed)
+        }
+    };
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root.id(), grad);
     for t in order.iter().rev() {
+        if needed.as_ref().is_some_and(|n| !n.contains(&t.id())) {
+            continue;
+        }
         let Some(g) = grads.remove(&t.id()) else {
             continue;
         };
+        if let Sink::Inputs(inputs, found) = sink {
+            // Every use of `t` is later in the graph, so its gradient is complete here.
+            for (slot, input) in found.iter_mut().zip(inputs.iter()) {
+                if input.id() == t.id() {
+                    *slot = Some(g.clone());
+                }
+            }
+        }
         let Some(node) = &t.0.grad_fn else {
-            accumulate_leaf(t, g, create_graph)?;
+            if let Sink::Leaves = sink {
+                accumulate_leaf(t, g, create_graph)?;
+            }
             continue;
         };
         for (i, (cell, version)) in node.versions.iter().enumerate() {
@@ -153,7 +227,7 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> R
         let input_grads = rules::backward(&node.op, &g, &node.inputs, t)?;
         for (input, ig) in node.inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };
-            if !input.requires_grad() {
+            if !input.requires_grad() || needed.as_ref().is_some_and(|n| !n.contains(&input.id())) {
                 continue;
             }
             if ig.shape() != input.shape() {

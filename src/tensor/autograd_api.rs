@@ -162,7 +162,10 @@ impl Tensor {
 }
 
 /// Gradients of `output` with respect to `inputs`, returned rather than accumulated
-/// (`torch.autograd.grad`); with `create_graph` they can be differentiated again.
+/// (`torch.autograd.grad`): the inputs may be leaves or intermediate results, and no tensor's
+/// `.grad()` is read or written. With `create_graph` the gradients carry a graph and can be
+/// differentiated again. An input that `output` does not depend on is an error (PyTorch's
+/// default, `allow_unused=False`); `output` must be a scalar.
 ///
 /// ```
 /// use wgrad::{grad, Tensor};
@@ -171,26 +174,34 @@ impl Tensor {
 /// let dx = grad(&y, &[&x], true)?.remove(0);           // 3x^2
 /// let ddx = grad(&dx.sum()?, &[&x], false)?.remove(0); // 6x
 /// assert_eq!(ddx.to_vec::<f32>()?, vec![6.0, 12.0, 18.0]);
+/// assert!(x.grad().is_none());
+///
+/// // An intermediate result: for h = x * w, dy/dh.
+/// let w = Tensor::new([2.0f32, 2.0, 2.0])?.requires_grad_(true)?;
+/// let h = x.mul(&w)?;
+/// let y = h.square()?.sum()?;
+/// let dh = grad(&y, &[&h], false)?.remove(0);          // 2h
+/// assert_eq!(dh.to_vec::<f32>()?, vec![4.0, 8.0, 12.0]);
+/// assert!(w.grad().is_none());
 /// # Ok::<(), wgrad::Error>(())
 /// ```
 pub fn grad(output: &Tensor, inputs: &[&Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
-    // Run backward into fresh leaf slots: remember and clear the current grads, then restore.
-    let saved: Vec<Option<Tensor>> = inputs.iter().map(|t| t.grad()).collect();
-    for t in inputs {
-        t.zero_grad();
+    if output.numel() != 1 {
+        return Err(Error::autograd(
+            "grad",
+            format!(
+                "grad can be implicitly created only for scalar outputs, this one has shape {:?}",
+                output.shape()
+            ),
+        ));
     }
-    let result = if create_graph {
-        output.backward_create_graph(None)
-    } else {
-        output.backward()
-    };
-    let grads: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.grad().map(Ok).unwrap_or_else(|| Tensor::zeros_like(t)))
-        .collect::<Result<_>>()?;
-    for (t, s) in inputs.iter().zip(saved) {
-        *t.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    for (i, t) in inputs.iter().enumerate() {
+        if !t.requires_grad() {
+            return Err(Error::autograd(
+                "grad",
+                format!("input {i} (shape {:?}) does not require grad", t.shape()),
+            ));
+        }
     }
-    result?;
-    Ok(grads)
+    autograd::gradients(output, Tensor::ones_like(output)?, inputs, create_graph)
 }
