@@ -56,8 +56,50 @@ impl HostBuffer {
     }
 }
 
-macro_rules! from_vec {
-    ($($t:ty => $v:ident),*) => {$(
+/// Rust element types with a matching host buffer.
+pub trait CpuElement: crate::dtype::Element {
+    #[doc(hidden)]
+    fn wrap(v: Vec<Self>) -> HostBuffer;
+    #[doc(hidden)]
+    fn unwrap(s: HostBuffer) -> Option<Vec<Self>>;
+    #[doc(hidden)]
+    fn of(b: &HostBuffer) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]>;
+    /// A number converted to this type (floats to integers truncate toward zero).
+    #[doc(hidden)]
+    fn from_scalar(s: Scalar) -> Self;
+}
+
+macro_rules! cpu_element {
+    ($($t:ty => $v:ident [$($other:ident),*], $conv:expr;)*) => {$(
+        impl CpuElement for $t {
+            fn wrap(v: Vec<Self>) -> HostBuffer {
+                HostBuffer::$v(v)
+            }
+            fn unwrap(s: HostBuffer) -> Option<Vec<Self>> {
+                match s {
+                    HostBuffer::$v(v) => Some(v),
+                    $(HostBuffer::$other(_))|* => None,
+                }
+            }
+            fn of(b: &HostBuffer) -> Option<&[Self]> {
+                match b {
+                    HostBuffer::$v(v) => Some(v),
+                    $(HostBuffer::$other(_))|* => None,
+                }
+            }
+            fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]> {
+                match b {
+                    HostBuffer::$v(v) => Some(v),
+                    $(HostBuffer::$other(_))|* => None,
+                }
+            }
+            fn from_scalar(s: Scalar) -> Self {
+                $conv(s)
+            }
+        }
+
         impl From<Vec<$t>> for HostBuffer {
             fn from(v: Vec<$t>) -> Self {
                 HostBuffer::$v(v)
@@ -65,4 +107,8 @@ macro_rules! from_vec {
         }
     )*};
 }
-from_vec!(f32 => F32, i64 => I64, bool => Bool);
+cpu_element! {
+    f32 => F32 [I64, Bool], |s: Scalar| s.to_f64() as f32;
+    i64 => I64 [F32, Bool], |s: Scalar| s.to_i64();
+    bool => Bool [F32, I64], |s: Scalar| s.to_bool();
+}

@@ -161,6 +161,22 @@ macro_rules! pair {
     };
 }
 
+/// Run the backend function `$method($pre.., a, b)` of the backend that owns the first buffer
+/// among the operands `a` and `b`; a buffer of another device is a `DeviceMismatch`.
+macro_rules! elementwise {
+    ($name:expr, $a:expr, $b:expr, $method:ident($($pre:expr),*)) => {{
+        let (name, a, b) = ($name, $a, $b);
+        let first = first_buffer(name, &[a, b])?;
+        let here = first.device();
+        match first {
+            Storage::Cpu(_) => HostBuffer::$method($($pre,)* on_cpu(name, &here, a)?, on_cpu(name, &here, b)?)
+                .map(Storage::Cpu),
+            Storage::Gpu(_) => GpuStorage::$method($($pre,)* on_gpu(name, &here, a)?, on_gpu(name, &here, b)?)
+                .map(Storage::Gpu),
+        }
+    }};
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
@@ -269,26 +285,7 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
-        let (name, first) = (op.name(), first_buffer(op.name(), &[a, b])?);
-        let here = first.device();
-        match first {
-            Storage::Cpu(_) => HostBuffer::binary(
-                op,
-                shape,
-                dtype,
-                on_cpu(name, &here, a)?,
-                on_cpu(name, &here, b)?,
-            )
-            .map(Storage::Cpu),
-            Storage::Gpu(_) => GpuStorage::binary(
-                op,
-                shape,
-                dtype,
-                on_gpu(name, &here, a)?,
-                on_gpu(name, &here, b)?,
-            )
-            .map(Storage::Gpu),
-        }
+        elementwise!(op.name(), a, b, binary(op, shape, dtype))
     }
 
     /// `self[dst] = self[dst] (op) src` in place; `src` is another buffer or a number.
@@ -312,26 +309,7 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
-        let (name, first) = (op.name(), first_buffer(op.name(), &[a, b])?);
-        let here = first.device();
-        match first {
-            Storage::Cpu(_) => HostBuffer::cmp(
-                op,
-                shape,
-                dtype,
-                on_cpu(name, &here, a)?,
-                on_cpu(name, &here, b)?,
-            )
-            .map(Storage::Cpu),
-            Storage::Gpu(_) => GpuStorage::cmp(
-                op,
-                shape,
-                dtype,
-                on_gpu(name, &here, a)?,
-                on_gpu(name, &here, b)?,
-            )
-            .map(Storage::Gpu),
-        }
+        elementwise!(op.name(), a, b, cmp(op, shape, dtype))
     }
 
     pub fn where_cond(

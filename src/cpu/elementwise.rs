@@ -5,52 +5,16 @@
 use super::map::{map1, map3, run1, run2, update, write_into};
 use super::pool::Pooled;
 use crate::backend::Arg;
-use crate::dtype::{DType, Scalar};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::host::HostBuffer;
+use crate::host::{CpuElement, HostBuffer};
 use crate::layout::Layout;
 use crate::op::{Binary, BinaryOp, CmpOp, Kern2, Unary, UnaryOp};
 use std::borrow::Cow;
 
-/// A Rust element type of a host buffer.
-pub(crate) trait HostElem: Pooled + Sync + Send {
-    const DTYPE: DType;
-    fn of(b: &HostBuffer) -> Option<&[Self]>;
-    fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]>;
-    fn from_scalar(s: Scalar) -> Self;
-    fn wrap(v: Vec<Self>) -> HostBuffer;
-}
-
-macro_rules! host_elem {
-    ($($t:ty => $v:ident [$($other:ident),*], $conv:expr;)*) => {$(
-        impl HostElem for $t {
-            const DTYPE: DType = DType::$v;
-            fn of(b: &HostBuffer) -> Option<&[Self]> {
-                match b {
-                    HostBuffer::$v(v) => Some(v),
-                    $(HostBuffer::$other(_))|* => None,
-                }
-            }
-            fn of_mut(b: &mut HostBuffer) -> Option<&mut [Self]> {
-                match b {
-                    HostBuffer::$v(v) => Some(v),
-                    $(HostBuffer::$other(_))|* => None,
-                }
-            }
-            fn from_scalar(s: Scalar) -> Self {
-                $conv(s)
-            }
-            fn wrap(v: Vec<Self>) -> HostBuffer {
-                HostBuffer::$v(v)
-            }
-        }
-    )*};
-}
-host_elem! {
-    f32 => F32 [I64, Bool], |s: Scalar| s.to_f64() as f32;
-    i64 => I64 [F32, Bool], |s: Scalar| s.to_i64();
-    bool => Bool [F32, I64], |s: Scalar| s.to_bool();
-}
+/// An element type the CPU kernels run on.
+pub(crate) trait HostElem: CpuElement + Pooled {}
+impl<T: CpuElement + Pooled> HostElem for T {}
 
 fn unsupported(op: &'static str, dtype: DType) -> Error {
     Error::Unsupported {
@@ -90,6 +54,20 @@ fn operand<'a, T: HostElem>(
             Ok((&holder[..], Cow::Owned(l)))
         }
     }
+}
+
+/// A two-operand kernel's run over `shape`, each operand a buffer or a number.
+fn map2<T: HostElem, U: Pooled>(
+    name: &'static str,
+    shape: &[usize],
+    a: Arg<'_, HostBuffer>,
+    b: Arg<'_, HostBuffer>,
+    run: crate::op::Run2<T, U>,
+) -> Result<Vec<U>> {
+    let (mut ha, mut hb) = ([T::default()], [T::default()]);
+    let (x, lx) = operand(name, a, shape, &mut ha)?;
+    let (y, ly) = operand(name, b, shape, &mut hb)?;
+    Ok(run2(shape, (x, &lx), (y, &ly), run))
 }
 
 pub fn unary(op: UnaryOp, s: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
@@ -135,11 +113,7 @@ pub fn binary(
         a: Arg<'_, HostBuffer>,
         b: Arg<'_, HostBuffer>,
     ) -> Result<HostBuffer> {
-        let k = arith(name, e)?;
-        let (mut ha, mut hb) = ([T::default()], [T::default()]);
-        let (x, lx) = operand(name, a, shape, &mut ha)?;
-        let (y, ly) = operand(name, b, shape, &mut hb)?;
-        Ok(T::wrap(run2(shape, (x, &lx), (y, &ly), k.cpu)))
+        Ok(T::wrap(map2(name, shape, a, b, arith(name, e)?.cpu)?))
     }
     let def = op.def();
     match dtype {
@@ -194,10 +168,7 @@ pub fn cmp(
         a: Arg<'_, HostBuffer>,
         b: Arg<'_, HostBuffer>,
     ) -> Result<HostBuffer> {
-        let (mut ha, mut hb) = ([T::default()], [T::default()]);
-        let (x, lx) = operand(name, a, shape, &mut ha)?;
-        let (y, ly) = operand(name, b, shape, &mut hb)?;
-        Ok(HostBuffer::Bool(run2(shape, (x, &lx), (y, &ly), k.cpu)))
+        Ok(HostBuffer::Bool(map2(name, shape, a, b, k.cpu)?))
     }
     let def = op.def();
     match dtype {

@@ -185,21 +185,7 @@ macro_rules! map2 {
 macro_rules! arith {
     ($t:ty, $f:expr, $wgsl:expr) => {
         $crate::op::kernel::Arith::<$t> {
-            cpu: {
-                #[allow(clippy::too_many_arguments)]
-                fn run(
-                    out: &mut [$t],
-                    a: &[$t],
-                    oa: usize,
-                    sa: usize,
-                    b: &[$t],
-                    ob: usize,
-                    sb: usize,
-                ) {
-                    $crate::op::kernel::run2(out, a, oa, sa, b, ob, sb, $f)
-                }
-                run
-            },
+            cpu: $crate::op::kernel::map2!($t => $t, $f, $wgsl).cpu,
             cpu_update: {
                 #[allow(clippy::too_many_arguments)]
                 fn update(

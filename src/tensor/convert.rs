@@ -3,9 +3,9 @@
 use super::Tensor;
 use crate::autograd::BackwardOp;
 use crate::device::Device;
-use crate::dtype::{DType, Element, Scalar};
+use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
-use crate::host::HostBuffer;
+use crate::host::{CpuElement, HostBuffer};
 use crate::storage::Storage;
 
 /// A leaf value of nested Rust data: `f32`/`f64` become F32, integers I64, `bool` Bool.
@@ -119,32 +119,6 @@ impl<A: NdArray> NdArray for Vec<A> {
     }
 }
 
-/// Rust element types with a matching CPU buffer.
-pub trait CpuElement: Element {
-    #[doc(hidden)]
-    fn wrap(v: Vec<Self>) -> HostBuffer;
-    #[doc(hidden)]
-    fn unwrap(s: HostBuffer) -> Option<Vec<Self>>;
-}
-macro_rules! cpu_element {
-    ($t:ty, $v:ident) => {
-        impl CpuElement for $t {
-            fn wrap(v: Vec<Self>) -> HostBuffer {
-                HostBuffer::$v(v)
-            }
-            fn unwrap(s: HostBuffer) -> Option<Vec<Self>> {
-                match s {
-                    HostBuffer::$v(v) => Some(v),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-cpu_element!(f32, F32);
-cpu_element!(i64, I64);
-cpu_element!(bool, Bool);
-
 impl Tensor {
     /// A tensor from nested Rust data, PyTorch's `torch.tensor([[1, 2], [3, 4]])`.
     ///
@@ -221,7 +195,7 @@ impl Tensor {
             });
         }
         let cpu = self.with_storage(|s, l| s.to_host(l))?;
-        Ok(T::unwrap(cpu).expect("dtype checked above"))
+        T::unwrap(cpu).ok_or_else(|| Error::invalid("to_vec", "the readback has another dtype"))
     }
 
     /// The rows of a 2-D tensor.

@@ -12,8 +12,9 @@ mod movement;
 mod operators;
 mod reduce;
 
+pub use crate::host::CpuElement;
 pub use autograd_api::grad;
-pub use convert::{CpuElement, NdArray, NdLeaf};
+pub use convert::{NdArray, NdLeaf};
 pub use index::{SliceItem, Source};
 
 use crate::autograd::{self, Node};
