@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// A compute device. The CPU backend is always available; the wgpu backend plugs in here as a
-/// second variant, and every primitive dispatches on the storage it holds (`storage.rs`).
+/// A compute device: the CPU, always available, or a GPU through wgpu. Tensors live on one
+/// device; every primitive runs on the backend that owns its operands' storage
+/// (`backend.rs`, `storage.rs`), and tensors of two devices never mix silently.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Device {
     /// The pure-Rust backend: strided kernels, rayon threads, `gemm` for matmul.

@@ -1,8 +1,10 @@
 //! # wgrad
 //!
 //! A GPU-first deep learning library: PyTorch-like tensors with broadcasting, views and
-//! reverse-mode autograd. This crate currently ships the pure-Rust CPU backend; the wgpu
-//! backend plugs into the same [`Device`]/storage seam.
+//! reverse-mode autograd, on two backends with the same semantics: WGSL compute kernels on
+//! any Vulkan, Metal or DX12 GPU through wgpu, and a pure-Rust CPU backend, chosen by
+//! [`Device::auto`] when there is no GPU. The primitive ops are data ([`op`]): one table
+//! entry per op holds its dtype rules, both backends' kernels and its derivative.
 //!
 //! ```
 //! use wgrad::{s, Tensor};

@@ -57,7 +57,7 @@ fn check_limits(limits: &wgpu::Limits) -> Result<()> {
 impl Device {
     /// Compute on an application's own wgpu device and queue, with the limits and features
     /// it was created with. An `Err` names a limit that is too low for wgrad's kernels
-    /// (five storage buffers per stage, 256 invocations per workgroup, 8 KiB of workgroup
+    /// (five storage buffers per stage, 256 invocations per workgroup, 16 KiB of workgroup
     /// memory). The application keeps using the device and queue as before.
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Result<Device> {
         let limits = device.limits();

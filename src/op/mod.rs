@@ -59,6 +59,11 @@ pub enum ScalarSide {
     Rhs,
 }
 
+impl ScalarSide {
+    /// Both sides.
+    pub const ALL: [ScalarSide; 2] = [ScalarSide::Lhs, ScalarSide::Rhs];
+}
+
 /// What a creation kernel writes into a fresh buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FillKind {
@@ -72,4 +77,15 @@ pub enum FillKind {
     Normal,
     /// Integers in [low, high).
     RandInt,
+}
+
+impl FillKind {
+    /// Every creation kernel.
+    pub const ALL: [FillKind; 5] = [
+        FillKind::Constant,
+        FillKind::Arange,
+        FillKind::Uniform,
+        FillKind::Normal,
+        FillKind::RandInt,
+    ];
 }

@@ -253,7 +253,7 @@ impl MapOp {
 
     /// Every map kernel the op tables define.
     pub fn all() -> Vec<MapOp> {
-        let sides = [None, Some(ScalarSide::Lhs), Some(ScalarSide::Rhs)];
+        let sides = [None, Some(ScalarSide::ALL[0]), Some(ScalarSide::ALL[1])];
         let mut v = Vec::new();
         for d in DType::ALL {
             v.extend(
