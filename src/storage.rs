@@ -13,6 +13,7 @@ use crate::layout::Layout;
 use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, UnaryOp};
 use crate::rng::Generator;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Data on a device.
@@ -110,21 +111,32 @@ fn mismatch(op: &'static str, lhs: &Storage, rhs: &Storage) -> Error {
 /// An operand of the storage layer: a buffer of either backend, or a number.
 pub type StorageArg<'a> = Arg<'a, Storage>;
 
-/// The operand as one of the CPU backend (a buffer elsewhere is a `DeviceMismatch` with
-/// `here`, the device of the op's first buffer).
-fn on_cpu<'a>(op: &'static str, here: &Device, a: StorageArg<'a>) -> Result<Arg<'a, HostBuffer>> {
+/// The operand as one of the CPU backend; a buffer elsewhere is a `DeviceMismatch` with the
+/// op's device, `here` (made only then).
+fn on_cpu<'a>(
+    op: &'static str,
+    a: StorageArg<'a>,
+    here: impl FnOnce() -> Device,
+) -> Result<Arg<'a, HostBuffer>> {
     match a {
         Arg::Buf(Storage::Cpu(s), l) => Ok(Arg::Buf(s, l)),
-        Arg::Buf(s @ Storage::Gpu(_), _) => Err(device_mismatch(op, here, &s.device())),
+        Arg::Buf(s @ Storage::Gpu(_), _) => Err(device_mismatch(op, &here(), &s.device())),
         Arg::Scalar(v) => Ok(Arg::Scalar(v)),
     }
 }
 
-/// The operand as one of the GPU backend.
-fn on_gpu<'a>(op: &'static str, here: &Device, a: StorageArg<'a>) -> Result<Arg<'a, GpuStorage>> {
+/// The operand as one of the GPU device `ctx`.
+fn on_gpu<'a>(
+    op: &'static str,
+    ctx: &Arc<crate::gpu::GpuContext>,
+    a: StorageArg<'a>,
+) -> Result<Arg<'a, GpuStorage>> {
     match a {
-        Arg::Buf(whole @ Storage::Gpu(s), l) if whole.device() == *here => Ok(Arg::Buf(s, l)),
-        Arg::Buf(s, _) => Err(device_mismatch(op, here, &s.device())),
+        Arg::Buf(Storage::Gpu(s), l) if Arc::ptr_eq(s.ctx(), ctx) => Ok(Arg::Buf(s, l)),
+        Arg::Buf(s, _) => {
+            let here = Device::Gpu(crate::gpu::GpuDevice(ctx.clone()));
+            Err(device_mismatch(op, &here, &s.device()))
+        }
         Arg::Scalar(v) => Ok(Arg::Scalar(v)),
     }
 }
@@ -167,11 +179,10 @@ macro_rules! elementwise {
     ($name:expr, $a:expr, $b:expr, $method:ident($($pre:expr),*)) => {{
         let (name, a, b) = ($name, $a, $b);
         let first = first_buffer(name, &[a, b])?;
-        let here = first.device();
         match first {
-            Storage::Cpu(_) => HostBuffer::$method($($pre,)* on_cpu(name, &here, a)?, on_cpu(name, &here, b)?)
+            Storage::Cpu(_) => HostBuffer::$method($($pre,)* on_cpu(name, a, || Device::Cpu)?, on_cpu(name, b, || Device::Cpu)?)
                 .map(Storage::Cpu),
-            Storage::Gpu(_) => GpuStorage::$method($($pre,)* on_gpu(name, &here, a)?, on_gpu(name, &here, b)?)
+            Storage::Gpu(g) => GpuStorage::$method($($pre,)* on_gpu(name, g.ctx(), a)?, on_gpu(name, g.ctx(), b)?)
                 .map(Storage::Gpu),
         }
     }};
@@ -266,10 +277,12 @@ impl Storage {
     /// Overwrite the elements of `dst` with `src` (same dtype, broadcast to `dst`'s shape,
     /// or a number).
     pub fn write(&mut self, dst: &Layout, src: StorageArg<'_>) -> Result<()> {
-        let here = self.device();
         match self {
-            Storage::Cpu(d) => d.write(dst, on_cpu("assign", &here, src)?),
-            Storage::Gpu(d) => d.write(dst, on_gpu("assign", &here, src)?),
+            Storage::Cpu(d) => d.write(dst, on_cpu("assign", src, || Device::Cpu)?),
+            Storage::Gpu(d) => {
+                let ctx = d.ctx().clone();
+                d.write(dst, on_gpu("assign", &ctx, src)?)
+            }
         }
     }
 
@@ -295,10 +308,12 @@ impl Storage {
         dst: &Layout,
         src: StorageArg<'_>,
     ) -> Result<()> {
-        let here = self.device();
         match self {
-            Storage::Cpu(d) => d.binary_inplace(op, dst, on_cpu(op.name(), &here, src)?),
-            Storage::Gpu(d) => d.binary_inplace(op, dst, on_gpu(op.name(), &here, src)?),
+            Storage::Cpu(d) => d.binary_inplace(op, dst, on_cpu(op.name(), src, || Device::Cpu)?),
+            Storage::Gpu(d) => {
+                let ctx = d.ctx().clone();
+                d.binary_inplace(op, dst, on_gpu(op.name(), &ctx, src)?)
+            }
         }
     }
 
@@ -320,22 +335,21 @@ impl Storage {
         b: StorageArg<'_>,
     ) -> Result<Storage> {
         let (c, lc) = cond;
-        let here = c.device();
         match c {
             Storage::Cpu(cs) => HostBuffer::where_cond(
                 shape,
                 dtype,
                 (cs, lc),
-                on_cpu("where", &here, a)?,
-                on_cpu("where", &here, b)?,
+                on_cpu("where", a, || Device::Cpu)?,
+                on_cpu("where", b, || Device::Cpu)?,
             )
             .map(Storage::Cpu),
             Storage::Gpu(cs) => GpuStorage::where_cond(
                 shape,
                 dtype,
                 (cs, lc),
-                on_gpu("where", &here, a)?,
-                on_gpu("where", &here, b)?,
+                on_gpu("where", cs.ctx(), a)?,
+                on_gpu("where", cs.ctx(), b)?,
             )
             .map(Storage::Gpu),
         }

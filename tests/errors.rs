@@ -1,6 +1,8 @@
 //! Bad inputs give an `Err` of the right kind whose message names the op and the shapes;
 //! nothing panics.
 
+mod common;
+
 use wgrad::{s, DType, Error, Tensor};
 
 fn t(shape: &[usize]) -> Tensor {
@@ -309,6 +311,31 @@ fn results_too_large_for_memory_are_errors() {
             matches!(e, Error::OutOfMemory { .. } | Error::BufferTooLarge { .. }),
             "{e}"
         );
+    }
+    // Every backend output goes through one allocation path: reductions, scans, index ops
+    // and creation too, on every device.
+    for dev in common::devices() {
+        let one = |dtype| Tensor::zeros_on([1], dtype, &dev).unwrap();
+        let huge = one(DType::F32).expand([1usize << 40]).unwrap();
+        let rows = huge.reshape([1usize << 39, 2]).unwrap();
+        let results = [
+            huge.cumsum(0),
+            rows.sum_dims([1], false),
+            rows.argmax_dim(1, false),
+            rows.gather(1, &one(DType::I64).expand([1usize << 39, 1]).unwrap()),
+            huge.index_select(0, &one(DType::I64).expand([1usize << 38]).unwrap()),
+            Tensor::zeros_on([1usize << 38], DType::I64, &dev),
+            Tensor::arange_on(0i64, 1i64 << 40, 1, &dev),
+            huge.mul_scalar(2.0),
+            Tensor::where_cond(&one(DType::Bool), 1.0, &huge),
+        ];
+        for (i, result) in results.into_iter().enumerate() {
+            let e = result.unwrap_err();
+            assert!(
+                matches!(e, Error::OutOfMemory { .. } | Error::BufferTooLarge { .. }),
+                "case {i} on {dev}: {e}"
+            );
+        }
     }
     let wide = Tensor::ones([1usize << 20, 1]).unwrap();
     let e = wide.matmul(&wide.t().unwrap()).unwrap_err();

@@ -8,11 +8,17 @@ use crate::error::{Error, Result};
 /// cannot hold (say, an op on a view expanded to 2^40 elements) is an `Err`, not an abort:
 /// more than the machine's RAM and swap is refused, and an allocation of 1 GiB or more is
 /// tried first (where the system says up front that it cannot be had).
+#[inline]
 pub fn room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
-    let bytes = crate::shape::addressable_bytes(op, &[n], dtype.size_in_bytes())?;
-    if bytes < 1 << 30 {
-        return Ok(());
+    match n.checked_mul(dtype.size_in_bytes()) {
+        Some(bytes) if bytes < 1 << 30 => Ok(()),
+        _ => large_room(op, n, dtype),
     }
+}
+
+#[cold]
+fn large_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    let bytes = crate::shape::addressable_bytes(op, &[n], dtype.size_in_bytes())?;
     let out_of_memory = Error::OutOfMemory {
         op,
         bytes: bytes as u64,

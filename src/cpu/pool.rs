@@ -21,17 +21,39 @@ pub trait Pooled: Copy + Default + Send + 'static {
     fn cache() -> &'static Mutex<Cache<Self>>;
 }
 
+/// The element types with a cache: `clear` and `cached_bytes` visit the same list, so a new
+/// host dtype is added once, here (its `HostBuffer::recycle` arm needs it to compile).
 macro_rules! pooled {
-    ($($t:ty),*) => {$(
-        impl Pooled for $t {
+    ($($t:ty),*) => {
+        $(impl Pooled for $t {
             fn cache() -> &'static Mutex<Cache<Self>> {
                 static CACHE: Mutex<Cache<$t>> = Mutex::new(Cache { buffers: Vec::new(), bytes: 0 });
                 &CACHE
             }
+        })*
+
+        /// Free every cached buffer.
+        pub fn clear() {
+            $(clear_cache::<$t>();)*
         }
-    )*};
+
+        /// Bytes held by cached buffers.
+        pub fn cached_bytes() -> usize {
+            0 $(+ bytes_of::<$t>())*
+        }
+    };
 }
 pooled!(f32, i64, bool);
+
+fn clear_cache<T: Pooled>() {
+    let mut cache = T::cache().lock().unwrap_or_else(|e| e.into_inner());
+    cache.buffers.clear();
+    cache.bytes = 0;
+}
+
+fn bytes_of<T: Pooled>() -> usize {
+    T::cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
+}
 
 fn bytes<T>(n: usize) -> usize {
     n * std::mem::size_of::<T>()
@@ -75,24 +97,4 @@ pub fn give<T: Pooled>(v: Vec<T>) {
         cache.bytes += b;
         cache.buffers.push(v);
     }
-}
-
-/// Free every cached buffer.
-pub fn clear() {
-    fn clear_cache<T: Pooled>() {
-        let mut cache = T::cache().lock().unwrap_or_else(|e| e.into_inner());
-        cache.buffers.clear();
-        cache.bytes = 0;
-    }
-    clear_cache::<f32>();
-    clear_cache::<i64>();
-    clear_cache::<bool>();
-}
-
-/// Bytes held by cached buffers.
-pub fn cached_bytes() -> usize {
-    fn bytes_of<T: Pooled>() -> usize {
-        T::cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
-    }
-    bytes_of::<f32>() + bytes_of::<i64>() + bytes_of::<bool>()
 }

@@ -5,7 +5,7 @@
 use super::kernel::{arith, Arith};
 use super::Reads;
 use crate::error::Result;
-use crate::tensor::{Source, Tensor};
+use crate::tensor::{Operand, Source, Tensor};
 
 /// What an op does when its operands (after promotion) have one dtype.
 #[derive(Clone, Copy)]
@@ -75,12 +75,12 @@ macro_rules! binary_ops {
             ///
             /// The other operand is a tensor (broadcast) or a Rust number.
             pub fn $method(&self, rhs: impl Into<Source>) -> Result<Tensor> {
-                Tensor::binary_of(BinaryOp::$variant, Source::Tensor(self.clone()), rhs.into())
+                Tensor::binary_of(BinaryOp::$variant, Operand::Tensor(self), (&rhs.into()).into())
             }
 
             #[doc = concat!("[`Tensor::", stringify!($method), "`] with a number.")]
             pub fn $scalar(&self, rhs: impl Into<crate::dtype::Scalar>) -> Result<Tensor> {
-                Tensor::binary_of(BinaryOp::$variant, Source::Tensor(self.clone()), Source::Scalar(rhs.into()))
+                Tensor::binary_of(BinaryOp::$variant, Operand::Tensor(self), Operand::Scalar(rhs.into()))
             })*
         }
     };
@@ -234,8 +234,8 @@ fn pow_grad_exponent(g: &Tensor, a: &Source, _b: &Tensor, y: &Tensor) -> Result<
 /// The gradient of `x` in maximum/minimum against `other`: all of it where `x` wins (`wins`
 /// is `Gt` for maximum), half of it at a tie.
 fn extremum_grad(g: &Tensor, x: &Tensor, other: &Source, wins: super::CmpOp) -> Result<Tensor> {
-    let win = x.compare(wins, other.clone())?;
-    let tie = x.compare(super::CmpOp::Eq, other.clone())?;
+    let win = x.compare(wins, other.into())?;
+    let tie = x.compare(super::CmpOp::Eq, other.into())?;
     let half = Tensor::where_cond(&tie, g.mul_scalar(0.5)?, 0.0)?;
     Tensor::where_cond(&win, g, &half)
 }

@@ -5,7 +5,7 @@
 
 use super::kernel::{map2, Kern2};
 use crate::error::Result;
-use crate::tensor::{Source, Tensor};
+use crate::tensor::{Operand, Source, Tensor};
 
 /// Everything the crate knows about one comparison.
 pub struct CmpDef {
@@ -72,12 +72,12 @@ macro_rules! cmp_ops {
             $($(#[$doc])*
             /// The other operand is a tensor (broadcast) or a Rust number; the result is bool.
             pub fn $method(&self, rhs: impl Into<Source>) -> Result<Tensor> {
-                self.compare(CmpOp::$variant, rhs.into())
+                self.compare(CmpOp::$variant, (&rhs.into()).into())
             }
 
             #[doc = concat!("[`Tensor::", stringify!($method), "`] against a number.")]
             pub fn $scalar(&self, rhs: impl Into<crate::dtype::Scalar>) -> Result<Tensor> {
-                self.compare(CmpOp::$variant, Source::Scalar(rhs.into()))
+                self.compare(CmpOp::$variant, Operand::Scalar(rhs.into()))
             })*
         }
     };

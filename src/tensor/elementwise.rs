@@ -55,11 +55,41 @@ fn binary_rule(op: BinaryOp, d: DType) -> Rule {
     }
 }
 
-impl Source {
+/// An operand of elementwise math, borrowed: a tensor or a Rust number. The internal form of
+/// [`Source`], so that an op on tensors it was given by reference clones none of them.
+#[derive(Clone, Copy)]
+pub(crate) enum Operand<'a> {
+    Tensor(&'a Tensor),
+    Scalar(Scalar),
+}
+
+impl<'a> From<&'a Source> for Operand<'a> {
+    fn from(s: &'a Source) -> Self {
+        match s {
+            Source::Tensor(t) => Operand::Tensor(t),
+            Source::Scalar(v) => Operand::Scalar(*v),
+        }
+    }
+}
+
+impl<'a> From<&'a Tensor> for Operand<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Operand::Tensor(t)
+    }
+}
+
+impl Operand<'_> {
     fn shape(&self) -> &[usize] {
         match self {
-            Source::Tensor(t) => t.shape(),
-            Source::Scalar(_) => &[],
+            Operand::Tensor(t) => t.shape(),
+            Operand::Scalar(_) => &[],
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Operand::Tensor(t) => t.dtype(),
+            Operand::Scalar(v) => v.dtype(),
         }
     }
 }
@@ -67,31 +97,41 @@ impl Source {
 /// PyTorch's result type of two operands: tensors promote in the dtype lattice; a number
 /// joins a tensor as a "wrapped number" (it does not widen the tensor's category); two
 /// numbers give the default dtype of the higher category.
-fn result_type(a: &Source, b: &Source) -> DType {
+fn result_type(a: Operand<'_>, b: Operand<'_>) -> DType {
     match (a, b) {
-        (Source::Tensor(x), Source::Tensor(y)) => x.dtype().promote(y.dtype()),
-        (Source::Tensor(t), Source::Scalar(s)) | (Source::Scalar(s), Source::Tensor(t)) => {
-            t.dtype().promote_scalar(*s)
+        (Operand::Tensor(x), Operand::Tensor(y)) => x.dtype().promote(y.dtype()),
+        (Operand::Tensor(t), Operand::Scalar(s)) | (Operand::Scalar(s), Operand::Tensor(t)) => {
+            t.dtype().promote_scalar(s)
         }
-        (Source::Scalar(x), Source::Scalar(y)) => DType::default_for(x.kind().max(y.kind())),
+        (Operand::Scalar(x), Operand::Scalar(y)) => DType::default_for(x.kind().max(y.kind())),
     }
 }
 
-/// The operand converted to `dtype` and broadcast to `shape`, held for the storage call.
-enum Prepared {
-    Tensor(Tensor, crate::layout::Layout),
+/// The operand converted to `dtype` (borrowed when it has it already) and broadcast to
+/// `shape`, held for the storage call.
+enum Prepared<'a> {
+    Tensor(std::borrow::Cow<'a, Tensor>, crate::layout::Layout),
     Scalar(Scalar),
 }
 
-impl Prepared {
-    fn new(op: &'static str, s: &Source, dtype: DType, shape: &[usize]) -> Result<Prepared> {
+impl<'a> Prepared<'a> {
+    fn new(
+        op: &'static str,
+        s: Operand<'a>,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Prepared<'a>> {
         Ok(match s {
-            Source::Tensor(t) => {
-                let t = t.to_dtype(dtype)?;
+            Operand::Tensor(t) => {
+                let t = if t.dtype() == dtype {
+                    std::borrow::Cow::Borrowed(t)
+                } else {
+                    std::borrow::Cow::Owned(t.to_dtype(dtype)?)
+                };
                 let l = t.layout().broadcast_to(op, shape)?;
                 Prepared::Tensor(t, l)
             }
-            Source::Scalar(v) => Prepared::Scalar(*v),
+            Operand::Scalar(v) => Prepared::Scalar(v),
         })
     }
 
@@ -104,24 +144,46 @@ impl Prepared {
 }
 
 /// Lock the storages of the prepared operands and call `f` with them as backend operands.
-fn with_args<R>(ops: &[&Prepared], f: impl FnOnce(&[Arg<'_, Storage>]) -> Result<R>) -> Result<R> {
-    let tensors: Vec<&Tensor> = ops.iter().filter_map(|p| p.tensor()).collect();
-    Tensor::read_storages(&tensors, |storages| {
-        let mut next = storages.iter();
-        let mut args = Vec::with_capacity(ops.len());
-        for p in ops {
-            args.push(match p {
-                Prepared::Tensor(_, l) => match next.next() {
-                    Some(s) => Arg::Buf(*s, l),
-                    None => {
-                        return Err(Error::invalid("elementwise", "an operand lost its storage"))
-                    }
-                },
-                Prepared::Scalar(v) => Arg::Scalar(*v),
-            });
+/// Each storage is locked once (`x * x` must not take one lock twice: a writer waiting in
+/// between would deadlock), in address order (so two threads never wait on each other), and
+/// with no allocation: the tiny ops of small models are dominated by such costs.
+fn with_args<R, const N: usize>(
+    ops: [&Prepared<'_>; N],
+    f: impl FnOnce([Arg<'_, Storage>; N]) -> Result<R>,
+) -> Result<R> {
+    let cells: [Option<&std::sync::Arc<crate::storage::StorageCell>>; N] =
+        std::array::from_fn(|k| ops[k].tensor().map(|t| t.storage()));
+    let address: [usize; N] =
+        std::array::from_fn(|k| cells[k].map_or(0, |c| std::sync::Arc::as_ptr(c) as usize));
+    // The first operand holding each cell owns its guard; the others borrow it.
+    let owner: [usize; N] = std::array::from_fn(|k| {
+        (0..k)
+            .find(|&j| address[j] != 0 && address[j] == address[k])
+            .unwrap_or(k)
+    });
+    let mut order: [usize; N] = std::array::from_fn(|k| k);
+    order.sort_unstable_by_key(|&k| address[k]);
+    let mut guards: [Option<std::sync::RwLockReadGuard<'_, Storage>>; N] =
+        std::array::from_fn(|_| None);
+    for k in order {
+        if owner[k] == k {
+            guards[k] = cells[k].map(|c| c.read());
         }
-        f(&args)
-    })
+    }
+    let mut args: [Arg<'_, Storage>; N] = [Arg::Scalar(Scalar::Bool(false)); N];
+    for k in 0..N {
+        args[k] = match (ops[k], guards[owner[k]].as_deref()) {
+            (Prepared::Tensor(_, l), Some(s)) => Arg::Buf(s, l),
+            (Prepared::Scalar(v), _) => Arg::Scalar(*v),
+            (Prepared::Tensor(..), None) => {
+                return Err(Error::invalid(
+                    "elementwise",
+                    "an operand's storage was not locked",
+                ))
+            }
+        };
+    }
+    f(args)
 }
 
 impl Tensor {
@@ -134,12 +196,13 @@ impl Tensor {
     /// Apply a binary op of the table by value to tensors or numbers (at least one tensor):
     /// `Tensor::binary_op(BinaryOp::Sub, 1.0, &x)` is `1.0 - &x`.
     pub fn binary_op(op: BinaryOp, a: impl Into<Source>, b: impl Into<Source>) -> Result<Tensor> {
-        Tensor::binary_of(op, a.into(), b.into())
+        let (a, b) = (a.into(), b.into());
+        Tensor::binary_of(op, (&a).into(), (&b).into())
     }
 
     /// Apply a comparison of the table by value.
     pub fn compare_op(&self, op: CmpOp, rhs: impl Into<Source>) -> Result<Tensor> {
-        self.compare(op, rhs.into())
+        self.compare(op, (&rhs.into()).into())
     }
 
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
@@ -169,19 +232,19 @@ impl Tensor {
 
     /// `a (op) b` for tensors and numbers: the dtype by PyTorch's rules and the op's table
     /// entry, the shape by broadcasting.
-    pub(crate) fn binary_of(op: BinaryOp, a: Source, b: Source) -> Result<Tensor> {
+    pub(crate) fn binary_of(op: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
         let name = op.name();
-        let dtype = Tensor::binary_result_dtype(op, &a, &b)?;
-        if let (Source::Tensor(x), Source::Tensor(y)) = (&a, &b) {
+        let dtype = Tensor::binary_result_dtype(op, a, b)?;
+        if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b) {
             x.same_device(name, y)?;
         }
         let shape = broadcast_shapes(name, a.shape(), b.shape())?;
         let (pa, pb) = (
-            Prepared::new(name, &a, dtype, &shape)?,
-            Prepared::new(name, &b, dtype, &shape)?,
+            Prepared::new(name, a, dtype, &shape)?,
+            Prepared::new(name, b, dtype, &shape)?,
         );
-        let s = with_args(&[&pa, &pb], |args| {
-            Storage::binary(op, &shape, dtype, args[0], args[1])
+        let s = with_args([&pa, &pb], |[a, b]| {
+            Storage::binary(op, &shape, dtype, a, b)
         })?;
         if !dtype.is_float() {
             return Ok(Tensor::from_storage(s, &shape));
@@ -216,7 +279,11 @@ impl Tensor {
 
     /// The dtype `a (op) b` computes in: PyTorch's result type, then the op's rule for it
     /// (integers divide in float, bools raise to a power as integers).
-    pub(crate) fn binary_result_dtype(op: BinaryOp, a: &Source, b: &Source) -> Result<DType> {
+    pub(crate) fn binary_result_dtype(
+        op: BinaryOp,
+        a: Operand<'_>,
+        b: Operand<'_>,
+    ) -> Result<DType> {
         let mut dtype = result_type(a, b);
         loop {
             match binary_rule(op, dtype) {
@@ -224,14 +291,10 @@ impl Tensor {
                 Rule::ViaFloat => dtype = DType::default_for(crate::dtype::Kind::Float),
                 Rule::ViaInt => dtype = DType::default_for(crate::dtype::Kind::Int),
                 Rule::Refused(why) => {
-                    let dtype_of = |s: &Source| match s {
-                        Source::Tensor(t) => t.dtype(),
-                        Source::Scalar(v) => v.dtype(),
-                    };
                     return Err(Error::DTypeMismatch {
                         op: op.name(),
-                        lhs: dtype_of(a),
-                        rhs: dtype_of(b),
+                        lhs: a.dtype(),
+                        rhs: b.dtype(),
                         lhs_shape: a.shape().to_vec(),
                         rhs_shape: b.shape().to_vec(),
                         detail: why.into(),
@@ -242,21 +305,19 @@ impl Tensor {
     }
 
     /// A comparison of this tensor with a tensor or a number, to bool.
-    pub(crate) fn compare(&self, op: CmpOp, rhs: Source) -> Result<Tensor> {
+    pub(crate) fn compare(&self, op: CmpOp, rhs: Operand<'_>) -> Result<Tensor> {
         let name = op.name();
-        let a = Source::Tensor(self.clone());
-        let dtype = result_type(&a, &rhs);
-        if let Source::Tensor(y) = &rhs {
+        let a = Operand::Tensor(self);
+        let dtype = result_type(a, rhs);
+        if let Operand::Tensor(y) = rhs {
             self.same_device(name, y)?;
         }
         let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
         let (pa, pb) = (
-            Prepared::new(name, &a, dtype, &shape)?,
-            Prepared::new(name, &rhs, dtype, &shape)?,
+            Prepared::new(name, a, dtype, &shape)?,
+            Prepared::new(name, rhs, dtype, &shape)?,
         );
-        let s = with_args(&[&pa, &pb], |args| {
-            Storage::cmp(op, &shape, dtype, args[0], args[1])
-        })?;
+        let s = with_args([&pa, &pb], |[a, b]| Storage::cmp(op, &shape, dtype, a, b))?;
         Ok(Tensor::from_storage(s, &shape))
     }
 
@@ -272,12 +333,12 @@ impl Tensor {
     /// ```
     pub fn where_cond(cond: &Tensor, a: impl Into<Source>, b: impl Into<Source>) -> Result<Tensor> {
         let (a, b) = (a.into(), b.into());
-        let dtype = result_type(&a, &b);
-        Tensor::where_in(cond, a, b, dtype)
+        let (a, b) = ((&a).into(), (&b).into());
+        Tensor::where_in(cond, a, b, result_type(a, b))
     }
 
     /// `where` with the result dtype given (masked_fill keeps the tensor's).
-    fn where_in(cond: &Tensor, a: Source, b: Source, dtype: DType) -> Result<Tensor> {
+    fn where_in(cond: &Tensor, a: Operand<'_>, b: Operand<'_>, dtype: DType) -> Result<Tensor> {
         const OP: &str = "where";
         if cond.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
@@ -287,8 +348,8 @@ impl Tensor {
                 expected: "Bool for the condition",
             });
         }
-        for s in [&a, &b] {
-            if let Source::Tensor(t) = s {
+        for s in [a, b] {
+            if let Operand::Tensor(t) = s {
                 cond.same_device(OP, t)?;
             }
         }
@@ -298,13 +359,13 @@ impl Tensor {
             &broadcast_shapes(OP, a.shape(), b.shape())?,
         )?;
         let lc = cond.layout().broadcast_to(OP, &shape)?;
-        let pc = Prepared::Tensor(cond.clone(), lc);
+        let pc = Prepared::Tensor(std::borrow::Cow::Borrowed(cond), lc);
         let (pa, pb) = (
-            Prepared::new(OP, &a, dtype, &shape)?,
-            Prepared::new(OP, &b, dtype, &shape)?,
+            Prepared::new(OP, a, dtype, &shape)?,
+            Prepared::new(OP, b, dtype, &shape)?,
         );
-        let s = with_args(&[&pc, &pa, &pb], |args| match args[0] {
-            Arg::Buf(c, lc) => Storage::where_cond(&shape, dtype, (c, lc), args[1], args[2]),
+        let s = with_args([&pc, &pa, &pb], |[c, a, b]| match c {
+            Arg::Buf(c, lc) => Storage::where_cond(&shape, dtype, (c, lc), a, b),
             Arg::Scalar(_) => Err(Error::invalid(OP, "the condition must be a tensor")),
         })?;
         if !dtype.is_float() {
@@ -350,8 +411,8 @@ impl Tensor {
         }
         Tensor::where_in(
             mask,
-            Source::Scalar(value.into()),
-            Source::Tensor(self.clone()),
+            Operand::Scalar(value.into()),
+            Operand::Tensor(self),
             self.dtype(),
         )
     }

@@ -1,7 +1,7 @@
 //! Indexing (`t[1:3, ::2]` through the [`s!`](crate::s) macro), gathering and scattering
 //! with index tensors, and every op that writes into a tensor's existing storage.
 
-use super::Tensor;
+use super::{Operand, Tensor};
 use crate::autograd::{self, BackwardOp};
 use crate::backend::Arg;
 use crate::dtype::{DType, Scalar};
@@ -396,7 +396,7 @@ impl Tensor {
         }
         // The result must keep this tensor's dtype (PyTorch: "result type Float can't be
         // cast to the desired output type Long").
-        let result = Tensor::binary_result_dtype(op, &Source::Tensor(self.clone()), &other)?;
+        let result = Tensor::binary_result_dtype(op, Operand::Tensor(self), (&other).into())?;
         if result != self.dtype() {
             let (rhs, rhs_shape) = match &other {
                 Source::Tensor(t) => (t.dtype(), t.shape().to_vec()),
@@ -439,7 +439,7 @@ impl Tensor {
             Source::Tensor(t) => {
                 // The operand shares this storage: compute out of place, then write.
                 let result = autograd::no_grad_scope(|| {
-                    Tensor::binary_of(op, Source::Tensor(self.clone()), Source::Tensor(t.clone()))
+                    Tensor::binary_of(op, Operand::Tensor(self), Operand::Tensor(t))
                 })?;
                 if broadcast_shapes(name, self.shape(), result.shape())? != self.shape() {
                     return Err(Error::shapes(

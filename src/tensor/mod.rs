@@ -15,6 +15,7 @@ mod reduce;
 pub use crate::host::CpuElement;
 pub use autograd_api::grad;
 pub use convert::{NdArray, NdLeaf};
+pub(crate) use elementwise::Operand;
 pub use index::{SliceItem, Source};
 
 use crate::autograd::{self, Node};
@@ -203,31 +204,6 @@ impl Tensor {
             });
         }
         Ok(())
-    }
-
-    /// Read-lock the storages of `tensors` and call `f` with them, in the tensors' order.
-    /// Each storage is locked once (a tensor used twice, as in `x * x`, must not take the
-    /// same lock twice: a writer waiting between the two would deadlock), and in address
-    /// order, so that two threads locking the same storages never wait on each other.
-    pub(crate) fn read_storages<R>(
-        tensors: &[&Tensor],
-        f: impl FnOnce(&[&Storage]) -> Result<R>,
-    ) -> Result<R> {
-        let mut cells: Vec<&Arc<StorageCell>> = tensors.iter().map(|t| t.storage()).collect();
-        cells.sort_by_key(|c| Arc::as_ptr(c) as usize);
-        cells.dedup_by_key(|c| Arc::as_ptr(c) as usize);
-        let guards: Vec<_> = cells.iter().map(|c| c.read()).collect();
-        let storages: Vec<&Storage> = tensors
-            .iter()
-            .map(|t| {
-                let at = cells
-                    .iter()
-                    .position(|c| Arc::ptr_eq(c, t.storage()))
-                    .unwrap_or(0);
-                &*guards[at]
-            })
-            .collect();
-        f(&storages)
     }
 
     /// Run `f` on the storage (read lock).

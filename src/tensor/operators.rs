@@ -1,7 +1,7 @@
 //! `+ - * /` and unary `-` on tensors and scalars. Every operator returns `Result<Tensor>`,
 //! since shapes may not broadcast: `(&a + &b)?`.
 
-use super::{Source, Tensor};
+use super::{Operand, Tensor};
 use crate::error::Result;
 use crate::op::BinaryOp;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -10,19 +10,19 @@ macro_rules! tensor_ops {
     ($($trait:ident $method:ident => $tensor_fn:ident, $scalar_fn:ident);* $(;)?) => {$(
         impl $trait<&Tensor> for &Tensor {
             type Output = Result<Tensor>;
-            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::$tensor_fn(self, rhs) }
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::binary_of(BinaryOp::$trait, Operand::Tensor(self), Operand::Tensor(rhs)) }
         }
         impl $trait<Tensor> for Tensor {
             type Output = Result<Tensor>;
-            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::$tensor_fn(&self, &rhs) }
+            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::binary_of(BinaryOp::$trait, Operand::Tensor(&self), Operand::Tensor(&rhs)) }
         }
         impl $trait<&Tensor> for Tensor {
             type Output = Result<Tensor>;
-            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::$tensor_fn(&self, rhs) }
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> { Tensor::binary_of(BinaryOp::$trait, Operand::Tensor(&self), Operand::Tensor(rhs)) }
         }
         impl $trait<Tensor> for &Tensor {
             type Output = Result<Tensor>;
-            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::$tensor_fn(self, &rhs) }
+            fn $method(self, rhs: Tensor) -> Result<Tensor> { Tensor::binary_of(BinaryOp::$trait, Operand::Tensor(self), Operand::Tensor(&rhs)) }
         }
         // Only f64 and i64, so that unsuffixed literals (`&x * 2.0`, `2 + &x`) infer their type.
         tensor_ops!(@scalars $trait $method $scalar_fn $tensor_fn; f64, i64);
@@ -40,13 +40,13 @@ macro_rules! tensor_ops {
             type Output = Result<Tensor>;
             fn $method(self, rhs: &Tensor) -> Result<Tensor> {
                 // number (op) tensor: the number is the kernel's left parameter.
-                Tensor::binary_of(BinaryOp::$trait, Source::Scalar(self.into()), Source::Tensor(rhs.clone()))
+                Tensor::binary_of(BinaryOp::$trait, Operand::Scalar(self.into()), Operand::Tensor(rhs))
             }
         }
         impl $trait<Tensor> for $s {
             type Output = Result<Tensor>;
             fn $method(self, rhs: Tensor) -> Result<Tensor> {
-                Tensor::binary_of(BinaryOp::$trait, Source::Scalar(self.into()), Source::Tensor(rhs))
+                Tensor::binary_of(BinaryOp::$trait, Operand::Scalar(self.into()), Operand::Tensor(&rhs))
             }
         }
     )*};
