@@ -82,8 +82,17 @@ impl Device {
                     live_buffers: 0,
                     allocations: s.allocations,
                     cached_bytes: s.pooled_bytes,
+                    peak_bytes: s.live_bytes,
                 }
             }
+        }
+    }
+
+    /// Start `memory_stats().peak_bytes` again from the bytes live now (PyTorch's
+    /// `torch.cuda.reset_peak_memory_stats`; the CPU's count is process-wide).
+    pub fn reset_peak_memory_stats(&self) {
+        if self.is_cpu() {
+            crate::storage::reset_peak_memory_stats();
         }
     }
 

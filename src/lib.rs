@@ -27,6 +27,7 @@ pub mod data;
 mod device;
 mod dtype;
 mod error;
+pub mod func;
 pub mod gpu;
 mod host;
 pub mod io;

@@ -45,6 +45,7 @@ impl Drop for StorageCell {
 }
 
 static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
 static LIVE_BUFFERS: AtomicU64 = AtomicU64::new(0);
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -59,6 +60,9 @@ pub struct MemoryStats {
     pub allocations: u64,
     /// Bytes in freed buffers kept for reuse (see `Device::empty_cache`).
     pub cached_bytes: u64,
+    /// The most `live_bytes` since the process started or the last
+    /// `Device::reset_peak_memory_stats` (CPU; a GPU reports its live bytes).
+    pub peak_bytes: u64,
 }
 
 /// Current storage counters.
@@ -68,13 +72,20 @@ pub fn memory_stats() -> MemoryStats {
         live_buffers: LIVE_BUFFERS.load(Ordering::Relaxed),
         allocations: ALLOCATIONS.load(Ordering::Relaxed),
         cached_bytes: crate::cpu::pool::cached_bytes() as u64,
+        peak_bytes: PEAK_BYTES.load(Ordering::Relaxed),
     }
+}
+
+/// Start the peak count again from the bytes live now.
+pub fn reset_peak_memory_stats() {
+    PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 impl StorageCell {
     pub fn new(s: Storage) -> Self {
         let bytes = s.cpu_bytes();
-        LIVE_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+        let live = LIVE_BYTES.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
         LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         StorageCell {

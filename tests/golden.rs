@@ -13,7 +13,7 @@ mod common;
 use serde_json::Value;
 use wgrad::nn::{self, functional as F, Reduction};
 use wgrad::op::{BinaryOp, CmpOp, UnaryOp};
-use wgrad::{DType, Device, Result, Scalar, Source, Tensor};
+use wgrad::{func, DType, Device, Result, Scalar, Source, Tensor};
 
 fn tensor_from(v: &Value, device: &Device) -> Tensor {
     let shape: Vec<usize> = v["shape"]
@@ -303,7 +303,53 @@ fn run_case(case: &Value, device: &Device) -> std::result::Result<(), String> {
             .map_err(|e| panic_message(e, &what))?;
         }
     }
+    if check_jvp(case, device, &what)? {
+        JVP_CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(())
+}
+
+/// How many forward-mode derivatives were compared (reported beside the case count).
+static JVP_CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Forward mode: the op on dual inputs (the case's tangents) carries the case's `jvp`.
+fn check_jvp(case: &Value, device: &Device, what: &str) -> std::result::Result<bool, String> {
+    let (Some(tangents), Some(expected)) = (case["tangents"].as_array(), case.get("jvp")) else {
+        return Ok(false);
+    };
+    let op = case["op"].as_str().unwrap();
+    let duals: Vec<Tensor> = case["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(tangents)
+        .map(|(v, t)| {
+            let x = tensor_from(v, device);
+            if t.is_null() {
+                Ok(x)
+            } else {
+                func::make_dual(&x, &tensor_from(t, device))
+            }
+        })
+        .collect::<Result<_>>()
+        .map_err(|e| format!("{what}: make_dual: {e}"))?;
+    let out = match run_op(op, &case["attrs"], &duals) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return Err(format!("{what}: on dual inputs: {e}")),
+        None => {
+            return Err(format!(
+                "{what}: op {op:?} is not known to the golden runner"
+            ))
+        }
+    };
+    let tangent = out
+        .tangent()
+        .ok_or_else(|| format!("{what}: the result carries no tangent"))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_values(&tangent, expected, op, &format!("{what}: jvp"))
+    }))
+    .map_err(|e| panic_message(e, what))?;
+    Ok(true)
 }
 
 fn panic_message(e: Box<dyn std::any::Any + Send>, what: &str) -> String {
@@ -341,8 +387,9 @@ fn run_cases(json: &str, source: &str, select: impl Fn(&Value) -> bool) {
         }
     }
     eprintln!(
-        "{source}: {passed} case runs passed, {} failed",
-        failures.len()
+        "{source}: {passed} case runs passed, {} failed (forward-mode derivatives compared so far in this binary: {})",
+        failures.len(),
+        JVP_CHECKS.load(std::sync::atomic::Ordering::Relaxed)
     );
     assert!(
         failures.is_empty(),

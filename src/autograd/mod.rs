@@ -7,6 +7,7 @@
 //! accumulates into the `.grad()` of leaves. Rules are written with tensor ops, so they run on
 //! the tensors' own device, and with `create_graph` they record a graph of their own.
 
+pub(crate) mod forward;
 mod gradcheck;
 mod rules;
 
@@ -83,17 +84,9 @@ impl Node {
     }
 }
 
-/// Record `backward` if grad mode is on and any input requires grad. `output` is the
-/// storage of the op's result: its version is kept when the rule reads the output.
-pub(crate) fn record(
-    backward: impl FnOnce() -> BackwardOp,
-    inputs: &[&Tensor],
-    output: &Arc<StorageCell>,
-) -> Option<Arc<Node>> {
-    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
-        return None;
-    }
-    let op = backward();
+/// The graph node of an op whose inputs need gradients. `output` is the storage of the op's
+/// result: its version is kept when the rule reads the output.
+pub(crate) fn node(op: BackwardOp, inputs: &[&Tensor], output: &Arc<StorageCell>) -> Arc<Node> {
     let reads = op.reads();
     let mut versions: Vec<(Arc<StorageCell>, u64)> = Vec::new();
     if reads.inputs() {
@@ -106,11 +99,11 @@ pub(crate) fn record(
     if reads.output() {
         versions.push((output.clone(), output.version()));
     }
-    Some(Arc::new(Node {
+    Arc::new(Node {
         op,
         inputs: inputs.iter().map(|t| (*t).clone()).collect(),
         versions,
-    }))
+    })
 }
 
 /// Where a backward pass puts the gradients it computes.
@@ -136,8 +129,24 @@ pub(crate) fn gradients(
     inputs: &[&Tensor],
     create_graph: bool,
 ) -> Result<Vec<Tensor>> {
+    gradients_of(root, grad, inputs, create_graph, false)
+}
+
+/// [`gradients`], with zeros for the inputs the graph does not reach when `allow_unused`
+/// (`torch.func`'s transforms: a function that ignores its argument has derivative 0). A
+/// root that does not require grad then gives zeros for every input.
+pub(crate) fn gradients_of(
+    root: &Tensor,
+    grad: Tensor,
+    inputs: &[&Tensor],
+    create_graph: bool,
+    allow_unused: bool,
+) -> Result<Vec<Tensor>> {
     let mut sink = Sink::Inputs(inputs, vec![None; inputs.len()]);
-    run(root, grad, create_graph, &mut sink)?;
+    // A root without a graph reaches nothing: with allow_unused every input gets zeros.
+    if !allow_unused || root.requires_grad() {
+        run(root, grad, create_graph, &mut sink)?;
+    }
     let Sink::Inputs(_, found) = sink else {
         return Err(Error::autograd("grad", "the gradient slots were lost"));
     };
@@ -146,6 +155,9 @@ pub(crate) fn gradients(
         .zip(inputs)
         .enumerate()
         .map(|(i, (g, t))| {
+            if g.is_none() && allow_unused {
+                return Tensor::zeros_like(t);
+            }
             g.ok_or_else(|| {
                 Error::autograd(
                     "grad",

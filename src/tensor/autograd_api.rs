@@ -72,11 +72,13 @@ impl Tensor {
 
     /// A tensor sharing this one's data but cut from the graph.
     pub fn detach(&self) -> Tensor {
+        // No tangent either: a detached value is a constant in both modes, as in PyTorch.
         Tensor::view_of(
             self.0.storage.clone(),
             self.0.layout.clone(),
             self.0.dtype,
             self.0.device.clone(),
+            None,
             None,
         )
     }
@@ -142,22 +144,24 @@ impl Tensor {
         autograd::run_backward(self, g, create_graph)
     }
 
-    /// A new handle on this result's storage that records `backward` against `inputs`.
+    /// A new handle on this result's storage that records `backward` against `inputs` (and
+    /// carries the tangent of its forward rule).
     pub(crate) fn attach(
         self,
         backward: impl FnOnce() -> BackwardOp,
         inputs: &[&Tensor],
-    ) -> Tensor {
-        match autograd::record(backward, inputs, &self.0.storage) {
-            None => self,
-            Some(node) => Tensor::view_of(
-                self.0.storage.clone(),
-                self.0.layout.clone(),
-                self.0.dtype,
-                self.0.device.clone(),
-                Some(node),
-            ),
+    ) -> Result<Tensor> {
+        if Tensor::recorded(self.dtype(), inputs) == (false, false) {
+            return Ok(self);
         }
+        Tensor::made_by(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            self.0.dtype,
+            self.0.device.clone(),
+            backward,
+            inputs,
+        )
     }
 }
 

@@ -256,7 +256,7 @@ impl Tensor {
         }
         let s = self.with_storage(|s, l| s.cast(l, dtype))?;
         Ok(if dtype.is_float() {
-            Tensor::from_op(s, self.shape(), || BackwardOp::Cast, &[self])
+            Tensor::from_op(s, self.shape(), || BackwardOp::Cast, &[self])?
         } else {
             Tensor::from_storage(s, self.shape())
         })
@@ -269,11 +269,6 @@ impl Tensor {
         }
         let cpu = self.with_storage(|s, l| s.to_host(l))?;
         let s = Storage::from_host(device, cpu)?;
-        Ok(Tensor::from_op(
-            s,
-            self.shape(),
-            || BackwardOp::Copy,
-            &[self],
-        ))
+        Tensor::from_op(s, self.shape(), || BackwardOp::Copy, &[self])
     }
 }

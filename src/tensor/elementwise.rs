@@ -222,12 +222,7 @@ impl Tensor {
         if !s.dtype().is_float() {
             return Ok(Tensor::from_storage(s, self.shape()));
         }
-        Ok(Tensor::from_op(
-            s,
-            self.shape(),
-            || BackwardOp::Unary(op),
-            &[self],
-        ))
+        Tensor::from_op(s, self.shape(), || BackwardOp::Unary(op), &[self])
     }
 
     /// `a (op) b` for tensors and numbers: the dtype by PyTorch's rules and the op's table
@@ -251,7 +246,7 @@ impl Tensor {
         }
         Ok(match (&pa, &pb) {
             (Prepared::Tensor(x, _), Prepared::Tensor(y, _)) => {
-                Tensor::from_op(s, &shape, || BackwardOp::Binary(op), &[x, y])
+                Tensor::from_op(s, &shape, || BackwardOp::Binary(op), &[x, y])?
             }
             (Prepared::Tensor(x, _), Prepared::Scalar(v)) => Tensor::from_op(
                 s,
@@ -262,7 +257,7 @@ impl Tensor {
                     side: ScalarSide::Rhs,
                 },
                 &[x],
-            ),
+            )?,
             (Prepared::Scalar(v), Prepared::Tensor(y, _)) => Tensor::from_op(
                 s,
                 &shape,
@@ -272,7 +267,7 @@ impl Tensor {
                     side: ScalarSide::Lhs,
                 },
                 &[y],
-            ),
+            )?,
             (Prepared::Scalar(_), Prepared::Scalar(_)) => Tensor::from_storage(s, &shape),
         })
     }
@@ -375,12 +370,7 @@ impl Tensor {
         inputs.extend(pa.tensor());
         inputs.extend(pb.tensor());
         let (ta, tb) = (pa.tensor().is_some(), pb.tensor().is_some());
-        Ok(Tensor::from_op(
-            s,
-            &shape,
-            || BackwardOp::Where { a: ta, b: tb },
-            &inputs,
-        ))
+        Tensor::from_op(s, &shape, || BackwardOp::Where { a: ta, b: tb }, &inputs)
     }
 
     /// Limit each element to `[min, max]` (two kernels, one per bound). The gradient flows

@@ -217,7 +217,7 @@ impl Tensor {
                 index: index.clone(),
             },
             &[&src],
-        );
+        )?;
         if self.ndim() == 0 {
             return out.reshape(self.shape());
         }
@@ -236,7 +236,7 @@ impl Tensor {
             let (ss, si) = (self.storage().read(), index.storage().read());
             ss.gather(self.layout(), d, &si, index.layout())?
         };
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             s,
             index.shape(),
             || BackwardOp::Gather {
@@ -244,7 +244,7 @@ impl Tensor {
                 index: index.clone(),
             },
             &[self],
-        ))
+        )
     }
 
     /// A copy of `self` with `src` added at the positions `index` names along `dim`
@@ -292,7 +292,7 @@ impl Tensor {
             );
             sb.scatter_add(self.layout(), d, &si, index.layout(), &ss, src.layout())?
         };
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             s,
             self.shape(),
             || BackwardOp::ScatterAdd {
@@ -300,7 +300,7 @@ impl Tensor {
                 index: index.clone(),
             },
             &[self, src],
-        ))
+        )
     }
 
     /// Refuse to write in place into a tensor that autograd tracks.
@@ -320,6 +320,12 @@ impl Tensor {
                     self.shape(),
                     self.stride()
                 ),
+            ));
+        }
+        if self.0.tangent.is_some() || src.is_some_and(|s| s.0.tangent.is_some()) {
+            return Err(Error::autograd(
+                op,
+                format!("in-place operations on dual tensors (forward mode) are not supported (shape {:?}); use the out-of-place op", self.shape()),
             ));
         }
         if !autograd::is_grad_enabled() {

@@ -82,7 +82,7 @@ impl Tensor {
         };
         let out_shape = full(m, n);
         let out = if self.dtype().is_float() {
-            Tensor::from_op(s, &out_shape, || BackwardOp::Matmul, &[&a, &b])
+            Tensor::from_op(s, &out_shape, || BackwardOp::Matmul, &[&a, &b])?
         } else {
             Tensor::from_storage(s, &out_shape)
         };

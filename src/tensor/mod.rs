@@ -52,6 +52,8 @@ pub(crate) struct TensorInner {
     pub(crate) requires_grad: AtomicBool,
     pub(crate) grad_fn: Option<Arc<Node>>,
     pub(crate) grad: Mutex<Option<Tensor>>,
+    /// The forward-mode derivative carried beside the value (a dual tensor), if any.
+    pub(crate) tangent: Option<Tensor>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -67,6 +69,7 @@ impl Tensor {
             dtype,
             device,
             None,
+            None,
         )
     }
 
@@ -76,6 +79,7 @@ impl Tensor {
         dtype: DType,
         device: Device,
         grad_fn: Option<Arc<Node>>,
+        tangent: Option<Tensor>,
     ) -> Tensor {
         let requires_grad = grad_fn.is_some();
         Tensor(Arc::new(TensorInner {
@@ -87,22 +91,30 @@ impl Tensor {
             requires_grad: AtomicBool::new(requires_grad),
             grad_fn,
             grad: Mutex::new(None),
+            tangent,
         }))
     }
 
     /// The result of an op: fresh contiguous storage, recording `backward` when grad mode is
-    /// on and an input requires grad.
+    /// on and an input requires grad, and carrying the forward-mode tangent when an input
+    /// has one.
     pub(crate) fn from_op(
         storage: Storage,
         shape: &[usize],
         backward: impl FnOnce() -> autograd::BackwardOp,
         inputs: &[&Tensor],
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let dtype = storage.dtype();
         let device = storage.device();
         let cell = Arc::new(StorageCell::new(storage));
-        let node = autograd::record(backward, inputs, &cell);
-        Tensor::view_of(cell, Layout::contiguous(shape), dtype, device, node)
+        Tensor::made_by(
+            cell,
+            Layout::contiguous(shape),
+            dtype,
+            device,
+            backward,
+            inputs,
+        )
     }
 
     /// A view of this tensor's storage with another layout, recording `backward`.
@@ -110,15 +122,58 @@ impl Tensor {
         &self,
         layout: Layout,
         backward: impl FnOnce() -> autograd::BackwardOp,
-    ) -> Tensor {
-        let node = autograd::record(backward, &[self], &self.0.storage);
-        Tensor::view_of(
+    ) -> Result<Tensor> {
+        Tensor::made_by(
             self.0.storage.clone(),
             layout,
             self.0.dtype,
             self.0.device.clone(),
-            node,
+            backward,
+            &[self],
         )
+    }
+
+    /// Whether an op on `inputs` with a result of `dtype` records a graph node, and whether
+    /// it carries a tangent.
+    pub(crate) fn recorded(dtype: DType, inputs: &[&Tensor]) -> (bool, bool) {
+        let grad = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let tangent = dtype.is_float()
+            && autograd::forward::is_enabled()
+            && inputs.iter().any(|t| t.0.tangent.is_some());
+        (grad, tangent)
+    }
+
+    /// The tensor an op made over `cell`: with a graph node when autograd records it, and a
+    /// tangent from the op's forward rule when an input carries one. The op's description is
+    /// built only when one of the two needs it.
+    pub(crate) fn made_by(
+        cell: Arc<StorageCell>,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+        backward: impl FnOnce() -> autograd::BackwardOp,
+        inputs: &[&Tensor],
+    ) -> Result<Tensor> {
+        let (wants_grad, wants_tangent) = Tensor::recorded(dtype, inputs);
+        if !wants_grad && !wants_tangent {
+            return Ok(Tensor::view_of(cell, layout, dtype, device, None, None));
+        }
+        let op = backward();
+        let tangent = if wants_tangent {
+            let value = Tensor::view_of(
+                cell.clone(),
+                layout.clone(),
+                dtype,
+                device.clone(),
+                None,
+                None,
+            );
+            Some(autograd::forward::tangent(&op, inputs, &value)?)
+        } else {
+            None
+        };
+        let node = wants_grad.then(|| autograd::node(op, inputs, &cell));
+        Ok(Tensor::view_of(cell, layout, dtype, device, node, tangent))
     }
 
     /// The shape, one size per dimension.

@@ -24,7 +24,7 @@ impl Tensor {
     pub fn reshape(&self, shape: impl IntList) -> Result<Tensor> {
         let shape = resolve_reshape("reshape", self.shape(), &shape.to_isize())?;
         match self.layout().reshape(&shape) {
-            Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)),
+            Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)?),
             None => self.contiguous()?.reshape(shape),
         }
     }
@@ -33,7 +33,7 @@ impl Tensor {
     pub fn view(&self, shape: impl IntList) -> Result<Tensor> {
         let shape = resolve_reshape("view", self.shape(), &shape.to_isize())?;
         match self.layout().reshape(&shape) {
-            Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)),
+            Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)?),
             None => Err(Error::bad_shape(
                 "view",
                 self.shape(),
@@ -66,7 +66,7 @@ impl Tensor {
             .map(|&d| self.layout().dim("permute", d))
             .collect::<Result<_>>()?;
         let l = self.layout().permute(&order);
-        Ok(self.view_op(l, || BackwardOp::Permute { dims: order }))
+        self.view_op(l, || BackwardOp::Permute { dims: order })
     }
 
     /// Swap two dims.
@@ -132,12 +132,12 @@ impl Tensor {
         let stop = end.map(clamp).unwrap_or(size as usize).max(start);
         let step = step as usize;
         let l = self.layout().slice(d, start, stop, step);
-        Ok(self.view_op(l, || BackwardOp::Slice {
+        self.view_op(l, || BackwardOp::Slice {
             dim: d,
             start,
             stop,
             step,
-        }))
+        })
     }
 
     /// `len` elements from `start` along `dim` (`torch.narrow`); out-of-range is an error.
@@ -183,7 +183,7 @@ impl Tensor {
         }
         let i = i as usize;
         let l = self.layout().select(d, i);
-        Ok(self.view_op(l, || BackwardOp::Select { dim: d, index: i }))
+        self.view_op(l, || BackwardOp::Select { dim: d, index: i })
     }
 
     /// Broadcast to a larger shape without copying; `-1` keeps a dim's size.
@@ -227,7 +227,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let l = self.layout().broadcast_to("expand", &full)?;
-        Ok(self.view_op(l, || BackwardOp::Expand))
+        self.view_op(l, || BackwardOp::Expand)
     }
 
     /// Broadcast to `shape` (`torch.broadcast_to`).
@@ -247,7 +247,7 @@ impl Tensor {
             });
         }
         let l = self.layout().unsqueeze(d as usize);
-        Ok(self.view_op(l, || BackwardOp::Reshape))
+        self.view_op(l, || BackwardOp::Reshape)
     }
 
     /// Remove `dim` if its size is 1 (otherwise the tensor is returned unchanged, as in PyTorch).
@@ -261,7 +261,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let l = self.layout().squeeze(d);
-        Ok(self.view_op(l, || BackwardOp::Reshape))
+        self.view_op(l, || BackwardOp::Reshape)
     }
 
     /// Remove every dim of size 1.
@@ -312,12 +312,7 @@ impl Tensor {
 
     pub(crate) fn contiguous_copy(&self) -> Result<Tensor> {
         let s = self.with_storage(|s, l| s.copy_strided(l))?;
-        Ok(Tensor::from_op(
-            s,
-            self.shape(),
-            || BackwardOp::Copy,
-            &[self],
-        ))
+        Tensor::from_op(s, self.shape(), || BackwardOp::Copy, &[self])
     }
 
     /// Join tensors along an existing dim (`torch.cat`). Shapes must agree except along `dim`;
@@ -376,12 +371,7 @@ impl Tensor {
             start += len;
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        Ok(Tensor::from_op(
-            out,
-            &shape,
-            || BackwardOp::Cat { dim: d },
-            &refs,
-        ))
+        Tensor::from_op(out, &shape, || BackwardOp::Cat { dim: d }, &refs)
     }
 
     /// Join tensors of the same shape along a new dim (`torch.stack`).
@@ -481,11 +471,6 @@ impl Tensor {
         };
         let mut out = Storage::full(self.device(), full.numel(), 0.into(), self.dtype())?;
         self.with_storage(|s, l| out.write(&dst, Arg::Buf(s, l)))?;
-        Ok(Tensor::from_op(
-            out,
-            shape,
-            || BackwardOp::Embed { view },
-            &[self],
-        ))
+        Tensor::from_op(out, shape, || BackwardOp::Embed { view }, &[self])
     }
 }

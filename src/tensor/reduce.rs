@@ -56,7 +56,7 @@ impl Tensor {
         } else {
             dims.to_vec()
         };
-        Ok(out.attach(|| BackwardOp::Sum { dims, keepdim }, &[self]))
+        out.attach(|| BackwardOp::Sum { dims, keepdim }, &[self])
     }
 
     pub(crate) fn prod_dims_internal(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
@@ -66,7 +66,7 @@ impl Tensor {
         } else {
             dims.to_vec()
         };
-        Ok(out.attach(|| BackwardOp::Prod { dims, keepdim }, &[self]))
+        out.attach(|| BackwardOp::Prod { dims, keepdim }, &[self])
     }
 
     fn extremum(&self, op: ReduceOp, dims: &[usize], keepdim: bool) -> Result<Tensor> {
@@ -77,14 +77,14 @@ impl Tensor {
             dims.to_vec()
         };
         let saved = out.clone();
-        Ok(out.attach(
+        out.attach(
             move || BackwardOp::Extremum {
                 dims,
                 keepdim,
                 out: saved,
             },
             &[self],
-        ))
+        )
     }
 
     /// Sum of all elements, as a 0-d tensor (bool and integer sums are I64).
@@ -256,12 +256,7 @@ impl Tensor {
         if !self.dtype().is_float() {
             return Ok(Tensor::from_storage(s, self.shape()));
         }
-        Ok(Tensor::from_op(
-            s,
-            self.shape(),
-            || BackwardOp::Cumsum { dim: d },
-            &[self],
-        ))
+        Tensor::from_op(s, self.shape(), || BackwardOp::Cumsum { dim: d }, &[self])
     }
 
     fn as_float(&self) -> Result<Tensor> {

@@ -51,7 +51,7 @@ def encode(t):
 
 def apply(op, attrs, xs):
     """The PyTorch meaning of a case (attrs.scalar: one operand is a Python number)."""
-    fn = getattr(torch, op)
+    fn = getattr(torch, op, None)
     if "scalar" in attrs:
         # Python's operators where PyTorch's functions take no number on the left.
         fn = {"div": operator.truediv, "add": operator.add, "sub": operator.sub,
@@ -59,8 +59,26 @@ def apply(op, attrs, xs):
               "eq": operator.eq}.get(op, fn)
         s = attrs["scalar"]
         return fn(s, xs[0]) if attrs.get("scalar_side") == "lhs" else fn(xs[0], s)
-    if op in ("sum", "prod", "argmin", "argmax") and "dim" in attrs:
-        return fn(xs[0], attrs["dim"], keepdim=attrs.get("keepdim", False))
+    a = attrs
+    if op in ("sum", "mean", "prod", "amax", "amin", "logsumexp", "argmin", "argmax") and "dim" in a:
+        return fn(xs[0], a["dim"], keepdim=a.get("keepdim", False))
+    if op in ("cumsum", "softmax", "log_softmax"):
+        return fn(xs[0], a["dim"])
+    if op in ("cat", "stack"):
+        return fn(list(xs), a["dim"])
+    if op in ("index_select", "gather"):
+        return fn(xs[0], a["dim"], xs[1])
+    views = {
+        "reshape": lambda x: x.reshape(a["shape"]),
+        "permute": lambda x: x.permute(a["dims"]),
+        "expand": lambda x: x.expand(a["shape"]),
+        "select": lambda x: x.select(a["dim"], a["index"]),
+        "slice": lambda x: x[tuple(slice(*r) for r in a["ranges"])],
+        "t": lambda x: x.t(),
+        "norm": lambda x: x.norm(),
+    }
+    if op in views:
+        return views[op](xs[0])
     return fn(*xs)
 
 
@@ -153,6 +171,34 @@ def cases():
     yield case("prod/(3, 4)/dim=1", "prod", [randn(3, 4)], {"dim": 1, "keepdim": False})
     yield case("argmin/(3, 4)/dim=0", "argmin", [randn(3, 4)], {"dim": 0, "keepdim": False})
     yield case("sum/bool", "sum", [bools(True, False, True, True)])
+    # The other primitives with their forward-mode derivatives (the shared v1 file has none).
+    x34 = randn(3, 4)
+    yield case("jvp/sum/dim[1]/kd", "sum", [x34], {"dim": [1], "keepdim": True})
+    yield case("jvp/mean/all", "mean", [x34])
+    yield case("jvp/amax/dim[0]", "amax", [x34], {"dim": [0], "keepdim": False})
+    yield case("jvp/amin/dim[1]/kd", "amin", [x34], {"dim": [1], "keepdim": True})
+    yield case("jvp/prod/dim0", "prod", [randn(3, 4)], {"dim": 0, "keepdim": False})
+    yield case("jvp/cumsum/dim1", "cumsum", [x34], {"dim": 1})
+    yield case("jvp/softmax/dim-1", "softmax", [x34], {"dim": -1})
+    yield case("jvp/log_softmax/dim0", "log_softmax", [x34], {"dim": 0})
+    yield case("jvp/logsumexp/dim[1]", "logsumexp", [x34], {"dim": [1], "keepdim": False})
+    yield case("jvp/norm", "norm", [x34])
+    yield case("jvp/matmul/(3, 4)x(4, 2)", "matmul", [x34, randn(4, 2)])
+    yield case("jvp/matmul/(2, 3, 4)x(4, 2)", "matmul", [randn(2, 3, 4), randn(4, 2)])
+    yield case("jvp/matmul/(3, 4)x(2, 4, 5)", "matmul", [x34, randn(2, 4, 5)])
+    yield case("jvp/mv", "mv", [x34, randn(4)])
+    yield case("jvp/dot", "dot", [randn(5), randn(5)])
+    yield case("jvp/where", "where", [randn(3, 4) > 0, x34, randn(4)])
+    yield case("jvp/index_select", "index_select", [x34, ints(2, 0, 2)], {"dim": 0})
+    yield case("jvp/gather", "gather", [x34, ints(0, 2, 1, 0, 1, 1).reshape(3, 2)], {"dim": 1})
+    yield case("jvp/cat/dim1", "cat", [x34, randn(3, 2)], {"dim": 1})
+    yield case("jvp/stack/dim0", "stack", [x34, randn(3, 4)], {"dim": 0})
+    yield case("jvp/reshape", "reshape", [x34], {"shape": [2, 6]})
+    yield case("jvp/permute", "permute", [randn(2, 3, 4)], {"dims": [2, 0, 1]})
+    yield case("jvp/t", "t", [x34])
+    yield case("jvp/expand", "expand", [randn(3, 1)], {"shape": [3, 4]})
+    yield case("jvp/select", "select", [x34], {"dim": 1, "index": -1})
+    yield case("jvp/slice/step", "slice", [randn(5, 4)], {"ranges": [[1, 5, 2], [0, 3, 1]]})
 
 
 def main():
