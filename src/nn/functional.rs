@@ -149,27 +149,49 @@ pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     cols.mean_dims([3], false)?.reshape([n, c, oh, ow])
 }
 
-/// The error function, to about 1.5e-7 (Abramowitz and Stegun 7.1.26), from primitives.
+/// The error function (a primitive: [`Tensor::erf`]).
 pub fn erf(x: &Tensor) -> Result<Tensor> {
-    const P: f64 = 0.3275911;
-    const A: [f64; 5] = [
-        0.254829592,
-        -0.284496736,
-        1.421413741,
-        -1.453152027,
-        1.061405429,
-    ];
-    let ax = x.abs()?;
-    let t = ax.mul_scalar(P)?.add_scalar(1.0)?.reciprocal()?;
-    let mut poly = t.mul_scalar(A[4])?;
-    for &a in A[..4].iter().rev() {
-        poly = poly.add_scalar(a)?.mul(&t)?;
-    }
-    let y = poly
-        .mul(&ax.square()?.neg()?.exp()?)?
-        .neg()?
-        .add_scalar(1.0)?;
-    y.mul(&x.sign()?)
+    x.erf()
+}
+
+/// `log(1 + e^(beta x)) / beta`, or `x` where `beta x > threshold` (`F.softplus`). The
+/// exponent is clamped at the threshold, so no branch overflows.
+pub fn softplus(x: &Tensor, beta: f64, threshold: f64) -> Result<Tensor> {
+    let bx = x.mul_scalar(beta)?;
+    let smooth = bx.clamp_max(threshold)?.exp()?.log1p()?.div_scalar(beta)?;
+    Tensor::where_cond(&bx.gt_scalar(threshold)?, x, &smooth)
+}
+
+/// `x` where `x > 0`, `negative_slope * x` elsewhere (`F.leaky_relu`).
+pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
+    Tensor::where_cond(&x.gt_scalar(0.0)?, x, &x.mul_scalar(negative_slope)?)
+}
+
+/// `x` where `x > 0`, `alpha (e^x - 1)` elsewhere (`F.elu`).
+pub fn elu(x: &Tensor, alpha: f64) -> Result<Tensor> {
+    let negative = x.clamp_max(0.0)?.expm1()?.mul_scalar(alpha)?;
+    Tensor::where_cond(&x.gt_scalar(0.0)?, x, &negative)
+}
+
+/// `x` clamped to `[min_val, max_val]` (`F.hardtanh`).
+pub fn hardtanh(x: &Tensor, min_val: f64, max_val: f64) -> Result<Tensor> {
+    x.clamp(min_val, max_val)
+}
+
+/// `x tanh(softplus(x))` (`F.mish`).
+pub fn mish(x: &Tensor) -> Result<Tensor> {
+    x.mul(&softplus(x, 1.0, 20.0)?.tanh()?)
+}
+
+/// `log(sigmoid(x))`, computed as `min(x, 0) - log(1 + e^-|x|)` so that neither side
+/// overflows (`F.logsigmoid`).
+pub fn logsigmoid(x: &Tensor) -> Result<Tensor> {
+    x.clamp_max(0.0)?.sub(&x.abs()?.neg()?.exp()?.log1p()?)
+}
+
+/// `x sigmoid(x)` (`F.silu`, a primitive: [`Tensor::silu`]).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
 }
 
 /// GELU: `x * Phi(x)` (exact, through `erf`), or the tanh approximation.
@@ -180,8 +202,12 @@ pub fn gelu(x: &Tensor, tanh_approximation: bool) -> Result<Tensor> {
             .mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
         return x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5);
     }
-    x.mul(&erf(&x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)?.add_scalar(1.0)?)?
-        .mul_scalar(0.5)
+    x.mul(
+        &x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
+            .erf()?
+            .add_scalar(1.0)?,
+    )?
+    .mul_scalar(0.5)
 }
 
 /// Zero each element with probability `p` and scale the rest by `1 / (1 - p)`; the mask

@@ -154,6 +154,63 @@ fn op_pow(a: f32, b: f32) -> f32 {
         grad_rhs: pow_grad_exponent,
         reads: Reads::All,
     },
+    /// The angle of the point (b, a) (`torch.atan2(a, b)`: `a` is y, `b` is x).
+    Atan2 atan2 atan2_scalar {
+        name: "atan2",
+        f32: Binary::Map(arith!(f32, f32::atan2, "op_atan2(a, b)")),
+        i64: Binary::ViaFloat,
+        bool: Binary::ViaFloat,
+        helpers: "
+fn op_atan2(y: f32, x: f32) -> f32 {
+    // WGSL leaves atan2(0, 0) undefined; C (and PyTorch) give +-0 for x = +0, +-pi for -0.
+    if (y == 0.0 && x == 0.0) {
+        let pi = select(3.14159265, -3.14159265, (bitcast<u32>(y) >> 31u) == 1u);
+        return select(y, pi, (bitcast<u32>(x) >> 31u) == 1u);
+    }
+    return atan2(y, x);
+}",
+        // d/dy = x / (x^2 + y^2), d/dx = -y / (x^2 + y^2).
+        grad_lhs: |g, a, b, _| g.mul(b.clone())?.div(&squares(a, b)?),
+        grad_rhs: |g, a, b, _| g.mul(a.clone())?.div(&squares(b, a)?)?.neg(),
+        reads: Reads::Inputs,
+    },
+    /// Python's `%`: the remainder with the sign of the divisor (`torch.remainder`). An
+    /// integer divisor of 0 gives the dividend (PyTorch raises).
+    Remainder remainder remainder_scalar {
+        name: "remainder",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| { let r = a % b; if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r } },
+            "op_remainder(a, b)")),
+        i64: Binary::Map(arith!(i64, |a: i64, b: i64| if b == 0 { a } else { let r = a.wrapping_rem(b); if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r } },
+            "i64_sub(a, i64_mul(i64_floordiv(a, b), b))")),
+        bool: Binary::Refused("remainder of bool tensors is not supported"),
+        helpers: "
+fn op_remainder(a: f32, b: f32) -> f32 {
+    let r = a % b;
+    return select(r, r + b, r != 0.0 && ((r < 0.0) != (b < 0.0)));
+}",
+        grad_lhs: |g, _, _, _| Ok(g.clone()),
+        // d/db (a - floor(a/b) b) = -floor(a/b).
+        grad_rhs: |g, a, b, _| g.mul(&Tensor::binary_of(BinaryOp::FloorDivide, a.into(), b.into())?)?.neg(),
+        reads: Reads::Inputs,
+    },
+    /// `floor(a / b)` (`torch.floor_divide`); an integer divisor of 0 gives 0 (PyTorch
+    /// raises). The derivative is zero wherever it exists.
+    FloorDivide floor_divide floor_divide_scalar {
+        name: "floor_divide",
+        f32: Binary::Map(arith!(f32, |a: f32, b: f32| (a / b).floor(), "floor(a / b)")),
+        i64: Binary::Map(arith!(i64, |a: i64, b: i64| {
+                if b == 0 {
+                    return 0;
+                }
+                let q = a.wrapping_div(b);
+                if a.wrapping_rem(b) != 0 && (a < 0) != (b < 0) { q - 1 } else { q }
+            }, "i64_floordiv(a, b)")),
+        bool: Binary::Refused("floor division of bool tensors is not supported"),
+        helpers: "",
+        grad_lhs: |g, _, _, _| Tensor::zeros_like(g),
+        grad_rhs: |g, _, _, _| Tensor::zeros_like(g),
+        reads: Reads::Nothing,
+    },
     /// The larger operand; NaN propagates.
     Maximum maximum maximum_scalar {
         name: "maximum",
@@ -203,6 +260,14 @@ fn op_pow(a: f32, b: f32) -> f32 {
         grad_rhs: |g, a, b, _| Tensor::where_cond(&b.lt(a.clone())?, g, 0.0),
         reads: Reads::Inputs,
     },
+}
+
+/// `t^2 + other^2`, `other` a tensor or a number.
+fn squares(t: &Tensor, other: &Source) -> Result<Tensor> {
+    match other {
+        Source::Tensor(o) => t.square()?.add(&o.square()?),
+        Source::Scalar(s) => t.square()?.add_scalar(s.to_f64() * s.to_f64()),
+    }
 }
 
 /// d(a^b)/da = b a^(b-1).

@@ -203,6 +203,104 @@ fn op_sqrt(x: f32) -> f32 {
         grad: Some(|g, x, _| g.mul(&x.sin()?)?.neg()),
         reads: Reads::Inputs,
     },
+    /// Inverse tangent.
+    Atan atan {
+        name: "atan",
+        f32: Unary::Map(map1!(f32 => f32, f32::atan, "atan(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, x, _| g.div(&x.square()?.add_scalar(1.0)?)),
+        reads: Reads::Inputs,
+    },
+    /// Inverse sine (NaN outside [-1, 1]).
+    Asin asin {
+        name: "asin",
+        f32: Unary::Map(map1!(f32 => f32, f32::asin, "op_asin(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_asin(x: f32) -> f32 {
+    // Through atan2, which drivers compute more accurately than their asin (lavapipe's is
+    // off by 3e-4).
+    if (abs(x) > 1.0) { return nan_f32(); }
+    return atan2(x, sqrt((1.0 - x) * (1.0 + x)));
+}",
+        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?)?.sqrt()?)),
+        reads: Reads::Inputs,
+    },
+    /// Inverse cosine (NaN outside [-1, 1]).
+    Acos acos {
+        name: "acos",
+        f32: Unary::Map(map1!(f32 => f32, f32::acos, "op_acos(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_acos(x: f32) -> f32 {
+    if (abs(x) > 1.0) { return nan_f32(); }
+    return atan2(sqrt((1.0 - x) * (1.0 + x)), x);
+}",
+        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?)?.sqrt()?)?.neg()),
+        reads: Reads::Inputs,
+    },
+    /// Hyperbolic sine.
+    Sinh sinh {
+        name: "sinh",
+        f32: Unary::Map(map1!(f32 => f32, f32::sinh, "sinh(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(&x.cosh()?)),
+        reads: Reads::Inputs,
+    },
+    /// Hyperbolic cosine.
+    Cosh cosh {
+        name: "cosh",
+        f32: Unary::Map(map1!(f32 => f32, f32::cosh, "cosh(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "",
+        grad: Some(|g, x, _| g.mul(&x.sinh()?)),
+        reads: Reads::Inputs,
+    },
+    /// The error function (to about 1.5e-7 absolute: Abramowitz and Stegun 7.1.26, the
+    /// same formula on both backends).
+    Erf erf {
+        name: "erf",
+        f32: Unary::Map(map1!(f32 => f32, erf, "op_erf(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_erf(x: f32) -> f32 {
+    let ax = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * ax);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    let y = 1.0 - poly * exp(-ax * ax);
+    return select(-y, y, x >= 0.0);
+}",
+        // 2 / sqrt(pi) e^(-x^2).
+        grad: Some(|g, x, _| g.mul(&x.square()?.neg()?.exp()?)?.mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)),
+        reads: Reads::Inputs,
+    },
+    /// `x * sigmoid(x)` (`torch.nn.functional.silu`).
+    Silu silu {
+        name: "silu",
+        f32: Unary::Map(map1!(f32 => f32, |x: f32| x * sigmoid(x), "a * op_sigmoid(a)")),
+        i64: Unary::ViaFloat,
+        bool: Unary::ViaFloat,
+        helpers: "
+fn op_sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}",
+        // s (1 + x (1 - s)) with s = sigmoid(x).
+        grad: Some(|g, x, _| {
+            let s = x.sigmoid()?;
+            g.mul(&s.mul(&x.mul(&(1.0 - &s)?)?.add_scalar(1.0)?)?)
+        }),
+        reads: Reads::Inputs,
+    },
     /// Hyperbolic tangent.
     Tanh tanh {
         name: "tanh",
@@ -326,6 +424,21 @@ fn op_sigmoid(x: f32) -> f32 {
         grad: None,
         reads: Reads::Nothing,
     },
+}
+
+/// Abramowitz and Stegun 7.1.26, as `op_erf` in WGSL.
+fn erf(x: f32) -> f32 {
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * ax);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
 }
 
 #[inline]
