@@ -120,6 +120,7 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
         "mean" if has_dim => x[0].mean_dims(dims(), keepdim),
         "mean" => x[0].mean(),
         "amax" => x[0].max_dims(dims(), keepdim),
+        "max" => x[0].max(),
         "amin" => x[0].min_dims(dims(), keepdim),
         "argmax" if has_dim => x[0].argmax_dim(int(&attrs["dim"]), keepdim),
         "argmax" => x[0].argmax(),
@@ -468,6 +469,10 @@ fn pytorch_v2_golden_cases_of_existing_ops() {
                             | "gelu"
                             | "remainder"
                             | "floor_divide"
+                            | "amax"
+                            | "max"
+                            | "sum"
+                            | "softmax"
                     )
                 )
         },

@@ -353,3 +353,28 @@ fn every_table_op_has_golden_cases() {
     let missing: Vec<&str> = names.filter(|n| !ops.contains(*n)).collect();
     assert!(missing.is_empty(), "ops without golden cases: {missing:?}");
 }
+
+/// PyTorch's edges of the softmax family, on every device: an infinite logit makes softmax
+/// NaN (not [NaN, 0]), logsumexp over an empty dim is -inf, softmax over one is empty.
+#[test]
+fn softmax_edges_follow_pytorch() -> Result<()> {
+    let _turn = gpu_turn();
+    for dev in common::devices() {
+        let x = Tensor::new([f32::INFINITY, 1.0])?.to_device(&dev)?;
+        assert!(
+            x.softmax(0)?.to_vec::<f32>()?.iter().all(|v| v.is_nan()),
+            "on {dev}"
+        );
+        assert_eq!(x.logsumexp([0], false)?.item()?.to_f64(), f64::INFINITY);
+        let empty = Tensor::zeros([3, 0])?.to_device(&dev)?;
+        assert_eq!(
+            empty.logsumexp([1], false)?.to_vec::<f32>()?,
+            vec![f32::NEG_INFINITY; 3]
+        );
+        assert_eq!(empty.softmax(1)?.shape(), &[3, 0]);
+        assert_eq!(empty.log_softmax(0)?.shape(), &[3, 0]);
+        let masked = Tensor::new([f32::NEG_INFINITY, 0.0])?.to_device(&dev)?;
+        assert_eq!(masked.softmax(0)?.to_vec::<f32>()?, vec![0.0, 1.0]);
+    }
+    Ok(())
+}

@@ -267,13 +267,29 @@ impl Tensor {
         }
     }
 
-    /// The maximum over `dims` (keepdim), detached and with infinities replaced by 0: the
-    /// shift that keeps `exp` from overflowing.
-    fn stable_shift(&self, dims: &[usize]) -> Result<Tensor> {
-        let m = {
-            let _g = crate::no_grad();
-            self.reduce_raw(ReduceOp::Max, dims, true)?
-        };
+    /// The maximum over `dims` (keepdim), detached: the shift that keeps `exp` from
+    /// overflowing. `finite` replaces infinite maxima by 0 (logsumexp's rule: an infinite
+    /// element gives an infinite result, not NaN); softmax keeps them, as PyTorch does, so
+    /// `softmax([inf, 1])` is `[NaN, NaN]`. Over an empty dim there is no maximum and the
+    /// shift is 0 (the sums are 0: logsumexp gives -inf, softmax an empty result).
+    fn stable_shift(&self, dims: &[usize], finite: bool) -> Result<Tensor> {
+        let _g = crate::no_grad();
+        if dims.iter().any(|&d| self.shape()[d] == 0) {
+            let shape: Vec<usize> = (0..self.ndim())
+                .map(|d| {
+                    if dims.contains(&d) {
+                        1
+                    } else {
+                        self.shape()[d]
+                    }
+                })
+                .collect();
+            return Tensor::zeros_on(shape, self.dtype(), self.device());
+        }
+        let m = self.reduce_raw(ReduceOp::Max, dims, true)?;
+        if !finite {
+            return Ok(m);
+        }
         let inf = m.abs()?.eq_scalar(f64::INFINITY)?;
         m.masked_fill(&inf, 0.0)
     }
@@ -285,7 +301,7 @@ impl Tensor {
         if d.is_empty() {
             return Ok(x);
         }
-        let m = x.stable_shift(&d)?;
+        let m = x.stable_shift(&d, true)?;
         let out = x
             .sub(&m)?
             .exp()?
@@ -309,7 +325,7 @@ impl Tensor {
         if d.is_empty() {
             return Tensor::ones_like(&x);
         }
-        let e = x.sub(&x.stable_shift(&d)?)?.exp()?;
+        let e = x.sub(&x.stable_shift(&d, false)?)?.exp()?;
         e.div(&e.sum_dims_internal(&d, true)?)
     }
 
