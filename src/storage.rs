@@ -111,6 +111,52 @@ impl StorageCell {
     }
 }
 
+/// Read-lock `cells` (the `None`s are skipped) and call `f` with their storages, by position.
+/// Each distinct cell is locked once (an op on `x` and `x` must not take one lock twice: a
+/// writer waiting in between would deadlock) and in address order, so that two threads
+/// locking the same cells never wait on each other. No allocation: tiny ops are dominated
+/// by such costs.
+pub fn with_reads<R, const N: usize>(
+    cells: [Option<&Arc<StorageCell>>; N],
+    f: impl FnOnce([Option<&Storage>; N]) -> R,
+) -> R {
+    let address: [usize; N] =
+        std::array::from_fn(|k| cells[k].map_or(0, |c| Arc::as_ptr(c) as usize));
+    // The first position holding each cell owns its guard; the others borrow it.
+    let owner: [usize; N] = std::array::from_fn(|k| {
+        (0..k)
+            .find(|&j| address[j] != 0 && address[j] == address[k])
+            .unwrap_or(k)
+    });
+    let mut order: [usize; N] = std::array::from_fn(|k| k);
+    order.sort_unstable_by_key(|&k| address[k]);
+    let mut guards: [Option<RwLockReadGuard<'_, Storage>>; N] = std::array::from_fn(|_| None);
+    for k in order {
+        if owner[k] == k {
+            guards[k] = cells[k].map(|c| c.read());
+        }
+    }
+    f(std::array::from_fn(|k| guards[owner[k]].as_deref()))
+}
+
+/// Write-lock `dst` and read-lock `src` (another cell), in address order (see
+/// [`with_reads`]): `a.mul_(&b)` on one thread and `b.mul_(&a)` on another cannot deadlock.
+pub fn with_write_read<R>(
+    dst: &Arc<StorageCell>,
+    src: &Arc<StorageCell>,
+    f: impl FnOnce(&mut Storage, &Storage) -> R,
+) -> R {
+    if Arc::as_ptr(dst) < Arc::as_ptr(src) {
+        let mut d = dst.write();
+        let s = src.read();
+        f(&mut d, &s)
+    } else {
+        let s = src.read();
+        let mut d = dst.write();
+        f(&mut d, &s)
+    }
+}
+
 fn mismatch(op: &'static str, lhs: &Storage, rhs: &Storage) -> Error {
     Error::DeviceMismatch {
         op,

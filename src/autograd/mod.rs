@@ -77,6 +77,26 @@ pub(crate) struct Node {
     versions: Vec<(Arc<StorageCell>, u64)>,
 }
 
+impl Drop for Node {
+    /// Drop the graph below this node iteratively: the default recursion (tensor, node,
+    /// inputs, their nodes, ...) would overflow the stack on a long chain of ops. Each input
+    /// that this node held the last handle to gives up its own node's inputs to the work
+    /// list before it goes.
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.inputs);
+        while let Some(t) = pending.pop() {
+            let Ok(inner) = Arc::try_unwrap(t.0) else {
+                continue;
+            };
+            if let Some(node) = inner.grad_fn {
+                if let Ok(mut node) = Arc::try_unwrap(node) {
+                    pending.append(&mut node.inputs);
+                }
+            }
+        }
+    }
+}
+
 impl Node {
     /// PyTorch-style name of the node, e.g. `MulBackward0`.
     pub fn name(&self) -> String {

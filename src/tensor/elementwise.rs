@@ -143,47 +143,30 @@ impl<'a> Prepared<'a> {
     }
 }
 
-/// Lock the storages of the prepared operands and call `f` with them as backend operands.
-/// Each storage is locked once (`x * x` must not take one lock twice: a writer waiting in
-/// between would deadlock), in address order (so two threads never wait on each other), and
-/// with no allocation: the tiny ops of small models are dominated by such costs.
+/// Lock the storages of the prepared operands (see [`crate::storage::with_reads`]) and call
+/// `f` with them as backend operands.
 fn with_args<R, const N: usize>(
     ops: [&Prepared<'_>; N],
     f: impl FnOnce([Arg<'_, Storage>; N]) -> Result<R>,
 ) -> Result<R> {
     let cells: [Option<&std::sync::Arc<crate::storage::StorageCell>>; N] =
         std::array::from_fn(|k| ops[k].tensor().map(|t| t.storage()));
-    let address: [usize; N] =
-        std::array::from_fn(|k| cells[k].map_or(0, |c| std::sync::Arc::as_ptr(c) as usize));
-    // The first operand holding each cell owns its guard; the others borrow it.
-    let owner: [usize; N] = std::array::from_fn(|k| {
-        (0..k)
-            .find(|&j| address[j] != 0 && address[j] == address[k])
-            .unwrap_or(k)
-    });
-    let mut order: [usize; N] = std::array::from_fn(|k| k);
-    order.sort_unstable_by_key(|&k| address[k]);
-    let mut guards: [Option<std::sync::RwLockReadGuard<'_, Storage>>; N] =
-        std::array::from_fn(|_| None);
-    for k in order {
-        if owner[k] == k {
-            guards[k] = cells[k].map(|c| c.read());
+    crate::storage::with_reads(cells, |storages| {
+        let mut args: [Arg<'_, Storage>; N] = [Arg::Scalar(Scalar::Bool(false)); N];
+        for k in 0..N {
+            args[k] = match (ops[k], storages[k]) {
+                (Prepared::Tensor(_, l), Some(s)) => Arg::Buf(s, l),
+                (Prepared::Scalar(v), _) => Arg::Scalar(*v),
+                (Prepared::Tensor(..), None) => {
+                    return Err(Error::invalid(
+                        "elementwise",
+                        "an operand's storage was not locked",
+                    ))
+                }
+            };
         }
-    }
-    let mut args: [Arg<'_, Storage>; N] = [Arg::Scalar(Scalar::Bool(false)); N];
-    for k in 0..N {
-        args[k] = match (ops[k], guards[owner[k]].as_deref()) {
-            (Prepared::Tensor(_, l), Some(s)) => Arg::Buf(s, l),
-            (Prepared::Scalar(v), _) => Arg::Scalar(*v),
-            (Prepared::Tensor(..), None) => {
-                return Err(Error::invalid(
-                    "elementwise",
-                    "an operand's storage was not locked",
-                ))
-            }
-        };
-    }
-    f(args)
+        f(args)
+    })
 }
 
 impl Tensor {

@@ -204,8 +204,12 @@ impl Tensor {
         let d = src.layout().dim(OP, dim)?;
         let index = index.reshape([-1isize])?;
         let s = {
-            let (ss, si) = (src.storage().read(), index.storage().read());
-            ss.index_select(src.layout(), d, &si, index.layout())?
+            crate::storage::with_reads([Some(src.storage()), Some(index.storage())], |[ss, si]| {
+                match (ss, si) {
+                    (Some(ss), Some(si)) => ss.index_select(src.layout(), d, si, index.layout()),
+                    _ => Err(Error::invalid(OP, "a storage was not locked")),
+                }
+            })?
         };
         let mut shape = src.shape().to_vec();
         shape[d] = index.numel();
@@ -233,8 +237,12 @@ impl Tensor {
         let d = self.layout().dim(OP, dim)?;
         check_index_shape(OP, d, index, self.shape(), self.shape())?;
         let s = {
-            let (ss, si) = (self.storage().read(), index.storage().read());
-            ss.gather(self.layout(), d, &si, index.layout())?
+            crate::storage::with_reads([Some(self.storage()), Some(index.storage())], |[ss, si]| {
+                match (ss, si) {
+                    (Some(ss), Some(si)) => ss.gather(self.layout(), d, si, index.layout()),
+                    _ => Err(Error::invalid(OP, "a storage was not locked")),
+                }
+            })?
         };
         Tensor::from_op(
             s,
@@ -285,12 +293,19 @@ impl Tensor {
             ));
         }
         let s = {
-            let (sb, si, ss) = (
-                self.storage().read(),
-                index.storage().read(),
-                src.storage().read(),
-            );
-            sb.scatter_add(self.layout(), d, &si, index.layout(), &ss, src.layout())?
+            crate::storage::with_reads(
+                [
+                    Some(self.storage()),
+                    Some(index.storage()),
+                    Some(src.storage()),
+                ],
+                |[sb, si, ss]| match (sb, si, ss) {
+                    (Some(sb), Some(si), Some(ss)) => {
+                        sb.scatter_add(self.layout(), d, si, index.layout(), ss, src.layout())
+                    }
+                    _ => Err(Error::invalid(OP, "a storage was not locked")),
+                },
+            )?
         };
         Tensor::from_op(
             s,
@@ -370,10 +385,9 @@ impl Tensor {
             v = v.contiguous_copy()?;
         }
         let lv = v.layout().broadcast_to(op, self.shape())?;
-        let src = v.storage().read();
-        self.storage()
-            .write()
-            .write(self.layout(), Arg::Buf(&src, &lv))
+        crate::storage::with_write_read(self.storage(), v.storage(), |dst, src| {
+            dst.write(self.layout(), Arg::Buf(src, &lv))
+        })
     }
 
     /// Write into the elements selected by `items`, in place (`b[1:3, :] = 12`,
@@ -437,10 +451,9 @@ impl Tensor {
                         "the operand must broadcast to the destination's shape",
                     )
                 })?;
-                let src = t.storage().read();
-                self.storage()
-                    .write()
-                    .binary_inplace(op, self.layout(), Arg::Buf(&src, &lo))?;
+                crate::storage::with_write_read(self.storage(), t.storage(), |dst, src| {
+                    dst.binary_inplace(op, self.layout(), Arg::Buf(src, &lo))
+                })?;
             }
             Source::Tensor(t) => {
                 // The operand shares this storage: compute out of place, then write.

@@ -77,8 +77,12 @@ impl Tensor {
         let la = a.layout().broadcast_to(OP, &full(m, k))?;
         let lb = b.layout().broadcast_to(OP, &full(k, n))?;
         let s = {
-            let (sa, sb) = (a.storage().read(), b.storage().read());
-            sa.matmul(&la, &sb, &lb)?
+            crate::storage::with_reads([Some(a.storage()), Some(b.storage())], |[sa, sb]| {
+                match (sa, sb) {
+                    (Some(sa), Some(sb)) => sa.matmul(&la, sb, &lb),
+                    _ => Err(Error::invalid(OP, "a storage was not locked")),
+                }
+            })?
         };
         let out_shape = full(m, n);
         let out = if self.dtype().is_float() {
