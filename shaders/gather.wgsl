@@ -1,7 +1,8 @@
 // out[i] = src[position i with its coordinate along `dim` replaced by an index value].
 // MODE 0 (index_select): the index value is idx[coordinate of i along dim] (contiguous 1-D).
 // MODE 1 (gather): the index value is idx at position i (a strided index tensor).
-// An out-of-range index sets the device's error flag and reads element 0 instead.
+// An index outside 0..size (negative ones included, as in PyTorch) sets the device's error
+// flag and reads element 0 instead.
 // Metadata: [0] count, [1] rank r, [2..2+r) output shape, then operand 1 (src): offset,
 //   r strides; operand 2 (idx): offset, r strides; then dim, src size along dim.
 
@@ -40,9 +41,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         j = i64_to_index(idx[params[2u + r + (r + 1u)] + coord_dim]);
     } else {
         j = i64_to_index(idx[idx_pos]);
-    }
-    if (j < 0) {
-        j = j + i32(dim_size);
     }
     if (j < 0 || u32(j) >= dim_size) {
         atomicMax(&error_flag[0], 1u);

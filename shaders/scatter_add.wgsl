@@ -22,9 +22,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let dim_size = params[tail + 1u];
     let offs = operand_offsets(i, 2u);
     var j = i64_to_index(idx[offs[1]]);
-    if (j < 0) {
-        j = j + i32(dim_size);
-    }
     if (j < 0 || u32(j) >= dim_size) {
         atomicMax(&error_flag[0], 1u);
         return;

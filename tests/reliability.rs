@@ -77,3 +77,86 @@ fn in_place_ops_across_threads_never_deadlock() {
         });
     }
 }
+
+/// Autograd refuses a backward pass whose saved values were overwritten, and gives PyTorch's
+/// gradients where a naive rule gives NaN.
+#[test]
+fn autograd_gives_right_numbers_or_an_error() -> Result<()> {
+    for dev in common::devices() {
+        let on = |t: Tensor| t.to_device(&dev);
+        // Saved index tensors and a max's result are version-checked.
+        let x = on(Tensor::new([1.0f32, 2.0, 3.0])?)?.requires_grad_(true)?;
+        let index = on(Tensor::new([2i64, 0])?)?;
+        let y = x.index_select(0, &index)?.sum()?;
+        index.fill_(1)?;
+        assert!(y.backward().is_err(), "index_select on {dev}");
+        let index = on(Tensor::new([2i64, 0])?)?;
+        let y = x.gather(0, &index)?.sum()?;
+        index.add_(-1)?;
+        assert!(y.backward().is_err(), "gather on {dev}");
+        let m = x.max()?;
+        m.detach().add_(1.0)?;
+        assert!(m.backward().is_err(), "max on {dev}");
+        // The gradient of a product at a zero is the product of the others.
+        let x = on(Tensor::new([2.0f32, 0.0, 3.0])?)?.requires_grad_(true)?;
+        x.prod()?.backward()?;
+        assert_eq!(
+            x.grad().unwrap().to_vec::<f32>()?,
+            vec![0.0, 6.0, 0.0],
+            "on {dev}"
+        );
+        let x = on(Tensor::new([[0.0f32, 0.0, 4.0], [1.0, 2.0, 3.0]])?)?.requires_grad_(true)?;
+        x.prod_dims([1], false)?.sum()?.backward()?;
+        assert_eq!(
+            x.grad().unwrap().to_vec2::<f32>()?,
+            vec![vec![0.0, 0.0, 0.0], vec![6.0, 3.0, 2.0]],
+            "on {dev}"
+        );
+        // A NaN maximum sends the gradient to the NaN element.
+        let x = on(Tensor::new([1.0f32, f32::NAN, 3.0])?)?.requires_grad_(true)?;
+        let m = x.max()?;
+        assert!(m.item()?.to_f64().is_nan(), "on {dev}");
+        m.backward()?;
+        assert_eq!(
+            x.grad().unwrap().to_vec::<f32>()?,
+            vec![0.0, 1.0, 0.0],
+            "on {dev}"
+        );
+    }
+    Ok(())
+}
+
+/// Negative indices are out of range, as in PyTorch (they wrapped to the end before).
+#[test]
+fn negative_indices_are_errors() -> Result<()> {
+    for dev in common::devices() {
+        let x = Tensor::new([[1.0f32, 2.0], [3.0, 4.0]])?.to_device(&dev)?;
+        let minus_one = Tensor::new([-1i64])?.to_device(&dev)?;
+        // On a GPU the kernel cannot stop: the error comes at the readback.
+        let read = |r: Result<Tensor>| r.and_then(|t| t.to_vec2::<f32>());
+        assert!(
+            read(x.index_select(0, &minus_one)).is_err(),
+            "index_select on {dev}"
+        );
+        let idx = Tensor::new([[0i64], [-1]])?.to_device(&dev)?;
+        assert!(read(x.gather(1, &idx)).is_err(), "gather on {dev}");
+        assert!(
+            read(x.scatter_add(1, &idx, &Tensor::ones([2, 1])?.to_device(&dev)?)).is_err(),
+            "scatter_add on {dev}"
+        );
+        let logits = Tensor::zeros([2, 3])?.to_device(&dev)?;
+        let target = Tensor::new([0i64, -1])?.to_device(&dev)?;
+        let loss = wgrad::nn::cross_entropy(&logits, &target, 0.0, wgrad::nn::Reduction::Mean);
+        assert!(
+            loss.and_then(|l| l.item()).is_err(),
+            "cross_entropy on {dev}"
+        );
+        // The device is usable again afterwards.
+        assert_eq!(
+            x.index_select(0, &Tensor::new([1i64])?.to_device(&dev)?)?
+                .to_vec2::<f32>()?,
+            vec![vec![3.0, 4.0]]
+        );
+    }
+    Ok(())
+}

@@ -138,25 +138,16 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         }
         Cast => tx()?.to_dtype(out.dtype()),
         Sum { dims, keepdim } => tx()?.sum_dims_internal(dims, *keepdim),
-        Prod { dims, keepdim } => {
-            // d prod = prod * sum(t / x) (inputs with zeros are not special-cased, as in
-            // the backward rule).
-            tx()?.div(x)?.sum_dims_internal(dims, *keepdim)?.mul(out)
-        }
+        Prod { dims, keepdim } => tx()?
+            .mul(&super::rules::prod_derivative(x, dims, *keepdim)?)?
+            .sum_dims_internal(dims, *keepdim),
         Extremum {
             dims,
             keepdim,
             out: best,
         } => {
             // The tangent of the chosen element; ties share it evenly, as the gradient does.
-            let mut m = best.clone();
-            if !*keepdim {
-                for &d in dims {
-                    m = m.unsqueeze(d as isize)?;
-                }
-            }
-            let mask = x.eq(&m.expand(x.shape())?)?.to_dtype(out.dtype())?;
-            let count = mask.sum_dims_internal(dims, *keepdim)?;
+            let (mask, count) = super::rules::extremum_ties(x, best, dims, *keepdim)?;
             tx()?
                 .mul(&mask)?
                 .sum_dims_internal(dims, *keepdim)?

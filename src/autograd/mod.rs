@@ -70,11 +70,20 @@ pub fn no_grad_scope<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Which value of a node a recorded storage version belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Saved {
+    Input(usize),
+    Output,
+    /// A tensor the rule keeps (an index, a reduction's result).
+    Kept,
+}
+
 /// A recorded op: its backward rule, its inputs and their storage versions at the time.
 pub(crate) struct Node {
     pub(crate) op: BackwardOp,
     pub(crate) inputs: Vec<Tensor>,
-    versions: Vec<(Arc<StorageCell>, u64)>,
+    versions: Vec<(Arc<StorageCell>, u64, Saved)>,
 }
 
 impl Drop for Node {
@@ -108,16 +117,20 @@ impl Node {
 /// result: its version is kept when the rule reads the output.
 pub(crate) fn node(op: BackwardOp, inputs: &[&Tensor], output: &Arc<StorageCell>) -> Arc<Node> {
     let reads = op.reads();
-    let mut versions: Vec<(Arc<StorageCell>, u64)> = Vec::new();
+    let mut versions: Vec<(Arc<StorageCell>, u64, Saved)> = Vec::new();
     if reads.inputs() {
         versions.extend(
             inputs
                 .iter()
-                .map(|t| (t.storage().clone(), t.storage().version())),
+                .enumerate()
+                .map(|(i, t)| (t.storage().clone(), t.storage().version(), Saved::Input(i))),
         );
     }
     if reads.output() {
-        versions.push((output.clone(), output.version()));
+        versions.push((output.clone(), output.version(), Saved::Output));
+    }
+    if let Some(t) = op.saved() {
+        versions.push((t.storage().clone(), t.storage().version(), Saved::Kept));
     }
     Arc::new(Node {
         op,
@@ -239,13 +252,20 @@ fn run(root: &Tensor, grad: Tensor, create_graph: bool, sink: &mut Sink<'_>) -> 
             }
             continue;
         };
-        for (i, (cell, version)) in node.versions.iter().enumerate() {
+        for (cell, version, saved) in &node.versions {
             if cell.version() != *version {
-                let what = match node.inputs.get(i) {
-                    Some(input) => {
-                        format!("input {i} of {} (shape {:?})", node.name(), input.shape())
+                let what = match *saved {
+                    Saved::Input(i) => format!(
+                        "input {i} of {} (shape {:?})",
+                        node.name(),
+                        node.inputs[i].shape()
+                    ),
+                    Saved::Output => {
+                        format!("the output of {} (shape {:?})", node.name(), t.shape())
                     }
-                    None => format!("the output of {} (shape {:?})", node.name(), t.shape()),
+                    Saved::Kept => {
+                        format!("a tensor saved by {} (an index or its result)", node.name())
+                    }
                 };
                 return Err(Error::autograd(
                     "backward",

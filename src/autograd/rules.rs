@@ -1,7 +1,7 @@
 //! The backward rule of every primitive op, in one exhaustive `match`. Each rule maps the
 //! gradient of the output to gradients of the inputs using tensor ops only.
 
-use crate::dtype::{DType, Scalar};
+use crate::dtype::Scalar;
 use crate::error::Result;
 use crate::op::{BinaryOp, Reads, ScalarSide, UnaryOp};
 use crate::tensor::{Source, Tensor};
@@ -127,6 +127,35 @@ impl BackwardOp {
         format!("{base}Backward0")
     }
 
+    /// Tensors the rule keeps besides its inputs (index tensors, a reduction's result), whose
+    /// storage versions are checked too.
+    pub fn saved(&self) -> Option<&Tensor> {
+        use BackwardOp::*;
+        match self {
+            IndexSelect { index, .. } | Gather { index, .. } | ScatterAdd { index, .. } => {
+                Some(index)
+            }
+            Extremum { out, .. } => Some(out),
+            Unary(_)
+            | Binary(_)
+            | BinaryScalar { .. }
+            | Where { .. }
+            | Cast
+            | Sum { .. }
+            | Prod { .. }
+            | Cumsum { .. }
+            | Matmul
+            | Reshape
+            | Permute { .. }
+            | Slice { .. }
+            | Select { .. }
+            | Expand
+            | Copy
+            | Cat { .. }
+            | Embed { .. } => None,
+        }
+    }
+
     /// What the rule reads of its inputs and output (then overwriting them in place before
     /// backward is an error).
     pub fn reads(&self) -> Reads {
@@ -229,31 +258,15 @@ pub(crate) fn backward(
         })],
         Sum { dims, keepdim } => vec![Some(unreduce(g, dims, *keepdim, x.shape())?)],
         Prod { dims, keepdim } => {
-            // d prod / d x_i = prod / x_i (inputs with zeros are not special-cased).
-            let p = unreduce(
-                &x.prod_dims_internal(dims, *keepdim)?,
-                dims,
-                *keepdim,
-                x.shape(),
-            )?;
-            vec![Some(
-                unreduce(g, dims, *keepdim, x.shape())?.mul(&p)?.div(x)?,
-            )]
+            let local = prod_derivative(x, dims, *keepdim)?;
+            vec![Some(unreduce(g, dims, *keepdim, x.shape())?.mul(&local)?)]
         }
         Extremum { dims, keepdim, out } => {
-            // Ties share the gradient evenly, as in PyTorch's amax/amin.
-            let m = unreduce(out, dims, *keepdim, x.shape())?;
-            let mask = x.eq(&m)?.to_dtype(DType::F32)?;
-            let count = unreduce(
-                &mask.sum_dims_internal(dims, *keepdim)?,
-                dims,
-                *keepdim,
-                x.shape(),
-            )?;
+            let (mask, count) = extremum_ties(x, out, dims, *keepdim)?;
             vec![Some(
                 unreduce(g, dims, *keepdim, x.shape())?
                     .mul(&mask)?
-                    .div(&count)?,
+                    .div(&unreduce(&count, dims, *keepdim, x.shape())?)?,
             )]
         }
         Cumsum { dim } => {
@@ -373,9 +386,49 @@ pub(crate) fn backward(
     })
 }
 
+/// d prod(x) / d x_i over `dims`, of x's shape: the product of the other elements. Written
+/// as prod / x_i only where no element of the product is 0; with one zero, the zero element
+/// gets the product of the others and the rest 0; with more, everything is 0 (PyTorch's rule,
+/// where prod / x would give NaN).
+pub(crate) fn prod_derivative(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+    let zero = x.eq_scalar(0.0)?;
+    let back = |t: &Tensor| unreduce(t, dims, keepdim, x.shape());
+    let zeros = back(&zero.sum_dims_internal(dims, keepdim)?)?;
+    let others = back(&Tensor::where_cond(&zero, 1.0, x)?.prod_dims_internal(dims, keepdim)?)?;
+    let lone_zero = zeros.eq_scalar(1)?.logical_and(&zero)?;
+    Tensor::where_cond(
+        &zeros.eq_scalar(0)?,
+        &others.div(x)?,
+        &Tensor::where_cond(&lone_zero, &others, 0.0)?,
+    )
+}
+
+/// The elements of `x` that a max or min over `dims` chose (its result `best`), as a float
+/// mask of x's shape, and how many tied (reduced). NaN ties with NaN: the NaN elements get
+/// the gradient of a NaN maximum, as in PyTorch.
+pub(crate) fn extremum_ties(
+    x: &Tensor,
+    best: &Tensor,
+    dims: &[usize],
+    keepdim: bool,
+) -> Result<(Tensor, Tensor)> {
+    let m = unreduce(best, dims, keepdim, x.shape())?;
+    let mask = x
+        .eq(&m)?
+        .logical_or(&x.isnan()?.logical_and(&m.isnan()?)?)?
+        .to_dtype(x.dtype())?;
+    let count = mask.sum_dims_internal(dims, keepdim)?;
+    Ok((mask, count))
+}
+
 /// Bring a reduced gradient back to the input's shape: re-insert the reduced dims (when
 /// keepdim was false) and broadcast.
-fn unreduce(g: &Tensor, dims: &[usize], keepdim: bool, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn unreduce(
+    g: &Tensor,
+    dims: &[usize],
+    keepdim: bool,
+    shape: &[usize],
+) -> Result<Tensor> {
     let mut g = g.clone();
     if !keepdim {
         for &d in dims {

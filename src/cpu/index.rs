@@ -7,9 +7,11 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 
+/// An index value in `0..size` (PyTorch's index ops take no negative indices: -1 is out of
+/// range, not the last element).
 fn check(op: &'static str, i: i64, dim: usize, shape: &[usize]) -> Result<usize> {
     let size = shape[dim];
-    let j = if i < 0 { i + size as i64 } else { i };
+    let j = i;
     if j < 0 || j >= size as i64 {
         return Err(Error::IndexOutOfRange {
             op,
