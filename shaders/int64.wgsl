@@ -126,12 +126,19 @@ fn i64_floordiv(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
 // a^b with wrapping multiplication, as the CPU backend: negative exponents give 0, and
 // exponents past u32::MAX count as u32::MAX.
 fn i64_pow(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    // A negative exponent gives the truncated 1 / a^|b|, as the CPU's `int_pow`.
     if (i64_is_neg(b)) {
+        if (i64_eq(a, i64_from_u32(1u))) {
+            return a;
+        }
+        if (i64_eq(a, vec2<u32>(0xffffffffu, 0xffffffffu))) {
+            return select(i64_from_u32(1u), a, (b.x & 1u) == 1u);
+        }
         return i64_zero();
     }
     var r = i64_from_u32(1u);
     var base = a;
-    var e = select(b, vec2<u32>(0xffffffffu, 0u), b.y != 0u);
+    var e = b;
     while (!i64_is_zero(e)) {
         if ((e.x & 1u) == 1u) {
             r = i64_mul(r, base);

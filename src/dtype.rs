@@ -190,6 +190,23 @@ impl Scalar {
         }
     }
 
+    /// The value as an element of `dtype`, or an `Err` naming `op` when it has none there (a
+    /// NaN, an infinity or a float out of range for an integer dtype: PyTorch refuses these
+    /// rather than saturating).
+    pub fn checked_for(self, op: &'static str, dtype: DType) -> crate::error::Result<Scalar> {
+        match (self, dtype.kind()) {
+            (Scalar::Float(f), Kind::Int)
+                if !(f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63)) =>
+            {
+                Err(crate::error::Error::invalid(
+                    op,
+                    format!("value {f} cannot be converted to {dtype:?} without overflow"),
+                ))
+            }
+            _ => Ok(self),
+        }
+    }
+
     /// The value as f64.
     pub fn to_f64(self) -> f64 {
         match self {

@@ -160,3 +160,67 @@ fn negative_indices_are_errors() -> Result<()> {
     }
     Ok(())
 }
+
+/// Sizes and values with no place in a tensor are errors, never a wrapped count, a panic or
+/// a saturated value.
+#[test]
+fn hostile_sizes_and_values_are_errors() -> Result<()> {
+    use wgrad::{DType, Device, Error};
+    // An element count past usize::MAX does not wrap to 0 over an empty buffer.
+    let e = Tensor::from_vec(Vec::<f32>::new(), [1usize << 32, 1 << 32]).unwrap_err();
+    assert!(matches!(e, Error::DataLength { .. }), "{e}");
+    assert!(Tensor::eye(1 << 32).is_err());
+    assert!(Tensor::linspace(0.0, 1.0, usize::MAX).is_err());
+    assert!(Tensor::zeros([4])?.narrow(0, usize::MAX, 2).is_err());
+    // Floats with no integer value are refused for integer tensors (PyTorch refuses them).
+    assert!(Tensor::full_on([2usize], f64::NAN, DType::I64, &Device::Cpu).is_err());
+    let i = Tensor::new([1i64, 2])?;
+    assert!(i.masked_fill(&Tensor::new([true, false])?, 1e30).is_err());
+    assert!(i.fill_(f64::INFINITY).is_err());
+    assert_eq!(
+        i.masked_fill(&Tensor::new([true, false])?, 7.9)?
+            .to_vec::<i64>()?,
+        vec![7, 2]
+    );
+    Ok(())
+}
+
+/// Integer powers and ranges as PyTorch computes them, on every device.
+#[test]
+fn integer_pow_and_arange_follow_pytorch() -> Result<()> {
+    for dev in common::devices() {
+        let on = |t: Tensor| t.to_device(&dev);
+        let a = on(Tensor::new([1i64, -1, 2, -1, 3])?)?;
+        let b = on(Tensor::new([-1i64, -1, -1, -2, 0])?)?;
+        assert_eq!(
+            a.pow(&b)?.to_vec::<i64>()?,
+            vec![1, -1, 0, 1, 1],
+            "on {dev}"
+        );
+        // The whole 64-bit exponent counts: (-1)^(2^32 + 1) = -1.
+        let big = on(Tensor::new([(1i64 << 32) + 1, 1 << 32])?)?;
+        let minus_one = on(Tensor::new([-1i64, -1])?)?;
+        assert_eq!(
+            minus_one.pow(&big)?.to_vec::<i64>()?,
+            vec![-1, 1],
+            "on {dev}"
+        );
+        assert!(a.pow_scalar(-1).is_err());
+        let inv = a.pow_scalar(-1.0)?.to_vec::<f32>()?;
+        for (got, want) in inv.iter().zip([1.0f32, -1.0, 0.5, -1.0, 1.0 / 3.0]) {
+            assert!((got - want).abs() < 1e-6, "on {dev}: {got} vs {want}");
+        }
+        let r = Tensor::arange_on(i64::MAX - 3, i64::MAX, 1, &dev)?;
+        assert_eq!(
+            r.to_vec::<i64>()?,
+            vec![i64::MAX - 3, i64::MAX - 2, i64::MAX - 1]
+        );
+        let r = Tensor::arange_on((1i64 << 53) + 1, (1i64 << 53) + 4, 1, &dev)?;
+        assert_eq!(r.numel(), 3);
+        assert_eq!(
+            Tensor::arange_on(10i64, 0, -3, &dev)?.to_vec::<i64>()?,
+            vec![10, 7, 4, 1]
+        );
+    }
+    Ok(())
+}

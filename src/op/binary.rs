@@ -132,11 +132,12 @@ binary_ops! {
         grad_rhs: |g, _, b, y| g.mul(y)?.div(b)?.neg(),
         reads: Reads::All,
     },
-    /// `a ** b` (C's `pow` for floats; wrapping for integers, a negative exponent gives 0).
+    /// `a ** b` (C's `pow` for floats; wrapping for integers, where a negative exponent gives
+    /// the truncated `1 / a^|b|`: 1 and -1 keep their powers, everything else gives 0).
     Pow pow pow_scalar {
         name: "pow",
         f32: Binary::Map(arith!(f32, f32::powf, "op_pow(a, b)")),
-        i64: Binary::Map(arith!(i64, |a: i64, b: i64| if b < 0 { 0 } else { a.wrapping_pow(b.min(u32::MAX as i64) as u32) }, "i64_pow(a, b)")),
+        i64: Binary::Map(arith!(i64, int_pow, "i64_pow(a, b)")),
         bool: Binary::ViaInt,
         helpers: "
 fn op_pow(a: f32, b: f32) -> f32 {
@@ -260,6 +261,32 @@ fn op_remainder(a: f32, b: f32) -> f32 {
         grad_rhs: |g, a, b, _| Tensor::where_cond(&b.lt(a.clone())?, g, 0.0),
         reads: Reads::Inputs,
     },
+}
+
+/// Integer `a ** b` as PyTorch's kernel: wrapping, over the whole 64-bit exponent.
+fn int_pow(a: i64, b: i64) -> i64 {
+    if b < 0 {
+        return match a {
+            1 => 1,
+            -1 => {
+                if b & 1 == 1 {
+                    -1
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+    }
+    let (mut result, mut base, mut e) = (1i64, a, b as u64);
+    while e > 0 {
+        if e & 1 == 1 {
+            result = result.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    result
 }
 
 /// `t^2 + other^2`, `other` a tensor or a number.

@@ -20,8 +20,9 @@ impl Tensor {
         let shape = shape.into();
         // An element count whose bytes cannot be addressed is an error, not an overflow.
         crate::shape::addressable_bytes("full", &shape, dtype.size_in_bytes())?;
+        let value = value.into().checked_for("full", dtype)?;
         Ok(Tensor::from_storage(
-            Storage::full(device, shape.numel(), value.into(), dtype)?,
+            Storage::full(device, shape.numel(), value, dtype)?,
             &shape,
         ))
     }
@@ -113,7 +114,23 @@ impl Tensor {
                 ),
             ));
         }
-        let n = ((e - s) / st).ceil().max(0.0) as usize;
+        let n = match (dtype, start, end, step) {
+            // Integer ranges are counted exactly (f64 loses integers past 2^53).
+            (DType::I64, Scalar::Int(a), Scalar::Int(b), Scalar::Int(c)) => {
+                let (span, c) = (b as i128 - a as i128, c as i128);
+                let count = if span == 0 {
+                    0
+                } else {
+                    (span + c - c.signum()) / c
+                };
+                usize::try_from(count.max(0)).map_err(|_| Error::BufferTooLarge {
+                    op: "arange",
+                    bytes: u64::MAX,
+                    limit: isize::MAX as u64,
+                })?
+            }
+            _ => ((e - s) / st).ceil().max(0.0) as usize,
+        };
         Ok(Tensor::from_storage(
             Storage::arange(device, n, start, step, dtype)?,
             &[n],
@@ -122,27 +139,52 @@ impl Tensor {
 
     /// `steps` evenly spaced f32 values from `start` to `end` inclusive.
     pub fn linspace(start: f64, end: f64, steps: usize) -> Result<Tensor> {
-        let data: Vec<f32> = match steps {
-            0 => vec![],
-            1 => vec![start as f32],
+        // A count the machine cannot hold is an Err, not an abort.
+        let bytes = crate::shape::addressable_bytes("linspace", &[steps], 4)?;
+        let mut data: Vec<f32> = Vec::new();
+        data.try_reserve_exact(steps)
+            .map_err(|_| Error::OutOfMemory {
+                op: "linspace",
+                bytes: bytes as u64,
+                device: "cpu",
+            })?;
+        match steps {
+            0 => {}
+            1 => data.push(start as f32),
             _ => {
                 let step = (end - start) / (steps - 1) as f64;
                 // Symmetric like PyTorch: the second half counts back from `end`.
-                (0..steps)
-                    .map(|i| if i < steps / 2 { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 } as f32)
-                    .collect()
+                data.extend((0..steps).map(|i| {
+                    let v = if i < steps / 2 {
+                        start + step * i as f64
+                    } else {
+                        end - step * (steps - 1 - i) as f64
+                    };
+                    v as f32
+                }));
             }
-        };
+        }
         Tensor::from_vec(data, [steps])
     }
 
     /// The `n x n` f32 identity matrix.
     pub fn eye(n: usize) -> Result<Tensor> {
-        let mut data = vec![0f32; n * n];
-        for i in 0..n {
-            data[i * n + i] = 1.0;
-        }
-        Tensor::from_vec(data, [n, n])
+        let t = Tensor::zeros([n, n])?;
+        // The diagonal is a strided view of the zeros: one fill.
+        let diagonal = Tensor::view_of(
+            t.storage().clone(),
+            crate::layout::Layout {
+                shape: vec![n],
+                strides: vec![n + 1],
+                offset: 0,
+            },
+            t.dtype(),
+            t.device().clone(),
+            None,
+            None,
+        );
+        diagonal.fill_(1.0)?;
+        Ok(t)
     }
 
     fn random(

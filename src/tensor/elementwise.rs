@@ -213,6 +213,14 @@ impl Tensor {
     pub(crate) fn binary_of(op: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
         let name = op.name();
         let dtype = Tensor::binary_result_dtype(op, a, b)?;
+        if let (BinaryOp::Pow, Operand::Scalar(Scalar::Int(e))) = (op, b) {
+            if e < 0 && !dtype.is_float() {
+                return Err(Error::invalid(
+                    name,
+                    format!("integers to negative integer powers are not allowed (exponent {e}, tensor of shape {:?})", a.shape()),
+                ));
+            }
+        }
         if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b) {
             x.same_device(name, y)?;
         }
@@ -382,9 +390,10 @@ impl Tensor {
                 "the mask must broadcast to the tensor's shape",
             ));
         }
+        let value = value.into().checked_for("masked_fill", self.dtype())?;
         Tensor::where_in(
             mask,
-            Operand::Scalar(value.into()),
+            Operand::Scalar(value),
             Operand::Tensor(self),
             self.dtype(),
         )

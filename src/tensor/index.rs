@@ -366,7 +366,8 @@ impl Tensor {
     fn write_from(&self, op: &'static str, value: &Source) -> Result<()> {
         let v = match value {
             Source::Scalar(v) => {
-                return self.storage().write().write(self.layout(), Arg::Scalar(*v));
+                let v = v.checked_for(op, self.dtype())?;
+                return self.storage().write().write(self.layout(), Arg::Scalar(v));
             }
             Source::Tensor(t) => t,
         };

@@ -144,10 +144,10 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = self.layout().dim("narrow", dim)?;
         let size = self.shape().get(d).copied().unwrap_or(1);
-        if start + len > size {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::IndexOutOfRange {
                 op: "narrow",
-                index: (start + len) as i64,
+                index: start.saturating_add(len).min(i64::MAX as usize) as i64,
                 dim: d,
                 size,
                 shape: self.shape().to_vec(),
