@@ -224,3 +224,63 @@ fn integer_pow_and_arange_follow_pytorch() -> Result<()> {
     }
     Ok(())
 }
+
+/// NaN on the GPU is NaN: reductions, comparisons and elementwise ops give the CPU's (and
+/// PyTorch's) results on inputs with NaN (WGSL lets a compiler assume `x != x` is false).
+#[test]
+fn nan_is_nan_on_every_device() -> Result<()> {
+    let data = [1.0f32, f32::NAN, 3.0, -2.0, 0.0, f32::NAN];
+    type Program = (&'static str, Box<dyn Fn(&Tensor) -> Result<Tensor>>);
+    let programs: Vec<Program> = vec![
+        ("max", Box::new(|x| x.max())),
+        ("min", Box::new(|x| x.min())),
+        ("argmax", Box::new(|x| x.argmax())),
+        ("argmin", Box::new(|x| x.argmin())),
+        (
+            "max_dim",
+            Box::new(|x| Ok(x.reshape([2, 3])?.max_dim(1, false)?.1)),
+        ),
+        (
+            "amax",
+            Box::new(|x| x.reshape([2, 3])?.max_dims([1], false)),
+        ),
+        ("maximum", Box::new(|x| x.maximum(&x.flip0()?))),
+        ("minimum", Box::new(|x| x.minimum(&x.flip0()?))),
+        ("relu", Box::new(|x| x.relu())),
+        ("sign", Box::new(|x| x.sign())),
+        ("to bool", Box::new(|x| x.to_dtype(wgrad::DType::Bool))),
+        ("isnan", Box::new(|x| x.isnan())),
+        ("eq", Box::new(|x| x.eq(x))),
+        ("lt", Box::new(|x| x.lt_scalar(2.0))),
+        ("clamp", Box::new(|x| x.clamp(-1.0, 2.0))),
+        ("sum", Box::new(|x| x.sum())),
+        ("logical_and", Box::new(|x| x.logical_and(x))),
+        ("logical_not", Box::new(|x| x.logical_not())),
+        (
+            "where",
+            Box::new(|x| Tensor::where_cond(&x.isnan()?, 0.0, x)),
+        ),
+    ];
+    for dev in common::devices().into_iter().filter(|d| !d.is_cpu()) {
+        let cpu = Tensor::new(data)?;
+        let gpu = cpu.to_device(&dev)?;
+        for (name, f) in &programs {
+            let (a, b) = (f(&cpu)?, f(&gpu)?.to_device(&wgrad::Device::Cpu)?);
+            assert_eq!(format!("{a}"), format!("{b}"), "{name} on {dev}");
+        }
+    }
+    Ok(())
+}
+
+trait Flip {
+    fn flip0(&self) -> Result<Tensor>;
+}
+
+impl Flip for Tensor {
+    /// The elements in reverse order (a copy through index_select).
+    fn flip0(&self) -> Result<Tensor> {
+        let n = self.numel() as i64;
+        let idx = Tensor::arange_on(n - 1, -1i64, -1, self.device())?;
+        self.index_select(0, &idx)
+    }
+}

@@ -90,7 +90,9 @@ fn cast_expr(from: DType, to: DType) -> &'static str {
     use DType::*;
     match (from, to) {
         (F32, I64) => "i64_from_f32(a)",
-        (F32, Bool) => "select(0u, 1u, a != 0.0)",
+        // NaN is true, as on the CPU (`x != 0.0`); tested by its bits, which a driver cannot
+        // fold away.
+        (F32, Bool) => "select(0u, 1u, a != 0.0 || is_nan_f32(a))",
         (I64, F32) => "i64_to_f32(a)",
         (I64, Bool) => "select(0u, 1u, !i64_is_zero(a))",
         (Bool, F32) => "f32(a)",

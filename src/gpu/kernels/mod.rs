@@ -59,13 +59,19 @@ fn t_nz(a: vec2<u32>) -> bool { return !i64_is_zero(a); }
         .to_string();
     }
     let t = wgsl_type(d);
+    // Non-zero is true, and so is NaN (by its bits: drivers may fold `a != a` to false).
+    let nz = if d == DType::F32 {
+        "a != 0.0 || is_nan_f32(a)".to_string()
+    } else {
+        format!("a != {t}(0)")
+    };
     format!(
         "fn t_zero() -> {t} {{ return {t}(0); }}
 fn t_add(a: {t}, b: {t}) -> {t} {{ return a + b; }}
 fn t_mul(a: {t}, b: {t}) -> {t} {{ return a * b; }}
 fn t_lt(a: {t}, b: {t}) -> bool {{ return a < b; }}
 fn t_eq(a: {t}, b: {t}) -> bool {{ return a == b; }}
-fn t_nz(a: {t}) -> bool {{ return a != {t}(0); }}
+fn t_nz(a: {t}) -> bool {{ return {nz}; }}
 "
     )
 }
