@@ -64,15 +64,45 @@ fn to_bytes(t: &Tensor) -> Result<Bytes> {
 /// Write named tensors to a safetensors file.
 pub fn save(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result<()> {
     let path = path.as_ref();
+    let io_err = |msg: String| Error::Io {
+        op: "save",
+        msg: format!("{}: {msg}", path.display()),
+    };
+    // Names the format cannot hold: a repeated one, and the header's own key.
+    let mut seen = std::collections::HashSet::new();
+    for (n, _) in tensors {
+        if n == "__metadata__" {
+            return Err(io_err(format!(
+                "{n:?} is reserved by the safetensors format"
+            )));
+        }
+        if !seen.insert(n.as_str()) {
+            return Err(io_err(format!("the name {n:?} is given twice")));
+        }
+    }
     let bytes: Vec<(String, Bytes)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
         .collect::<Result<_>>()?;
-    safetensors::tensor::serialize_to_file(bytes.iter().map(|(n, b)| (n.as_str(), b)), &None, path)
-        .map_err(|e| Error::Io {
-            op: "save",
-            msg: format!("{}: {e}", path.display()),
-        })
+    // Written beside the target, then renamed over it: a crash mid-save leaves the previous
+    // file whole.
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err("not a file path".into()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let written = safetensors::tensor::serialize_to_file(
+        bytes.iter().map(|(n, b)| (n.as_str(), b)),
+        &None,
+        &partial,
+    )
+    .map_err(|e| io_err(e.to_string()))
+    .and_then(|()| std::fs::rename(&partial, path).map_err(|e| io_err(e.to_string())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// Read every tensor of a safetensors file (F32, F64 as F32, I64, I32 as I64, BOOL), on the

@@ -284,3 +284,63 @@ impl Flip for Tensor {
         self.index_select(0, &idx)
     }
 }
+
+/// Arguments the math has no meaning for are errors, not a panic or NaN forever after.
+#[test]
+fn bad_arguments_are_errors() -> Result<()> {
+    use wgrad::optim::{Adagrad, Adam, Optimizer, RmsProp, Sgd};
+    let p = || Tensor::ones([2]).unwrap().requires_grad_(true).unwrap();
+    let with_grad = |t: Tensor| {
+        t.set_grad(Some(Tensor::ones([2]).unwrap())).unwrap();
+        t
+    };
+    type Step = (&'static str, Box<dyn FnMut() -> Result<()>>);
+    let steps: Vec<Step> = vec![
+        ("sgd lr -1", {
+            let mut o = Sgd::new(vec![with_grad(p())], -1.0);
+            Box::new(move || o.step())
+        }),
+        ("sgd lr NaN", {
+            let mut o = Sgd::new(vec![with_grad(p())], f64::NAN);
+            Box::new(move || o.step())
+        }),
+        ("adam beta 1", {
+            let mut o = Adam::new(vec![with_grad(p())], 0.1).betas(1.0, 0.999);
+            Box::new(move || o.step())
+        }),
+        ("adam beta -0.1", {
+            let mut o = Adam::new(vec![with_grad(p())], 0.1).betas(0.9, -0.1);
+            Box::new(move || o.step())
+        }),
+        ("rmsprop lr inf", {
+            let mut o = RmsProp::new(vec![with_grad(p())], f64::INFINITY);
+            Box::new(move || o.step())
+        }),
+        ("adagrad lr -0.5", {
+            let mut o = Adagrad::new(vec![with_grad(p())], -0.5);
+            Box::new(move || o.step())
+        }),
+    ];
+    for (name, mut step) in steps {
+        assert!(step().is_err(), "{name}");
+    }
+    let x = Tensor::ones([3])?;
+    assert!(wgrad::nn::huber_loss(&x, &x, f64::NAN, wgrad::nn::Reduction::Mean).is_err());
+    let ds = wgrad::data::TensorDataset::new(Tensor::zeros([6, 2])?, Tensor::zeros([6])?)?;
+    assert!(ds.range(5, 2).is_err());
+    // Files: a repeated name or the header's key cannot be saved, and a failed save leaves
+    // the previous file whole.
+    let dir = std::env::temp_dir().join(format!("wgrad-reliability-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.safetensors");
+    wgrad::io::save(&path, &[("a".into(), x.clone())])?;
+    assert!(wgrad::io::save(&path, &[("a".into(), x.clone()), ("a".into(), x.clone())]).is_err());
+    assert!(wgrad::io::save(&path, &[("__metadata__".into(), x.clone())]).is_err());
+    let back = wgrad::io::load(&path)?;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].1.to_vec::<f32>()?, vec![1.0; 3]);
+    let leftovers = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(leftovers, 1, "no partial file is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+    Ok(())
+}

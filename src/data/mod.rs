@@ -47,6 +47,12 @@ impl TensorDataset {
 
     /// The examples `start..end` as a new dataset (views, no copy).
     pub fn range(&self, start: usize, end: usize) -> Result<TensorDataset> {
+        if start > end {
+            return Err(Error::invalid(
+                "TensorDataset::range",
+                format!("start {start} is past end {end}"),
+            ));
+        }
         TensorDataset::new(
             self.x.narrow(0, start, end - start)?,
             self.y.narrow(0, start, end - start)?,

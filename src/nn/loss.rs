@@ -51,7 +51,7 @@ pub fn l1_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> 
 /// Huber's robust loss: `0.5 d^2` where `|d| < delta`, else `delta (|d| - 0.5 delta)`.
 pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, r: Reduction) -> Result<Tensor> {
     same_shape("huber_loss", input, target)?;
-    if delta <= 0.0 {
+    if !(delta > 0.0 && delta.is_finite()) {
         return Err(Error::invalid(
             "huber_loss",
             format!("delta must be positive, got {delta}"),

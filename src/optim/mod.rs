@@ -149,8 +149,21 @@ fn take_step(state: &[(String, Tensor)], step: &mut u64) -> Result<Vec<(String, 
     Ok(rest)
 }
 
-fn check_lr(op: &'static str, lr: f64) {
-    debug_assert!(lr >= 0.0, "{op}: negative learning rate");
+/// PyTorch's checks of an optimizer's hyper-parameters, made at each step (the
+/// constructors and setters cannot fail): every value finite and non-negative, and each
+/// `(name, value, below)` under its bound when it has one (Adam's betas below 1).
+fn check_hyper(op: &'static str, values: &[(&str, f64, Option<f64>)]) -> Result<()> {
+    for &(name, v, below) in values {
+        let in_range = v.is_finite() && v >= 0.0 && below.is_none_or(|b| v < b);
+        if !in_range {
+            let bound = below.map_or(String::new(), |b| format!(" and below {b}"));
+            return Err(Error::invalid(
+                op,
+                format!("invalid {name}: {v} (it must be finite, at least 0{bound})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn add_weight_decay(g: Tensor, p: &Tensor, wd: f64) -> Result<Tensor> {
@@ -175,7 +188,6 @@ pub struct Sgd {
 impl Sgd {
     /// Plain SGD with learning rate `lr`.
     pub fn new(params: Vec<Tensor>, lr: f64) -> Sgd {
-        check_lr("Sgd", lr);
         let n = params.len();
         Sgd {
             params,
@@ -205,6 +217,15 @@ setters!(Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
+        check_hyper(
+            "Sgd",
+            &[
+                ("learning rate", self.lr, None),
+                ("momentum", self.momentum, None),
+                ("dampening", self.dampening, None),
+                ("weight decay", self.weight_decay, None),
+            ],
+        )?;
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return Err(Error::invalid(
                 "Sgd",
@@ -267,7 +288,6 @@ pub struct Adam {
 impl Adam {
     /// Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8; no weight decay).
     pub fn new(params: Vec<Tensor>, lr: f64) -> Adam {
-        check_lr("Adam", lr);
         let n = params.len();
         Adam {
             params,
@@ -305,6 +325,16 @@ setters!(Adam {
 
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
+        check_hyper(
+            "Adam",
+            &[
+                ("learning rate", self.lr, None),
+                ("beta 1", self.betas.0, Some(1.0)),
+                ("beta 2", self.betas.1, Some(1.0)),
+                ("eps", self.eps, None),
+                ("weight decay", self.weight_decay, None),
+            ],
+        )?;
         self.step += 1;
         let (lr, (b1, b2), eps, wd, decoupled, t) = (
             self.lr,
@@ -376,7 +406,6 @@ pub struct RmsProp {
 impl RmsProp {
     /// RMSprop with alpha 0.99 and eps 1e-8.
     pub fn new(params: Vec<Tensor>, lr: f64) -> RmsProp {
-        check_lr("RmsProp", lr);
         let n = params.len();
         RmsProp {
             params,
@@ -404,6 +433,16 @@ setters!(RmsProp {
 
 impl Optimizer for RmsProp {
     fn step(&mut self) -> Result<()> {
+        check_hyper(
+            "RmsProp",
+            &[
+                ("learning rate", self.lr, None),
+                ("alpha", self.alpha, None),
+                ("eps", self.eps, None),
+                ("weight decay", self.weight_decay, None),
+                ("momentum", self.momentum, None),
+            ],
+        )?;
         let (lr, a, eps, wd, mom) = (
             self.lr,
             self.alpha,
@@ -468,7 +507,6 @@ pub struct Adagrad {
 impl Adagrad {
     /// Adagrad with eps 1e-10.
     pub fn new(params: Vec<Tensor>, lr: f64) -> Adagrad {
-        check_lr("Adagrad", lr);
         let n = params.len();
         Adagrad {
             params,
@@ -491,6 +529,15 @@ setters!(Adagrad {
 
 impl Optimizer for Adagrad {
     fn step(&mut self) -> Result<()> {
+        check_hyper(
+            "Adagrad",
+            &[
+                ("learning rate", self.lr, None),
+                ("lr decay", self.lr_decay, None),
+                ("eps", self.eps, None),
+                ("weight decay", self.weight_decay, None),
+            ],
+        )?;
         self.step += 1;
         let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
         let (eps, wd) = (self.eps, self.weight_decay);
