@@ -194,16 +194,23 @@ impl Scalar {
     /// NaN, an infinity or a float out of range for an integer dtype: PyTorch refuses these
     /// rather than saturating).
     pub fn checked_for(self, op: &'static str, dtype: DType) -> crate::error::Result<Scalar> {
-        match (self, dtype.kind()) {
-            (Scalar::Float(f), Kind::Int)
-                if !(f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63)) =>
-            {
-                Err(crate::error::Error::invalid(
-                    op,
-                    format!("value {f} cannot be converted to {dtype:?} without overflow"),
-                ))
+        let fits = match (self, dtype.kind()) {
+            (Scalar::Float(f), Kind::Int) => {
+                f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63)
             }
-            _ => Ok(self),
+            (Scalar::Float(_), Kind::Float | Kind::Bool) => true,
+            (Scalar::Int(_) | Scalar::Bool(_), Kind::Bool | Kind::Int | Kind::Float) => true,
+        };
+        if fits {
+            Ok(self)
+        } else {
+            Err(crate::error::Error::invalid(
+                op,
+                format!(
+                    "value {} cannot be converted to {dtype:?} without overflow",
+                    self.to_f64()
+                ),
+            ))
         }
     }
 

@@ -114,22 +114,23 @@ impl Tensor {
                 ),
             ));
         }
-        let n = match (dtype, start, end, step) {
+        let n = if let (DType::I64, Scalar::Int(a), Scalar::Int(b), Scalar::Int(c)) =
+            (dtype, start, end, step)
+        {
             // Integer ranges are counted exactly (f64 loses integers past 2^53).
-            (DType::I64, Scalar::Int(a), Scalar::Int(b), Scalar::Int(c)) => {
-                let (span, c) = (b as i128 - a as i128, c as i128);
-                let count = if span == 0 {
-                    0
-                } else {
-                    (span + c - c.signum()) / c
-                };
-                usize::try_from(count.max(0)).map_err(|_| Error::BufferTooLarge {
-                    op: "arange",
-                    bytes: u64::MAX,
-                    limit: isize::MAX as u64,
-                })?
-            }
-            _ => ((e - s) / st).ceil().max(0.0) as usize,
+            let (span, c) = (b as i128 - a as i128, c as i128);
+            let count = if span == 0 {
+                0
+            } else {
+                (span + c - c.signum()) / c
+            };
+            usize::try_from(count.max(0)).map_err(|_| Error::BufferTooLarge {
+                op: "arange",
+                bytes: u64::MAX,
+                limit: isize::MAX as u64,
+            })?
+        } else {
+            ((e - s) / st).ceil().max(0.0) as usize
         };
         Ok(Tensor::from_storage(
             Storage::arange(device, n, start, step, dtype)?,
