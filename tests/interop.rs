@@ -75,9 +75,10 @@ fn render_pipeline_draws_the_tensor_buffer() {
 
 #[test]
 fn tensors_over_the_applications_buffers() {
-    let Some((_, device, queue)) = app_device(None) else {
+    let Some((adapter, device, queue)) = app_device(None) else {
         return;
     };
+    let align = adapter.limits().min_storage_buffer_offset_alignment as u64;
     let dev = Device::from_wgpu(device.clone(), queue.clone()).unwrap();
     let usage =
         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
@@ -180,12 +181,46 @@ fn tensors_over_the_applications_buffers() {
         .collect();
     assert_eq!(ints.to_vec::<i64>().unwrap(), expected);
     assert!(Tensor::from_wgpu_buffer(&shared, [9], DType::I64, &dev).is_err());
-    let lent = ints.i(wgrad::s![2..]).unwrap().wgpu_buffer().unwrap();
-    assert_eq!((lent.offset, lent.size), (16, 48));
+    // A view is lent with its byte offset when that is a multiple of the device's binding
+    // alignment (32 bytes on lavapipe, 256 on most GPUs), and refused otherwise.
+    match ints.i(wgrad::s![4..]).unwrap().wgpu_buffer() {
+        Ok(lent) => assert_eq!((lent.offset, lent.size, 32 % align), (32, 32, 0)),
+        Err(e) => assert!(
+            32 % align != 0 && e.to_string().contains("alignment"),
+            "{e}"
+        ),
+    }
     assert!(Tensor::from_wgpu_buffer(&shared, [4], DType::F32, &Device::Cpu).is_err());
     // A view and a CPU tensor have no buffer to lend.
     assert!(t.t().unwrap().wgpu_buffer().is_err());
     assert!(Tensor::ones([2]).unwrap().wgpu_buffer().is_err());
+    // A view whose start is not a multiple of the binding alignment cannot be bound.
+    let flat = t.reshape([16]).unwrap();
+    match flat.i(wgrad::s![1..]).unwrap().wgpu_buffer() {
+        Err(e) => assert!(e.to_string().contains("alignment"), "{e}"),
+        Ok(_) => panic!("a view 4 bytes into its buffer was lent"),
+    }
+}
+
+#[test]
+fn a_buffer_past_the_binding_limit_is_refused() {
+    let Some((adapter, _, _)) = app_device(None) else {
+        return;
+    };
+    let mut limits = adapter.limits();
+    limits.max_storage_buffer_binding_size = 1 << 20;
+    let Some((_, device, queue)) = app_device(Some(limits)) else {
+        return;
+    };
+    let dev = Device::from_wgpu(device.clone(), queue).unwrap();
+    let big = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 2 << 20,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let e = Tensor::from_wgpu_buffer(&big, [16], DType::F32, &dev).unwrap_err();
+    assert!(matches!(e, wgrad::Error::BufferTooLarge { .. }), "{e}");
 }
 
 #[test]

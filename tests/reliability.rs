@@ -344,3 +344,34 @@ fn bad_arguments_are_errors() -> Result<()> {
     std::fs::remove_dir_all(&dir).unwrap();
     Ok(())
 }
+
+/// BatchNorm refuses a batch whose statistics would be NaN, as PyTorch does; a [3, 0]
+/// matrix reads back as three empty rows.
+#[test]
+fn batch_norm_and_empty_rows() -> Result<()> {
+    use wgrad::nn::{BatchNorm, Module};
+    for dev in common::devices() {
+        let bn = BatchNorm::new_1d(3, &dev)?;
+        assert!(
+            bn.forward(&Tensor::zeros([1, 3])?.to_device(&dev)?)
+                .is_err(),
+            "batch of one"
+        );
+        assert!(
+            bn.forward(&Tensor::zeros([0, 3])?.to_device(&dev)?)
+                .is_err(),
+            "empty batch"
+        );
+        // The running statistics are untouched by the refused batches.
+        bn.forward(&Tensor::new([[1.0f32, 2.0, 3.0], [3.0, 2.0, 1.0]])?.to_device(&dev)?)?;
+        let stats = bn.named_buffers();
+        assert!(stats.iter().all(|(_, t)| t
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite())));
+        let rows = Tensor::zeros([3, 0])?.to_device(&dev)?.to_vec2::<f32>()?;
+        assert_eq!(rows, vec![Vec::<f32>::new(); 3]);
+    }
+    Ok(())
+}

@@ -127,10 +127,25 @@ impl Tensor {
                 ))
             }
         };
+        let offset = self.storage_offset() as u64 * gpu_size(self.dtype());
+        // A binding's offset must be a multiple of the device's alignment (256 bytes on most
+        // GPUs), or wgpu rejects the bind group later, far from here.
+        let align = match &*self.storage().read() {
+            Storage::Gpu(g) => g.ctx().limits.min_storage_buffer_offset_alignment as u64,
+            Storage::Cpu(_) => 1,
+        };
+        if !offset.is_multiple_of(align.max(1)) {
+            return Err(Error::invalid(
+                "wgpu_buffer",
+                format!(
+                    "the view starts {offset} bytes into its buffer, not a multiple of the device's storage offset alignment ({align} bytes); call contiguous() for a buffer of its own"
+                ),
+            ));
+        }
         Ok(GpuBufferView {
             tensor: self.clone(),
             buffer,
-            offset: self.storage_offset() as u64 * gpu_size(self.dtype()),
+            offset,
             size: self.numel() as u64 * gpu_size(self.dtype()),
         })
     }
@@ -165,13 +180,26 @@ impl Tensor {
                 ));
             }
         }
-        let bytes = shape.numel() as u64 * gpu_size(dtype);
+        let bytes = (shape.numel() as u64)
+            .checked_mul(gpu_size(dtype))
+            .ok_or_else(|| {
+                Error::bad_shape("from_wgpu_buffer", &shape, "the element count overflows")
+            })?;
         if buffer.size() < bytes {
             return Err(Error::bad_shape(
                 "from_wgpu_buffer",
                 &shape,
                 format!("needs {bytes} bytes but the buffer holds {}", buffer.size()),
             ));
+        }
+        // Every kernel binds the whole buffer: one over the binding limit could never be read.
+        let limit = gpu.0.max_binding();
+        if buffer.size() > limit {
+            return Err(Error::BufferTooLarge {
+                op: "from_wgpu_buffer",
+                bytes: buffer.size(),
+                limit,
+            });
         }
         let storage = GpuStorage {
             buf: GpuBuffer::external(&gpu.0, buffer.clone()),

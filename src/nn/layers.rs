@@ -384,8 +384,17 @@ impl Module for BatchNorm {
             }
         };
         let y = if self.training.load(Ordering::Relaxed) {
-            let (y, mean, var) = F::normalize(x, &dims, self.eps)?;
             let count: usize = dims.iter().map(|&d| x.shape()[d as usize]).product();
+            // PyTorch refuses these: the batch statistics would be NaN (and the running
+            // statistics NaN forever after) or carry no information.
+            if count <= 1 {
+                return Err(Error::bad_shape(
+                    "BatchNorm",
+                    x.shape(),
+                    format!("expected more than 1 value per channel when training, got {count}"),
+                ));
+            }
+            let (y, mean, var) = F::normalize(x, &dims, self.eps)?;
             crate::no_grad_scope(|| -> Result<()> {
                 let m = self.momentum;
                 let unbiased = var

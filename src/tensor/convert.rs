@@ -201,12 +201,11 @@ impl Tensor {
     /// The rows of a 2-D tensor.
     pub fn to_vec2<T: CpuElement>(&self) -> Result<Vec<Vec<T>>> {
         self.expect_rank("to_vec2", 2)?;
-        let cols = self.shape()[1];
-        Ok(self
-            .to_vec::<T>()?
-            .chunks(cols.max(1))
-            .map(|c| c.to_vec())
-            .take(self.shape()[0])
+        let (rows, cols) = (self.shape()[0], self.shape()[1]);
+        let flat = self.to_vec::<T>()?;
+        // Rows of zero columns are still rows: a [3, 0] tensor gives three empty rows.
+        Ok((0..rows)
+            .map(|r| flat[r * cols..(r + 1) * cols].to_vec())
             .collect())
     }
 
