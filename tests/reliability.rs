@@ -375,3 +375,43 @@ fn batch_norm_and_empty_rows() -> Result<()> {
     }
     Ok(())
 }
+
+/// Files: a CSV "-nan" is a missing value, an empty CSV is an Err, and the digits loader
+/// reads every gzip member and refuses labels and pixels out of range.
+#[test]
+fn file_loaders_refuse_bad_data() -> Result<()> {
+    use std::io::Write;
+    let t = wgrad::data::Table::parse_csv("a\n1\n-nan\n3\n", "t.csv")?
+        .fill_na_mean()
+        .to_tensor()?;
+    assert_eq!(t.to_vec::<f32>()?, vec![1.0, 2.0, 3.0]);
+    assert!(wgrad::data::Table::parse_csv("a,b\n", "empty.csv").is_err());
+    let dir = std::env::temp_dir().join(format!("wgrad-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = |name: &str, members: &[&str]| {
+        let path = dir.join(name);
+        let mut bytes = Vec::new();
+        for m in members {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(m.as_bytes()).unwrap();
+            bytes.extend(e.finish().unwrap());
+        }
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let row = |label: &str| format!("{}{label}\n", "1,".repeat(64));
+    let two = gz("two.csv.gz", &[&row("3"), &row("7")]);
+    let (x, y) = wgrad::data::load_digits(&two)?;
+    assert_eq!(
+        (x.shape(), y.to_vec::<i64>()?),
+        (&[2usize, 64][..], vec![3, 7])
+    );
+    for bad in ["NaN", "3.7", "inf", "-1", "10"] {
+        let path = gz("bad.csv.gz", &[&row(bad)]);
+        assert!(wgrad::data::load_digits(&path).is_err(), "label {bad}");
+    }
+    let nan_pixel = gz("pixel.csv.gz", &[&format!("NaN,{}0\n", "1,".repeat(63))]);
+    assert!(wgrad::data::load_digits(&nan_pixel).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+    Ok(())
+}

@@ -72,6 +72,11 @@ impl Table {
                 });
             }
         }
+        if lines.is_empty() {
+            // pandas raises on a file with no data ("No columns to parse"); an empty table
+            // would only fail later, far from the cause.
+            return Err(io(source, "the file has no data rows"));
+        }
         let mut columns = Vec::with_capacity(names.len());
         for (name, values) in names.iter().zip(raw) {
             let numeric = values
@@ -84,7 +89,12 @@ impl Table {
                 for (v, line) in values.iter().zip(&lines) {
                     out.push(match v {
                         None => None,
-                        Some(s) => Some(s.parse::<f64>().map_err(|_| io(source, format!("line {line}: column {name:?} is numeric but {s:?} is not a number")))?),
+                        Some(s) => {
+                            let x = s.parse::<f64>().map_err(|_| io(source, format!("line {line}: column {name:?} is numeric but {s:?} is not a number")))?;
+                            // Rust reads "-nan", "inf" and the like as numbers: a NaN is a
+                            // missing value (so fill_na_mean fills it), not a value.
+                            if x.is_nan() { None } else { Some(x) }
+                        }
                     });
                 }
                 Column::Numeric(out)

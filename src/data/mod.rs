@@ -10,7 +10,6 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::rng::Generator;
 use crate::tensor::Tensor;
-use std::io::Read;
 
 /// A collection of examples that can be fetched in batches.
 pub trait Dataset {
@@ -168,19 +167,18 @@ pub fn load_digits(path: impl AsRef<std::path::Path>) -> Result<(Tensor, Tensor)
         op: "load_digits",
         msg: format!("{}: {e}", path.display()),
     })?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Io {
-            op: "load_digits",
-            msg: format!("{}: not a gzip text file: {e}", path.display()),
-        })?;
+    // Every member of a multi-member gzip file (as `cat a.gz b.gz` makes), read a line at a
+    // time: a bad line is reported without reading the rest of a large file.
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in std::io::BufRead::lines(reader).enumerate() {
+        let line = line.map_err(|e| Error::Io {
+            op: "load_digits",
+            msg: format!("{} line {}: not gzip text: {e}", path.display(), i + 1),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != 65 {
             return Err(Error::Io {
@@ -203,6 +201,27 @@ pub fn load_digits(path: impl AsRef<std::path::Path>) -> Result<(Tensor, Tensor)
                     j + 1
                 ),
             })?;
+            let valid = if j < 64 {
+                v.is_finite() && (0.0..=16.0).contains(&v)
+            } else {
+                v.fract() == 0.0 && (0.0..10.0).contains(&v)
+            };
+            if !valid {
+                return Err(Error::Io {
+                    op: "load_digits",
+                    msg: format!(
+                        "{} line {}: field {} is {f:?}, expected {}",
+                        path.display(),
+                        i + 1,
+                        j + 1,
+                        if j < 64 {
+                            "a pixel in 0..=16"
+                        } else {
+                            "a label 0..=9"
+                        }
+                    ),
+                });
+            }
             if j < 64 {
                 xs.push(v / 16.0);
             } else {
