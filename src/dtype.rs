@@ -171,8 +171,22 @@ pub enum Scalar {
     Bool(bool),
     /// An integer (promotes like a Python `int`).
     Int(i64),
+    /// An unsigned integer past `i64::MAX` (a `u64` or `usize`): an integer like `Int`, kept
+    /// whole so that using it as an I64 value is an `Err` rather than a wrap to a negative.
+    UInt(u64),
     /// A float (promotes like a Python `float`).
     Float(f64),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::UInt(u) => write!(f, "{u}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+        }
+    }
 }
 
 impl Scalar {
@@ -185,7 +199,7 @@ impl Scalar {
     pub fn kind(self) -> Kind {
         match self {
             Scalar::Bool(_) => Kind::Bool,
-            Scalar::Int(_) => Kind::Int,
+            Scalar::Int(_) | Scalar::UInt(_) => Kind::Int,
             Scalar::Float(_) => Kind::Float,
         }
     }
@@ -198,7 +212,8 @@ impl Scalar {
             (Scalar::Float(f), Kind::Int) => {
                 f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63)
             }
-            (Scalar::Float(_), Kind::Float | Kind::Bool) => true,
+            (Scalar::UInt(_), Kind::Int) => false,
+            (Scalar::Float(_) | Scalar::UInt(_), Kind::Float | Kind::Bool) => true,
             (Scalar::Int(_) | Scalar::Bool(_), Kind::Bool | Kind::Int | Kind::Float) => true,
         };
         if fits {
@@ -206,10 +221,7 @@ impl Scalar {
         } else {
             Err(crate::error::Error::invalid(
                 op,
-                format!(
-                    "value {} cannot be converted to {dtype:?} without overflow",
-                    self.to_f64()
-                ),
+                format!("value {self} cannot be converted to {dtype:?} without overflow"),
             ))
         }
     }
@@ -219,6 +231,7 @@ impl Scalar {
         match self {
             Scalar::Bool(b) => b as i64 as f64,
             Scalar::Int(i) => i as f64,
+            Scalar::UInt(u) => u as f64,
             Scalar::Float(f) => f,
         }
     }
@@ -228,6 +241,8 @@ impl Scalar {
         match self {
             Scalar::Bool(b) => b as i64,
             Scalar::Int(i) => i,
+            // Saturated: a use as an I64 value is refused before (`checked_for`).
+            Scalar::UInt(_) => i64::MAX,
             Scalar::Float(f) => f as i64,
         }
     }
@@ -237,6 +252,7 @@ impl Scalar {
         match self {
             Scalar::Bool(b) => b,
             Scalar::Int(i) => i != 0,
+            Scalar::UInt(u) => u != 0,
             Scalar::Float(f) => f != 0.0,
         }
     }
@@ -251,7 +267,21 @@ macro_rules! scalar_from {
         })*
     };
 }
-scalar_from!(Int, i64: i8, i16, i32, i64, u8, u16, u32, usize, isize);
+scalar_from!(Int, i64: i8, i16, i32, i64, u8, u16, u32, isize);
+
+macro_rules! scalar_from_unsigned {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Scalar {
+            fn from(v: $t) -> Self {
+                match i64::try_from(v) {
+                    Ok(i) => Scalar::Int(i),
+                    Err(_) => Scalar::UInt(v as u64),
+                }
+            }
+        }
+    )*};
+}
+scalar_from_unsigned!(u64, usize);
 scalar_from!(Float, f64: f32, f64);
 
 impl From<bool> for Scalar {

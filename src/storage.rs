@@ -111,6 +111,13 @@ impl StorageCell {
     }
 }
 
+/// Room in host memory for `n` elements of `dtype` that the tensor layer builds itself
+/// (a permutation, parsed data): the CPU backend's allocation policy, so that a size the
+/// machine cannot hold is `Err(OutOfMemory)`.
+pub fn host_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    crate::cpu::room(op, n, dtype)
+}
+
 /// Read-lock `cells` (the `None`s are skipped) and call `f` with their storages, by position.
 /// Each distinct cell is locked once (an op on `x` and `x` must not take one lock twice: a
 /// writer waiting in between would deadlock) and in address order, so that two threads

@@ -415,3 +415,21 @@ fn file_loaders_refuse_bad_data() -> Result<()> {
     std::fs::remove_dir_all(&dir).unwrap();
     Ok(())
 }
+
+/// Rust numbers past the range of the tensor's dtype are an Err, not a wrap.
+#[test]
+fn numbers_out_of_range_are_errors() -> Result<()> {
+    let e = Tensor::new([usize::MAX]).unwrap_err();
+    assert!(e.to_string().contains("18446744073709551615"), "{e}");
+    let i = Tensor::new([1i64, 2])?;
+    assert!(i.add_scalar(usize::MAX).is_err());
+    assert!((&i * u64::MAX as i64).is_ok(), "i64 literals stay in range");
+    assert_eq!(i.add_scalar(3usize)?.to_vec::<i64>()?, vec![4, 5]);
+    // A float tensor takes any number.
+    assert!(Tensor::new([1.0f32])?.add_scalar(usize::MAX).is_ok());
+    // Conv arithmetic on absurd padding is an Err, not a wrapped size.
+    let x = Tensor::zeros([1, 1, 4, 4])?;
+    let w = Tensor::zeros([1, 1, 3, 3])?;
+    assert!(wgrad::nn::functional::conv2d(&x, &w, None, 1, usize::MAX / 2).is_err());
+    Ok(())
+}

@@ -54,16 +54,17 @@ fn out_size(
             "kernel size and stride must be positive",
         ));
     }
-    if size + 2 * padding < k {
+    let padded = padding
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(size))
+        .ok_or_else(|| Error::invalid(op, format!("padding {padding} is too large")))?;
+    if padded < k {
         return Err(Error::invalid(
             op,
-            format!(
-                "kernel {k} is larger than the padded input {}",
-                size + 2 * padding
-            ),
+            format!("kernel {k} is larger than the padded input {padded}"),
         ));
     }
-    Ok((size + 2 * padding - k) / stride + 1)
+    Ok((padded - k) / stride + 1)
 }
 
 /// The sliding `kh x kw` windows of `x [N, C, H, W]` as `[N, C, OH * OW, kh * kw]` (im2col),

@@ -24,7 +24,7 @@ macro_rules! leaf {
     )*};
 }
 leaf!(F32: f32, f64);
-leaf!(I64: i8, i16, i32, i64, u8, u16, u32, usize, isize);
+leaf!(I64: i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
 leaf!(Bool: bool);
 
 /// Nested Rust data that can become a tensor: a leaf number, or arrays, slices and `Vec`s of
@@ -134,8 +134,13 @@ impl Tensor {
         data.shape_into(&mut shape, 0)?;
         let mut values = Vec::new();
         data.flatten_into(&mut values);
+        let dtype = A::dtype();
+        // A usize past i64::MAX has no I64 value: an Err, not a wrap to a negative.
+        for v in &values {
+            v.checked_for("Tensor::new", dtype)?;
+        }
         Ok(Tensor::from_storage(
-            Storage::Cpu(HostBuffer::from_scalars(&values, A::dtype())),
+            Storage::Cpu(HostBuffer::from_scalars(&values, dtype)),
             &shape,
         ))
     }

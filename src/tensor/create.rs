@@ -281,6 +281,8 @@ impl Tensor {
 
     /// A random permutation from an explicit generator.
     pub fn randperm_with(n: usize, g: &mut Generator) -> Result<Tensor> {
+        // The keys and the indices being sorted: three words per element.
+        crate::storage::host_room("randperm", n.saturating_mul(3), DType::I64)?;
         Tensor::from_vec(g.permutation(n), [n])
     }
 }

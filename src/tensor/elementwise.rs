@@ -131,7 +131,8 @@ impl<'a> Prepared<'a> {
                 let l = t.layout().broadcast_to(op, shape)?;
                 Prepared::Tensor(t, l)
             }
-            Operand::Scalar(v) => Prepared::Scalar(v),
+            // A number must be a value of the op's dtype (no wrap, no saturation).
+            Operand::Scalar(v) => Prepared::Scalar(v.checked_for(op, dtype)?),
         })
     }
 
