@@ -180,7 +180,7 @@ where
             ));
         }
         let refs: Vec<&Tensor> = xs.iter().collect();
-        autograd::gradients_of(&y, v.to_dtype(y.dtype())?, &refs, create_graph, true)
+        autograd::gradients_of(&y, v.to_dtype(y.dtype())?, &refs, create_graph, true, true)
     };
     Ok((out, pullback))
 }
@@ -205,7 +205,7 @@ where
         }
         let ones = Tensor::ones_like(&y)?;
         let create_graph = xs[0].requires_grad();
-        Ok(autograd::gradients_of(&y, ones, &[&x], create_graph, true)?.remove(0))
+        Ok(autograd::gradients_of(&y, ones, &[&x], create_graph, true, true)?.remove(0))
     }
 }
 
@@ -234,7 +234,9 @@ where
         for i in 0..flat.numel() {
             let yi = flat.select(0, i as isize)?;
             let ones = Tensor::ones_like(&yi)?;
-            rows.push(autograd::gradients_of(&yi, ones, &[&x], create_graph, true)?.remove(0));
+            rows.push(
+                autograd::gradients_of(&yi, ones, &[&x], create_graph, true, true)?.remove(0),
+            );
         }
         let mut shape: Vec<usize> = y.shape().to_vec();
         shape.extend_from_slice(x.shape());

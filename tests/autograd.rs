@@ -652,8 +652,14 @@ fn grad_returns_the_named_gradients_and_writes_no_grad() -> Result<()> {
             e.to_string().contains("does not appear in the graph"),
             "{e}"
         );
+        // The first pass released y's graph (no create_graph): a second one is an error, as
+        // in PyTorch.
+        let e = wgrad::grad(&y, &[&h], false).unwrap_err();
+        assert!(e.to_string().contains("second time"), "{e}");
         // With create_graph the gradient of a non-leaf can be differentiated again:
         // d/dx sum(dy/dh) = d/dx sum(2 x w) = 2w.
+        let h = x.mul(&w)?;
+        let y = h.square()?.sum()?;
         let dh = wgrad::grad(&y, &[&h], true)?.remove(0);
         let ddx = wgrad::grad(&dh.sum()?, &[&x], false)?.remove(0);
         assert_eq!(

@@ -328,6 +328,10 @@ fn bad_arguments_are_errors() -> Result<()> {
     assert!(wgrad::nn::huber_loss(&x, &x, f64::NAN, wgrad::nn::Reduction::Mean).is_err());
     let ds = wgrad::data::TensorDataset::new(Tensor::zeros([6, 2])?, Tensor::zeros([6])?)?;
     assert!(ds.range(5, 2).is_err());
+    use wgrad::data::Dataset;
+    assert!(ds.get(&[usize::MAX]).is_err());
+    assert!(ds.get(&[6]).is_err());
+    assert_eq!(ds.get(&[5, 0])?.0.shape(), &[2, 2]);
     // Files: a repeated name or the header's key cannot be saved, and a failed save leaves
     // the previous file whole.
     let dir = std::env::temp_dir().join(format!("wgrad-reliability-{}", std::process::id()));
@@ -431,5 +435,42 @@ fn numbers_out_of_range_are_errors() -> Result<()> {
     let x = Tensor::zeros([1, 1, 4, 4])?;
     let w = Tensor::zeros([1, 1, 3, 3])?;
     assert!(wgrad::nn::functional::conv2d(&x, &w, None, 1, usize::MAX / 2).is_err());
+    Ok(())
+}
+
+/// A second backward pass through a graph is an error unless the first retained it (it
+/// silently accumulated before); ops that save nothing may be passed again, as in PyTorch.
+#[test]
+fn a_second_backward_needs_retain_graph() -> Result<()> {
+    for dev in common::devices() {
+        let x = Tensor::new([1.0f32, 2.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let y = x.mul(&x)?.sum()?;
+        y.backward()?;
+        let e = y.backward().unwrap_err();
+        assert!(e.to_string().contains("second time"), "{e}");
+        assert_eq!(
+            x.grad().unwrap().to_vec::<f32>()?,
+            vec![2.0, 4.0],
+            "no accumulation"
+        );
+        x.zero_grad();
+        let y = x.mul(&x)?.sum()?;
+        y.backward_with_options(None, true, false)?;
+        y.backward()?;
+        assert_eq!(
+            x.grad().unwrap().to_vec::<f32>()?,
+            vec![4.0, 8.0],
+            "retained, twice"
+        );
+        assert!(y.backward().is_err());
+        // An add saves nothing: passing it twice is allowed (PyTorch too).
+        x.zero_grad();
+        let z = x.add_scalar(1.0)?.sum()?;
+        z.backward()?;
+        z.backward()?;
+        assert_eq!(x.grad().unwrap().to_vec::<f32>()?, vec![2.0, 2.0]);
+    }
     Ok(())
 }

@@ -84,6 +84,10 @@ pub(crate) struct Node {
     pub(crate) op: BackwardOp,
     pub(crate) inputs: Vec<Tensor>,
     versions: Vec<(Arc<StorageCell>, u64, Saved)>,
+    /// Set by a backward pass that did not retain the graph, for a rule that reads saved
+    /// values: a second pass through it is an error, as in PyTorch (it silently accumulated
+    /// before).
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Node {
@@ -136,6 +140,7 @@ pub(crate) fn node(op: BackwardOp, inputs: &[&Tensor], output: &Arc<StorageCell>
         op,
         inputs: inputs.iter().map(|t| (*t).clone()).collect(),
         versions,
+        released: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -149,8 +154,13 @@ enum Sink<'a> {
 }
 
 /// Run backward from `root` with upstream gradient `grad`, accumulating into leaves.
-pub(crate) fn run_backward(root: &Tensor, grad: Tensor, create_graph: bool) -> Result<()> {
-    run(root, grad, create_graph, &mut Sink::Leaves)
+pub(crate) fn run_backward(
+    root: &Tensor,
+    grad: Tensor,
+    create_graph: bool,
+    retain_graph: bool,
+) -> Result<()> {
+    run(root, grad, create_graph, retain_graph, &mut Sink::Leaves)
 }
 
 /// The gradients of `root` (upstream gradient `grad`) with respect to `inputs`, leaf or
@@ -162,7 +172,7 @@ pub(crate) fn gradients(
     inputs: &[&Tensor],
     create_graph: bool,
 ) -> Result<Vec<Tensor>> {
-    gradients_of(root, grad, inputs, create_graph, false)
+    gradients_of(root, grad, inputs, create_graph, create_graph, false)
 }
 
 /// [`gradients`], with zeros for the inputs the graph does not reach when `allow_unused`
@@ -173,12 +183,13 @@ pub(crate) fn gradients_of(
     grad: Tensor,
     inputs: &[&Tensor],
     create_graph: bool,
+    retain_graph: bool,
     allow_unused: bool,
 ) -> Result<Vec<Tensor>> {
     let mut sink = Sink::Inputs(inputs, vec![None; inputs.len()]);
     // A root without a graph reaches nothing: with allow_unused every input gets zeros.
     if !allow_unused || root.requires_grad() {
-        run(root, grad, create_graph, &mut sink)?;
+        run(root, grad, create_graph, retain_graph, &mut sink)?;
     }
     let Sink::Inputs(_, found) = sink else {
         return Err(Error::autograd("grad", "the gradient slots were lost"));
@@ -201,7 +212,13 @@ pub(crate) fn gradients_of(
         .collect()
 }
 
-fn run(root: &Tensor, grad: Tensor, create_graph: bool, sink: &mut Sink<'_>) -> Result<()> {
+fn run(
+    root: &Tensor,
+    grad: Tensor,
+    create_graph: bool,
+    retain_graph: bool,
+    sink: &mut Sink<'_>,
+) -> Result<()> {
     if !root.requires_grad() {
         return Err(Error::autograd(
             "backward",
@@ -276,7 +293,21 @@ fn run(root: &Tensor, grad: Tensor, create_graph: bool, sink: &mut Sink<'_>) -> 
                 ));
             }
         }
+        let reads_saved = node.op.reads() != crate::op::Reads::Nothing;
+        if reads_saved && node.released.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::autograd(
+                "backward",
+                format!(
+                    "trying to backward through the graph a second time: the saved values of {} were released by the first backward; use retain_graph (backward_with_options) on the first",
+                    node.name()
+                ),
+            ));
+        }
         let input_grads = rules::backward(&node.op, &g, &node.inputs, t)?;
+        if reads_saved && !retain_graph {
+            node.released
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for (input, ig) in node.inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };
             if !input.requires_grad() || needed.as_ref().is_some_and(|n| !n.contains(&input.id())) {

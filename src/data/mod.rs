@@ -74,6 +74,17 @@ impl Dataset for TensorDataset {
         self.x.shape()[0]
     }
     fn get(&self, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+        // Checked here, where the index is a usize: as an i64 a huge one would wrap negative.
+        let n = self.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+            return Err(Error::IndexOutOfRange {
+                op: "TensorDataset::get",
+                index: i64::try_from(bad).unwrap_or(i64::MAX),
+                dim: 0,
+                size: n,
+                shape: self.x.shape().to_vec(),
+            });
+        }
         let idx = Tensor::from_vec(
             indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
             [indices.len()],

@@ -102,13 +102,47 @@ impl Tensor {
             ));
         }
         let g = Tensor::ones_like(self)?;
-        autograd::run_backward(self, g, false)
+        autograd::run_backward(self, g, false, false)
     }
 
     /// Backward from a non-scalar output with the upstream gradient `gradient` (the seed's
     /// `y.backward(torch.ones(len(x)))`).
     pub fn backward_with(&self, gradient: &Tensor) -> Result<()> {
         self.backward_impl(gradient, false)
+    }
+
+    /// Backward with PyTorch's options: an upstream `gradient` (`None`: ones, for a scalar),
+    /// `retain_graph` to allow another backward pass through the same graph (by default a
+    /// second pass is an error, as in PyTorch), and `create_graph` to record the backward
+    /// pass so that the gradients can be differentiated again (it implies `retain_graph`).
+    pub fn backward_with_options(
+        &self,
+        gradient: Option<&Tensor>,
+        retain_graph: bool,
+        create_graph: bool,
+    ) -> Result<()> {
+        let g = match gradient {
+            Some(g) => {
+                if g.shape() != self.shape() {
+                    return Err(Error::shapes(
+                        "backward",
+                        self.shape(),
+                        g.shape(),
+                        "the gradient must have the output's shape",
+                    ));
+                }
+                self.same_device("backward", g)?;
+                g.to_dtype(self.dtype())?
+            }
+            None if self.numel() == 1 => Tensor::ones_like(self)?,
+            None => {
+                return Err(Error::autograd(
+                    "backward",
+                    format!("grad can be implicitly created only for scalar outputs, this one has shape {:?}; pass a gradient", self.shape()),
+                ))
+            }
+        };
+        autograd::run_backward(self, g, create_graph, retain_graph || create_graph)
     }
 
     /// Backward that records its own graph, so the gradients can be differentiated again.
@@ -125,7 +159,7 @@ impl Tensor {
                         ),
                     ));
                 }
-                autograd::run_backward(self, Tensor::ones_like(self)?, true)
+                autograd::run_backward(self, Tensor::ones_like(self)?, true, true)
             }
         }
     }
@@ -141,7 +175,7 @@ impl Tensor {
         }
         self.same_device("backward", gradient)?;
         let g = gradient.to_dtype(self.dtype())?;
-        autograd::run_backward(self, g, create_graph)
+        autograd::run_backward(self, g, create_graph, create_graph)
     }
 
     /// A new handle on this result's storage that records `backward` against `inputs` (and
