@@ -49,6 +49,10 @@ pub struct UnaryDef {
     pub reads: Reads,
 }
 
+/// The op is the identity on this dtype (rounding an integer, the sign of a bool).
+const SAME_I64: Unary<i64> = Unary::Map(map1!(i64 => i64, |x: i64| x, "a"));
+const SAME_BOOL: Unary<bool> = Unary::Map(map1!(bool => bool, |x: bool| x, "a"));
+
 macro_rules! unary_ops {
     ($($(#[$doc:meta])* $variant:ident $method:ident $def:tt,)*) => {
         /// Elementwise functions of one operand (their facts: [`UnaryOp::def`]).
@@ -97,7 +101,7 @@ unary_ops! {
         name: "abs",
         f32: Unary::Map(map1!(f32 => f32, f32::abs, "abs(a)")),
         i64: Unary::Map(map1!(i64 => i64, i64::wrapping_abs, "i64_abs(a)")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        bool: SAME_BOOL,
         helpers: "",
         grad: Some(|g, x, _| g.mul(&x.sign()?)),
         reads: Reads::Inputs,
@@ -338,7 +342,7 @@ fn op_sigmoid(x: f32) -> f32 {
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 || x.is_nan() { x } else { 0.0 },
             "select(0.0, a, a > 0.0 || is_nan_f32(a))")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x.max(0), "i64_max(a, i64_zero())")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        bool: SAME_BOOL,
         helpers: "",
         grad: Some(|g, _, y| Tensor::where_cond(&y.gt_scalar(0.0)?, g, 0.0)),
         reads: Reads::Output,
@@ -358,7 +362,7 @@ fn op_sigmoid(x: f32) -> f32 {
         name: "square",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| x * x, "a * a")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x.wrapping_mul(x), "i64_mul(a, a)")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        bool: SAME_BOOL,
         helpers: "",
         grad: Some(|g, x, _| g.mul(x)?.mul_scalar(2.0)),
         reads: Reads::Inputs,
@@ -369,7 +373,7 @@ fn op_sigmoid(x: f32) -> f32 {
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
             "select(select(a, -1.0, a < 0.0), 1.0, a > 0.0)")),
         i64: Unary::Map(map1!(i64 => i64, i64::signum, "i64_sign(a)")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        bool: SAME_BOOL,
         helpers: "",
         grad: None,
         reads: Reads::Nothing,
@@ -378,8 +382,8 @@ fn op_sigmoid(x: f32) -> f32 {
     Floor floor {
         name: "floor",
         f32: Unary::Map(map1!(f32 => f32, f32::floor, "floor(a)")),
-        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        i64: SAME_I64,
+        bool: SAME_BOOL,
         helpers: "",
         grad: None,
         reads: Reads::Nothing,
@@ -388,8 +392,8 @@ fn op_sigmoid(x: f32) -> f32 {
     Ceil ceil {
         name: "ceil",
         f32: Unary::Map(map1!(f32 => f32, f32::ceil, "ceil(a)")),
-        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        i64: SAME_I64,
+        bool: SAME_BOOL,
         helpers: "",
         grad: None,
         reads: Reads::Nothing,
@@ -398,8 +402,8 @@ fn op_sigmoid(x: f32) -> f32 {
     Round round {
         name: "round",
         f32: Unary::Map(map1!(f32 => f32, f32::round_ties_even, "round(a)")),
-        i64: Unary::Map(map1!(i64 => i64, |x: i64| x, "a")),
-        bool: Unary::Map(map1!(bool => bool, |x: bool| x, "a")),
+        i64: SAME_I64,
+        bool: SAME_BOOL,
         helpers: "",
         grad: None,
         reads: Reads::Nothing,

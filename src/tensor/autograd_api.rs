@@ -95,20 +95,13 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn backward(&self) -> Result<()> {
-        if self.numel() != 1 {
-            return Err(Error::autograd(
-                "backward",
-                format!("grad can be implicitly created only for scalar outputs, this one has shape {:?}; use backward_with", self.shape()),
-            ));
-        }
-        let g = Tensor::ones_like(self)?;
-        autograd::run_backward(self, g, false, false)
+        self.backward_with_options(None, false, false)
     }
 
     /// Backward from a non-scalar output with the upstream gradient `gradient` (the seed's
     /// `y.backward(torch.ones(len(x)))`).
     pub fn backward_with(&self, gradient: &Tensor) -> Result<()> {
-        self.backward_impl(gradient, false)
+        self.backward_with_options(Some(gradient), false, false)
     }
 
     /// Backward with PyTorch's options: an upstream `gradient` (`None`: ones, for a scalar),
@@ -147,35 +140,7 @@ impl Tensor {
 
     /// Backward that records its own graph, so the gradients can be differentiated again.
     pub fn backward_create_graph(&self, gradient: Option<&Tensor>) -> Result<()> {
-        match gradient {
-            Some(g) => self.backward_impl(g, true),
-            None => {
-                if self.numel() != 1 {
-                    return Err(Error::autograd(
-                        "backward",
-                        format!(
-                            "grad can be implicitly created only for scalar outputs, shape {:?}",
-                            self.shape()
-                        ),
-                    ));
-                }
-                autograd::run_backward(self, Tensor::ones_like(self)?, true, true)
-            }
-        }
-    }
-
-    fn backward_impl(&self, gradient: &Tensor, create_graph: bool) -> Result<()> {
-        if gradient.shape() != self.shape() {
-            return Err(Error::shapes(
-                "backward",
-                self.shape(),
-                gradient.shape(),
-                "the gradient must have the output's shape",
-            ));
-        }
-        self.same_device("backward", gradient)?;
-        let g = gradient.to_dtype(self.dtype())?;
-        autograd::run_backward(self, g, create_graph, create_graph)
+        self.backward_with_options(gradient, true, true)
     }
 
     /// A new handle on this result's storage that records `backward` against `inputs` (and
