@@ -390,6 +390,14 @@ fn file_loaders_refuse_bad_data() -> Result<()> {
         .to_tensor()?;
     assert_eq!(t.to_vec::<f32>()?, vec![1.0, 2.0, 3.0]);
     assert!(wgrad::data::Table::parse_csv("a,b\n", "empty.csv").is_err());
+    let ragged = wgrad::data::Table {
+        names: vec!["a".into(), "b".into()],
+        columns: vec![
+            wgrad::data::Column::Numeric(vec![Some(1.0)]),
+            wgrad::data::Column::Numeric(vec![Some(1.0), Some(2.0)]),
+        ],
+    };
+    assert!(ragged.to_tensor().is_err());
     let dir = std::env::temp_dir().join(format!("wgrad-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let gz = |name: &str, members: &[&str]| {
@@ -471,6 +479,34 @@ fn a_second_backward_needs_retain_graph() -> Result<()> {
         z.backward()?;
         z.backward()?;
         assert_eq!(x.grad().unwrap().to_vec::<f32>()?, vec![2.0, 2.0]);
+    }
+    Ok(())
+}
+
+/// An out-of-range index on a GPU is reported by the readbacks of the result it spoiled and
+/// of everything computed from it, and by no other readback, on any thread.
+#[test]
+fn gpu_index_errors_land_on_their_results() -> Result<()> {
+    for dev in common::devices().into_iter().filter(|d| !d.is_cpu()) {
+        let x = Tensor::new([[1.0f32, 2.0], [3.0, 4.0]])?.to_device(&dev)?;
+        let bad = x.index_select(0, &Tensor::new([5i64])?.to_device(&dev)?)?;
+        let downstream = bad.exp()?.sum()?;
+        let good = x.add_scalar(1.0)?;
+        assert_eq!(good.to_vec2::<f32>()?, vec![vec![2.0, 3.0], vec![4.0, 5.0]]);
+        let other = x.clone();
+        std::thread::spawn(move || other.sum().unwrap().item().unwrap())
+            .join()
+            .unwrap();
+        let e = bad.to_vec2::<f32>().unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert!(downstream.item().is_err(), "a result computed from it");
+        assert!(bad.contiguous()?.to_vec2::<f32>().is_err(), "a copy of it");
+        assert!(bad.to_vec2::<f32>().is_err(), "every readback of it");
+        // In place: a tensor that received its values is spoiled too.
+        let target = Tensor::zeros([1, 2])?.to_device(&dev)?;
+        target.copy_(&bad)?;
+        assert!(target.to_vec2::<f32>().is_err());
+        assert_eq!(x.sum()?.item()?.to_f64(), 10.0);
     }
     Ok(())
 }

@@ -189,6 +189,23 @@ impl Table {
     /// The table as an F32 tensor `[rows, columns]`. Every column must be numeric with no
     /// missing values (after `fill_na_mean` and `get_dummies`).
     pub fn to_tensor(&self) -> Result<Tensor> {
+        // The fields are public: a table built by hand may be ragged.
+        let len = |c: &Column| match c {
+            Column::Numeric(v) => v.len(),
+            Column::Categorical(v) => v.len(),
+        };
+        if self.names.len() != self.columns.len()
+            || self.columns.iter().any(|c| len(c) != self.rows())
+        {
+            return Err(Error::invalid(
+                "Table::to_tensor",
+                format!(
+                    "a table needs one name per column and columns of one length, got {} names and column lengths {:?}",
+                    self.names.len(),
+                    self.columns.iter().map(len).collect::<Vec<_>>()
+                ),
+            ));
+        }
         let (rows, cols) = (self.rows(), self.columns.len());
         let mut data = vec![0f32; rows * cols];
         for (j, (name, c)) in self.names.iter().zip(&self.columns).enumerate() {

@@ -4,7 +4,7 @@
 use super::kernels::{Kernel, WG};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before a batch is submitted without waiting for a readback.
@@ -104,13 +104,34 @@ pub struct GpuContext {
     counters: Counters,
     uncaptured: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
-    /// Set by index kernels that meet an out-of-range index; checked at each readback.
-    error_flag: wgpu::Buffer,
-    index_kernels_since_check: AtomicBool,
+    /// The index kernels' flags not yet read (see `IndexChecks`).
+    checks: Mutex<IndexChecks>,
     /// Parameter arenas of submitted batches, ready for reuse.
     spare_arenas: Mutex<Vec<wgpu::Buffer>>,
     /// Whether the device has subgroup operations (used by reductions; the tree otherwise).
     pub(crate) subgroups: bool,
+}
+
+/// Out-of-range indices met by GPU index kernels, which cannot stop. Each index kernel gets
+/// a flag of its own (a fresh, zeroed buffer) and an id; its result, and every result
+/// computed from it, carries the id (`GpuStorage::checks`). A readback reads every pending
+/// flag at once: the set ones become `bad`, the rest are known clean and dropped from the
+/// lists as they are next passed on. A readback fails exactly when its tensor's lineage met a
+/// bad index; other tensors, on any thread, read as usual.
+#[derive(Default)]
+pub(crate) struct IndexChecks {
+    next: u64,
+    pending: Vec<(u64, wgpu::Buffer)>,
+    /// Every id below this has been read.
+    resolved_below: u64,
+    bad: std::collections::HashSet<u64>,
+}
+
+impl IndexChecks {
+    /// Whether a result carrying `id` may still be spoiled (not read yet, or read as bad).
+    pub(crate) fn open(&self, id: u64) -> bool {
+        id >= self.resolved_below || self.bad.contains(&id)
+    }
 }
 
 /// A buffer owned by a tensor; returned to its device's pool when dropped.
@@ -227,14 +248,6 @@ impl GpuContext {
         });
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
             && std::env::var("WGRAD_NO_SUBGROUPS").is_err();
-        let error_flag = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgrad error flag"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         Arc::new(GpuContext {
             device,
             queue,
@@ -255,8 +268,7 @@ impl GpuContext {
             counters: Counters::default(),
             uncaptured,
             lost,
-            error_flag,
-            index_kernels_since_check: AtomicBool::new(false),
+            checks: Mutex::new(IndexChecks::default()),
         })
     }
 
@@ -499,10 +511,6 @@ impl GpuContext {
             ));
         }
         let pipeline = self.pipeline(kernel)?;
-        if matches!(kernel, Kernel::Gather(..) | Kernel::ScatterAdd(..)) {
-            self.index_kernels_since_check
-                .store(true, Ordering::Relaxed);
-        }
         // One lock from staging the parameters to recording the pass, so that no other
         // thread can submit the batch in between.
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
@@ -519,12 +527,6 @@ impl GpuContext {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: b.as_entire_binding(),
-            });
-        }
-        if matches!(kernel, Kernel::Gather(..) | Kernel::ScatterAdd(..)) {
-            entries.push(wgpu::BindGroupEntry {
-                binding: buffers.len() as u32 + 1,
-                resource: self.error_flag.as_entire_binding(),
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -632,14 +634,45 @@ impl GpuContext {
         self.check()
     }
 
-    /// Copy `bytes` bytes of `src` to the CPU, waiting for all recorded work.
-    pub fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    /// A fresh flag for one index kernel (new buffers are zeroed), bound after its operands,
+    /// and its id for the result's lineage.
+    pub fn index_flag(&self) -> (u64, wgpu::Buffer) {
+        let flag = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad index check"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let id = checks.next;
+        checks.next += 1;
+        checks.pending.push((id, flag.clone()));
+        (id, flag)
+    }
+
+    /// The ids of `lineage` that may still be spoiled (the clean ones are dropped).
+    pub(crate) fn open_checks(&self, lineage: impl Iterator<Item = u64>) -> Vec<u64> {
+        let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open: Vec<u64> = lineage.filter(|&id| checks.open(id)).collect();
+        open.sort_unstable();
+        open.dedup();
+        open
+    }
+
+    /// Copy `bytes` bytes of `src` to the CPU, waiting for all recorded work. The pending
+    /// index flags are read with it; `lineage` (the ids the tensor carries) decides whether
+    /// an out-of-range index spoiled this result, which is then an `Err`.
+    pub fn read(&self, src: &wgpu::Buffer, bytes: u64, lineage: &[u64]) -> Result<Vec<u8>> {
         self.check()?;
         self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
-        let check_flag = self
-            .index_kernels_since_check
-            .swap(false, Ordering::Relaxed);
-        let flag_bytes = if check_flag { 16 } else { 0 };
+        let pending = std::mem::take(
+            &mut self
+                .checks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending,
+        );
+        let flag_bytes = 4 * pending.len() as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad readback"),
             size: (bytes + flag_bytes).max(4),
@@ -649,12 +682,9 @@ impl GpuContext {
         if bytes > 0 {
             self.copy(src, 0, &staging, 0, bytes);
         }
-        if check_flag {
-            self.copy(&self.error_flag, 0, &staging, bytes, 16);
-            let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch
-                .encoder(&self.device)
-                .clear_buffer(&self.error_flag, 0, None);
+        // The data's size is a multiple of 4 (every element is 4 or 8 bytes on the GPU).
+        for (k, (_, flag)) in pending.iter().enumerate() {
+            self.copy(flag, 0, &staging, bytes + 4 * k as u64, 4);
         }
         self.flush();
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
@@ -676,10 +706,21 @@ impl GpuContext {
             .to_vec();
         staging.unmap();
         self.check()?;
-        if check_flag && data[bytes as usize..bytes as usize + 4] != [0, 0, 0, 0] {
+        let spoiled = {
+            let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, (id, _)) in pending.iter().enumerate() {
+                let at = (bytes + 4 * k as u64) as usize;
+                if data[at..at + 4] != [0, 0, 0, 0] {
+                    checks.bad.insert(*id);
+                }
+                checks.resolved_below = checks.resolved_below.max(id + 1);
+            }
+            lineage.iter().any(|id| checks.bad.contains(id))
+        };
+        if spoiled {
             return Err(Error::invalid(
                 "gather/index_select/scatter_add (GPU)",
-                "an index was out of range for its dimension in a GPU index kernel since the last readback; the affected results are invalid",
+                "an index was out of range for its dimension (PyTorch's index ops take indices in 0..size): this result, computed from that index op, is invalid",
             ));
         }
         Ok(data[..bytes as usize].to_vec())

@@ -204,6 +204,7 @@ impl Tensor {
         let storage = GpuStorage {
             buf: GpuBuffer::external(&gpu.0, buffer.clone()),
             dtype,
+            checks: Vec::new(),
         };
         Ok(Tensor::from_storage(Storage::Gpu(storage), &shape))
     }

@@ -21,6 +21,9 @@ const SLICE: usize = 8192;
 pub struct GpuStorage {
     pub(crate) buf: GpuBuffer,
     pub(crate) dtype: DType,
+    /// The index kernels this buffer's values come from whose out-of-range check is not
+    /// known clean yet (see `context::IndexChecks`); usually empty.
+    pub(crate) checks: Vec<u64>,
 }
 
 fn u32_of(op: &'static str, v: usize) -> Result<u32> {
@@ -125,6 +128,23 @@ fn broadcasts_batch(l: &Layout) -> bool {
 }
 
 impl GpuStorage {
+    /// This result with the open index checks of the buffers it was computed from.
+    fn with_lineage_of<'a>(
+        mut self,
+        inputs: impl IntoIterator<Item = &'a GpuStorage>,
+    ) -> GpuStorage {
+        let lineage: Vec<u64> = inputs
+            .into_iter()
+            .flat_map(|s| s.checks.iter().copied())
+            .collect();
+        if !lineage.is_empty() {
+            self.checks = self
+                .ctx()
+                .open_checks(self.checks.iter().copied().chain(lineage));
+        }
+        self
+    }
+
     pub fn ctx(&self) -> &Arc<GpuContext> {
         self.buf.ctx_ref()
     }
@@ -138,6 +158,7 @@ impl GpuStorage {
         Ok(GpuStorage {
             buf: ctx.alloc(op, len as u64 * gpu_size(dtype))?,
             dtype,
+            checks: Vec::new(),
         })
     }
 
@@ -151,6 +172,7 @@ impl GpuStorage {
         Ok(GpuStorage {
             buf: ctx.upload("to_device", &bytes)?,
             dtype: s.dtype(),
+            checks: Vec::new(),
         })
     }
 
@@ -164,7 +186,7 @@ impl GpuStorage {
             contiguous = self.copy_strided(l)?;
             (&contiguous, l.numel())
         };
-        let bytes = ctx.read(src.buf.raw(), n as u64 * gpu_size(self.dtype))?;
+        let bytes = ctx.read(src.buf.raw(), n as u64 * gpu_size(self.dtype), &self.checks)?;
         Ok(match self.dtype {
             DType::F32 => HostBuffer::F32(bytemuck::pod_collect_to_vec(&bytes)),
             DType::I64 => HostBuffer::I64(bytemuck::pod_collect_to_vec(&bytes)),
@@ -197,7 +219,13 @@ impl GpuStorage {
                 Error::invalid(op, "an elementwise op needs at least one tensor operand")
             })?;
         let n: usize = shape.iter().product();
-        let out = GpuStorage::alloc(&ctx, op, n, out_dtype)?;
+        let buffers = || {
+            inputs.iter().filter_map(|a| match a {
+                Arg::Buf(s, _) => Some(*s),
+                Arg::Scalar(_) => None,
+            })
+        };
+        let out = GpuStorage::alloc(&ctx, op, n, out_dtype)?.with_lineage_of(buffers());
         if n == 0 {
             return Ok(out);
         }
@@ -247,7 +275,14 @@ impl GpuStorage {
             ),
         };
         let (x, y) = ctx.grid(n as u64, false)?;
-        ctx.dispatch(Kernel::Map(kernel, indexing), &params, &bufs, (x, y, 1))
+        ctx.dispatch(Kernel::Map(kernel, indexing), &params, &bufs, (x, y, 1))?;
+        // The destination now holds values computed from the source.
+        if let Arg::Buf(s, _) = src {
+            if !s.checks.is_empty() {
+                self.checks = ctx.open_checks(self.checks.iter().chain(&s.checks).copied());
+            }
+        }
+        Ok(())
     }
 
     fn reduce_kernel(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
@@ -493,6 +528,23 @@ impl GpuStorage {
         let n: usize = out_shape.iter().product();
         let out = GpuStorage::alloc(&ctx, "gather", n, self.dtype)?;
         if n == 0 {
+            // No kernel runs to check the index values: check them here (an empty result is
+            // rare, and the index is read back only then), so that an out-of-range index is
+            // an Err as on the CPU.
+            if il.numel() > 0 {
+                let size = l.shape[dim];
+                if let HostBuffer::I64(values) = index.download(il)? {
+                    if let Some(&bad) = values.iter().find(|&&i| i < 0 || i >= size as i64) {
+                        return Err(Error::IndexOutOfRange {
+                            op: if is_gather { "gather" } else { "index_select" },
+                            index: bad,
+                            dim,
+                            size,
+                            shape: l.shape.clone(),
+                        });
+                    }
+                }
+            }
             return Ok(out);
         }
         let r = out_shape.len();
@@ -509,12 +561,15 @@ impl GpuStorage {
         p.push(dim as u32);
         p.push(l.shape[dim] as u32);
         let (x, y) = ctx.grid(n as u64, false)?;
+        let (id, flag) = ctx.index_flag();
         ctx.dispatch(
             Kernel::Gather(self.dtype, is_gather),
             &p,
-            &[out.buf.raw(), self.buf.raw(), index.buf.raw()],
+            &[out.buf.raw(), self.buf.raw(), index.buf.raw(), &flag],
             (x, y, 1),
         )?;
+        let mut out = out.with_lineage_of([self, index]);
+        out.checks.push(id);
         Ok(out)
     }
 
@@ -554,12 +609,15 @@ impl GpuStorage {
                 .map(|&s| s as u32),
         );
         let (x, y) = ctx.grid(n as u64, false)?;
+        let (id, flag) = ctx.index_flag();
         ctx.dispatch(
             Kernel::ScatterAdd(self.dtype),
             &p,
-            &[out.buf.raw(), src.buf.raw(), index.buf.raw()],
+            &[out.buf.raw(), src.buf.raw(), index.buf.raw(), &flag],
             (x, y, 1),
         )?;
+        let mut out = out.with_lineage_of([src, index]);
+        out.checks.push(id);
         Ok(out)
     }
 
@@ -782,18 +840,52 @@ impl Backend for GpuStorage {
     }
 
     fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Self> {
-        self.reduce_kernel(op, l, dims)
+        Ok(self.reduce_kernel(op, l, dims)?.with_lineage_of([self]))
     }
 
     fn cumsum(&self, l: &Layout, dim: usize) -> Result<Self> {
-        self.cumsum_kernel(l, dim)
+        Ok(self.cumsum_kernel(l, dim)?.with_lineage_of([self]))
     }
 
     fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self> {
-        self.matmul_kernel(l, rhs, rl)
+        Ok(self.matmul_kernel(l, rhs, rl)?.with_lineage_of([self, rhs]))
     }
 
     fn index_select(&self, l: &Layout, dim: usize, index: &Self, il: &Layout) -> Result<Self> {
+        Ok(self
+            .index_select_kernel(l, dim, index, il)?
+            .with_lineage_of([self, index]))
+    }
+
+    fn gather(&self, l: &Layout, dim: usize, index: &Self, il: &Layout) -> Result<Self> {
+        Ok(self
+            .gather_kernel(l, dim, index, il, &il.shape, true)?
+            .with_lineage_of([self, index]))
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+    ) -> Result<Self> {
+        Ok(self
+            .scatter_add_kernel(l, dim, index, il, src, sl)?
+            .with_lineage_of([self, index, src]))
+    }
+}
+
+impl GpuStorage {
+    fn index_select_kernel(
+        &self,
+        l: &Layout,
+        dim: usize,
+        index: &Self,
+        il: &Layout,
+    ) -> Result<Self> {
         let mut shape = l.shape.clone();
         shape[dim] = il.numel();
         let copy = if il.is_contiguous() {
@@ -806,21 +898,5 @@ impl Backend for GpuStorage {
             None => (index, il.clone()),
         };
         self.gather_kernel(l, dim, i, &il, &shape, false)
-    }
-
-    fn gather(&self, l: &Layout, dim: usize, index: &Self, il: &Layout) -> Result<Self> {
-        self.gather_kernel(l, dim, index, il, &il.shape, true)
-    }
-
-    fn scatter_add(
-        &self,
-        l: &Layout,
-        dim: usize,
-        index: &Self,
-        il: &Layout,
-        src: &Self,
-        sl: &Layout,
-    ) -> Result<Self> {
-        self.scatter_add_kernel(l, dim, index, il, src, sl)
     }
 }

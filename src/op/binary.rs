@@ -163,6 +163,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
         bool: Binary::ViaFloat,
         helpers: "
 fn op_atan2(y: f32, x: f32) -> f32 {
+    if (is_nan_f32(y) || is_nan_f32(x)) { return nan_f32(); }
     // WGSL leaves atan2(0, 0) undefined; C (and PyTorch) give +-0 for x = +0, +-pi for -0.
     if (y == 0.0 && x == 0.0) {
         let pi = select(3.14159265, -3.14159265, (bitcast<u32>(y) >> 31u) == 1u);

@@ -183,7 +183,18 @@ impl Tensor {
 
     /// The size of one dimension (negative counts from the end).
     pub fn size(&self, dim: isize) -> Result<usize> {
-        Ok(self.0.layout.shape[self.0.layout.dim("size", dim)?])
+        let d = self.0.layout.dim("size", dim)?;
+        // A 0-d tensor has no dims to size (dim() accepts 0 and -1 for it, as reductions do).
+        self.0
+            .layout
+            .shape
+            .get(d)
+            .copied()
+            .ok_or(Error::DimOutOfRange {
+                op: "size",
+                dim,
+                shape: self.shape().to_vec(),
+            })
     }
 
     /// Number of dimensions.

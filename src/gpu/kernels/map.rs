@@ -44,6 +44,11 @@ fn unsupported(op: &'static str, dtype: DType) -> Error {
 fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
     fn entry<T>(e: &Unary<T>, own: DType) -> Option<(String, DType)> {
         match e {
+            // NaN in, NaN out, as IEEE (and the CPU) have it: WGSL leaves builtins on NaN
+            // to the driver (lavapipe's atan(NaN) is 0).
+            Unary::Map(k) if own == DType::F32 => {
+                Some((format!("select({}, a, is_nan_f32(a))", k.wgsl), own))
+            }
             Unary::Map(k) => Some((k.wgsl.to_string(), own)),
             Unary::Test(k) => Some((format!("select(0u, 1u, {})", k.wgsl), DType::Bool)),
             Unary::ViaFloat | Unary::Refused(_) => None,

@@ -1,0 +1,264 @@
+//! Random programs through the public API: random ops with random (sometimes invalid)
+//! arguments on random shapes, dtypes and views. Every program must finish within a time
+//! limit without a panic, and the CPU and the GPU must agree: both fail, or both give the
+//! same dtype, shape and values.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+use wgrad::op::{BinaryOp, CmpOp, UnaryOp};
+use wgrad::{DType, Device, Result, Scalar, Tensor};
+
+/// A small deterministic generator (xorshift64*), so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// A dim: usually one that exists (-1, 0, 1), sometimes one that does not.
+    fn dim(&mut self) -> isize {
+        if self.below(8) == 0 {
+            self.below(9) as isize - 4
+        } else {
+            self.below(3) as isize - 1
+        }
+    }
+}
+
+/// One step of a program: an op with its arguments drawn beforehand, so that the CPU and
+/// the GPU run the same thing.
+#[derive(Clone, Debug)]
+enum Step {
+    Unary(UnaryOp),
+    Binary(BinaryOp, bool, Scalar),
+    Cmp(CmpOp, Scalar),
+    Sum(isize, bool),
+    Max(isize),
+    ArgMax(isize),
+    Softmax(isize),
+    Cumsum(isize),
+    Transpose(isize, isize),
+    Narrow(isize, usize, usize),
+    Flatten,
+    Cast(DType),
+    Select(isize, usize),
+    MatmulT,
+    Cat(isize),
+    Clamp(f64, f64),
+    MaskedFill(f64),
+    IndexSelect(isize, Vec<i64>),
+}
+
+fn draw(r: &mut Rng) -> Step {
+    let scalars = [
+        Scalar::Float(0.5),
+        Scalar::Int(2),
+        Scalar::Int(-3),
+        Scalar::Bool(true),
+        Scalar::Float(-1e30),
+    ];
+    let s = scalars[r.below(scalars.len())];
+    match r.below(18) {
+        0 => Step::Unary(UnaryOp::ALL[r.below(UnaryOp::ALL.len())]),
+        1 => Step::Binary(
+            BinaryOp::ALL[r.below(BinaryOp::ALL.len())],
+            r.below(2) == 0,
+            s,
+        ),
+        2 => Step::Cmp(CmpOp::ALL[r.below(CmpOp::ALL.len())], s),
+        3 => Step::Sum(r.dim(), r.below(2) == 0),
+        4 => Step::Max(r.dim()),
+        5 => Step::ArgMax(r.dim()),
+        6 => Step::Softmax(r.dim()),
+        7 => Step::Cumsum(r.dim()),
+        8 => Step::Transpose(r.dim(), r.dim()),
+        9 => Step::Narrow(r.dim(), r.below(4), r.below(4)),
+        10 => Step::Flatten,
+        11 => Step::Cast([DType::F32, DType::I64, DType::Bool][r.below(3)]),
+        12 => Step::Select(r.dim(), r.below(4)),
+        13 => Step::MatmulT,
+        14 => Step::Cat(r.dim()),
+        15 => Step::Clamp(r.below(5) as f64 - 2.0, r.below(5) as f64 - 1.0),
+        16 => Step::MaskedFill(r.below(5) as f64 - 2.0),
+        _ => Step::IndexSelect(
+            r.dim(),
+            (0..r.below(4)).map(|_| r.below(6) as i64 - 1).collect(),
+        ),
+    }
+}
+
+fn apply(step: &Step, x: &Tensor) -> Result<Tensor> {
+    match step {
+        Step::Unary(op) => x.unary_op(*op),
+        Step::Binary(op, with_self, s) => {
+            if *with_self {
+                Tensor::binary_op(*op, x, &x.flatten_all()?.reshape(x.shape())?)
+            } else {
+                Tensor::binary_op(*op, x, *s)
+            }
+        }
+        Step::Cmp(op, s) => x.compare_op(*op, *s),
+        Step::Sum(d, keep) => x.sum_dims([*d], *keep),
+        Step::Max(d) => x.max_dims([*d], false),
+        Step::ArgMax(d) => x.argmax_dim(*d, false),
+        Step::Softmax(d) => x.softmax(*d),
+        Step::Cumsum(d) => x.cumsum(*d),
+        Step::Transpose(a, b) => x.transpose(*a, *b),
+        Step::Narrow(d, start, len) => x.narrow(*d, *start, *len),
+        Step::Flatten => x.reshape([-1isize]),
+        Step::Cast(d) => x.to_dtype(*d),
+        Step::Select(d, i) => x.select(*d, *i as isize),
+        Step::MatmulT => x.matmul(&x.transpose(-1, -2)?),
+        Step::Cat(d) => Tensor::cat(&[x, x], *d),
+        Step::Clamp(lo, hi) => x.clamp(*lo, *hi),
+        Step::MaskedFill(v) => x.masked_fill(&x.lt_scalar(0.0)?, *v),
+        Step::IndexSelect(d, idx) => {
+            // Indices in range: an out-of-range one is refused by the CPU at once and by a
+            // GPU at the readback of what depends on it (tests/reliability.rs), so the two
+            // cannot be compared step by step.
+            let size = x.size(*d).unwrap_or(1).max(1) as i64;
+            let idx: Vec<i64> = idx.iter().map(|i| i.rem_euclid(size)).collect();
+            x.index_select(*d, &Tensor::new(idx)?.to_device(x.device())?)
+        }
+    }
+}
+
+trait FlattenAll {
+    fn flatten_all(&self) -> Result<Tensor>;
+}
+impl FlattenAll for Tensor {
+    /// The elements in reverse order: another tensor of the same shape and dtype.
+    fn flatten_all(&self) -> Result<Tensor> {
+        let n = self.numel() as i64;
+        let idx = Tensor::arange_on(n - 1, -1i64, -1, self.device())?;
+        self.reshape([-1isize])?.index_select(0, &idx)
+    }
+}
+
+/// A random base tensor of a random dtype and rank, maybe seen through a view.
+fn base(r: &mut Rng) -> Tensor {
+    let rank = r.below(4);
+    let shape: Vec<usize> = (0..rank)
+        .map(|_| r.below(4) + usize::from(r.below(5) != 0))
+        .collect();
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| (r.below(13) as f32 - 6.0) * 0.5).collect();
+    let t = Tensor::from_vec(values, shape).unwrap();
+    let t = match r.below(3) {
+        0 => t.to_dtype(DType::I64).unwrap(),
+        1 => t.gt_scalar(0.0).unwrap(),
+        _ => t,
+    };
+    if t.ndim() >= 2 && r.below(2) == 0 {
+        t.transpose(0, 1).unwrap()
+    } else {
+        t
+    }
+}
+
+/// The outcome a device reached, as text: an error (of any kind) or the values.
+type Outcome = std::result::Result<(DType, Vec<usize>, Vec<f64>), String>;
+
+fn outcome(t: Result<Tensor>) -> Outcome {
+    let t = t.map_err(|e| e.to_string())?;
+    let err = |e: wgrad::Error| e.to_string();
+    let values = match t.dtype() {
+        DType::F32 => t
+            .to_vec::<f32>()
+            .map_err(err)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        DType::I64 => t
+            .to_vec::<i64>()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+        DType::Bool => t
+            .to_vec::<bool>()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v as u8 as f64)
+            .collect(),
+    };
+    Ok((t.dtype(), t.shape().to_vec(), values))
+}
+
+fn close(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            (x.is_nan() && y.is_nan())
+                || x == y
+                || (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1.0)
+        })
+}
+
+const PROGRAMS: usize = 2000;
+
+#[test]
+fn random_programs_never_panic_and_agree() {
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(|| {
+            let devices = common::devices();
+            // WGRAD_FUZZ_SEED=n replays another sequence of programs.
+            let seed = std::env::var("WGRAD_FUZZ_SEED")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0x9E37_79B9_7F4A_7C15);
+            let mut r = Rng(seed | 1);
+            let (mut failures, mut ran, mut refused) = (Vec::new(), 0, 0);
+            for program in 0..PROGRAMS {
+                let start = base(&mut r);
+                let steps: Vec<Step> = (0..4).map(|_| draw(&mut r)).collect();
+                let run = |dev: &Device| -> Result<Tensor> {
+                    let mut x = start.to_device(dev)?;
+                    for s in &steps {
+                        x = apply(s, &x)?;
+                    }
+                    Ok(x)
+                };
+                let cpu = outcome(run(&Device::Cpu));
+                if cpu.is_ok() {
+                    ran += 1
+                } else {
+                    refused += 1
+                }
+                for dev in devices.iter().filter(|d| !d.is_cpu()) {
+                    let gpu = outcome(run(dev));
+                    let same = match (&cpu, &gpu) {
+                        (Err(_), Err(_)) => true,
+                        (Ok((da, sa, va)), Ok((db, sb, vb))) => {
+                            da == db && sa == sb && close(va, vb)
+                        }
+                        _ => false,
+                    };
+                    if !same {
+                        failures.push(format!(
+                            "program {program} ({:?} {:?}, {steps:?}): cpu {cpu:?}, gpu {gpu:?}",
+                            start.dtype(),
+                            start.shape()
+                        ));
+                    }
+                }
+            }
+            eprintln!("{PROGRAMS} programs: {ran} ran on the CPU, {refused} were refused");
+            failures
+        });
+        let _ = done.send(result);
+    });
+    match wait.recv_timeout(Duration::from_secs(300)) {
+        Ok(Ok(failures)) => assert!(failures.is_empty(), "{}", failures.join("\n")),
+        Ok(Err(_)) => panic!("a random program panicked"),
+        Err(_) => panic!("the random programs did not finish within 300 s: a hang"),
+    }
+}
