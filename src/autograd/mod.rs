@@ -82,7 +82,10 @@ pub(crate) enum Saved {
 /// A recorded op: its backward rule, its inputs and their storage versions at the time.
 pub(crate) struct Node {
     pub(crate) op: BackwardOp,
-    pub(crate) inputs: Vec<Tensor>,
+    /// The inputs: the graph's edges and the values the rule reads. A backward pass that does
+    /// not retain the graph empties them after running the rule, freeing what only the graph
+    /// kept alive.
+    inputs: std::sync::Mutex<Vec<Tensor>>,
     versions: Vec<(Arc<StorageCell>, u64, Saved)>,
     /// Set by a backward pass that did not retain the graph, for a rule that reads saved
     /// values: a second pass through it is an error, as in PyTorch (it silently accumulated
@@ -96,14 +99,14 @@ impl Drop for Node {
     /// that this node held the last handle to gives up its own node's inputs to the work
     /// list before it goes.
     fn drop(&mut self) {
-        let mut pending = std::mem::take(&mut self.inputs);
+        let mut pending = std::mem::take(self.inputs.get_mut().unwrap_or_else(|e| e.into_inner()));
         while let Some(t) = pending.pop() {
             let Ok(inner) = Arc::try_unwrap(t.0) else {
                 continue;
             };
             if let Some(node) = inner.grad_fn {
                 if let Ok(mut node) = Arc::try_unwrap(node) {
-                    pending.append(&mut node.inputs);
+                    pending.append(node.inputs.get_mut().unwrap_or_else(|e| e.into_inner()));
                 }
             }
         }
@@ -111,6 +114,14 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// The node's inputs (handles: cheap to clone), empty once a backward pass released it.
+    pub(crate) fn inputs(&self) -> Vec<Tensor> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// PyTorch-style name of the node, e.g. `MulBackward0`.
     pub fn name(&self) -> String {
         self.op.name()
@@ -138,7 +149,7 @@ pub(crate) fn node(op: BackwardOp, inputs: &[&Tensor], output: &Arc<StorageCell>
     }
     Arc::new(Node {
         op,
-        inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+        inputs: std::sync::Mutex::new(inputs.iter().map(|t| (*t).clone()).collect()),
         versions,
         released: std::sync::atomic::AtomicBool::new(false),
     })
@@ -194,11 +205,25 @@ pub(crate) fn gradients_of(
     let Sink::Inputs(_, found) = sink else {
         return Err(Error::autograd("grad", "the gradient slots were lost"));
     };
+    // A released node has lost its edges, so an input behind it looks unused: say why.
+    let released_on_the_way = || {
+        topological_order(root).iter().any(|t| {
+            t.0.grad_fn
+                .as_ref()
+                .is_some_and(|n| n.released.load(std::sync::atomic::Ordering::Relaxed))
+        })
+    };
     found
         .into_iter()
         .zip(inputs)
         .enumerate()
         .map(|(i, (g, t))| {
+            if g.is_none() && released_on_the_way() {
+                return Err(Error::autograd(
+                    "grad",
+                    format!("input {i} (shape {:?}) does not appear in the graph of the output as it stands: an earlier backward released part of that graph (trying to backward through the graph a second time needs retain_graph on the first), or the input was not used to compute it", t.shape()),
+                ));
+            }
             if g.is_none() && allow_unused {
                 return Tensor::zeros_like(t);
             }
@@ -238,7 +263,7 @@ fn run(
                     || t.0
                         .grad_fn
                         .as_ref()
-                        .is_some_and(|n| n.inputs.iter().any(|i| needed.contains(&i.id())));
+                        .is_some_and(|n| n.inputs().iter().any(|i| needed.contains(&i.id())));
                 if leads {
                     needed.insert(t.id());
                 }
@@ -275,7 +300,10 @@ fn run(
                     Saved::Input(i) => format!(
                         "input {i} of {} (shape {:?})",
                         node.name(),
-                        node.inputs[i].shape()
+                        node.inputs()
+                            .get(i)
+                            .map(|t| t.shape().to_vec())
+                            .unwrap_or_default()
                     ),
                     Saved::Output => {
                         format!("the output of {} (shape {:?})", node.name(), t.shape())
@@ -303,12 +331,18 @@ fn run(
                 ),
             ));
         }
-        let input_grads = rules::backward(&node.op, &g, &node.inputs, t)?;
+        let inputs = node.inputs();
+        let input_grads = rules::backward(&node.op, &g, &inputs, t)?;
         if reads_saved && !retain_graph {
             node.released
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            // Free the saved values (the traversal order keeps them until this pass ends).
+            node.inputs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
-        for (input, ig) in node.inputs.iter().zip(input_grads) {
+        for (input, ig) in inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };
             if !input.requires_grad() || needed.as_ref().is_some_and(|n| !n.contains(&input.id())) {
                 continue;
@@ -374,7 +408,7 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         }
         stack.push((t.clone(), true));
         if let Some(node) = &t.0.grad_fn {
-            for input in &node.inputs {
+            for input in &node.inputs() {
                 if input.requires_grad() && !visited.contains(&input.id()) {
                     stack.push((input.clone(), false));
                 }
