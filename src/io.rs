@@ -109,12 +109,20 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result<()> 
 /// CPU. A truncated or corrupt file is an error.
 pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        op: "load",
+        msg: format!("{}: {e}", path.display()),
+    })?;
+    load_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`load`] from the bytes of a safetensors file (`source` names it in errors).
+pub fn load_bytes(bytes: &[u8], source: &str) -> Result<Vec<(String, Tensor)>> {
     let err = |msg: String| Error::Io {
         op: "load",
-        msg: format!("{}: {msg}", path.display()),
+        msg: format!("{source}: {msg}"),
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {

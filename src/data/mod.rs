@@ -178,6 +178,12 @@ pub fn load_digits(path: impl AsRef<std::path::Path>) -> Result<(Tensor, Tensor)
         op: "load_digits",
         msg: format!("{}: {e}", path.display()),
     })?;
+    read_digits(file, &path.display().to_string())
+}
+
+/// [`load_digits`] from a reader of the gzip bytes (`source` names it in errors).
+pub fn read_digits(file: impl std::io::Read, source: &str) -> Result<(Tensor, Tensor)> {
+    let path = std::path::Path::new(source);
     // Every member of a multi-member gzip file (as `cat a.gz b.gz` makes), read a line at a
     // time: a bad line is reported without reading the rest of a large file.
     let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
