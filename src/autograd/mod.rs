@@ -116,10 +116,13 @@ impl Drop for Node {
 impl Node {
     /// The node's inputs (handles: cheap to clone), empty once a backward pass released it.
     pub(crate) fn inputs(&self) -> Vec<Tensor> {
-        self.inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.with_inputs(<[Tensor]>::to_vec)
+    }
+
+    /// `f` of the inputs, without copying them: the graph walks call this once per node.
+    /// `f` must not reach this node's inputs again (the lock is held while it runs).
+    pub(crate) fn with_inputs<R>(&self, f: impl FnOnce(&[Tensor]) -> R) -> R {
+        f(&self.inputs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// PyTorch-style name of the node, e.g. `MulBackward0`.
@@ -260,10 +263,9 @@ fn run(
             let mut needed = HashSet::new();
             for t in &order {
                 let leads = targets.contains(&t.id())
-                    || t.0
-                        .grad_fn
-                        .as_ref()
-                        .is_some_and(|n| n.inputs().iter().any(|i| needed.contains(&i.id())));
+                    || t.0.grad_fn.as_ref().is_some_and(|n| {
+                        n.with_inputs(|inputs| inputs.iter().any(|i| needed.contains(&i.id())))
+                    });
                 if leads {
                     needed.insert(t.id());
                 }
@@ -408,11 +410,13 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         }
         stack.push((t.clone(), true));
         if let Some(node) = &t.0.grad_fn {
-            for input in &node.inputs() {
-                if input.requires_grad() && !visited.contains(&input.id()) {
-                    stack.push((input.clone(), false));
+            node.with_inputs(|inputs| {
+                for input in inputs {
+                    if input.requires_grad() && !visited.contains(&input.id()) {
+                        stack.push((input.clone(), false));
+                    }
                 }
-            }
+            });
         }
     }
     order
