@@ -116,11 +116,7 @@ pub fn binary(
         Ok(T::wrap(map2(name, shape, a, b, arith(name, e)?.cpu)?))
     }
     let def = op.def();
-    match dtype {
-        DType::F32 => on(def.name, &def.f32, shape, a, b),
-        DType::I64 => on(def.name, &def.i64, shape, a, b),
-        DType::Bool => on(def.name, &def.bool, shape, a, b),
-    }
+    crate::op::entry_for!(dtype, def, |e| on(def.name, e, shape, a, b))
 }
 
 /// `dst = dst (op) src` in place; `src` is in another buffer, or a number.
@@ -146,11 +142,7 @@ pub fn binary_inplace(
         Ok(())
     }
     let def = op.def();
-    match dst.dtype() {
-        DType::F32 => on(def.name, &def.f32, dst, dl, src),
-        DType::I64 => on(def.name, &def.i64, dst, dl, src),
-        DType::Bool => on(def.name, &def.bool, dst, dl, src),
-    }
+    crate::op::entry_for!(dst.dtype(), def, |e| on(def.name, e, dst, dl, src))
 }
 
 /// A comparison or logical connective, to bool.
@@ -171,11 +163,7 @@ pub fn cmp(
         Ok(HostBuffer::Bool(map2(name, shape, a, b, k.cpu)?))
     }
     let def = op.def();
-    match dtype {
-        DType::F32 => on(def.name, &def.f32, shape, a, b),
-        DType::I64 => on(def.name, &def.i64, shape, a, b),
-        DType::Bool => on(def.name, &def.bool, shape, a, b),
-    }
+    crate::op::entry_for!(dtype, def, |e| on(def.name, e, shape, a, b))
 }
 
 /// `cond ? a : b` over `shape`; `a` and `b` of `dtype`.

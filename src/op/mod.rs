@@ -12,6 +12,29 @@
 //! copies and creation) have one kernel each per backend, behind the backend seam
 //! (`backend.rs`), and their backward rules in `autograd/rules.rs`.
 
+/// `$body` with `$e` bound to `$def`'s entry for dtype `$d`. Each dtype's entry has its own
+/// element type, so this is a macro rather than a function; it is the one place that maps a
+/// dtype to a table column.
+macro_rules! entry_for {
+    ($d:expr, $def:expr, |$e:ident| $body:expr) => {
+        match $d {
+            $crate::dtype::DType::F32 => {
+                let $e = &$def.f32;
+                $body
+            }
+            $crate::dtype::DType::I64 => {
+                let $e = &$def.i64;
+                $body
+            }
+            $crate::dtype::DType::Bool => {
+                let $e = &$def.bool;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use entry_for;
+
 mod binary;
 mod compare;
 pub(crate) mod kernel;

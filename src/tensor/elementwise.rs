@@ -31,11 +31,7 @@ fn unary_rule(op: UnaryOp, d: DType) -> Rule {
         }
     }
     let def = op.def();
-    match d {
-        DType::F32 => of(&def.f32),
-        DType::I64 => of(&def.i64),
-        DType::Bool => of(&def.bool),
-    }
+    crate::op::entry_for!(d, def, |e| of(e))
 }
 
 fn binary_rule(op: BinaryOp, d: DType) -> Rule {
@@ -48,11 +44,7 @@ fn binary_rule(op: BinaryOp, d: DType) -> Rule {
         }
     }
     let def = op.def();
-    match d {
-        DType::F32 => of(&def.f32),
-        DType::I64 => of(&def.i64),
-        DType::Bool => of(&def.bool),
-    }
+    crate::op::entry_for!(d, def, |e| of(e))
 }
 
 /// An operand of elementwise math, borrowed: a tensor or a Rust number. The internal form of

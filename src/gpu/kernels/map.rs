@@ -55,12 +55,7 @@ fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
         }
     }
     let def = op.def();
-    match d {
-        DType::F32 => entry(&def.f32, d),
-        DType::I64 => entry(&def.i64, d),
-        DType::Bool => entry(&def.bool, d),
-    }
-    .ok_or_else(|| unsupported(def.name, d))
+    crate::op::entry_for!(d, def, |e| entry(e, d)).ok_or_else(|| unsupported(def.name, d))
 }
 
 /// The dtype of a unary op's result on `d`, or `Err(Unsupported)`.
@@ -77,12 +72,7 @@ fn binary_expr(op: BinaryOp, d: DType) -> Result<&'static str> {
         }
     }
     let def = op.def();
-    match d {
-        DType::F32 => entry(&def.f32),
-        DType::I64 => entry(&def.i64),
-        DType::Bool => entry(&def.bool),
-    }
-    .ok_or_else(|| unsupported(def.name, d))
+    crate::op::entry_for!(d, def, |e| entry(e)).ok_or_else(|| unsupported(def.name, d))
 }
 
 fn cmp_expr(op: CmpOp) -> String {
