@@ -24,7 +24,7 @@ fn elementwise_and_reduce(c: &mut Criterion) {
     let mut g = c.benchmark_group("memory_bound_16M");
     g.sample_size(20);
     g.throughput(Throughput::Bytes((12 * n) as u64));
-    g.bench_function("add_f32", |b| b.iter(|| (&x + &y).unwrap()));
+    g.bench_function("add_f32", |b| b.iter(|| (&x + &y).check().unwrap()));
     g.bench_function("add_inplace_f32", |b| {
         b.iter(|| x.add_(&y).map(drop).unwrap())
     });
@@ -36,7 +36,7 @@ fn elementwise_and_reduce(c: &mut Criterion) {
 fn overhead(c: &mut Criterion) {
     let a = Tensor::randn([10]).unwrap();
     let b = Tensor::randn([10]).unwrap();
-    c.bench_function("tiny_op", |bench| bench.iter(|| (&a + &b).unwrap()));
+    c.bench_function("tiny_op", |bench| bench.iter(|| (&a + &b).check().unwrap()));
     let w = Tensor::randn([10]).unwrap().requires_grad_(true).unwrap();
     c.bench_function("tiny_forward_backward", |bench| {
         bench.iter(|| {
@@ -80,7 +80,7 @@ fn gpu(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((12 * n) as u64));
     g.bench_function("add_f32_64M", |bench| {
         bench.iter(|| {
-            (&x + &y).unwrap();
+            (&x + &y).check().unwrap();
             dev.synchronize().unwrap()
         })
     });
@@ -98,7 +98,7 @@ fn gpu(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("tiny_op", |bench| {
         bench.iter(|| {
-            (&a + &b).unwrap();
+            (&a + &b).check().unwrap();
             dev.synchronize().unwrap()
         })
     });

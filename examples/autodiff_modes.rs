@@ -57,7 +57,7 @@ fn measure(work: impl FnOnce() -> Result<Tensor>) -> Result<(Tensor, f64, u64)> 
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok(a.sub(b)?.abs()?.max()?.item()?.to_f64())
+    a.sub(b)?.abs()?.max()?.item::<f64>()
 }
 
 /// Central differences of `h` at `x`, one coordinate at a time: a column per input element.

@@ -136,7 +136,7 @@ fn main() -> Result<()> {
         // the broadcast add, one read for the sums.
         let gb = |elements_moved: usize| (elements_moved * 4) as f64 / 1e9;
         b.bandwidth(&format!("add_f32_{tag}"), gb(3 * n), || {
-            (&x + &y)?;
+            (&x + &y).check()?;
             sync()
         })?;
         b.bandwidth(&format!("add_inplace_f32_{tag}"), gb(3 * n), || {
@@ -144,7 +144,7 @@ fn main() -> Result<()> {
             sync()
         })?;
         b.bandwidth(&format!("broadcast_add_f32_{tag}"), gb(2 * n), || {
-            (&grid + &col)?;
+            (&grid + &col).check()?;
             sync()
         })?;
         b.bandwidth(&format!("sum_f32_{tag}"), gb(n), || {
@@ -161,7 +161,7 @@ fn main() -> Result<()> {
         let a = on(Tensor::randn([10])?)?;
         let c = on(Tensor::randn([10])?)?;
         // A tiny op's cost, including its share of submission: ops are batched on a GPU.
-        let t = b.time(15, 2000, || (&a + &c).map(drop))?;
+        let t = b.time(15, 2000, || (&a + &c).check().map(drop))?;
         sync()?;
         b.report("tiny_op", t * 1e6, "us");
         // The calling thread's CPU time per tiny op (Linux): on a GPU, the host's share of an
@@ -172,7 +172,7 @@ fn main() -> Result<()> {
             for _ in 0..7 {
                 let start = thread_cpu_ns().unwrap_or(0);
                 for _ in 0..ops {
-                    drop((&a + &c)?);
+                    drop(&a + &c);
                 }
                 let end = thread_cpu_ns().unwrap_or(start);
                 samples.push((end - start) as f64 / ops as f64 / 1e3);

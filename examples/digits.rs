@@ -113,8 +113,7 @@ fn accuracy(
     let correct = pred
         .eq(&data.targets().to_device(device)?)?
         .sum()?
-        .item()?
-        .to_f64();
+        .item::<f64>()?;
     model.train(true);
     Ok(correct / data.len() as f64)
 }
@@ -211,7 +210,7 @@ fn main() -> Result<()> {
             bar.inc(1);
         }
         schedule.step(&mut opt);
-        let loss = total.item()?.to_f64() / loader.num_batches() as f64;
+        let loss = total.item::<f64>()? / loader.num_batches() as f64;
         let acc = accuracy(&model, &test, images, &device)?;
         let line = format!("loss {loss:.4}  held-out accuracy {:.2}%", acc * 100.0);
         if bar.is_hidden() {

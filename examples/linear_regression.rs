@@ -47,15 +47,11 @@ fn main() -> Result<()> {
             })?;
         }
         let train_loss = wgrad::no_grad_scope(|| squared_loss(&x.mv(&w)?.add(&b)?, &y)?.mean())?;
-        println!(
-            "epoch {}, loss {:.6}",
-            epoch + 1,
-            train_loss.item()?.to_f64()
-        );
+        println!("epoch {}, loss {:.6}", epoch + 1, train_loss.item::<f64>()?);
     }
     let (w_hat, b_hat) = (
         w.to_device(&Device::Cpu)?.to_vec::<f32>()?,
-        b.item()?.to_f64(),
+        b.item::<f64>()?,
     );
     println!("learned w = {w_hat:?}, b = {b_hat:.4} (true w = [2, -3.4], b = 4.2)");
     println!(

@@ -290,6 +290,40 @@ impl From<bool> for Scalar {
     }
 }
 
+/// A Rust type that [`crate::Tensor::item`] returns: the value converted as Python's
+/// `float(t)`, `int(t)` (toward zero) and `bool(t)` convert a one-element tensor, or the
+/// [`Scalar`] itself with its dtype's kind.
+pub trait FromScalar: Sized {
+    /// The value as `Self`.
+    fn from_scalar(s: Scalar) -> Self;
+}
+
+impl FromScalar for Scalar {
+    fn from_scalar(s: Scalar) -> Self {
+        s
+    }
+}
+impl FromScalar for f64 {
+    fn from_scalar(s: Scalar) -> Self {
+        s.to_f64()
+    }
+}
+impl FromScalar for f32 {
+    fn from_scalar(s: Scalar) -> Self {
+        s.to_f64() as f32
+    }
+}
+impl FromScalar for i64 {
+    fn from_scalar(s: Scalar) -> Self {
+        s.to_i64()
+    }
+}
+impl FromScalar for bool {
+    fn from_scalar(s: Scalar) -> Self {
+        s.to_bool()
+    }
+}
+
 /// A Rust element type that a tensor can hold.
 pub trait Element: Copy + Send + Sync + std::fmt::Debug + PartialOrd + 'static {
     /// The matching tensor dtype.

@@ -6,7 +6,7 @@ use crate::dtype::DType;
 /// Everything that can go wrong in wgrad.
 // Fields are named for what they hold: the op, the operands' shapes and dtypes.
 #[allow(missing_docs)]
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// Two shapes that the operation needs to agree do not (broadcasting included).
     #[error("{op}: shapes {lhs:?} and {rhs:?} are not compatible{}", detail_suffix(.detail))]
@@ -121,6 +121,19 @@ pub enum Error {
     /// Reading or writing a file failed.
     #[error("{op}: {msg}")]
     Io { op: &'static str, msg: String },
+    /// An operator in an expression (`&a + &b * 2.0`) failed; `at` is the source line of
+    /// that operator. The expression's result carried the error to the next call that returns
+    /// a `Result` (see [`crate::Tensor::check`]).
+    #[error("{error} (in the expression at {at})")]
+    InExpression { at: String, error: Box<Error> },
+}
+
+/// The message, as Display shows it: `fn main() -> wgrad::Result<()>` prints a failure with
+/// `Debug`, and a user should read what went wrong, not the variant's fields.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -135,6 +148,26 @@ fn detail_suffix(detail: &str) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The error itself, without the expression location that an operator added.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::InExpression { error, .. } => error.root(),
+            e => e,
+        }
+    }
+
+    /// `self` with the source location of the operator that raised it (the first one: an
+    /// error that already has a location keeps it).
+    pub(crate) fn in_expression(self, at: &std::panic::Location<'_>) -> Error {
+        match self {
+            e @ Error::InExpression { .. } => e,
+            e => Error::InExpression {
+                at: at.to_string(),
+                error: Box::new(e),
+            },
+        }
+    }
+
     /// A shape mismatch between two operands.
     pub(crate) fn shapes(
         op: &'static str,

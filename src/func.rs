@@ -15,7 +15,7 @@
 //! let f = |xs: &[Tensor]| xs[0].pow_scalar(3.0)?.sum();
 //! let x = Tensor::new([1.0f32, 2.0])?;
 //! let (y, dy) = func::jvp(f, &[x.clone()], &[Tensor::new([1.0f32, 0.0])?])?;
-//! assert_eq!((y.item()?.to_f64(), dy.item()?.to_f64()), (9.0, 3.0));
+//! assert_eq!((y.item::<f64>()?, dy.item::<f64>()?), (9.0, 3.0));
 //! let h = func::hessian(f)(&[x])?;
 //! assert_eq!(h.to_vec2::<f32>()?, vec![vec![6.0, 0.0], vec![0.0, 12.0]]);
 //! # Ok::<(), wgrad::Error>(())

@@ -16,7 +16,9 @@
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 //!
-//! Every fallible operation returns [`Result`], operators included: `(&a + &b)?`.
+//! Every fallible operation returns [`Result`]. Operators (`&a + &b * 2.0`) return a
+//! [`Tensor`] that carries a failure to the next call returning a `Result` (see
+//! [`Tensor::check`]), so an expression reads like the math and needs no `?` per operator.
 
 #![warn(missing_docs)]
 
@@ -45,7 +47,7 @@ pub use autograd::{
     GradcheckOptions,
 };
 pub use device::Device;
-pub use dtype::{DType, DTypeInfo, Element, Kind, Scalar};
+pub use dtype::{DType, DTypeInfo, Element, FromScalar, Kind, Scalar};
 pub use error::{Error, Result};
 pub use rng::{manual_seed, Generator};
 pub use shape::{IntList, Shape};

@@ -21,6 +21,10 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub enum Storage {
     Cpu(HostBuffer),
     Gpu(GpuStorage),
+    /// The result of an operator expression that failed (`&a + &b` with shapes that do not
+    /// broadcast): it holds the error instead of data, and every kernel, readback or write
+    /// that touches it returns that error, so it can never be read as a value.
+    Failed(Error),
 }
 
 /// The shared buffer of a tensor and its views. `version` counts in-place writes, so autograd
@@ -30,6 +34,9 @@ pub struct StorageCell {
     data: RwLock<Storage>,
     version: AtomicU64,
     bytes: usize,
+    /// Whether this holds a failed expression's error ([`Storage::Failed`]); never changes, so
+    /// ops check it without taking the lock.
+    failed: bool,
 }
 
 impl Drop for StorageCell {
@@ -88,11 +95,21 @@ impl StorageCell {
         PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
         LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let failed = s.failure().is_some();
         StorageCell {
             data: RwLock::new(s),
             version: AtomicU64::new(0),
             bytes,
+            failed,
         }
+    }
+
+    /// The error of a failed expression, if this cell holds one.
+    pub fn failure(&self) -> Option<Error> {
+        if !self.failed {
+            return None;
+        }
+        self.read().failure().cloned()
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Storage> {
@@ -184,6 +201,7 @@ fn on_cpu<'a>(
 ) -> Result<Arg<'a, HostBuffer>> {
     match a {
         Arg::Buf(Storage::Cpu(s), l) => Ok(Arg::Buf(s, l)),
+        Arg::Buf(Storage::Failed(e), _) => Err(e.clone()),
         Arg::Buf(s @ Storage::Gpu(_), _) => Err(device_mismatch(op, &here(), &s.device())),
         Arg::Scalar(v) => Ok(Arg::Scalar(v)),
     }
@@ -197,6 +215,7 @@ fn on_gpu<'a>(
 ) -> Result<Arg<'a, GpuStorage>> {
     match a {
         Arg::Buf(Storage::Gpu(s), l) if Arc::ptr_eq(s.ctx(), ctx) => Ok(Arg::Buf(s, l)),
+        Arg::Buf(Storage::Failed(e), _) => Err(e.clone()),
         Arg::Buf(s, _) => {
             let here = Device::Gpu(crate::gpu::GpuDevice(ctx.clone()));
             Err(device_mismatch(op, &here, &s.device()))
@@ -221,6 +240,7 @@ macro_rules! on_backend {
         match $storage {
             Storage::Cpu($s) => $body.map(Storage::Cpu),
             Storage::Gpu($s) => $body.map(Storage::Gpu),
+            Storage::Failed(e) => Err(e.clone()),
         }
     };
 }
@@ -231,6 +251,7 @@ macro_rules! pair {
         match ($a, $b) {
             (Storage::Cpu($x), Storage::Cpu($y)) => $body.map(Storage::Cpu),
             (Storage::Gpu($x), Storage::Gpu($y)) => $body.map(Storage::Gpu),
+            (Storage::Failed(e), _) | (_, Storage::Failed(e)) => Err(e.clone()),
             (a @ Storage::Cpu(_), b @ Storage::Gpu(_))
             | (a @ Storage::Gpu(_), b @ Storage::Cpu(_)) => Err(mismatch($op, a, b)),
         }
@@ -248,6 +269,7 @@ macro_rules! elementwise {
                 .map(Storage::Cpu),
             Storage::Gpu(g) => GpuStorage::$method($($pre,)* on_gpu(name, g.ctx(), a)?, on_gpu(name, g.ctx(), b)?)
                 .map(Storage::Gpu),
+            Storage::Failed(e) => Err(e.clone()),
         }
     }};
 }
@@ -257,6 +279,15 @@ impl Storage {
         match self {
             Storage::Cpu(_) => Device::Cpu,
             Storage::Gpu(g) => Device::Gpu(crate::gpu::GpuDevice(g.ctx().clone())),
+            Storage::Failed(_) => Device::Cpu,
+        }
+    }
+
+    /// The error a failed expression holds, if this is one.
+    pub fn failure(&self) -> Option<&Error> {
+        match self {
+            Storage::Failed(e) => Some(e),
+            Storage::Cpu(_) | Storage::Gpu(_) => None,
         }
     }
 
@@ -264,6 +295,7 @@ impl Storage {
         match self {
             Storage::Cpu(s) => Backend::dtype(s),
             Storage::Gpu(g) => Backend::dtype(g),
+            Storage::Failed(_) => DType::F32,
         }
     }
 
@@ -271,7 +303,7 @@ impl Storage {
     pub fn cpu_bytes(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len() * s.dtype().size_in_bytes(),
-            Storage::Gpu(_) => 0,
+            Storage::Gpu(_) | Storage::Failed(_) => 0,
         }
     }
 
@@ -280,6 +312,7 @@ impl Storage {
         match self {
             Storage::Cpu(s) => s.data_ptr(),
             Storage::Gpu(g) => &g.buf as *const _ as usize,
+            Storage::Failed(_) => 0,
         }
     }
 
@@ -331,6 +364,7 @@ impl Storage {
         match self {
             Storage::Cpu(s) => s.to_host(l),
             Storage::Gpu(g) => g.to_host(l),
+            Storage::Failed(e) => Err(e.clone()),
         }
     }
 
@@ -347,6 +381,7 @@ impl Storage {
                 let ctx = d.ctx().clone();
                 d.write(dst, on_gpu("assign", &ctx, src)?)
             }
+            Storage::Failed(e) => Err(e.clone()),
         }
     }
 
@@ -378,6 +413,7 @@ impl Storage {
                 let ctx = d.ctx().clone();
                 d.binary_inplace(op, dst, on_gpu(op.name(), &ctx, src)?)
             }
+            Storage::Failed(e) => Err(e.clone()),
         }
     }
 
@@ -416,6 +452,7 @@ impl Storage {
                 on_gpu("where", cs.ctx(), b)?,
             )
             .map(Storage::Gpu),
+            Storage::Failed(e) => Err(e.clone()),
         }
     }
 
@@ -466,6 +503,9 @@ impl Storage {
             (Storage::Gpu(b), Storage::Gpu(i), Storage::Gpu(s)) => {
                 b.scatter_add(l, dim, i, il, s, sl).map(Storage::Gpu)
             }
+            (Storage::Failed(e), _, _)
+            | (_, Storage::Failed(e), _)
+            | (_, _, Storage::Failed(e)) => Err(e.clone()),
             (b, i, s) => {
                 let other = if i.device() != b.device() { i } else { s };
                 Err(mismatch("scatter_add", b, other))

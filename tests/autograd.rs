@@ -16,7 +16,6 @@ fn seed_two_dot_x_x() {
     let x = x.requires_grad_(true).unwrap();
     assert_eq!(show(&x), "tensor([0., 1., 2., 3.], requires_grad=True)");
     let y = 2.0 * &x.dot(&x).unwrap();
-    let y = y.unwrap();
     assert_eq!(show(&y), "tensor(28., grad_fn=<MulBackward0>)");
     y.backward().unwrap();
     assert_eq!(show(&x.grad().unwrap()), "tensor([ 0.,  4.,  8., 12.])");
@@ -75,10 +74,10 @@ fn seed_detach() {
 
 fn control_flow(a: &Tensor) -> Result<Tensor> {
     let mut b = a.mul_scalar(2.0)?;
-    while b.norm()?.item()?.to_f64() < 1000.0 {
+    while b.norm()?.item::<f64>()? < 1000.0 {
         b = b.mul_scalar(2.0)?;
     }
-    if b.sum()?.item()?.to_f64() > 0.0 {
+    if b.sum()?.item::<f64>()? > 0.0 {
         Ok(b)
     } else {
         b.mul_scalar(100.0)
@@ -97,12 +96,12 @@ fn seed_control_flow() {
         d.backward().unwrap();
         let lhs = a.grad().unwrap();
         let rhs = d.div(&a).unwrap();
-        if a.item().unwrap().to_f64() > 0.0 {
+        if a.item::<f64>().unwrap() > 0.0 {
             // d = a * 2^k exactly, so the comparison is exact, as printed in the notes.
             assert_eq!(show(&lhs.eq(&rhs).unwrap()), "tensor(True)", "seed {seed}");
         } else {
             // d = 100 * a * 2^k: the product with 100 rounds, in PyTorch as here.
-            let (l, r) = (lhs.item().unwrap().to_f64(), rhs.item().unwrap().to_f64());
+            let (l, r) = (lhs.item::<f64>().unwrap(), rhs.item::<f64>().unwrap());
             assert!((l - r).abs() <= 1e-6 * l.abs(), "seed {seed}: {l} vs {r}");
         }
     }
@@ -216,9 +215,8 @@ fn gradient_penalty() {
             v[j] += d;
             loss_of(&Tensor::from_vec(v, [3, 2]).unwrap())
                 .unwrap()
-                .item()
+                .item::<f64>()
                 .unwrap()
-                .to_f64()
         };
         let numeric = (eval(1e-2) - eval(-1e-2)) / 2e-2;
         assert!(

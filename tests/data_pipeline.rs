@@ -75,8 +75,8 @@ fn digits_load_and_loader_batches() {
         (x.shape(), y.shape()),
         (&[1797usize, 64][..], &[1797usize][..])
     );
-    assert!(x.max().unwrap().item().unwrap().to_f64() <= 1.0);
-    assert_eq!(y.max().unwrap().item().unwrap().to_i64(), 9);
+    assert!(x.max().unwrap().item::<f64>().unwrap() <= 1.0);
+    assert_eq!(y.max().unwrap().item::<i64>().unwrap(), 9);
     let ds = TensorDataset::new(x, y).unwrap();
     let loader = DataLoader::new(&ds, 256)
         .unwrap()

@@ -188,10 +188,10 @@ fn mixed_dtypes_where_not_allowed() {
 
 #[test]
 fn item_of_many_elements() {
-    let e = t(&[2, 3]).item().unwrap_err();
+    let e = t(&[2, 3]).item::<f32>().unwrap_err();
     assert!(matches!(e, Error::NotAScalar { numel: 6, .. }));
     names(&e, &["item", "[2, 3]"]);
-    assert_eq!(t(&[1, 1]).item().unwrap().to_f64(), 0.0);
+    assert_eq!(t(&[1, 1]).item::<f64>().unwrap(), 0.0);
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn autograd_misuse() {
 fn empty_tensors_are_fine() {
     // Zero-size dims flow through every kind of op without panicking.
     let e = Tensor::zeros([0, 3]).unwrap();
-    assert_eq!(e.sum().unwrap().item().unwrap().to_f64(), 0.0);
+    assert_eq!(e.sum().unwrap().item::<f64>().unwrap(), 0.0);
     assert_eq!(
         e.sum_dims([0], false).unwrap().to_vec::<f32>().unwrap(),
         vec![0.0; 3]

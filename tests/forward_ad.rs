@@ -102,7 +102,7 @@ fn programs() -> Vec<Program> {
             func::grad(|y: &[Tensor]| y[0].i(s![1..4, 1..])?.square()?.sum())(&x[..1])
         }),
         program("composition", &[&[4], &[4]], |x| {
-            (&(&x[0].sin()? * &x[1])? + 1.0)?.log()?.mul(&x[0].exp()?)
+            (&(&x[0].sin()? * &x[1]) + 1.0).log()?.mul(&x[0].exp()?)
         }),
     ]);
     v
@@ -116,7 +116,7 @@ fn randn(shape: &[usize], g: &mut Generator, dev: &Device) -> Tensor {
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    a.mul(b).unwrap().sum().unwrap().item().unwrap().to_f64()
+    a.mul(b).unwrap().sum().unwrap().item::<f64>().unwrap()
 }
 
 #[test]
@@ -244,8 +244,7 @@ fn hessians_of_known_functions() -> Result<()> {
         let v = Tensor::new([1.0f32, 0.5, -2.0])?.to_device(&dev)?;
         let (value, hv) = func::hvp(&quad, std::slice::from_ref(&x), &v)?;
         assert!(
-            (value.item()?.to_f64() - quad(std::slice::from_ref(&x))?.item()?.to_f64()).abs()
-                < 1e-5
+            (value.item::<f64>()? - quad(std::slice::from_ref(&x))?.item::<f64>()?).abs() < 1e-5
         );
         let want = expected.mv(&v)?.to_vec::<f32>()?;
         for (p, q) in hv.to_vec::<f32>()?.iter().zip(&want) {

@@ -45,7 +45,7 @@ fn safetensors_corpus() {
         no_panic(&name, || {
             if let Ok(tensors) = wgrad::io::load_bytes(&bytes, "corpus") {
                 for (_, t) in tensors {
-                    let _ = t.sum().and_then(|s| s.item());
+                    let _ = t.sum().and_then(|s| s.item::<wgrad::Scalar>());
                 }
             }
         });
@@ -54,7 +54,7 @@ fn safetensors_corpus() {
             no_panic(&format!("{name} (damaged)"), || {
                 if let Ok(tensors) = wgrad::io::load_bytes(&broken, "corpus") {
                     for (_, t) in tensors {
-                        let _ = t.sum().and_then(|s| s.item());
+                        let _ = t.sum().and_then(|s| s.item::<wgrad::Scalar>());
                     }
                 }
             });

@@ -108,7 +108,7 @@ fn tensors_over_the_applications_buffers() {
     queue.submit([enc.finish()]);
     let t = Tensor::from_wgpu_buffer(&shared, [4, 4], DType::F32, &dev).unwrap();
     assert_eq!(t.to_vec::<f32>().unwrap(), values);
-    assert_eq!(t.sum().unwrap().item().unwrap().to_f64(), 60.0);
+    assert_eq!(t.sum().unwrap().item::<f64>().unwrap(), 60.0);
 
     // Data written by the application's compute pass.
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -153,9 +153,8 @@ fn tensors_over_the_applications_buffers() {
             .unwrap()
             .i(wgrad::s![5])
             .unwrap()
-            .item()
-            .unwrap()
-            .to_f64(),
+            .item::<f64>()
+            .unwrap(),
         30.0
     );
 

@@ -250,14 +250,14 @@ fn numbers_follow_pytorchs_wrapped_number_rule() -> Result<()> {
     let f = Tensor::new([1.0f32, 2.0])?;
     let i = Tensor::new([1i64, 2])?;
     let b = Tensor::new([true, false])?;
-    assert_eq!((&f * 2.0)?.dtype(), DType::F32);
-    assert_eq!((&i * 2.5)?.dtype(), DType::F32);
-    assert_eq!((&i * 2)?.dtype(), DType::I64);
-    assert_eq!((&i / 2)?.dtype(), DType::F32);
+    assert_eq!((&f * 2.0).check()?.dtype(), DType::F32);
+    assert_eq!((&i * 2.5).check()?.dtype(), DType::F32);
+    assert_eq!((&i * 2).check()?.dtype(), DType::I64);
+    assert_eq!((&i / 2).check()?.dtype(), DType::F32);
     assert_eq!(b.add_scalar(1)?.dtype(), DType::I64);
     assert_eq!(b.add_scalar(true)?.dtype(), DType::Bool);
-    assert_eq!((1.0 - &f)?.to_vec::<f32>()?, vec![0.0, -1.0]);
-    assert_eq!((&i * 2.5)?.to_vec::<f32>()?, vec![2.5, 5.0]);
+    assert_eq!((1.0 - &f).to_vec::<f32>()?, vec![0.0, -1.0]);
+    assert_eq!((&i * 2.5).to_vec::<f32>()?, vec![2.5, 5.0]);
     // An in-place op keeps the dtype, so a result of another dtype is refused.
     assert!(i.mul_(2.5).is_err());
     assert_eq!(i.mul_(3)?.to_vec::<i64>()?, vec![3, 6]);
@@ -275,10 +275,10 @@ fn a_number_in_an_expression_is_one_dispatch_on_the_gpu() -> Result<()> {
             f()?;
             Ok(gpu.stats().dispatches - before)
         };
-        assert_eq!(count(&|| &x * 2.0)?, 1, "x * 2.0");
-        assert_eq!(count(&|| 1.0 - &x)?, 1, "1.0 - x");
+        assert_eq!(count(&|| (&x * 2.0).check())?, 1, "x * 2.0");
+        assert_eq!(count(&|| (1.0 - &x).check())?, 1, "1.0 - x");
         assert_eq!(
-            count(&|| (&x * 2.0)?.add_scalar(1.0)?.relu())?,
+            count(&|| (&x * 2.0).add_scalar(1.0)?.relu())?,
             3,
             "(x * 2 + 1).relu()"
         );
@@ -289,9 +289,9 @@ fn a_number_in_an_expression_is_one_dispatch_on_the_gpu() -> Result<()> {
         assert_eq!(count(&|| x.mul_(2.0).cloned())?, 1, "x *= 2");
         // The numbers reach the kernel: the results equal the CPU's.
         let cpu = x.to_device(&Device::Cpu)?;
-        let expect = ((&cpu * 2.0)?.add_scalar(1.0)?.relu()?).to_vec::<f32>()?;
+        let expect = ((&cpu * 2.0).add_scalar(1.0)?.relu()?).to_vec::<f32>()?;
         assert_eq!(
-            ((&x * 2.0)?.add_scalar(1.0)?.relu()?).to_vec::<f32>()?,
+            ((&x * 2.0).add_scalar(1.0)?.relu()?).to_vec::<f32>()?,
             expect
         );
     }
@@ -365,7 +365,7 @@ fn softmax_edges_follow_pytorch() -> Result<()> {
             x.softmax(0)?.to_vec::<f32>()?.iter().all(|v| v.is_nan()),
             "on {dev}"
         );
-        assert_eq!(x.logsumexp([0], false)?.item()?.to_f64(), f64::INFINITY);
+        assert_eq!(x.logsumexp([0], false)?.item::<f64>()?, f64::INFINITY);
         let empty = Tensor::zeros([3, 0])?.to_device(&dev)?;
         assert_eq!(
             empty.logsumexp([1], false)?.to_vec::<f32>()?,

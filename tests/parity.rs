@@ -354,7 +354,7 @@ fn in_place_writes_keep_the_buffer() {
             vec![0.25, 0.75, 1.25, 0.25, 0.75, 1.25]
         );
         x.zero_().unwrap();
-        assert_eq!(x.sum().unwrap().item().unwrap().to_f64(), 0.0);
+        assert_eq!(x.sum().unwrap().item::<f64>().unwrap(), 0.0);
     }
 }
 
@@ -524,7 +524,7 @@ fn gpu_errors_are_values() {
         let picked = x.index_select(0, &idx).unwrap();
         assert!(picked.to_vec::<f32>().is_err());
         // ... once: the device stays usable.
-        assert_eq!(x.sum().unwrap().item().unwrap().to_f64(), 15.0);
+        assert_eq!(x.sum().unwrap().item::<f64>().unwrap(), 15.0);
     }
 }
 
@@ -706,7 +706,7 @@ fn more_than_one_dispatch_dimension() {
         let tail = y.i(s![-3..]).unwrap().to_device(&Device::Cpu).unwrap();
         assert_eq!(tail.to_vec::<f32>().unwrap(), vec![2.0; 3]);
         // 2n is not exactly representable in f32: compare within one rounding step.
-        let total = y.sum().unwrap().item().unwrap().to_f64();
+        let total = y.sum().unwrap().item::<f64>().unwrap();
         assert!((total - 2.0 * n as f64).abs() <= 4.0, "{total}");
     }
     // A batch of more matrices than workgroups per dimension: several dispatches, for the
@@ -739,7 +739,7 @@ fn buffers_are_reused_and_work_is_batched() {
         for _ in 0..20 {
             let _ = x.mul_scalar(2.0).unwrap().exp().unwrap().sum().unwrap();
         }
-        let _ = x.sum().unwrap().item().unwrap();
+        let _ = x.sum().unwrap().item::<f32>().unwrap();
         let after = gpu.stats();
         assert!(after.reuses > before.reuses, "{before:?} -> {after:?}");
         assert!(
@@ -777,9 +777,8 @@ fn random_base_and_views(g: &mut Generator, dtype: DType) -> (Tensor, Vec<View>)
     let mut pick = |n: usize| -> usize {
         Tensor::randint_with(0, n.max(1) as i64, [1], g)
             .unwrap()
-            .item()
-            .unwrap()
-            .to_i64() as usize
+            .item::<i64>()
+            .unwrap() as usize
     };
     let rank = pick(5);
     let shape: Vec<usize> = (0..rank).map(|_| 1 + pick(6)).collect();
@@ -970,9 +969,9 @@ fn empty_cache_gives_memory_back() {
             .unwrap()
             .sum()
             .unwrap()
-            .item()
+            .item::<f64>()
             .unwrap();
-        assert_eq!(total.to_f64(), 3.0 * (1 << 20) as f64);
+        assert_eq!(total, 3.0 * (1 << 20) as f64);
     }
 }
 

@@ -111,7 +111,7 @@ fn soak(dev: &Device, steps: usize) -> Result<()> {
         optim::clip_grad_norm(&params, 1.0)?;
         opt.step()?;
         if step % 500 == 0 || step + 1 == steps {
-            last = loss.item()?.to_f64();
+            last = loss.item::<f64>()?;
             if step == 0 {
                 first = last;
             }

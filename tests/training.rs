@@ -43,7 +43,7 @@ fn accuracy(model: &dyn Module, data: &TensorDataset, device: &Device) -> f64 {
         .unwrap()
         .sum()
         .unwrap();
-    correct.item().unwrap().to_f64() / data.len() as f64
+    correct.item::<f64>().unwrap() / data.len() as f64
 }
 
 fn train_epochs(
@@ -66,7 +66,7 @@ fn train_epochs(
             opt.step().unwrap();
             total = total.add(loss.detach()).unwrap();
         }
-        losses.push(total.item().unwrap().to_f64() / loader.num_batches() as f64);
+        losses.push(total.item::<f64>().unwrap() / loader.num_batches() as f64);
     }
     losses
 }
@@ -217,9 +217,8 @@ fn layers_forward_shapes_and_modes() {
         .unwrap()
         .max()
         .unwrap()
-        .item()
-        .unwrap()
-        .to_f64();
+        .item::<f64>()
+        .unwrap();
     assert!(mean < 1e-5);
     let bn = nn::BatchNorm::new_1d(6, &dev).unwrap();
     let z = bn.forward(&x).unwrap();
@@ -230,9 +229,8 @@ fn layers_forward_shapes_and_modes() {
             .unwrap()
             .max()
             .unwrap()
-            .item()
+            .item::<f64>()
             .unwrap()
-            .to_f64()
             < 1e-5
     );
     assert!(
@@ -241,9 +239,8 @@ fn layers_forward_shapes_and_modes() {
             .unwrap()
             .sum()
             .unwrap()
-            .item()
+            .item::<f64>()
             .unwrap()
-            .to_f64()
             > 0.0,
         "running mean updated"
     );
@@ -263,9 +260,8 @@ fn layers_forward_shapes_and_modes() {
         .unwrap()
         .sum()
         .unwrap()
-        .item()
-        .unwrap()
-        .to_i64();
+        .item::<i64>()
+        .unwrap();
     assert!((400..600).contains(&kept), "{kept}");
     drop.train(false);
     assert_eq!(
@@ -273,9 +269,8 @@ fn layers_forward_shapes_and_modes() {
             .unwrap()
             .sum()
             .unwrap()
-            .item()
-            .unwrap()
-            .to_f64(),
+            .item::<f64>()
+            .unwrap(),
         1000.0
     );
     let gelu = nn::GELU

@@ -94,7 +94,7 @@ impl Field {
     pub fn error(&self) -> Result<f64> {
         let _g = wgrad::no_grad();
         let want = target(&self.grid.i(s![.., 0])?, &self.grid.i(s![.., 1])?)?;
-        Ok(self.image()?.sub(&want)?.abs()?.mean()?.item()?.to_f64())
+        self.image()?.sub(&want)?.abs()?.mean()?.item::<f64>()
     }
 }
 
@@ -132,7 +132,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut field = Field::new(&dev, size as usize)?;
     for _ in 0..steps.div_ceil(100) {
         let loss = field.train(100.min(steps - field.steps))?;
-        println!("step {:>4}  loss {:.5}", field.steps, loss.item()?.to_f64());
+        println!("step {:>4}  loss {:.5}", field.steps, loss.item::<f64>()?);
     }
 
     let image = field.image()?;

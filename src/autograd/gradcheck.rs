@@ -73,12 +73,7 @@ pub fn gradcheck(
     )?;
     let objective = |xs: &[Tensor]| -> Result<f64> {
         let _g = crate::no_grad();
-        Ok(f(xs)?
-            .to_dtype(DType::F32)?
-            .mul(&w)?
-            .sum()?
-            .item()?
-            .to_f64())
+        f(xs)?.to_dtype(DType::F32)?.mul(&w)?.sum()?.item::<f64>()
     };
     out.mul(&w)?.sum()?.backward()?;
 

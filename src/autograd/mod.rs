@@ -49,7 +49,7 @@ impl Drop for GradModeGuard {
 /// let x = Tensor::ones(&[3])?.requires_grad_(true)?;
 /// let y = {
 ///     let _guard = wgrad::no_grad();
-///     (&x * 2.0)?
+///     &x * 2.0
 /// };
 /// assert!(!y.requires_grad());
 /// # Ok::<(), wgrad::Error>(())

@@ -194,9 +194,27 @@ fn size_class(bytes: u64) -> u64 {
     bytes.max(256).next_power_of_two()
 }
 
+/// Mesa's device-select Vulkan layer prints `XDG_RUNTIME_DIR is invalid or not set` twice when
+/// there is no desktop session (CI, SSH, containers), which reads like a failure on a user's
+/// first run. The layer only reorders adapters to pick a default; wgrad asks wgpu for the
+/// high-performance adapter itself, so where the layer can only make noise (no
+/// `XDG_RUNTIME_DIR`) it is turned off with its own switch, `NODEVICE_SELECT=1`, unless the
+/// user set that variable. Done once, before the first Vulkan instance exists.
+fn quiet_device_select_layer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("NODEVICE_SELECT").is_none()
+            && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
+}
+
 impl GpuContext {
     /// Open the best adapter (a hardware GPU when there is one).
     pub fn new() -> Result<Arc<GpuContext>> {
+        quiet_device_select_layer();
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {

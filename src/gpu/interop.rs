@@ -117,6 +117,7 @@ impl Tensor {
         }
         let buffer = match &*self.storage().read() {
             Storage::Gpu(g) => g.buf.raw().clone(),
+            Storage::Failed(e) => return Err(e.clone()),
             Storage::Cpu(_) => {
                 return Err(Error::invalid(
                     "wgpu_buffer",
@@ -132,7 +133,7 @@ impl Tensor {
         // GPUs), or wgpu rejects the bind group later, far from here.
         let align = match &*self.storage().read() {
             Storage::Gpu(g) => g.ctx().limits.min_storage_buffer_offset_alignment as u64,
-            Storage::Cpu(_) => 1,
+            Storage::Cpu(_) | Storage::Failed(_) => 1,
         };
         if !offset.is_multiple_of(align.max(1)) {
             return Err(Error::invalid(

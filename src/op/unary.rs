@@ -230,7 +230,7 @@ fn op_asin(x: f32) -> f32 {
     if (abs(x) > 1.0) { return nan_f32(); }
     return atan2(x, sqrt((1.0 - x) * (1.0 + x)));
 }",
-        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?)?.sqrt()?)),
+        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?).sqrt()?)),
         reads: Reads::Inputs,
     },
     /// Inverse cosine (NaN outside [-1, 1]).
@@ -244,7 +244,7 @@ fn op_acos(x: f32) -> f32 {
     if (abs(x) > 1.0) { return nan_f32(); }
     return atan2(sqrt((1.0 - x) * (1.0 + x)), x);
 }",
-        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?)?.sqrt()?)?.neg()),
+        grad: Some(|g, x, _| g.div(&(1.0 - &x.square()?).sqrt()?)?.neg()),
         reads: Reads::Inputs,
     },
     /// Hyperbolic sine.
@@ -301,7 +301,7 @@ fn op_sigmoid(x: f32) -> f32 {
         // s (1 + x (1 - s)) with s = sigmoid(x).
         grad: Some(|g, x, _| {
             let s = x.sigmoid()?;
-            g.mul(&s.mul(&x.mul(&(1.0 - &s)?)?.add_scalar(1.0)?)?)
+            g.mul(&s.mul(&x.mul(&(1.0 - &s))?.add_scalar(1.0)?)?)
         }),
         reads: Reads::Inputs,
     },
@@ -319,7 +319,7 @@ fn op_tanh(x: f32) -> f32 {
     return select(-t, t, x >= 0.0);
 }",
         // 1 - tanh^2 from the saved output.
-        grad: Some(|g, _, y| g.mul(&(1.0 - &y.square()?)?)),
+        grad: Some(|g, _, y| g.mul(&(1.0 - &y.square()?))),
         reads: Reads::Output,
     },
     /// `1 / (1 + e^-x)`, computed without overflow.
@@ -333,7 +333,7 @@ fn op_sigmoid(x: f32) -> f32 {
     let e = exp(-abs(x));
     return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }",
-        grad: Some(|g, _, y| g.mul(&y.mul(&(1.0 - y)?)?)),
+        grad: Some(|g, _, y| g.mul(&y.mul(&(1.0 - y))?)),
         reads: Reads::Output,
     },
     /// `max(x, 0)`; NaN stays NaN, as in PyTorch.

@@ -11,7 +11,7 @@
 //!     p.square()?.sum()?.backward()?;
 //!     opt.step()?;
 //! }
-//! assert!(p.abs()?.sum()?.item()?.to_f64() < 3.0);
+//! assert!(p.abs()?.sum()?.item::<f64>()? < 3.0);
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 
@@ -141,7 +141,7 @@ fn take_step(state: &[(String, Tensor)], step: &mut u64) -> Result<Vec<(String, 
     let mut rest = Vec::new();
     for (k, t) in state {
         if k == "step" {
-            *step = t.item()?.to_i64().max(0) as u64;
+            *step = t.item::<i64>()?.max(0) as u64;
         } else {
             rest.push((k.clone(), t.clone()));
         }

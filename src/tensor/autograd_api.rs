@@ -14,6 +14,7 @@ impl Tensor {
     /// Mark a leaf as needing gradients (float tensors only), returning the same tensor:
     /// `let x = Tensor::arange(0.0, 4.0, 1.0)?.requires_grad_(true)?;`.
     pub fn requires_grad_(self, requires_grad: bool) -> Result<Tensor> {
+        self.live()?;
         if !self.is_leaf() {
             return Err(Error::autograd(
                 "requires_grad_",
@@ -114,6 +115,7 @@ impl Tensor {
         retain_graph: bool,
         create_graph: bool,
     ) -> Result<()> {
+        self.live()?;
         let g = match gradient {
             Some(g) => {
                 if g.shape() != self.shape() {

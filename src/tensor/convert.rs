@@ -239,8 +239,13 @@ impl Tensor {
         Ok(())
     }
 
-    /// The value of a one-element tensor (any shape with one element, as in PyTorch).
-    pub fn item(&self) -> Result<Scalar> {
+    /// The value of a one-element tensor (any shape with one element, as in PyTorch), as a
+    /// plain number: `loss.item::<f32>()?`, `count.item::<i64>()?`, or `item::<Scalar>()`.
+    pub fn item<T: crate::dtype::FromScalar>(&self) -> Result<T> {
+        self.item_scalar().map(T::from_scalar)
+    }
+
+    fn item_scalar(&self) -> Result<Scalar> {
         if self.numel() != 1 {
             return Err(Error::NotAScalar {
                 op: "item",
@@ -255,6 +260,7 @@ impl Tensor {
 
     /// Convert to another dtype (a copy; float to integer truncates toward zero).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        self.live()?;
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
@@ -268,6 +274,7 @@ impl Tensor {
 
     /// Move to a device (a copy unless it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        self.live()?;
         if device == self.device() {
             return Ok(self.clone());
         }

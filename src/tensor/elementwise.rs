@@ -71,6 +71,14 @@ impl<'a> From<&'a Tensor> for Operand<'a> {
 }
 
 impl Operand<'_> {
+    /// `Err` if the operand is a failed expression's tensor.
+    fn live(&self) -> Result<()> {
+        match self {
+            Operand::Tensor(t) => t.live(),
+            Operand::Scalar(_) => Ok(()),
+        }
+    }
+
     fn shape(&self) -> &[usize] {
         match self {
             Operand::Tensor(t) => t.shape(),
@@ -182,6 +190,7 @@ impl Tensor {
     }
 
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        self.live()?;
         match unary_rule(op, self.dtype()) {
             Rule::Kernel => {}
             Rule::ViaFloat | Rule::ViaInt => return self.to_dtype(DType::F32)?.unary(op),
@@ -204,6 +213,8 @@ impl Tensor {
     /// `a (op) b` for tensors and numbers: the dtype by PyTorch's rules and the op's table
     /// entry, the shape by broadcasting.
     pub(crate) fn binary_of(op: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
+        a.live()?;
+        b.live()?;
         let name = op.name();
         let dtype = Tensor::binary_result_dtype(op, a, b)?;
         if let (BinaryOp::Pow, Operand::Scalar(Scalar::Int(e))) = (op, b) {
@@ -285,6 +296,8 @@ impl Tensor {
 
     /// A comparison of this tensor with a tensor or a number, to bool.
     pub(crate) fn compare(&self, op: CmpOp, rhs: Operand<'_>) -> Result<Tensor> {
+        self.live()?;
+        rhs.live()?;
         let name = op.name();
         let a = Operand::Tensor(self);
         let dtype = result_type(a, rhs);
@@ -319,6 +332,9 @@ impl Tensor {
     /// `where` with the result dtype given (masked_fill keeps the tensor's).
     fn where_in(cond: &Tensor, a: Operand<'_>, b: Operand<'_>, dtype: DType) -> Result<Tensor> {
         const OP: &str = "where";
+        cond.live()?;
+        a.live()?;
+        b.live()?;
         if cond.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
                 op: OP,
@@ -366,6 +382,8 @@ impl Tensor {
     /// Replace the elements where `mask` is true by `value` (mask broadcast to this shape;
     /// the dtype stays this tensor's).
     pub fn masked_fill(&self, mask: &Tensor, value: impl Into<Scalar>) -> Result<Tensor> {
+        self.live()?;
+        mask.live()?;
         if mask.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
                 op: "masked_fill",

@@ -150,6 +150,7 @@ impl Tensor {
     /// A view selected by an index expression built with [`s!`](crate::s); dims not named
     /// are kept whole.
     pub fn i(&self, items: impl AsRef<[SliceItem]>) -> Result<Tensor> {
+        self.live()?;
         let items = items.as_ref();
         let named = items
             .iter()
@@ -186,6 +187,8 @@ impl Tensor {
     /// Rows (or slices along `dim`) picked by a 1-D I64 index tensor (`torch.index_select`,
     /// also `t[idx]` for `dim` 0).
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        index.live()?;
         const OP: &str = "index_select";
         self.same_device(OP, index)?;
         check_index_dtype(OP, index)?;
@@ -231,6 +234,8 @@ impl Tensor {
     /// `out[i][j] = self[index[i][j]][j]` for `dim` 0 (and likewise for other dims):
     /// `torch.gather`. `index` has the rank of `self` and is I64.
     pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        index.live()?;
         const OP: &str = "gather";
         self.same_device(OP, index)?;
         check_index_dtype(OP, index)?;
@@ -258,6 +263,9 @@ impl Tensor {
     /// A copy of `self` with `src` added at the positions `index` names along `dim`
     /// (`torch.scatter_add`).
     pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        index.live()?;
+        src.live()?;
         const OP: &str = "scatter_add";
         self.same_device(OP, index)?;
         self.same_device(OP, src)?;
@@ -320,6 +328,10 @@ impl Tensor {
 
     /// Refuse to write in place into a tensor that autograd tracks.
     fn check_inplace(&self, op: &'static str, src: Option<&Tensor>) -> Result<()> {
+        self.live()?;
+        if let Some(t) = src {
+            t.live()?;
+        }
         // Elements that share memory (an expanded dim) would each be written, in an order
         // that decides the result and differs between backends: refused, as in PyTorch.
         if self
@@ -364,6 +376,9 @@ impl Tensor {
     /// Write `value` (a tensor broadcast to this view and converted to its dtype, or a
     /// number) into the elements of this view.
     fn write_from(&self, op: &'static str, value: &Source) -> Result<()> {
+        if let Source::Tensor(t) = value {
+            t.live()?;
+        }
         let v = match value {
             Source::Scalar(v) => {
                 let v = v.checked_for(op, self.dtype())?;
@@ -404,6 +419,7 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn assign(&self, items: impl AsRef<[SliceItem]>, value: impl Into<Source>) -> Result<()> {
+        self.live()?;
         let value = value.into();
         self.check_inplace("assign", value.tensor())?;
         let view = autograd::no_grad_scope(|| self.i(items))?;
@@ -477,26 +493,31 @@ impl Tensor {
 
     /// `self += other` in place (tensor broadcast to `self`, or a scalar).
     pub fn add_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.live()?;
         self.inplace_binary(BinaryOp::Add, "add_", other.into())
     }
 
     /// `self -= other` in place.
     pub fn sub_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.live()?;
         self.inplace_binary(BinaryOp::Sub, "sub_", other.into())
     }
 
     /// `self *= other` in place.
     pub fn mul_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.live()?;
         self.inplace_binary(BinaryOp::Mul, "mul_", other.into())
     }
 
     /// `self /= other` in place (float tensors).
     pub fn div_(&self, other: impl Into<Source>) -> Result<&Tensor> {
+        self.live()?;
         self.inplace_binary(BinaryOp::Div, "div_", other.into())
     }
 
     /// Set every element to `value`, in place.
     pub fn fill_(&self, value: impl Into<Scalar>) -> Result<&Tensor> {
+        self.live()?;
         self.check_inplace("fill_", None)?;
         self.write_from("fill_", &Source::Scalar(value.into()))?;
         Ok(self)
@@ -504,11 +525,14 @@ impl Tensor {
 
     /// Set every element to zero, in place.
     pub fn zero_(&self) -> Result<&Tensor> {
+        self.live()?;
         self.fill_(0)
     }
 
     /// Copy `src` (broadcast, converted to this dtype) into this tensor, in place.
     pub fn copy_(&self, src: &Tensor) -> Result<&Tensor> {
+        self.live()?;
+        src.live()?;
         self.check_inplace("copy_", Some(src))?;
         self.write_from("copy_", &Source::Tensor(src.clone()))?;
         Ok(self)

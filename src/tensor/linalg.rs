@@ -19,6 +19,8 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        rhs.live()?;
         const OP: &str = "matmul";
         self.same_device(OP, rhs)?;
         if self.dtype() != rhs.dtype() || self.dtype() == DType::Bool {
@@ -100,6 +102,8 @@ impl Tensor {
 
     /// Product of two matrices (`torch.mm`).
     pub fn mm(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        rhs.live()?;
         if self.ndim() != 2 || rhs.ndim() != 2 {
             return Err(Error::shapes(
                 "mm",
@@ -113,6 +117,8 @@ impl Tensor {
 
     /// Matrix-vector product (`torch.mv`).
     pub fn mv(&self, v: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        v.live()?;
         if self.ndim() != 2 || v.ndim() != 1 {
             return Err(Error::shapes(
                 "mv",
@@ -126,6 +132,8 @@ impl Tensor {
 
     /// Inner product of two vectors of the same length (`torch.dot`).
     pub fn dot(&self, v: &Tensor) -> Result<Tensor> {
+        self.live()?;
+        v.live()?;
         if self.ndim() != 1 || v.ndim() != 1 || self.shape() != v.shape() {
             return Err(Error::shapes(
                 "dot",
@@ -139,12 +147,14 @@ impl Tensor {
 
     /// The 2-norm of all elements (Frobenius norm for matrices), `torch.norm(x)`.
     pub fn norm(&self) -> Result<Tensor> {
+        self.live()?;
         self.vector_norm(2.0, &[] as &[isize], false)
     }
 
     /// The `p`-norm over `dims` (all dims when empty): `p` may be any positive number,
     /// `f64::INFINITY`, `f64::NEG_INFINITY` or 0 (count of non-zeros), `torch.linalg.vector_norm`.
     pub fn vector_norm(&self, p: f64, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let x = if self.dtype().is_float() {
             self.clone()
         } else {

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 /// use wgrad::Tensor;
 /// let a = Tensor::arange(0, 12, 1)?.reshape(&[3, 4])?;
 /// assert_eq!(a.shape(), &[3, 4]);
-/// assert_eq!(a.sum()?.item()?.to_i64(), 66);
+/// assert_eq!(a.sum()?.item::<i64>()?, 66);
 /// # Ok::<(), wgrad::Error>(())
 /// ```
 #[derive(Clone)]
@@ -154,6 +154,12 @@ impl Tensor {
         backward: impl FnOnce() -> autograd::BackwardOp,
         inputs: &[&Tensor],
     ) -> Result<Tensor> {
+        for t in inputs {
+            t.live()?;
+        }
+        if let Some(e) = cell.failure() {
+            return Err(e);
+        }
         let (wants_grad, wants_tangent) = Tensor::recorded(dtype, inputs);
         if !wants_grad && !wants_tangent {
             return Ok(Tensor::view_of(cell, layout, dtype, device, None, None));
@@ -174,6 +180,54 @@ impl Tensor {
         };
         let node = wants_grad.then(|| autograd::node(op, inputs, &cell));
         Ok(Tensor::view_of(cell, layout, dtype, device, node, tangent))
+    }
+
+    /// What an operator returns when it fails (`&a + &b` for shapes that do not broadcast):
+    /// a 0-d tensor whose storage holds `error` instead of data. Every op that takes it
+    /// returns that error, and no readback can see it as a value; see [`Tensor::check`].
+    pub(crate) fn failed(error: Error, device: Device) -> Tensor {
+        Tensor::view_of(
+            Arc::new(StorageCell::new(Storage::Failed(error))),
+            Layout::contiguous(&[]),
+            DType::F32,
+            device,
+            None,
+            None,
+        )
+    }
+
+    /// The error of the operator expression that made this tensor, if it failed.
+    ///
+    /// ```
+    /// use wgrad::Tensor;
+    /// let (a, b) = (Tensor::ones(&[2, 3])?, Tensor::ones(&[4])?);
+    /// let y = &a * 2.0 + &b; // shapes [2, 3] and [4] do not broadcast
+    /// assert!(y.error().is_some());
+    /// assert!(y.sum().is_err()); // and the next call that returns a Result says so
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn error(&self) -> Option<Error> {
+        self.0.storage.failure()
+    }
+
+    /// This tensor, or the error of the operator expression that made it: the one `?` an
+    /// expression needs where nothing after it returns a `Result`:
+    /// `let h = (&z * &h + (1.0 - &z) * &h_tilde).check()?;`.
+    pub fn check(self) -> Result<Tensor> {
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+
+    /// `Err` with the expression's error if this tensor is a failed one (see
+    /// [`Tensor::failed`]); ops call it first, so the error they return is the original one.
+    #[inline]
+    pub(crate) fn live(&self) -> Result<()> {
+        match self.0.storage.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The shape, one size per dimension.
@@ -278,6 +332,9 @@ impl Tensor {
         f: impl FnOnce(&Storage, &Layout) -> Result<T>,
     ) -> Result<T> {
         let s = self.0.storage.read();
+        if let Some(e) = s.failure() {
+            return Err(e.clone());
+        }
         f(&s, &self.0.layout)
     }
 }

@@ -22,6 +22,7 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn reshape(&self, shape: impl IntList) -> Result<Tensor> {
+        self.live()?;
         let shape = resolve_reshape("reshape", self.shape(), &shape.to_isize())?;
         match self.layout().reshape(&shape) {
             Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)?),
@@ -31,6 +32,7 @@ impl Tensor {
 
     /// Like [`Tensor::reshape`] but an error when a view is impossible (`torch.view`).
     pub fn view(&self, shape: impl IntList) -> Result<Tensor> {
+        self.live()?;
         let shape = resolve_reshape("view", self.shape(), &shape.to_isize())?;
         match self.layout().reshape(&shape) {
             Some(l) => Ok(self.view_op(l, || BackwardOp::Reshape)?),
@@ -47,6 +49,7 @@ impl Tensor {
 
     /// Reorder the dims.
     pub fn permute(&self, dims: impl IntList) -> Result<Tensor> {
+        self.live()?;
         let dims = dims.to_isize();
         if dims.len() != self.ndim() {
             return Err(Error::bad_shape(
@@ -71,6 +74,7 @@ impl Tensor {
 
     /// Swap two dims.
     pub fn transpose(&self, dim0: isize, dim1: isize) -> Result<Tensor> {
+        self.live()?;
         if self.ndim() < 2 {
             // PyTorch allows transposing the only dim of a vector with itself.
             self.layout().dim("transpose", dim0)?;
@@ -88,6 +92,7 @@ impl Tensor {
 
     /// The transpose of a matrix (vectors and scalars are returned as they are), `A.T`.
     pub fn t(&self) -> Result<Tensor> {
+        self.live()?;
         if self.ndim() > 2 {
             return Err(Error::bad_shape(
                 "t",
@@ -108,6 +113,7 @@ impl Tensor {
         end: Option<isize>,
         step: isize,
     ) -> Result<Tensor> {
+        self.live()?;
         let d = self.layout().dim("slice", dim)?;
         if self.ndim() == 0 {
             return Err(Error::bad_shape(
@@ -142,6 +148,7 @@ impl Tensor {
 
     /// `len` elements from `start` along `dim` (`torch.narrow`); out-of-range is an error.
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        self.live()?;
         let d = self.layout().dim("narrow", dim)?;
         let size = self.shape().get(d).copied().unwrap_or(1);
         if start.checked_add(len).is_none_or(|end| end > size) {
@@ -158,6 +165,7 @@ impl Tensor {
 
     /// The sub-tensor at `index` along `dim`, removing the dim (`t[index]`, `t[:, index]`).
     pub fn select(&self, dim: isize, index: isize) -> Result<Tensor> {
+        self.live()?;
         if self.ndim() == 0 {
             return Err(Error::bad_shape(
                 "select",
@@ -188,6 +196,7 @@ impl Tensor {
 
     /// Broadcast to a larger shape without copying; `-1` keeps a dim's size.
     pub fn expand(&self, shape: impl IntList) -> Result<Tensor> {
+        self.live()?;
         let target = shape.to_isize();
         if target.len() < self.ndim() {
             return Err(Error::shapes(
@@ -232,11 +241,13 @@ impl Tensor {
 
     /// Broadcast to `shape` (`torch.broadcast_to`).
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        self.live()?;
         self.expand(shape)
     }
 
     /// Insert a dim of size 1 at `dim` (`-1` appends).
     pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
+        self.live()?;
         let rank = self.ndim() as isize + 1;
         let d = if dim < 0 { dim + rank } else { dim };
         if d < 0 || d >= rank {
@@ -252,6 +263,7 @@ impl Tensor {
 
     /// Remove `dim` if its size is 1 (otherwise the tensor is returned unchanged, as in PyTorch).
     pub fn squeeze_dim(&self, dim: isize) -> Result<Tensor> {
+        self.live()?;
         if self.ndim() == 0 {
             self.layout().dim("squeeze", dim)?;
             return Ok(self.clone());
@@ -266,6 +278,7 @@ impl Tensor {
 
     /// Remove every dim of size 1.
     pub fn squeeze(&self) -> Result<Tensor> {
+        self.live()?;
         let shape: Vec<usize> = self.shape().iter().copied().filter(|&s| s != 1).collect();
         if shape.len() == self.ndim() {
             return Ok(self.clone());
@@ -275,6 +288,7 @@ impl Tensor {
 
     /// Merge dims `start..=end` into one.
     pub fn flatten(&self, start: isize, end: isize) -> Result<Tensor> {
+        self.live()?;
         if self.ndim() == 0 {
             return self.reshape([1usize]);
         }
@@ -299,6 +313,7 @@ impl Tensor {
 
     /// A contiguous tensor with the same values: `self` when already contiguous, else a copy.
     pub fn contiguous(&self) -> Result<Tensor> {
+        self.live()?;
         if self.is_contiguous() {
             return Ok(self.clone());
         }
@@ -307,6 +322,7 @@ impl Tensor {
 
     /// A copy into fresh storage (PyTorch's `clone()`; Rust's `Clone` shares the tensor).
     pub fn deep_clone(&self) -> Result<Tensor> {
+        self.live()?;
         self.contiguous_copy()
     }
 
@@ -327,6 +343,9 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        for t in tensors {
+            t.live()?;
+        }
         const OP: &str = "cat";
         let first = *tensors
             .first()
@@ -376,6 +395,9 @@ impl Tensor {
 
     /// Join tensors of the same shape along a new dim (`torch.stack`).
     pub fn stack(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        for t in tensors {
+            t.live()?;
+        }
         let first = *tensors
             .first()
             .ok_or_else(|| Error::invalid("stack", "expected a non-empty list of tensors"))?;
@@ -407,6 +429,7 @@ impl Tensor {
 
     /// Views of consecutive pieces of `size` along `dim` (the last may be smaller).
     pub fn split(&self, size: usize, dim: isize) -> Result<Vec<Tensor>> {
+        self.live()?;
         let d = self.layout().dim("split", dim)?;
         if size == 0 {
             return Err(Error::invalid(
@@ -428,6 +451,7 @@ impl Tensor {
 
     /// Views of pieces with the given sizes along `dim`; the sizes must add up to the dim.
     pub fn split_with_sizes(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
+        self.live()?;
         let d = self.layout().dim("split_with_sizes", dim)?;
         let total: usize = sizes.iter().sum();
         if total != self.shape()[d] {
@@ -450,6 +474,7 @@ impl Tensor {
 
     /// `chunks` views of (nearly) equal size along `dim`.
     pub fn chunk(&self, chunks: usize, dim: isize) -> Result<Vec<Tensor>> {
+        self.live()?;
         let d = self.layout().dim("chunk", dim)?;
         if chunks == 0 {
             return Err(Error::invalid("chunk", "number of chunks must be positive"));

@@ -102,6 +102,7 @@ impl Tensor {
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     pub fn sum_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let d = self.dims_of("sum", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
@@ -129,6 +130,7 @@ impl Tensor {
 
     /// Mean over `dims`.
     pub fn mean_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         self.require_float("mean")?;
         let d = self.dims_of("mean", dims)?;
         if d.is_empty() {
@@ -146,6 +148,7 @@ impl Tensor {
 
     /// Product over `dims`.
     pub fn prod_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let d = self.dims_of("prod", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
@@ -165,6 +168,7 @@ impl Tensor {
 
     /// Largest values over `dims` (`torch.amax`); the gradient is shared among ties.
     pub fn max_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let d = self.dims_of("amax", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
@@ -174,6 +178,7 @@ impl Tensor {
 
     /// Smallest values over `dims` (`torch.amin`).
     pub fn min_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let d = self.dims_of("amin", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
@@ -216,11 +221,13 @@ impl Tensor {
 
     /// Largest values along `dim` and their indices (`torch.max(x, dim)`).
     pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.live()?;
         self.extremum_with_index(ReduceOp::Max, dim, keepdim)
     }
 
     /// Smallest values along `dim` and their indices (`torch.min(x, dim)`).
     pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.live()?;
         self.extremum_with_index(ReduceOp::Min, dim, keepdim)
     }
 
@@ -238,16 +245,19 @@ impl Tensor {
 
     /// Indices of the largest values along `dim`.
     pub fn argmax_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         Ok(self.max_dim(dim, keepdim)?.1)
     }
 
     /// Indices of the smallest values along `dim`.
     pub fn argmin_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         Ok(self.min_dim(dim, keepdim)?.1)
     }
 
     /// Running sum along `dim` (`torch.cumsum`); bool and integers give I64.
     pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
+        self.live()?;
         let d = self.layout().dim("cumsum", dim)?;
         if self.dtype() == DType::Bool {
             return self.to_dtype(DType::I64)?.cumsum(dim);
@@ -296,6 +306,7 @@ impl Tensor {
 
     /// `log(sum(exp(x)))` over `dims`, computed stably.
     pub fn logsumexp(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
+        self.live()?;
         let x = self.as_float()?;
         let d = x.dims_of("logsumexp", dims)?;
         if d.is_empty() {
@@ -320,6 +331,7 @@ impl Tensor {
 
     /// `exp(x) / sum(exp(x))` along `dim`, computed stably.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.live()?;
         let x = self.as_float()?;
         let d = x.dims_of("softmax", [dim])?;
         if d.is_empty() {
@@ -331,6 +343,7 @@ impl Tensor {
 
     /// `log(softmax(x))` along `dim`, computed stably (no `log(0)` for large logits).
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.live()?;
         let x = self.as_float()?;
         let d = x.dims_of("log_softmax", [dim])?;
         if d.is_empty() {
