@@ -20,7 +20,7 @@ const DEPTH: usize = 24;
 
 fn layers(mut y: Tensor) -> Result<Tensor> {
     for _ in 0..DEPTH {
-        y = y.sin()?.mul_scalar(0.9)?.add(&y.mul_scalar(0.2)?)?;
+        y = y.sin()? * 0.9 + &y * 0.2;
     }
     Ok(y)
 }
@@ -29,15 +29,12 @@ fn layers(mut y: Tensor) -> Result<Tensor> {
 fn f(x: &[Tensor]) -> Result<Tensor> {
     let x = &x[0];
     let n = x.numel() as f64;
-    layers(x.clone())?
-        .mul(x)?
-        .sum()?
-        .add(&x.sum()?.square()?.div_scalar(n)?)
+    Ok((layers(x.clone())? * x).sum()? + x.sum()?.square()? / n)
 }
 
 /// g(t) = layers(t * a), with a = 1/n, 2/n, ..., 1.
 fn g(t: &[Tensor], a: &Tensor) -> Result<Tensor> {
-    layers(a.mul(&t[0])?)
+    layers(a * &t[0])
 }
 
 /// Run `work`, returning its result, milliseconds and peak bytes above the bytes live before.
@@ -57,7 +54,7 @@ fn measure(work: impl FnOnce() -> Result<Tensor>) -> Result<(Tensor, f64, u64)> 
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-    a.sub(b)?.abs()?.max()?.item::<f64>()
+    (a - b).abs()?.max()?.item::<f64>()
 }
 
 /// Central differences of `h` at `x`, one coordinate at a time: a column per input element.
@@ -67,9 +64,7 @@ fn central(h: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, step: f64) -> Resu
         let e = Tensor::zeros([x.numel()])?;
         e.i(wgrad::s![i])?.fill_(step)?;
         let e = e.reshape(x.shape())?;
-        let d = h(&x.add(&e)?)?
-            .sub(&h(&x.sub(&e)?)?)?
-            .div_scalar(2.0 * step)?;
+        let d = (h(&(x + &e))? - h(&(x - &e))?) / (2.0 * step);
         cols.push(d.reshape([-1isize])?);
     }
     Tensor::stack(&cols.iter().collect::<Vec<_>>(), -1)?

@@ -208,10 +208,10 @@ fn main() -> Result<()> {
         let xs = on(Tensor::randn_with([n, 784], &mut g)?)?;
         let ys = on(Tensor::randint_with(0, 10, [n], &mut g)?)?;
         let model = wgrad::nn::Sequential::new()
-            .add(wgrad::nn::Linear::new(784, 256, true, &mut g, &device)?)
+            .add(wgrad::nn::Linear::new(784, 256, &device)?)
             .add(wgrad::nn::ReLU)
-            .add(wgrad::nn::Linear::new(256, 10, true, &mut g, &device)?);
-        use wgrad::nn::Module;
+            .add(wgrad::nn::Linear::new(256, 10, &device)?);
+        use wgrad::nn::{Forward, Module};
         use wgrad::optim::Optimizer;
         let mut opt = wgrad::optim::Sgd::new(model.parameters(), 0.1);
         let mut epoch = || -> Result<()> {
@@ -219,8 +219,7 @@ fn main() -> Result<()> {
                 let len = 256.min(n - start);
                 let (x, y) = (xs.narrow(0, start, len)?, ys.narrow(0, start, len)?);
                 opt.zero_grad();
-                wgrad::nn::cross_entropy(&model.forward(&x)?, &y, 0.0, wgrad::nn::Reduction::Mean)?
-                    .backward()?;
+                wgrad::nn::cross_entropy(&model.forward(&x)?, &y)?.backward()?;
                 opt.step()?;
             }
             sync()

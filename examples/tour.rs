@@ -25,9 +25,7 @@ fn main() -> Result<()> {
     println!("randperm(4) = {}", Tensor::randperm(4)?);
 
     section("joining");
-    let x = Tensor::arange(0, 12, 1)?
-        .to_dtype(DType::F32)?
-        .reshape([3, 4])?;
+    let x = Tensor::arange_on(0, 12, 1, DType::F32)?.reshape([3, 4])?;
     let y = Tensor::new([[2.0, 1., 4., 3.], [1., 2., 3., 4.], [4., 3., 2., 1.]])?;
     println!("cat((x, y), dim=0) =\n{}", Tensor::cat(&[&x, &y], 0)?);
     println!("cat((x, y), dim=1) =\n{}", Tensor::cat(&[&x, &y], 1)?);
@@ -35,13 +33,13 @@ fn main() -> Result<()> {
     section("elementwise and broadcasting");
     let a = Tensor::new([1.0, 2., 4., 8.])?;
     let b = Tensor::new([5, 4, 3, 2])?;
-    println!("a * b = {}", (&a * &b));
+    println!("a * b = {}", &a * &b);
     println!("a ** b = {}", a.pow(&b)?);
     println!("x == y =\n{}", x.eq(&y)?);
     println!("x.sum() = {}", x.sum()?);
     let a = Tensor::arange(0, 3, 1)?.reshape([3, 1])?;
     let b = Tensor::arange(0, 2, 1)?.reshape([1, 2])?;
-    println!("(3x1) + (1x2) =\n{}", (&a + &b));
+    println!("(3x1) + (1x2) =\n{}", &a + &b);
     match (Tensor::arange(0, 3, 1)? + Tensor::arange(0, 6, 1)?.reshape([3, 2])?).check() {
         Ok(t) => println!("unexpected: {t}"),
         Err(e) => println!("(3) + (3x2) is an error: {e}"),
@@ -86,7 +84,7 @@ fn main() -> Result<()> {
     section("autograd");
     let x = Tensor::arange(0.0, 4.0, 1.0)?.requires_grad_(true)?;
     println!("x = {x}");
-    let y = x.dot(&x)?.mul_scalar(2.0)?;
+    let y = 2.0 * x.dot(&x)?;
     println!("y = 2 * dot(x, x) = {y}");
     y.backward()?;
     println!("x.grad = {}", x.grad().expect("backward reached x"));

@@ -241,7 +241,7 @@ where
         let mut shape: Vec<usize> = y.shape().to_vec();
         shape.extend_from_slice(x.shape());
         if rows.is_empty() {
-            return Tensor::zeros_on(shape, x.dtype(), x.device());
+            return Tensor::zeros_on(shape, (x.dtype(), x.device()));
         }
         Tensor::stack(&rows.iter().collect::<Vec<_>>(), 0)?.reshape(shape)
     }
@@ -261,7 +261,7 @@ where
         let mut columns = Vec::with_capacity(n);
         let mut out_shape = Vec::new();
         for j in 0..n {
-            let basis = Tensor::zeros_on([n], first.dtype(), first.device())?;
+            let basis = Tensor::zeros_on([n], (first.dtype(), first.device()))?;
             basis.i(crate::s![j])?.fill_(1.0)?;
             let e = basis.reshape(first.shape())?;
             let (y, t) = jvp(
@@ -282,7 +282,7 @@ where
             let y = f(xs)?;
             let mut shape = y.shape().to_vec();
             shape.extend_from_slice(first.shape());
-            return Tensor::zeros_on(shape, y.dtype(), y.device());
+            return Tensor::zeros_on(shape, (y.dtype(), y.device()));
         }
         Tensor::stack(&columns.iter().collect::<Vec<_>>(), -1)?.reshape(shape)
     }

@@ -22,6 +22,10 @@
 
 #![warn(missing_docs)]
 
+// `#[derive(Module)]` writes `::wgrad::nn::...` paths; this makes them resolve inside the
+// crate too, so the built-in layers use the derive like a user's model does.
+extern crate self as wgrad;
+
 mod autograd;
 mod backend;
 mod cpu;
@@ -49,10 +53,10 @@ pub use autograd::{
 pub use device::Device;
 pub use dtype::{DType, DTypeInfo, Element, FromScalar, Kind, Scalar};
 pub use error::{Error, Result};
-pub use rng::{manual_seed, Generator};
+pub use rng::{manual_seed, seeded, Generator};
 pub use shape::{IntList, Shape};
 pub use storage::MemoryStats;
-pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor};
+pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor, TensorOptions};
 
 /// Every WGSL kernel variant the crate can generate, as (label, source): for validating the
 /// shaders without a GPU (see `tests/shaders.rs`).

@@ -53,6 +53,12 @@ impl Generator {
         self.offset
     }
 
+    /// The generator of `seed` after `offset` counters: a position saved from
+    /// [`Generator::seed`] and [`Generator::offset`] (checkpoints restore it).
+    pub fn at(seed: u64, offset: u64) -> Self {
+        Generator { seed, offset }
+    }
+
     /// Reserve `n` counters and return the first.
     pub fn advance(&mut self, n: usize) -> u64 {
         let start = self.offset;
@@ -136,9 +142,44 @@ pub fn manual_seed(seed: u64) {
     *DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()) = Generator::new(seed);
 }
 
-/// Run `f` with the global generator.
+thread_local! {
+    /// The generator of a [`seeded`] scope on this thread, in place of the global one.
+    static SCOPED: std::cell::RefCell<Option<Generator>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with the global generator (or the [`seeded`] one of this thread). `f` must not
+/// draw from the default generator itself (it holds it).
 pub(crate) fn with_default<T>(f: impl FnOnce(&mut Generator) -> T) -> T {
-    f(&mut DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner()))
+    SCOPED.with(|s| match s.borrow_mut().as_mut() {
+        Some(g) => f(g),
+        None => f(&mut DEFAULT_GENERATOR.lock().unwrap_or_else(|e| e.into_inner())),
+    })
+}
+
+/// Run `f` with a generator of its own on this thread, started at `seed`: layers, `rand`,
+/// `randn` and initialisers in `f` draw from it instead of the global one. Unlike
+/// [`manual_seed`], other threads (parallel tests, a data loader) cannot move it, so the
+/// same `f` gives the same numbers every time.
+///
+/// ```
+/// use wgrad::{nn, Device};
+/// let a = wgrad::seeded(7, || nn::Linear::new(3, 2, &Device::Cpu))?;
+/// let b = wgrad::seeded(7, || nn::Linear::new(3, 2, &Device::Cpu))?;
+/// assert_eq!(a.weight.to_vec::<f32>()?, b.weight.to_vec::<f32>()?);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+pub fn seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    let previous = SCOPED.with(|s| s.borrow_mut().replace(Generator::new(seed)));
+    // Restore the enclosing scope even if `f` panics.
+    struct Restore(Option<Generator>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SCOPED.with(|s| *s.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
 }
 
 #[cfg(test)]

@@ -315,7 +315,7 @@ fn results_too_large_for_memory_are_errors() {
     // Every backend output goes through one allocation path: reductions, scans, index ops
     // and creation too, on every device.
     for dev in common::devices() {
-        let one = |dtype| Tensor::zeros_on([1], dtype, &dev).unwrap();
+        let one = |dtype| Tensor::zeros_on([1], (dtype, &dev)).unwrap();
         let huge = one(DType::F32).expand([1usize << 40]).unwrap();
         let rows = huge.reshape([1usize << 39, 2]).unwrap();
         let results = [
@@ -324,7 +324,7 @@ fn results_too_large_for_memory_are_errors() {
             rows.argmax_dim(1, false),
             rows.gather(1, &one(DType::I64).expand([1usize << 39, 1]).unwrap()),
             huge.index_select(0, &one(DType::I64).expand([1usize << 38]).unwrap()),
-            Tensor::zeros_on([1usize << 38], DType::I64, &dev),
+            Tensor::zeros_on([1usize << 38], (DType::I64, &dev)),
             Tensor::arange_on(0i64, 1i64 << 40, 1, &dev),
             huge.mul_scalar(2.0),
             Tensor::where_cond(&one(DType::Bool), 1.0, &huge),

@@ -9,8 +9,8 @@ use wgrad::{s, Device, Error, Tensor};
 /// A tensor made by a failing operator (shapes [2, 3] and [4] do not broadcast), and the
 /// line that failed.
 fn failed_on(dev: &Device) -> (Tensor, u32) {
-    let a = Tensor::ones_on([2, 3], wgrad::DType::F32, dev).unwrap();
-    let b = Tensor::ones_on([4], wgrad::DType::F32, dev).unwrap();
+    let a = Tensor::ones_on([2, 3], (wgrad::DType::F32, dev)).unwrap();
+    let b = Tensor::ones_on([4], (wgrad::DType::F32, dev)).unwrap();
     let line = line!() + 1;
     let y = 2.0 * &a + &b;
     (y, line)
@@ -85,8 +85,8 @@ fn every_op_on_a_failed_tensor_returns_its_error() {
     for dev in common::devices() {
         let (y, line) = failed_on(&dev);
         assert!(y.error().is_some());
-        let ok = Tensor::ones_on([2, 3], wgrad::DType::F32, &dev).unwrap();
-        let idx = Tensor::zeros_on([1], wgrad::DType::I64, &dev).unwrap();
+        let ok = Tensor::ones_on([2, 3], (wgrad::DType::F32, &dev)).unwrap();
+        let idx = Tensor::zeros_on([1], (wgrad::DType::I64, &dev)).unwrap();
         let mask = ok.gt_scalar(0.0).unwrap();
         let wrong = std::cell::RefCell::new(Vec::new());
         let check = |what: &str, r: wgrad::Result<Tensor>| {

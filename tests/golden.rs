@@ -11,7 +11,7 @@
 mod common;
 
 use serde_json::Value;
-use wgrad::nn::{self, functional as F, Reduction};
+use wgrad::nn::{self, functional as F};
 use wgrad::op::{BinaryOp, CmpOp, UnaryOp};
 use wgrad::{func, DType, Device, Result, Scalar, Source, Tensor};
 
@@ -161,26 +161,47 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
         "index_select" => x[0].index_select(int(&attrs["dim"]), &x[1]),
         "gather" => x[0].gather(int(&attrs["dim"]), &x[1]),
         "where" => Tensor::where_cond(&x[0], &x[1], &x[2]),
-        "mse_loss" => nn::mse_loss(&x[0], &x[1], Reduction::Mean),
-        "l1_loss" => nn::l1_loss(&x[0], &x[1], Reduction::Mean),
-        "huber_loss" => nn::huber_loss(
-            &x[0],
-            &x[1],
-            attrs["delta"].as_f64().unwrap_or(1.0),
-            Reduction::Mean,
-        ),
-        "cross_entropy" => nn::cross_entropy(&x[0], &x[1], 0.0, Reduction::Mean),
-        "binary_cross_entropy_with_logits" => {
-            nn::binary_cross_entropy_with_logits(&x[0], &x[1], Reduction::Mean)
+        "mse_loss" => nn::mse_loss(&x[0], &x[1]),
+        "l1_loss" => nn::l1_loss(&x[0], &x[1]),
+        "huber_loss" => nn::HuberLoss::new()
+            .delta(attrs["delta"].as_f64().unwrap_or(1.0))
+            .forward(&x[0], &x[1]),
+        "cross_entropy" => {
+            let reduction = match attrs.get("reduction").and_then(|v| v.as_str()) {
+                Some("sum") => nn::Reduction::Sum,
+                Some("none") => nn::Reduction::None,
+                _ => nn::Reduction::Mean,
+            };
+            nn::CrossEntropyLoss::new()
+                .reduction(reduction)
+                .ignore_index(
+                    attrs
+                        .get("ignore_index")
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(-100),
+                )
+                .label_smoothing(
+                    attrs
+                        .get("label_smoothing")
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(0.0),
+                )
+                .forward(&x[0], &x[1])
         }
+        "binary_cross_entropy_with_logits" => nn::binary_cross_entropy_with_logits(&x[0], &x[1]),
         "linear" => F::linear(&x[0], &x[1], x.get(2)),
-        "conv2d" => F::conv2d(
-            &x[0],
-            &x[1],
-            x.get(2),
-            attrs["stride"].as_u64().unwrap() as usize,
-            attrs["padding"].as_u64().unwrap() as usize,
-        ),
+        "conv2d" => {
+            let int = |k: &str, default: u64| {
+                attrs.get(k).and_then(|v| v.as_u64()).unwrap_or(default) as usize
+            };
+            let args = F::ConvArgs {
+                stride: int("stride", 1),
+                padding: int("padding", 0),
+                dilation: int("dilation", 1),
+                groups: int("groups", 1),
+            };
+            F::conv2d(&x[0], &x[1], x.get(2), args)
+        }
         "max_pool2d" => F::max_pool2d(
             &x[0],
             attrs["kernel"].as_u64().unwrap() as usize,
@@ -473,6 +494,8 @@ fn pytorch_v2_golden_cases_of_existing_ops() {
                             | "max"
                             | "sum"
                             | "softmax"
+                            | "cross_entropy"
+                            | "conv2d"
                     )
                 )
         },

@@ -244,7 +244,7 @@ fn a_lost_device_is_an_error_not_a_panic() {
         return;
     };
     let dev = Device::from_wgpu(device.clone(), queue).unwrap();
-    let x = Tensor::ones_on([8], DType::F32, &dev).unwrap();
+    let x = Tensor::ones_on([8], (DType::F32, &dev)).unwrap();
     device.destroy();
     let _ = device.poll(wgpu::PollType::wait_indefinitely());
     match x.add_scalar(1.0).and_then(|y| y.to_vec::<f32>().map(|_| y)) {

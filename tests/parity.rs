@@ -495,14 +495,14 @@ fn gpu_errors_are_values() {
         let limit = gpu.adapter_info();
         let _ = limit;
         let huge = (gpu.max_storage_binding() / 4 + 1) as usize;
-        match Tensor::zeros_on([huge], DType::F32, &dev) {
+        match Tensor::zeros_on([huge], (DType::F32, &dev)) {
             Err(Error::BufferTooLarge { limit, .. }) => {
                 assert_eq!(limit, gpu.max_storage_binding())
             }
             other => panic!("expected BufferTooLarge, got {other:?}"),
         }
         // An op on a view expanded past the device's limits is refused before it allocates.
-        let wide = Tensor::ones_on([1], DType::F32, &dev)
+        let wide = Tensor::ones_on([1], (DType::F32, &dev))
             .unwrap()
             .expand([1usize << 40])
             .unwrap();
@@ -511,8 +511,8 @@ fn gpu_errors_are_values() {
             Err(Error::BufferTooLarge { .. })
         ));
         // A product wider than the grid limit (65537 blocks of 64 columns) is an Err.
-        let row = Tensor::ones_on([1, 1], DType::I64, &dev).unwrap();
-        let wide = Tensor::ones_on([1, 64 * 65_537], DType::I64, &dev).unwrap();
+        let row = Tensor::ones_on([1, 1], (DType::I64, &dev)).unwrap();
+        let wide = Tensor::ones_on([1, 64 * 65_537], (DType::I64, &dev)).unwrap();
         let e = row.matmul(&wide).unwrap_err();
         assert!(e.to_string().contains("workgroups"), "{e}");
         // An out-of-range index found by a kernel surfaces at the next readback.
@@ -659,7 +659,7 @@ fn integers_are_64_bit_on_every_device() {
             on_cpu(a).to_vec::<i64>().unwrap(),
             expected.to_vec::<i64>().unwrap()
         );
-        let f = Tensor::full_on([3], i64::MIN + 5, DType::I64, &dev).unwrap();
+        let f = Tensor::full_on([3], i64::MIN + 5, (DType::I64, &dev)).unwrap();
         assert_eq!(on_cpu(f).to_vec::<i64>().unwrap(), vec![i64::MIN + 5; 3]);
         wgrad::manual_seed(21);
         let r = Tensor::randint_on(-(1i64 << 40), 1i64 << 42, [300], &dev).unwrap();
@@ -701,7 +701,7 @@ fn more_than_one_dispatch_dimension() {
     // 2^24 + 1 elements need more than 65535 workgroups of 256: a 2-D grid.
     for dev in gpus() {
         let n = (1usize << 24) + 1;
-        let x = Tensor::ones_on([n], DType::F32, &dev).unwrap();
+        let x = Tensor::ones_on([n], (DType::F32, &dev)).unwrap();
         let y = x.add_scalar(1.0).unwrap();
         let tail = y.i(s![-3..]).unwrap().to_device(&Device::Cpu).unwrap();
         assert_eq!(tail.to_vec::<f32>().unwrap(), vec![2.0; 3]);
@@ -731,7 +731,7 @@ fn buffers_are_reused_and_work_is_batched() {
         let Device::Gpu(gpu) = &dev else {
             unreachable!()
         };
-        let x = Tensor::ones_on([1000], DType::F32, &dev).unwrap();
+        let x = Tensor::ones_on([1000], (DType::F32, &dev)).unwrap();
         for _ in 0..3 {
             let _ = x.add(&x).unwrap().to_vec::<f32>().unwrap();
         }
@@ -955,7 +955,7 @@ fn empty_cache_gives_memory_back() {
     let _serial = serial();
     for dev in common::devices() {
         dev.empty_cache();
-        let big = Tensor::ones_on([1 << 20], DType::F32, &dev).unwrap();
+        let big = Tensor::ones_on([1 << 20], (DType::F32, &dev)).unwrap();
         let doubled = big.mul_scalar(2.0).unwrap();
         drop(big);
         dev.synchronize().unwrap();

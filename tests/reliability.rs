@@ -146,7 +146,7 @@ fn negative_indices_are_errors() -> Result<()> {
         );
         let logits = Tensor::zeros([2, 3])?.to_device(&dev)?;
         let target = Tensor::new([0i64, -1])?.to_device(&dev)?;
-        let loss = wgrad::nn::cross_entropy(&logits, &target, 0.0, wgrad::nn::Reduction::Mean);
+        let loss = wgrad::nn::cross_entropy(&logits, &target);
         assert!(
             loss.and_then(|l| l.item::<f32>()).is_err(),
             "cross_entropy on {dev}"
@@ -173,7 +173,7 @@ fn hostile_sizes_and_values_are_errors() -> Result<()> {
     assert!(Tensor::linspace(0.0, 1.0, usize::MAX).is_err());
     assert!(Tensor::zeros([4])?.narrow(0, usize::MAX, 2).is_err());
     // Floats with no integer value are refused for integer tensors (PyTorch refuses them).
-    assert!(Tensor::full_on([2usize], f64::NAN, DType::I64, &Device::Cpu).is_err());
+    assert!(Tensor::full_on([2usize], f64::NAN, (DType::I64, &Device::Cpu)).is_err());
     let i = Tensor::new([1i64, 2])?;
     assert!(i.masked_fill(&Tensor::new([true, false])?, 1e30).is_err());
     assert!(i.fill_(f64::INFINITY).is_err());
@@ -325,7 +325,10 @@ fn bad_arguments_are_errors() -> Result<()> {
         assert!(step().is_err(), "{name}");
     }
     let x = Tensor::ones([3])?;
-    assert!(wgrad::nn::huber_loss(&x, &x, f64::NAN, wgrad::nn::Reduction::Mean).is_err());
+    assert!(wgrad::nn::HuberLoss::new()
+        .delta(f64::NAN)
+        .forward(&x, &x)
+        .is_err());
     let ds = wgrad::data::TensorDataset::new(Tensor::zeros([6, 2])?, Tensor::zeros([6])?)?;
     assert!(ds.range(5, 2).is_err());
     use wgrad::data::Dataset;
@@ -353,9 +356,9 @@ fn bad_arguments_are_errors() -> Result<()> {
 /// matrix reads back as three empty rows.
 #[test]
 fn batch_norm_and_empty_rows() -> Result<()> {
-    use wgrad::nn::{BatchNorm, Module};
+    use wgrad::nn::{BatchNorm1d, Forward};
     for dev in common::devices() {
-        let bn = BatchNorm::new_1d(3, &dev)?;
+        let bn = BatchNorm1d::new(3, &dev)?;
         assert!(
             bn.forward(&Tensor::zeros([1, 3])?.to_device(&dev)?)
                 .is_err(),
@@ -368,12 +371,15 @@ fn batch_norm_and_empty_rows() -> Result<()> {
         );
         // The running statistics are untouched by the refused batches.
         bn.forward(&Tensor::new([[1.0f32, 2.0, 3.0], [3.0, 2.0, 1.0]])?.to_device(&dev)?)?;
-        let stats = bn.named_buffers();
-        assert!(stats.iter().all(|(_, t)| t
-            .to_vec::<f32>()
-            .unwrap()
+        let stats = [bn.running_mean.clone(), bn.running_var.clone()];
+        assert_eq!(
+            bn.num_batches_tracked.item::<i64>()?,
+            1,
+            "one batch counted"
+        );
+        assert!(stats
             .iter()
-            .all(|v| v.is_finite())));
+            .all(|t| t.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite())));
         let rows = Tensor::zeros([3, 0])?.to_device(&dev)?.to_vec2::<f32>()?;
         assert_eq!(rows, vec![Vec::<f32>::new(); 3]);
     }
@@ -445,7 +451,16 @@ fn numbers_out_of_range_are_errors() -> Result<()> {
     // Conv arithmetic on absurd padding is an Err, not a wrapped size.
     let x = Tensor::zeros([1, 1, 4, 4])?;
     let w = Tensor::zeros([1, 1, 3, 3])?;
-    assert!(wgrad::nn::functional::conv2d(&x, &w, None, 1, usize::MAX / 2).is_err());
+    assert!(wgrad::nn::functional::conv2d(
+        &x,
+        &w,
+        None,
+        wgrad::nn::functional::ConvArgs {
+            padding: usize::MAX / 2,
+            ..Default::default()
+        }
+    )
+    .is_err());
     Ok(())
 }
 

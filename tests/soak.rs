@@ -4,10 +4,11 @@
 
 mod common;
 
-use wgrad::nn::{self, functional as F, Module};
+use wgrad::nn::{self, functional as F, Forward, Module};
 use wgrad::optim::{self, Adam, Optimizer};
 use wgrad::{Device, Generator, Result, Tensor};
 
+#[derive(Module)]
 struct Tiny {
     embed: nn::Embedding,
     qkv: nn::Linear,
@@ -16,6 +17,8 @@ struct Tiny {
     up: nn::Linear,
     down: nn::Linear,
     head: nn::Linear,
+    /// Not state: rebuilt from the sequence length.
+    #[module(skip)]
     mask: Tensor,
 }
 
@@ -26,34 +29,20 @@ const BATCH: usize = 4;
 
 impl Tiny {
     fn new(dev: &Device) -> Result<Tiny> {
-        let mut g = Generator::new(3);
         let causal = Tensor::arange_on(0i64, SEQ as i64, 1, dev)?;
-        Ok(Tiny {
-            embed: nn::Embedding::new(VOCAB, WIDTH, &mut g, dev)?,
-            qkv: nn::Linear::new(WIDTH, 3 * WIDTH, true, &mut g, dev)?,
-            out: nn::Linear::new(WIDTH, WIDTH, true, &mut g, dev)?,
-            norm: nn::LayerNorm::new(&[WIDTH], dev)?,
-            up: nn::Linear::new(WIDTH, 2 * WIDTH, true, &mut g, dev)?,
-            down: nn::Linear::new(2 * WIDTH, WIDTH, true, &mut g, dev)?,
-            head: nn::Linear::new(WIDTH, VOCAB, true, &mut g, dev)?,
-            // Key j is hidden from query i when j > i.
-            mask: causal.unsqueeze(0)?.gt(&causal.unsqueeze(1)?)?,
+        wgrad::seeded(3, || {
+            Ok(Tiny {
+                embed: nn::Embedding::new(VOCAB, WIDTH, dev)?,
+                qkv: nn::Linear::new(WIDTH, 3 * WIDTH, dev)?,
+                out: nn::Linear::new(WIDTH, WIDTH, dev)?,
+                norm: nn::LayerNorm::new(&[WIDTH], dev)?,
+                up: nn::Linear::new(WIDTH, 2 * WIDTH, dev)?,
+                down: nn::Linear::new(2 * WIDTH, WIDTH, dev)?,
+                head: nn::Linear::new(WIDTH, VOCAB, dev)?,
+                // Key j is hidden from query i when j > i.
+                mask: causal.unsqueeze(0)?.gt(&causal.unsqueeze(1)?)?,
+            })
         })
-    }
-
-    fn params(&self) -> Vec<Tensor> {
-        [
-            &self.embed as &dyn Module,
-            &self.qkv,
-            &self.out,
-            &self.norm,
-            &self.up,
-            &self.down,
-            &self.head,
-        ]
-        .iter()
-        .flat_map(|m| m.parameters())
-        .collect()
     }
 
     fn loss(&self, tokens: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -77,12 +66,7 @@ impl Tiny {
         let h = self.norm.forward(&x)?;
         let x = x.add(&self.down.forward(&F::gelu(&self.up.forward(&h)?, true)?)?)?;
         let logits = self.head.forward(&x)?.reshape([BATCH * SEQ, VOCAB])?;
-        nn::cross_entropy(
-            &logits,
-            &targets.reshape([-1isize])?,
-            0.0,
-            nn::Reduction::Mean,
-        )
+        nn::cross_entropy(&logits, &targets.reshape([-1isize])?)
     }
 }
 
@@ -96,7 +80,7 @@ fn rss() -> u64 {
 
 fn soak(dev: &Device, steps: usize) -> Result<()> {
     let model = Tiny::new(dev)?;
-    let params = model.params();
+    let params = model.parameters();
     let mut opt = Adam::adamw(params.clone(), 1e-2);
     let mut g = Generator::new(9);
     // A learnable task: predict the next token of a repeating sequence.

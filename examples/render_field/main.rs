@@ -13,18 +13,15 @@ mod field_renderer;
 mod window;
 
 use field_renderer::FieldRenderer;
-use wgrad::nn::{self, Module, Reduction};
+use wgrad::nn::{self, Forward, Module};
 use wgrad::optim::{Adam, Optimizer};
-use wgrad::{s, Device, Generator, Result, Tensor};
+use wgrad::{s, Device, Result, Tensor};
 
 /// The field to learn on [-1, 1]^2: rings modulated by a wave, in [0, 1].
 fn target(x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let r = x.square()?.add(&y.square()?)?.sqrt()?;
-    r.mul_scalar(9.0)?
-        .cos()?
-        .mul(&x.mul_scalar(3.0)?.sin()?.mul_scalar(0.5)?.add_scalar(0.5)?)?
-        .mul_scalar(0.5)?
-        .add_scalar(0.5)
+    let r = (x.square()? + y.square()?).sqrt()?;
+    let wave = (x * 3.0).sin()? * 0.5 + 0.5;
+    Ok(((r * 9.0).cos()? * wave) * 0.5 + 0.5)
 }
 
 /// The network, its optimizer and the pixel grid it is drawn on.
@@ -38,13 +35,13 @@ pub struct Field {
 
 impl Field {
     pub fn new(dev: &Device, size: usize) -> Result<Field> {
-        let mut g = Generator::new(0);
+        wgrad::manual_seed(0);
         let model = nn::Sequential::new()
-            .add(nn::Linear::new(2, 64, true, &mut g, dev)?)
+            .add(nn::Linear::new(2, 64, dev)?)
             .add(nn::Tanh)
-            .add(nn::Linear::new(64, 64, true, &mut g, dev)?)
+            .add(nn::Linear::new(64, 64, dev)?)
             .add(nn::Tanh)
-            .add(nn::Linear::new(64, 1, true, &mut g, dev)?)
+            .add(nn::Linear::new(64, 1, dev)?)
             .add(nn::Sigmoid);
         let opt = Adam::new(model.parameters(), 1e-2);
         // Pixel centres, rows from the top (y = 1) down.
@@ -64,18 +61,12 @@ impl Field {
     /// Some optimisation steps on random points; returns the last loss (a tensor on the
     /// device: reading it is the caller's choice).
     pub fn train(&mut self, steps: usize) -> Result<Tensor> {
-        let mut last = Tensor::zeros_on([0usize; 0], wgrad::DType::F32, &self.dev)?;
+        let mut last = Tensor::zeros_on([], &self.dev)?;
         for _ in 0..steps {
-            let p = Tensor::rand_on([512, 2], &self.dev)?
-                .mul_scalar(2.0)?
-                .sub_scalar(1.0)?;
+            let p = Tensor::rand_on([512, 2], &self.dev)? * 2.0 - 1.0;
             let want = target(&p.i(s![.., 0])?, &p.i(s![.., 1])?)?;
             self.opt.zero_grad();
-            let loss = nn::mse_loss(
-                &self.model.forward(&p)?.squeeze_dim(1)?,
-                &want,
-                Reduction::Mean,
-            )?;
+            let loss = nn::mse_loss(&self.model.forward(&p)?.squeeze_dim(1)?, &want)?;
             loss.backward()?;
             self.opt.step()?;
             self.steps += 1;
@@ -94,7 +85,7 @@ impl Field {
     pub fn error(&self) -> Result<f64> {
         let _g = wgrad::no_grad();
         let want = target(&self.grid.i(s![.., 0])?, &self.grid.i(s![.., 1])?)?;
-        self.image()?.sub(&want)?.abs()?.mean()?.item::<f64>()
+        (self.image()? - want).abs()?.mean()?.item::<f64>()
     }
 }
 

@@ -346,7 +346,7 @@ pub(crate) fn backward(
             let idx = index.reshape(&shape)?.expand(g.shape())?;
             vec![
                 Some(
-                    Tensor::zeros_on(x.shape(), g.dtype(), g.device())?.scatter_add(
+                    Tensor::zeros_on(x.shape(), (g.dtype(), g.device()))?.scatter_add(
                         *dim as isize,
                         &idx,
                         g,
@@ -357,7 +357,7 @@ pub(crate) fn backward(
         }
         Gather { dim, index } => vec![
             Some(
-                Tensor::zeros_on(x.shape(), g.dtype(), g.device())?.scatter_add(
+                Tensor::zeros_on(x.shape(), (g.dtype(), g.device()))?.scatter_add(
                     *dim as isize,
                     index,
                     g,

@@ -183,6 +183,51 @@ pub fn load_digits(path: impl AsRef<std::path::Path>) -> Result<(Tensor, Tensor)
 
 /// [`load_digits`] from a reader of the gzip bytes (`source` names it in errors).
 pub fn read_digits(file: impl std::io::Read, source: &str) -> Result<(Tensor, Tensor)> {
+    read_images(file, source, DIGITS)
+}
+
+/// The 5,000 MNIST digits that ship with wgrad (`data/mnist_5k.csv.gz`, 500 per class in
+/// label order: shuffle before splitting): 28x28 images with pixel values 0..255, scaled to
+/// [0, 1], as `[N, 784]` F32 inputs and `[N]` I64 labels.
+pub fn load_mnist(path: impl AsRef<std::path::Path>) -> Result<(Tensor, Tensor)> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::Io {
+        op: "load_mnist",
+        msg: format!("{}: cannot open: {e}", path.display()),
+    })?;
+    read_mnist(file, &path.display().to_string())
+}
+
+/// [`load_mnist`] from a reader of the gzip bytes (`source` names it in errors).
+pub fn read_mnist(file: impl std::io::Read, source: &str) -> Result<(Tensor, Tensor)> {
+    read_images(file, source, MNIST)
+}
+
+/// A gzip CSV of labelled images: `pixels` values in `0..=max` per line, then a label 0..9.
+struct ImageCsv {
+    op: &'static str,
+    pixels: usize,
+    max: f32,
+}
+
+const DIGITS: ImageCsv = ImageCsv {
+    op: "load_digits",
+    pixels: 64,
+    max: 16.0,
+};
+
+const MNIST: ImageCsv = ImageCsv {
+    op: "load_mnist",
+    pixels: 784,
+    max: 255.0,
+};
+
+fn read_images(
+    file: impl std::io::Read,
+    source: &str,
+    format: ImageCsv,
+) -> Result<(Tensor, Tensor)> {
+    let ImageCsv { op, pixels, max } = format;
     let path = std::path::Path::new(source);
     // Every member of a multi-member gzip file (as `cat a.gz b.gz` makes), read a line at a
     // time: a bad line is reported without reading the rest of a large file.
@@ -190,27 +235,28 @@ pub fn read_digits(file: impl std::io::Read, source: &str) -> Result<(Tensor, Te
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for (i, line) in std::io::BufRead::lines(reader).enumerate() {
         let line = line.map_err(|e| Error::Io {
-            op: "load_digits",
+            op,
             msg: format!("{} line {}: not gzip text: {e}", path.display(), i + 1),
         })?;
         if line.trim().is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split(',').collect();
-        if fields.len() != 65 {
+        if fields.len() != pixels + 1 {
             return Err(Error::Io {
-                op: "load_digits",
+                op,
                 msg: format!(
-                    "{} line {}: expected 65 fields, found {}",
+                    "{} line {}: expected {} fields, found {}",
                     path.display(),
                     i + 1,
+                    pixels + 1,
                     fields.len()
                 ),
             });
         }
         for (j, f) in fields.iter().enumerate() {
             let v: f32 = f.trim().parse().map_err(|_| Error::Io {
-                op: "load_digits",
+                op,
                 msg: format!(
                     "{} line {}: field {} is not a number: {f:?}",
                     path.display(),
@@ -218,29 +264,29 @@ pub fn read_digits(file: impl std::io::Read, source: &str) -> Result<(Tensor, Te
                     j + 1
                 ),
             })?;
-            let valid = if j < 64 {
-                v.is_finite() && (0.0..=16.0).contains(&v)
+            let valid = if j < pixels {
+                v.is_finite() && (0.0..=max).contains(&v)
             } else {
                 v.fract() == 0.0 && (0.0..10.0).contains(&v)
             };
             if !valid {
                 return Err(Error::Io {
-                    op: "load_digits",
+                    op,
                     msg: format!(
                         "{} line {}: field {} is {f:?}, expected {}",
                         path.display(),
                         i + 1,
                         j + 1,
-                        if j < 64 {
-                            "a pixel in 0..=16"
+                        if j < pixels {
+                            format!("a pixel in 0..={max}")
                         } else {
-                            "a label 0..=9"
+                            "a label 0..=9".to_string()
                         }
                     ),
                 });
             }
-            if j < 64 {
-                xs.push(v / 16.0);
+            if j < pixels {
+                xs.push(v / max);
             } else {
                 ys.push(v as i64);
             }
@@ -248,7 +294,7 @@ pub fn read_digits(file: impl std::io::Read, source: &str) -> Result<(Tensor, Te
     }
     let n = ys.len();
     Ok((
-        Tensor::from_vec(xs, [n, 64])?,
+        Tensor::from_vec(xs, [n, pixels])?,
         Tensor::from_vec(ys, [n])?.to_dtype(DType::I64)?,
     ))
 }

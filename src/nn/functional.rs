@@ -28,7 +28,7 @@ pub fn pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (n, c, h, w) = check_4d("pad2d", x)?;
-    let zeros = |shape: [usize; 4]| Tensor::zeros_on(shape, x.dtype(), x.device());
+    let zeros = |shape: [usize; 4]| Tensor::zeros_on(shape, (x.dtype(), x.device()));
     let rows = Tensor::cat(&[&zeros([n, c, p, w])?, x, &zeros([n, c, p, w])?], 2)?;
     Tensor::cat(
         &[
@@ -40,46 +40,76 @@ pub fn pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
     )
 }
 
-/// Output size of a sliding window.
+/// Output size of a sliding window of `k` taps `dilation` apart.
 fn out_size(
     op: &'static str,
     size: usize,
     k: usize,
     stride: usize,
     padding: usize,
+    dilation: usize,
 ) -> Result<usize> {
-    if stride == 0 || k == 0 {
+    if stride == 0 || k == 0 || dilation == 0 {
         return Err(Error::invalid(
             op,
-            "kernel size and stride must be positive",
+            "kernel size, stride and dilation must be positive",
         ));
     }
+    let span = (k - 1)
+        .checked_mul(dilation)
+        .map(|s| s + 1)
+        .ok_or_else(|| Error::invalid(op, format!("dilation {dilation} is too large")))?;
     let padded = padding
         .checked_mul(2)
         .and_then(|p| p.checked_add(size))
         .ok_or_else(|| Error::invalid(op, format!("padding {padding} is too large")))?;
-    if padded < k {
+    if padded < span {
         return Err(Error::invalid(
             op,
-            format!("kernel {k} is larger than the padded input {padded}"),
+            format!("kernel {k} (dilation {dilation}) is larger than the padded input {padded}"),
         ));
     }
-    Ok((padded - k) / stride + 1)
+    Ok((padded - span) / stride + 1)
+}
+
+/// The arguments of a convolution after the tensors, with PyTorch's defaults (stride 1,
+/// padding 0, dilation 1, groups 1): `ConvArgs { padding: 2, ..Default::default() }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvArgs {
+    /// Step between windows.
+    pub stride: usize,
+    /// Zeros added on every side.
+    pub padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channel groups: input and output channels split into `groups` independent convolutions.
+    pub groups: usize,
+}
+
+impl Default for ConvArgs {
+    fn default() -> Self {
+        ConvArgs {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
 }
 
 /// The sliding `kh x kw` windows of `x [N, C, H, W]` as `[N, C, OH * OW, kh * kw]` (im2col),
 /// gathered with one index tensor so that the backward pass is a scatter-add.
-pub fn unfold(
-    x: &Tensor,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<(Tensor, usize, usize)> {
+pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tensor, usize, usize)> {
+    let ConvArgs {
+        stride,
+        padding,
+        dilation,
+        ..
+    } = args;
     let (n, c, h, w) = check_4d("unfold", x)?;
     let (oh, ow) = (
-        out_size("unfold", h, kh, stride, padding)?,
-        out_size("unfold", w, kw, stride, padding)?,
+        out_size("unfold", h, kh, stride, padding, dilation)?,
+        out_size("unfold", w, kw, stride, padding, dilation)?,
     );
     let xp = pad2d(x, padding)?;
     let wp = w + 2 * padding;
@@ -89,7 +119,7 @@ pub fn unfold(
         for q in 0..ow {
             for i in 0..kh {
                 for j in 0..kw {
-                    idx.push(((r * stride + i) * wp + q * stride + j) as i64);
+                    idx.push(((r * stride + i * dilation) * wp + q * stride + j * dilation) as i64);
                 }
             }
         }
@@ -105,48 +135,60 @@ pub fn unfold(
     ))
 }
 
-/// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`, `w [O, C, kh, kw]`,
-/// `b [O]`.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
+/// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`,
+/// `w [O, C / groups, kh, kw]`, `b [O]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Result<Tensor> {
     let (n, c, _, _) = check_4d("conv2d", x)?;
     let (o, cw, kh, kw) = check_4d("conv2d", w)?;
-    if c != cw {
+    let g = args.groups;
+    if g == 0 || c % g != 0 || o % g != 0 || cw * g != c {
         return Err(Error::shapes(
             "conv2d",
             x.shape(),
             w.shape(),
-            format!("input has {c} channels, weight expects {cw}"),
+            format!(
+                "input has {c} channels and weight {o} x {cw} with groups {g}: expected both channel counts divisible by groups and weight.shape[1] == {c} / groups"
+            ),
         ));
     }
-    let (cols, oh, ow) = unfold(x, kh, kw, stride, padding)?;
-    // [N, C, L, K] -> [N, L, C * K] @ [C * K, O] -> [N, L, O] -> [N, O, OH, OW]
+    let (cols, oh, ow) = unfold(x, kh, kw, args)?;
+    // [N, C, L, K] -> [N, G, L, C/G * K] @ [G, C/G * K, O/G] -> [N, G, L, O/G] -> [N, O, OH, OW]
+    let ck = cw * kh * kw;
     let cols = cols
-        .permute([0, 2, 1, 3])?
-        .reshape([n, oh * ow, c * kh * kw])?;
-    let mut y = cols.matmul(&w.reshape([o, c * kh * kw])?.t()?)?;
-    if let Some(b) = b {
-        y = y.add(b)?;
-    }
-    y.permute([0, 2, 1])?.reshape([n, o, oh, ow])
+        .reshape([n, g, cw, oh * ow, kh * kw])?
+        .permute([0, 1, 3, 2, 4])?
+        .reshape([n, g, oh * ow, ck])?;
+    let wg = w.reshape([g, o / g, ck])?.transpose(1, 2)?;
+    let y = cols
+        .matmul(&wg)?
+        .permute([0, 1, 3, 2])?
+        .reshape([n, o, oh * ow])?;
+    let y = match b {
+        Some(b) => y.add(&b.reshape([o, 1])?)?,
+        None => y,
+    };
+    y.reshape([n, o, oh, ow])
 }
 
 /// Max over `k x k` windows with `stride` (`torch.nn.functional.max_pool2d`).
 pub fn max_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     let (n, c, _, _) = check_4d("max_pool2d", x)?;
-    let (cols, oh, ow) = unfold(x, k, k, stride, 0)?;
+    let args = ConvArgs {
+        stride,
+        ..ConvArgs::default()
+    };
+    let (cols, oh, ow) = unfold(x, k, k, args)?;
     cols.max_dims([3], false)?.reshape([n, c, oh, ow])
 }
 
 /// Mean over `k x k` windows with `stride`.
 pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     let (n, c, _, _) = check_4d("avg_pool2d", x)?;
-    let (cols, oh, ow) = unfold(x, k, k, stride, 0)?;
+    let args = ConvArgs {
+        stride,
+        ..ConvArgs::default()
+    };
+    let (cols, oh, ow) = unfold(x, k, k, args)?;
     cols.mean_dims([3], false)?.reshape([n, c, oh, ow])
 }
 

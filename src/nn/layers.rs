@@ -1,112 +1,65 @@
-//! The `Module` trait and the layers.
+//! The built-in layers, declared like a user's modules (`#[derive(Module)]`), with
+//! PyTorch's constructor defaults and builder methods for its keyword options.
 //! Public fields carry the PyTorch attribute names (`weight`, `bias`, `stride`, ...).
 #![allow(missing_docs)]
 
-use super::functional as F;
+use super::functional::{self as F, ConvArgs};
 use super::init;
+use super::module::{join, Forward, Item, ItemMut, Layer, Module, Training};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::rng::Generator;
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicBool, Ordering};
+use wgrad_derive::Module;
 
-/// A layer or model: a function of a tensor with named parameters and a train/eval mode.
-pub trait Module {
-    /// Apply the module.
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
-
-    /// Trainable parameters with PyTorch-style dotted names (`0.weight`, `fc.bias`).
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-
-    /// State that is saved but not trained (BatchNorm's running statistics).
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-
-    /// Switch between training (`true`) and evaluation mode (dropout, batch norm).
-    fn train(&self, _training: bool) {}
-
-    /// The trainable parameters.
-    fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect()
-    }
-
-    /// Parameters and buffers: what a checkpoint holds (PyTorch's `state_dict`).
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut s = self.named_parameters();
-        s.extend(self.named_buffers());
-        s
-    }
-
-    /// Forget the parameters' gradients.
-    fn zero_grad(&self) {
-        for p in self.parameters() {
-            p.zero_grad();
-        }
-    }
-}
-
-fn prefixed(prefix: &str, items: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    items
-        .into_iter()
-        .map(|(n, t)| (format!("{prefix}.{n}"), t))
-        .collect()
-}
-
-/// A trainable leaf on `device`.
+/// A trainable leaf.
 fn param(t: Tensor) -> Result<Tensor> {
     t.requires_grad_(true)
 }
 
+/// `U(-bound, bound)` of `shape` on `device`, from the default generator (what
+/// `manual_seed` and [`crate::seeded`] control), as a trainable leaf.
+fn uniform_param(shape: &[usize], bound: f64, device: &Device) -> Result<Tensor> {
+    param(crate::rng::with_default(|g| {
+        init::uniform(shape, -bound, bound, g, device)
+    })?)
+}
+
 /// `y = x W^T + b`, initialised like PyTorch (`U(-1/sqrt(in), 1/sqrt(in))`).
+#[derive(Module)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
 }
 
 impl Linear {
-    /// A layer from `inputs` to `outputs` features.
-    pub fn new(
-        inputs: usize,
-        outputs: usize,
-        bias: bool,
-        g: &mut Generator,
-        device: &Device,
-    ) -> Result<Linear> {
-        let bound = 1.0 / (inputs.max(1) as f64).sqrt();
+    /// A layer from `in_features` to `out_features`, with a bias (`.bias(false)` drops it).
+    pub fn new(in_features: usize, out_features: usize, device: &Device) -> Result<Linear> {
+        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
         Ok(Linear {
-            weight: param(init::uniform(&[outputs, inputs], -bound, bound, g, device)?)?,
-            bias: if bias {
-                Some(param(init::uniform(&[outputs], -bound, bound, g, device)?)?)
-            } else {
-                None
-            },
+            weight: uniform_param(&[out_features, in_features], bound, device)?,
+            bias: Some(uniform_param(&[out_features], bound, device)?),
         })
+    }
+
+    /// With or without the bias (PyTorch's `bias=`).
+    pub fn bias(mut self, on: bool) -> Self {
+        if !on {
+            self.bias = None;
+        }
+        self
     }
 }
 
-impl Module for Linear {
+impl Forward for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         F::linear(x, &self.weight, self.bias.as_ref())
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            v.push(("bias".into(), b.clone()));
-        }
-        v
     }
 }
 
 /// Modules applied in order; parameters are named by position (`0.weight`, `2.bias`).
 #[derive(Default)]
 pub struct Sequential {
-    layers: Vec<Box<dyn Module + Send + Sync>>,
+    layers: Vec<Box<dyn Layer>>,
 }
 
 impl Sequential {
@@ -117,7 +70,7 @@ impl Sequential {
 
     /// Append a layer.
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, layer: impl Module + Send + Sync + 'static) -> Self {
+    pub fn add(mut self, layer: impl Layer) -> Self {
         self.layers.push(Box::new(layer));
         self
     }
@@ -131,9 +84,31 @@ impl Sequential {
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
+
+    /// The layer at `index` as its concrete type (`seq.get::<nn::Linear>(0)`), if it is one.
+    pub fn get<T: 'static>(&self, index: usize) -> Option<&T> {
+        // `**`: the boxed layer itself (a `Box<dyn Layer>` is a `Layer` too).
+        let layer: &dyn Layer = &**self.layers.get(index)?;
+        layer.as_any().downcast_ref()
+    }
 }
 
 impl Module for Sequential {
+    // Positions name the layers directly (`0.weight`), as PyTorch's Sequential does.
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Item<'_>)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ItemMut<'_>)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_mut(&join(prefix, &i.to_string()), f);
+        }
+        f(prefix, ItemMut::Module(self));
+    }
+}
+
+impl Forward for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for l in &self.layers {
@@ -141,33 +116,14 @@ impl Module for Sequential {
         }
         Ok(x)
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| prefixed(&i.to_string(), l.named_parameters()))
-            .collect()
-    }
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| prefixed(&i.to_string(), l.named_buffers()))
-            .collect()
-    }
-    fn train(&self, training: bool) {
-        for l in &self.layers {
-            l.train(training);
-        }
-    }
 }
 
 macro_rules! activation {
     ($($(#[$doc:meta])* $name:ident => |$x:ident| $body:expr;)*) => {$(
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
+        #[derive(Debug, Clone, Copy, Default, Module)]
         pub struct $name;
-        impl Module for $name {
+        impl Forward for $name {
             fn forward(&self, $x: &Tensor) -> Result<Tensor> {
                 $body
             }
@@ -186,20 +142,20 @@ activation! {
 }
 
 /// Softmax along a dim.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Module)]
 pub struct Softmax(pub isize);
 
-impl Module for Softmax {
+impl Forward for Softmax {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.softmax(self.0)
     }
 }
 
 /// Flatten all dims after the first (the batch).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Module)]
 pub struct Flatten;
 
-impl Module for Flatten {
+impl Forward for Flatten {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.ndim() < 2 {
             return Ok(x.clone());
@@ -209,9 +165,10 @@ impl Module for Flatten {
 }
 
 /// Zeroes elements with probability `p` in training mode; the identity in eval mode.
+#[derive(Module)]
 pub struct Dropout {
-    p: f64,
-    training: AtomicBool,
+    pub p: f64,
+    training: Training,
 }
 
 impl Dropout {
@@ -225,144 +182,251 @@ impl Dropout {
         }
         Ok(Dropout {
             p,
-            training: AtomicBool::new(true),
+            training: Training::default(),
         })
     }
 }
 
-impl Module for Dropout {
+impl Forward for Dropout {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.training.load(Ordering::Relaxed) {
+        if self.training.get() {
             F::dropout(x, self.p)
         } else {
             Ok(x.clone())
         }
     }
-    fn train(&self, training: bool) {
-        self.training.store(training, Ordering::Relaxed);
-    }
 }
 
-/// 2-D convolution with square kernels, stride and zero padding (im2col + matmul).
+/// 2-D convolution with square kernels (im2col + matmul), initialised like PyTorch.
+/// `Conv2d::new(1, 6, 5, &dev)?.padding(2)`; options: `stride`, `padding`, `dilation`,
+/// `groups`, `bias`.
+#[derive(Module)]
 pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub stride: usize,
     pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
 }
 
 impl Conv2d {
-    /// `inputs -> outputs` channels with a `k x k` kernel, initialised like PyTorch.
+    /// `in_channels -> out_channels` with a `kernel_size x kernel_size` kernel: stride 1,
+    /// no padding, dilation 1, one group, a bias.
     pub fn new(
-        inputs: usize,
-        outputs: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        g: &mut Generator,
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
         device: &Device,
     ) -> Result<Conv2d> {
-        let bound = 1.0 / ((inputs * k * k).max(1) as f64).sqrt();
+        let (weight, bias) = conv_params(in_channels, out_channels, kernel_size, 1, device)?;
         Ok(Conv2d {
-            weight: param(init::uniform(
-                &[outputs, inputs, k, k],
-                -bound,
-                bound,
-                g,
-                device,
-            )?)?,
-            bias: Some(param(init::uniform(&[outputs], -bound, bound, g, device)?)?),
-            stride,
-            padding,
+            weight,
+            bias: Some(bias),
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
         })
     }
-}
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        F::conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-        )
+    /// Step between windows.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            v.push(("bias".into(), b.clone()));
+
+    /// Zeros added on every side of the input.
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Spacing between kernel taps.
+    pub fn dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Split the channels into `groups` independent convolutions (both channel counts must
+    /// be divisible by it). The weight is drawn again for its new shape.
+    pub fn groups(mut self, groups: usize) -> Result<Self> {
+        let (o, c, k) = (
+            self.weight.shape()[0],
+            self.weight.shape()[1] * self.groups,
+            self.weight.shape()[2],
+        );
+        if groups == 0 || c % groups != 0 || o % groups != 0 {
+            return Err(Error::invalid(
+                "Conv2d",
+                format!("groups {groups} must divide in_channels {c} and out_channels {o}"),
+            ));
         }
-        v
+        let (weight, bias) = conv_params(c, o, k, groups, self.weight.device())?;
+        self.weight = weight;
+        self.bias = self.bias.map(|_| bias);
+        self.groups = groups;
+        Ok(self)
+    }
+
+    /// With or without the bias (PyTorch's `bias=`).
+    pub fn bias(mut self, on: bool) -> Self {
+        if !on {
+            self.bias = None;
+        }
+        self
     }
 }
 
-/// Max pooling over `k x k` windows.
-#[derive(Debug, Clone, Copy)]
+/// A convolution's weight `[out, in / groups, k, k]` and bias, `U(-1/sqrt(fan_in), ...)`.
+fn conv_params(
+    c: usize,
+    o: usize,
+    k: usize,
+    groups: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let per_group = c / groups.max(1);
+    let bound = 1.0 / ((per_group * k * k).max(1) as f64).sqrt();
+    Ok((
+        uniform_param(&[o, per_group, k, k], bound, device)?,
+        uniform_param(&[o], bound, device)?,
+    ))
+}
+
+impl Forward for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let args = ConvArgs {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        };
+        F::conv2d(x, &self.weight, self.bias.as_ref(), args)
+    }
+}
+
+/// Max pooling over `k x k` windows (stride `k` unless set).
+#[derive(Debug, Clone, Copy, Module)]
 pub struct MaxPool2d {
-    pub kernel: usize,
+    pub kernel_size: usize,
     pub stride: usize,
 }
 
-impl Module for MaxPool2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        F::max_pool2d(x, self.kernel, self.stride)
+impl MaxPool2d {
+    /// Windows of `kernel_size`, stride `kernel_size` (PyTorch's default).
+    pub fn new(kernel_size: usize) -> MaxPool2d {
+        MaxPool2d {
+            kernel_size,
+            stride: kernel_size,
+        }
+    }
+
+    /// Step between windows.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
     }
 }
 
-/// Average pooling over `k x k` windows.
-#[derive(Debug, Clone, Copy)]
+impl Forward for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        F::max_pool2d(x, self.kernel_size, self.stride)
+    }
+}
+
+/// Average pooling over `k x k` windows (stride `k` unless set).
+#[derive(Debug, Clone, Copy, Module)]
 pub struct AvgPool2d {
-    pub kernel: usize,
+    pub kernel_size: usize,
     pub stride: usize,
 }
 
-impl Module for AvgPool2d {
+impl AvgPool2d {
+    /// Windows of `kernel_size`, stride `kernel_size` (PyTorch's default).
+    pub fn new(kernel_size: usize) -> AvgPool2d {
+        AvgPool2d {
+            kernel_size,
+            stride: kernel_size,
+        }
+    }
+
+    /// Step between windows.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+}
+
+impl Forward for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        F::avg_pool2d(x, self.kernel, self.stride)
+        F::avg_pool2d(x, self.kernel_size, self.stride)
     }
 }
 
 /// Batch normalisation over the batch (and spatial) dims of `[N, C]` or `[N, C, H, W]`
-/// inputs, with running statistics for evaluation (momentum 0.1, as PyTorch).
+/// inputs, with running statistics for evaluation (momentum 0.1, as PyTorch). Made by
+/// [`BatchNorm1d::new`] or [`BatchNorm2d::new`]; its state has PyTorch's names
+/// (`weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`).
+#[derive(Module)]
 pub struct BatchNorm {
     pub weight: Tensor,
     pub bias: Tensor,
+    #[module(buffer)]
     pub running_mean: Tensor,
+    #[module(buffer)]
     pub running_var: Tensor,
+    #[module(buffer)]
+    pub num_batches_tracked: Tensor,
     pub eps: f64,
     pub momentum: f64,
     spatial: bool,
-    training: AtomicBool,
+    training: Training,
+}
+
+/// `nn.BatchNorm1d`: a [`BatchNorm`] for `[N, C]` inputs.
+pub struct BatchNorm1d;
+
+impl BatchNorm1d {
+    /// Over `num_features` channels.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(num_features: usize, device: &Device) -> Result<BatchNorm> {
+        BatchNorm::new(num_features, false, device)
+    }
+}
+
+/// `nn.BatchNorm2d`: a [`BatchNorm`] for `[N, C, H, W]` inputs.
+pub struct BatchNorm2d;
+
+impl BatchNorm2d {
+    /// Over `num_features` channels.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(num_features: usize, device: &Device) -> Result<BatchNorm> {
+        BatchNorm::new(num_features, true, device)
+    }
 }
 
 impl BatchNorm {
-    /// For `[N, C]` inputs (`BatchNorm1d`).
-    pub fn new_1d(channels: usize, device: &Device) -> Result<BatchNorm> {
-        BatchNorm::new(channels, false, device)
-    }
-
-    /// For `[N, C, H, W]` inputs (`BatchNorm2d`).
-    pub fn new_2d(channels: usize, device: &Device) -> Result<BatchNorm> {
-        BatchNorm::new(channels, true, device)
-    }
-
     fn new(c: usize, spatial: bool, device: &Device) -> Result<BatchNorm> {
         let f = crate::DType::F32;
         Ok(BatchNorm {
-            weight: param(Tensor::ones_on([c], f, device)?)?,
-            bias: param(Tensor::zeros_on([c], f, device)?)?,
-            running_mean: Tensor::zeros_on([c], f, device)?,
-            running_var: Tensor::ones_on([c], f, device)?,
+            weight: param(Tensor::ones_on([c], (f, device))?)?,
+            bias: param(Tensor::zeros_on([c], (f, device))?)?,
+            running_mean: Tensor::zeros_on([c], (f, device))?,
+            running_var: Tensor::ones_on([c], (f, device))?,
+            num_batches_tracked: Tensor::zeros_on(
+                Vec::<usize>::new(),
+                (crate::DType::I64, device),
+            )?,
             eps: 1e-5,
             momentum: 0.1,
             spatial,
-            training: AtomicBool::new(true),
+            training: Training::default(),
         })
     }
 }
 
-impl Module for BatchNorm {
+impl Forward for BatchNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.weight.numel();
         let (dims, shape): (Vec<isize>, Vec<usize>) = match (self.spatial, x.shape()) {
@@ -383,7 +447,7 @@ impl Module for BatchNorm {
                 ))
             }
         };
-        let y = if self.training.load(Ordering::Relaxed) {
+        let y = if self.training.get() {
             let count: usize = dims.iter().map(|&d| x.shape()[d as usize]).product();
             // PyTorch refuses these: the batch statistics would be NaN (and the running
             // statistics NaN forever after) or carry no information.
@@ -406,6 +470,7 @@ impl Module for BatchNorm {
                 self.running_var
                     .mul_(1.0 - m)?
                     .add_(&unbiased.mul_scalar(m)?)?;
+                self.num_batches_tracked.add_(1)?;
                 Ok(())
             })?;
             y
@@ -421,24 +486,10 @@ impl Module for BatchNorm {
         y.mul(&self.weight.reshape(shape.clone())?)?
             .add(&self.bias.reshape(shape)?)
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("weight".into(), self.weight.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
-    }
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("running_mean".into(), self.running_mean.clone()),
-            ("running_var".into(), self.running_var.clone()),
-        ]
-    }
-    fn train(&self, training: bool) {
-        self.training.store(training, Ordering::Relaxed);
-    }
 }
 
 /// Layer normalisation over the last dims, with an elementwise affine transform.
+#[derive(Module)]
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -450,14 +501,14 @@ impl LayerNorm {
     pub fn new(normalized_shape: &[usize], device: &Device) -> Result<LayerNorm> {
         let f = crate::DType::F32;
         Ok(LayerNorm {
-            weight: param(Tensor::ones_on(normalized_shape.to_vec(), f, device)?)?,
-            bias: param(Tensor::zeros_on(normalized_shape.to_vec(), f, device)?)?,
+            weight: param(Tensor::ones_on(normalized_shape.to_vec(), (f, device))?)?,
+            bias: param(Tensor::zeros_on(normalized_shape.to_vec(), (f, device))?)?,
             eps: 1e-5,
         })
     }
 }
 
-impl Module for LayerNorm {
+impl Forward for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.weight.ndim();
         if x.ndim() < k || x.shape()[x.ndim() - k..] != *self.weight.shape() {
@@ -474,37 +525,30 @@ impl Module for LayerNorm {
             .mul(&self.weight)?
             .add(&self.bias)
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("weight".into(), self.weight.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
-    }
 }
 
 /// A lookup table of `num` vectors of size `dim`, indexed by I64 tensors of any shape.
+#[derive(Module)]
 pub struct Embedding {
     pub weight: Tensor,
 }
 
 impl Embedding {
     /// `N(0, 1)` initial vectors, as PyTorch.
-    pub fn new(num: usize, dim: usize, g: &mut Generator, device: &Device) -> Result<Embedding> {
-        Ok(Embedding {
-            weight: param(init::normal(&[num, dim], 0.0, 1.0, g, device)?)?,
-        })
+    pub fn new(num_embeddings: usize, embedding_dim: usize, device: &Device) -> Result<Embedding> {
+        let w = crate::rng::with_default(|g| {
+            init::normal(&[num_embeddings, embedding_dim], 0.0, 1.0, g, device)
+        })?;
+        Ok(Embedding { weight: param(w)? })
     }
 }
 
-impl Module for Embedding {
+impl Forward for Embedding {
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         let mut shape = idx.shape().to_vec();
         shape.push(self.weight.shape()[1]);
         self.weight
             .index_select(0, &idx.reshape([-1isize])?)?
             .reshape(shape)
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![("weight".into(), self.weight.clone())]
     }
 }

@@ -36,103 +36,463 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Squared error `(input - target)^2` (`torch.nn.functional.mse_loss`).
-pub fn mse_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
-    same_shape("mse_loss", input, target)?;
-    reduce(input.sub(target)?.square()?, r)
+/// Squared error `(input - target)^2`, averaged (`F.mse_loss`; [`MSELoss`] for other
+/// reductions).
+pub fn mse_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    MSELoss::new().forward(input, target)
 }
 
-/// Absolute error.
-pub fn l1_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
-    same_shape("l1_loss", input, target)?;
-    reduce(input.sub(target)?.abs()?, r)
+/// Absolute error, averaged (`F.l1_loss`; [`L1Loss`] for other reductions).
+pub fn l1_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    L1Loss::new().forward(input, target)
 }
 
-/// Huber's robust loss: `0.5 d^2` where `|d| < delta`, else `delta (|d| - 0.5 delta)`.
-pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, r: Reduction) -> Result<Tensor> {
-    same_shape("huber_loss", input, target)?;
-    if !(delta > 0.0 && delta.is_finite()) {
-        return Err(Error::invalid(
-            "huber_loss",
-            format!("delta must be positive, got {delta}"),
-        ));
+/// Huber's loss with `delta = 1`, averaged (`F.huber_loss`; [`HuberLoss`] for options).
+pub fn huber_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    HuberLoss::new().forward(input, target)
+}
+
+/// Binary cross-entropy of logits and 0/1 (or probability) targets, averaged
+/// (`F.binary_cross_entropy_with_logits`; [`BCEWithLogitsLoss`] for other reductions).
+pub fn binary_cross_entropy_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    BCEWithLogitsLoss::new().forward(logits, target)
+}
+
+/// Negative log-likelihood of class labels given log-probabilities `[N, C, ...]`
+/// (`F.nll_loss`; [`NLLLoss`] for weights, `ignore_index` and reductions).
+pub fn nll_loss(log_probs: &Tensor, target: &Tensor) -> Result<Tensor> {
+    NLLLoss::new().forward(log_probs, target)
+}
+
+/// Cross-entropy of logits `[N, C, ...]` and class labels `[N, ...]` (or class
+/// probabilities shaped like the logits), averaged (`F.cross_entropy`;
+/// [`CrossEntropyLoss`] for weights, `ignore_index`, label smoothing and reductions).
+pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    CrossEntropyLoss::new().forward(logits, target)
+}
+
+/// The `reduction` option every loss has.
+macro_rules! reduction_option {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// How the per-element losses combine (default [`Reduction::Mean`]).
+            pub fn reduction(mut self, reduction: Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+        }
+    )*};
+}
+reduction_option!(
+    MSELoss,
+    L1Loss,
+    HuberLoss,
+    BCEWithLogitsLoss,
+    NLLLoss,
+    CrossEntropyLoss
+);
+
+/// The options of the losses over class labels.
+macro_rules! class_options {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// A weight per class `[C]` (the mean divides by the weights of the targets).
+            pub fn weight(mut self, weight: &Tensor) -> Self {
+                self.weight = Some(weight.clone());
+                self
+            }
+
+            /// Label targets equal to this contribute nothing (and do not count in the mean).
+            pub fn ignore_index(mut self, ignore_index: i64) -> Self {
+                self.ignore_index = ignore_index;
+                self
+            }
+        }
+    )*};
+}
+class_options!(NLLLoss, CrossEntropyLoss);
+
+/// `nn.MSELoss`: squared error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MSELoss {
+    reduction: Reduction,
+}
+
+impl MSELoss {
+    /// The mean squared error.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let d = input.sub(target)?;
-    let a = d.abs()?;
-    let quadratic = d.square()?.mul_scalar(0.5)?;
-    let linear = a.sub_scalar(0.5 * delta)?.mul_scalar(delta)?;
-    reduce(
-        Tensor::where_cond(&a.lt_scalar(delta)?, &quadratic, &linear)?,
-        r,
-    )
+
+    /// The loss of `input` against `target` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        same_shape("mse_loss", input, target)?;
+        reduce(input.sub(target)?.square()?, self.reduction)
+    }
 }
 
-fn check_labels(op: &'static str, input: &Tensor, target: &Tensor) -> Result<()> {
-    if target.dtype() != DType::I64 {
-        return Err(Error::UnsupportedDType {
-            op,
-            dtype: target.dtype(),
-            shape: target.shape().to_vec(),
-            expected: "I64 class labels",
-        });
+/// `nn.L1Loss`: absolute error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct L1Loss {
+    reduction: Reduction,
+}
+
+impl L1Loss {
+    /// The mean absolute error.
+    pub fn new() -> Self {
+        Self::default()
     }
-    if input.ndim() != 2 || target.ndim() != 1 || input.shape()[0] != target.shape()[0] {
+
+    /// The loss of `input` against `target` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        same_shape("l1_loss", input, target)?;
+        reduce(input.sub(target)?.abs()?, self.reduction)
+    }
+}
+
+/// `nn.HuberLoss`: `0.5 d^2` where `|d| < delta`, else `delta (|d| - 0.5 delta)`.
+#[derive(Debug, Clone, Copy)]
+pub struct HuberLoss {
+    reduction: Reduction,
+    delta: f64,
+}
+
+impl Default for HuberLoss {
+    fn default() -> Self {
+        HuberLoss {
+            reduction: Reduction::Mean,
+            delta: 1.0,
+        }
+    }
+}
+
+impl HuberLoss {
+    /// `delta = 1`, mean.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where the loss turns from quadratic to linear (positive).
+    pub fn delta(mut self, delta: f64) -> Self {
+        self.delta = delta;
+        self
+    }
+
+    /// The loss of `input` against `target` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let delta = self.delta;
+        same_shape("huber_loss", input, target)?;
+        if !(delta > 0.0 && delta.is_finite()) {
+            return Err(Error::invalid(
+                "huber_loss",
+                format!("delta must be positive, got {delta}"),
+            ));
+        }
+        let d = input.sub(target)?;
+        let a = d.abs()?;
+        let quadratic = d.square()?.mul_scalar(0.5)?;
+        let linear = a.sub_scalar(0.5 * delta)?.mul_scalar(delta)?;
+        reduce(
+            Tensor::where_cond(&a.lt_scalar(delta)?, &quadratic, &linear)?,
+            self.reduction,
+        )
+    }
+}
+
+/// `nn.BCEWithLogitsLoss`, computed stably: `max(x, 0) - x y + log(1 + e^-|x|)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BCEWithLogitsLoss {
+    reduction: Reduction,
+}
+
+impl BCEWithLogitsLoss {
+    /// Mean over the elements.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The loss of `logits` against `target` (same shapes).
+    pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        same_shape("binary_cross_entropy_with_logits", logits, target)?;
+        let t = target.to_dtype(logits.dtype())?;
+        let loss = logits
+            .relu()?
+            .sub(&logits.mul(&t)?)?
+            .add(&logits.abs()?.neg()?.exp()?.add_scalar(1.0)?.log()?)?;
+        reduce(loss, self.reduction)
+    }
+}
+
+/// PyTorch's default `ignore_index`: no real class is -100.
+const IGNORE_NONE: i64 = -100;
+
+/// `nn.NLLLoss`: the negative log-probability of each target class.
+#[derive(Debug, Clone)]
+pub struct NLLLoss {
+    reduction: Reduction,
+    weight: Option<Tensor>,
+    ignore_index: i64,
+}
+
+impl Default for NLLLoss {
+    fn default() -> Self {
+        NLLLoss {
+            reduction: Reduction::Mean,
+            weight: None,
+            ignore_index: IGNORE_NONE,
+        }
+    }
+}
+
+impl NLLLoss {
+    /// Mean over the targets, no class weights, `ignore_index` -100.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The loss of `log_probs [N, C, ...]` against labels `[N, ...]`.
+    pub fn forward(&self, log_probs: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let labels = Labels::check(
+            "nll_loss",
+            log_probs,
+            target,
+            self.ignore_index,
+            self.weight.as_ref(),
+        )?;
+        let picked = log_probs
+            .gather(1, &labels.safe.unsqueeze(1)?)?
+            .squeeze_dim(1)?;
+        labels.reduce(picked.neg()?, self.reduction)
+    }
+}
+
+/// `nn.CrossEntropyLoss`: log-softmax over dim 1 and the negative log-likelihood of class
+/// labels, or the cross-entropy with class probabilities shaped like the input.
+#[derive(Debug, Clone)]
+pub struct CrossEntropyLoss {
+    reduction: Reduction,
+    weight: Option<Tensor>,
+    ignore_index: i64,
+    label_smoothing: f64,
+}
+
+impl Default for CrossEntropyLoss {
+    fn default() -> Self {
+        CrossEntropyLoss {
+            reduction: Reduction::Mean,
+            weight: None,
+            ignore_index: IGNORE_NONE,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl CrossEntropyLoss {
+    /// Mean, no class weights, `ignore_index` -100, no label smoothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mix the targets with the uniform distribution by `label_smoothing` in `[0, 1]`.
+    pub fn label_smoothing(mut self, label_smoothing: f64) -> Self {
+        self.label_smoothing = label_smoothing;
+        self
+    }
+
+    /// The loss of `logits [N, C, ...]` (or `[C]`) against labels `[N, ...]` or
+    /// probabilities shaped like `logits`.
+    pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::invalid(
+                OP,
+                format!("label_smoothing must be in [0, 1], got {eps}"),
+            ));
+        }
+        // An unbatched input `[C]` is a batch of one.
+        if logits.ndim() == 1 {
+            let t = if target.dtype().is_float() {
+                target.unsqueeze(0)?
+            } else {
+                target.reshape([1])?
+            };
+            let loss = self.forward(&logits.unsqueeze(0)?, &t)?;
+            return match self.reduction {
+                Reduction::None => loss.squeeze_dim(0),
+                Reduction::Mean | Reduction::Sum => Ok(loss),
+            };
+        }
+        if logits.ndim() < 2 {
+            return Err(Error::bad_shape(
+                OP,
+                logits.shape(),
+                "expected logits [N, C, ...] or [C]",
+            ));
+        }
+        let c = logits.shape()[1];
+        let logp = logits.log_softmax(1)?;
+        let weight_shape: Vec<usize> = (0..logits.ndim())
+            .map(|d| if d == 1 { c } else { 1 })
+            .collect();
+        let class_weight = match &self.weight {
+            Some(w) => {
+                check_weight(OP, w, c)?;
+                Some(w.reshape(weight_shape.clone())?)
+            }
+            None => None,
+        };
+        if target.dtype().is_float() {
+            // Class probabilities: -sum_c w_c p_c log q_c, the mean over the positions.
+            same_shape(OP, logits, target)?;
+            let p = if eps > 0.0 {
+                (target * (1.0 - eps) + eps / c as f64).check()?
+            } else {
+                target.clone()
+            };
+            let mut terms = logp.mul(&p)?;
+            if let Some(w) = &class_weight {
+                terms = terms.mul(w)?;
+            }
+            let loss = terms.sum_dims([1], false)?.neg()?;
+            return reduce(loss, self.reduction);
+        }
+        let labels = Labels::check(OP, &logp, target, self.ignore_index, self.weight.as_ref())?;
+        let nll = logp
+            .gather(1, &labels.safe.unsqueeze(1)?)?
+            .squeeze_dim(1)?
+            .neg()?;
+        if eps == 0.0 {
+            return labels.reduce(nll, self.reduction);
+        }
+        // Smoothing: (1 - eps) nll + eps / C * sum_c -w_c log q_c, ignored positions 0; the
+        // mean divides both parts by the same (weighted) count, as PyTorch does.
+        let mut all = logp.neg()?;
+        if let Some(w) = &class_weight {
+            all = all.mul(w)?;
+        }
+        let smooth = all.sum_dims([1], false)?.mul(&labels.keep)?;
+        let picked = labels.weighted(nll)?;
+        let loss = (picked * (1.0 - eps) + smooth * (eps / c as f64)).check()?;
+        match self.reduction {
+            Reduction::None => Ok(loss),
+            Reduction::Sum => loss.sum(),
+            Reduction::Mean => loss.sum()?.div(&labels.denominator()?),
+        }
+    }
+}
+
+fn check_weight(op: &'static str, w: &Tensor, c: usize) -> Result<()> {
+    if w.shape() != [c] || !w.dtype().is_float() {
         return Err(Error::shapes(
             op,
-            input.shape(),
-            target.shape(),
-            "expected input [N, C] and target [N]",
+            &[c],
+            w.shape(),
+            format!(
+                "weight must be a float tensor of one value per class ({c}), got {:?}",
+                w.dtype()
+            ),
         ));
     }
     Ok(())
 }
 
-/// Negative log-likelihood of integer labels given log-probabilities `[N, C]`.
-pub fn nll_loss(log_probs: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
-    check_labels("nll_loss", log_probs, target)?;
-    let picked = log_probs.gather(1, &target.unsqueeze(1)?)?.squeeze_dim(1)?;
-    reduce(picked.neg()?, r)
+/// Class-label targets, checked: I64, shaped like the input without its class dim, each
+/// label in `0..C` or `ignore_index` (else `Err` naming it: PyTorch raises, and a wrapped
+/// label would silently train the wrong class).
+struct Labels {
+    /// The labels with ignored ones replaced by class 0 (safe to gather).
+    safe: Tensor,
+    /// 1.0 where a label counts, 0.0 where it is ignored.
+    keep: Tensor,
+    /// The class weight of each label (0 where ignored), when there are weights.
+    weight: Option<Tensor>,
 }
 
-/// Cross-entropy of logits `[N, C]` and integer labels `[N]`, with optional label
-/// smoothing (`torch.nn.functional.cross_entropy`).
-pub fn cross_entropy(
-    logits: &Tensor,
-    target: &Tensor,
-    label_smoothing: f64,
-    r: Reduction,
-) -> Result<Tensor> {
-    check_labels("cross_entropy", logits, target)?;
-    if !(0.0..=1.0).contains(&label_smoothing) {
-        return Err(Error::invalid(
-            "cross_entropy",
-            format!("label_smoothing must be in [0, 1], got {label_smoothing}"),
-        ));
+impl Labels {
+    fn check(
+        op: &'static str,
+        input: &Tensor,
+        target: &Tensor,
+        ignore_index: i64,
+        weight: Option<&Tensor>,
+    ) -> Result<Labels> {
+        if target.dtype() != DType::I64 {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: target.dtype(),
+                shape: target.shape().to_vec(),
+                expected: "I64 class labels (or float probabilities shaped like the input)",
+            });
+        }
+        let mut expected = input.shape().to_vec();
+        if expected.len() >= 2 {
+            expected.remove(1);
+        }
+        if input.ndim() < 2 || target.shape() != expected.as_slice() {
+            return Err(Error::shapes(
+                op,
+                input.shape(),
+                target.shape(),
+                "expected input [N, C, d1, ...] and target [N, d1, ...]",
+            ));
+        }
+        let c = input.shape()[1];
+        // The labels are few (one per position); they are read on the host to check them.
+        let host = target.to_device(&crate::Device::Cpu)?.to_vec::<i64>()?;
+        if let Some(&bad) = host
+            .iter()
+            .find(|&&l| l != ignore_index && !(0..c as i64).contains(&l))
+        {
+            // "index -1 out of range for dimension 1 of size 3": the label and the classes.
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: bad,
+                dim: 1,
+                size: c,
+                shape: input.shape().to_vec(),
+            });
+        }
+        let valid = target.ne_scalar(ignore_index)?;
+        let safe = Tensor::where_cond(&valid, target, 0)?;
+        let keep = valid.to_dtype(input.dtype())?;
+        let weight = match weight {
+            Some(w) => {
+                check_weight(op, w, c)?;
+                let w = w.to_device(input.device())?;
+                Some(
+                    w.index_select(0, &safe.reshape([-1isize])?)?
+                        .reshape(safe.shape().to_vec())?
+                        .mul(&keep)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Labels { safe, keep, weight })
     }
-    let logp = logits.log_softmax(1)?;
-    let nll = nll_loss(&logp, target, Reduction::None)?;
-    let loss = if label_smoothing > 0.0 {
-        let uniform = logp.mean_dims([1], false)?.neg()?;
-        nll.mul_scalar(1.0 - label_smoothing)?
-            .add(&uniform.mul_scalar(label_smoothing)?)?
-    } else {
-        nll
-    };
-    reduce(loss, r)
-}
 
-/// Binary cross-entropy of logits and 0/1 targets, computed stably:
-/// `max(x, 0) - x y + log(1 + e^-|x|)`.
-pub fn binary_cross_entropy_with_logits(
-    logits: &Tensor,
-    target: &Tensor,
-    r: Reduction,
-) -> Result<Tensor> {
-    same_shape("binary_cross_entropy_with_logits", logits, target)?;
-    let t = target.to_dtype(logits.dtype())?;
-    let loss = logits
-        .relu()?
-        .sub(&logits.mul(&t)?)?
-        .add(&logits.abs()?.neg()?.exp()?.add_scalar(1.0)?.log()?)?;
-    reduce(loss, r)
+    /// Per-position losses times their class weight, ignored positions 0.
+    fn weighted(&self, loss: Tensor) -> Result<Tensor> {
+        match &self.weight {
+            Some(w) => loss.mul(w),
+            None => loss.mul(&self.keep),
+        }
+    }
+
+    /// What the mean divides by: the (weighted) number of labels that count.
+    fn denominator(&self) -> Result<Tensor> {
+        match &self.weight {
+            Some(w) => w.sum(),
+            None => self.keep.sum(),
+        }
+    }
+
+    fn reduce(&self, loss: Tensor, r: Reduction) -> Result<Tensor> {
+        let loss = self.weighted(loss)?;
+        match r {
+            Reduction::None => Ok(loss),
+            Reduction::Sum => loss.sum(),
+            Reduction::Mean => loss.sum()?.div(&self.denominator()?),
+        }
+    }
 }

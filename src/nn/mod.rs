@@ -1,15 +1,15 @@
 //! Layers, losses and initialisers for building and training models.
 //!
 //! ```
-//! use wgrad::nn::{self, Module};
-//! use wgrad::{Device, Generator, Tensor};
-//! let mut g = Generator::new(0);
+//! use wgrad::nn::{self, Forward, Module};
+//! use wgrad::{Device, Tensor};
+//! let dev = Device::Cpu;
 //! let model = nn::Sequential::new()
-//!     .add(nn::Linear::new(4, 8, true, &mut g, &Device::Cpu)?)
+//!     .add(nn::Linear::new(4, 8, &dev)?)
 //!     .add(nn::ReLU)
-//!     .add(nn::Linear::new(8, 3, true, &mut g, &Device::Cpu)?);
+//!     .add(nn::Linear::new(8, 3, &dev)?);
 //! let logits = model.forward(&Tensor::randn([2, 4])?)?;
-//! let loss = nn::cross_entropy(&logits, &Tensor::new([0, 2])?, 0.0, nn::Reduction::Mean)?;
+//! let loss = nn::cross_entropy(&logits, &Tensor::new([0, 2])?)?;
 //! loss.backward()?;
 //! assert_eq!(model.named_parameters()[0].0, "0.weight");
 //! # Ok::<(), wgrad::Error>(())
@@ -19,9 +19,15 @@ pub mod functional;
 pub mod init;
 mod layers;
 mod loss;
+mod module;
 
 pub use layers::*;
 pub use loss::{
     binary_cross_entropy_with_logits, cross_entropy, huber_loss, l1_loss, mse_loss, nll_loss,
-    Reduction,
+    BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, Reduction,
 };
+#[doc(hidden)]
+pub use module::join;
+pub use module::{BufferField, Field, Forward, Item, ItemMut, Layer, Module, Training};
+/// `#[derive(Module)]`: a struct of layers and tensors becomes a [`Module`].
+pub use wgrad_derive::Module;

@@ -17,7 +17,7 @@
 
 mod schedulers;
 
-pub use schedulers::{CosineAnnealingLr, LrScheduler, StepLr};
+pub use schedulers::{CosineAnnealingLr, LrScheduler, SchedulerState, StepLr};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

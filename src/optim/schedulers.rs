@@ -6,6 +6,35 @@ use super::Optimizer;
 pub trait LrScheduler {
     /// Advance one epoch and update `opt`'s learning rate.
     fn step(&mut self, opt: &mut dyn Optimizer);
+    /// Where the schedule is, for a checkpoint.
+    fn state(&self) -> SchedulerState;
+    /// Continue from a saved position.
+    fn load_state(&mut self, state: SchedulerState);
+}
+
+/// A schedule's position: the epochs stepped and the rate it started from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerState {
+    /// Epochs stepped so far.
+    pub epoch: usize,
+    /// The learning rate the schedule started from.
+    pub base_lr: f64,
+}
+
+/// The state accessors of a scheduler with `base` and `epoch` fields.
+macro_rules! position {
+    () => {
+        fn state(&self) -> SchedulerState {
+            SchedulerState {
+                epoch: self.epoch,
+                base_lr: self.base,
+            }
+        }
+        fn load_state(&mut self, state: SchedulerState) {
+            self.epoch = state.epoch;
+            self.base = state.base_lr;
+        }
+    };
 }
 
 /// Multiply the learning rate by `gamma` every `step_size` epochs (`StepLR`).
@@ -29,6 +58,7 @@ impl StepLr {
 }
 
 impl LrScheduler for StepLr {
+    position!();
     fn step(&mut self, opt: &mut dyn Optimizer) {
         self.epoch += 1;
         opt.set_lr(self.base * self.gamma.powi((self.epoch / self.step_size) as i32));
@@ -56,6 +86,7 @@ impl CosineAnnealingLr {
 }
 
 impl LrScheduler for CosineAnnealingLr {
+    position!();
     fn step(&mut self, opt: &mut dyn Optimizer) {
         self.epoch += 1;
         let t = (self.epoch.min(self.t_max)) as f64 / self.t_max as f64;

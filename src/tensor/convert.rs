@@ -1,6 +1,6 @@
 //! Tensors from Rust data and back: nested arrays, `Vec`s, scalars, dtype and device moves.
 
-use super::Tensor;
+use super::{Tensor, TensorOptions};
 use crate::autograd::BackwardOp;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
@@ -155,6 +155,38 @@ impl Tensor {
     /// ```
     pub fn new_with_grad<A: NdArray>(data: A, requires_grad: bool) -> Result<Tensor> {
         Tensor::new(data)?.requires_grad_(requires_grad)
+    }
+
+    /// [`Tensor::new`] on a device, or converted to a dtype (`torch.tensor(data, dtype=,
+    /// device=)`): `Tensor::new_on([1, 2], (DType::F32, &dev))`.
+    pub fn new_on<A: NdArray>(data: A, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        Tensor::new(data)?.placed(options.into())
+    }
+
+    /// [`Tensor::from_vec`] on a device, or converted to a dtype.
+    pub fn from_vec_on<T: CpuElement>(
+        data: Vec<T>,
+        shape: impl Into<crate::Shape>,
+        options: impl Into<TensorOptions>,
+    ) -> Result<Tensor> {
+        Tensor::from_vec(data, shape)?.placed(options.into())
+    }
+
+    /// [`Tensor::scalar`] on a device, or converted to a dtype.
+    pub fn scalar_on(
+        value: impl Into<Scalar>,
+        options: impl Into<TensorOptions>,
+    ) -> Result<Tensor> {
+        Tensor::scalar(value)?.placed(options.into())
+    }
+
+    /// A new CPU tensor converted to the options' dtype and moved to their device.
+    fn placed(self, o: TensorOptions) -> Result<Tensor> {
+        let t = match o.dtype {
+            Some(d) => self.to_dtype(d)?,
+            None => self,
+        };
+        t.to_device(&o.device)
     }
 
     /// A tensor from a flat `Vec` in row-major order and a shape.

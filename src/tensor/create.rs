@@ -1,6 +1,7 @@
 //! Creating tensors: constants, ranges, identity, random numbers.
 
 use super::Tensor;
+use super::TensorOptions;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
@@ -10,62 +11,65 @@ use crate::shape::Shape;
 use crate::storage::Storage;
 
 impl Tensor {
-    /// A tensor of `shape` filled with `value` on `device`.
+    /// A tensor of `shape` filled with `value` (of its dtype unless `options` names one).
     pub fn full_on(
         shape: impl Into<Shape>,
         value: impl Into<Scalar>,
-        dtype: DType,
-        device: &Device,
+        options: impl Into<TensorOptions>,
     ) -> Result<Tensor> {
+        let (options, value) = (options.into(), value.into());
+        let (dtype, device) = (options.dtype_or(value.dtype()), &options.device);
         let shape = shape.into();
         // An element count whose bytes cannot be addressed is an error, not an overflow.
         crate::shape::addressable_bytes("full", &shape, dtype.size_in_bytes())?;
-        let value = value.into().checked_for("full", dtype)?;
+        let value = value.checked_for("full", dtype)?;
         Ok(Tensor::from_storage(
             Storage::full(device, shape.numel(), value, dtype)?,
             &shape,
         ))
     }
 
-    /// Zeros of `shape` and `dtype` on `device`.
-    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::full_on(shape, 0, dtype, device)
+    /// Zeros of `shape` (F32 unless `options` names a dtype).
+    pub fn zeros_on(shape: impl Into<Shape>, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let o = options.into();
+        Tensor::full_on(shape, 0, (o.dtype_or(DType::F32), &o.device))
     }
 
-    /// Ones of `shape` and `dtype` on `device`.
-    pub fn ones_on(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::full_on(shape, 1, dtype, device)
+    /// Ones of `shape` (F32 unless `options` names a dtype).
+    pub fn ones_on(shape: impl Into<Shape>, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let o = options.into();
+        Tensor::full_on(shape, 1, (o.dtype_or(DType::F32), &o.device))
     }
 
     /// f32 zeros on the CPU (`torch.zeros`).
     pub fn zeros(shape: impl Into<Shape>) -> Result<Tensor> {
-        Tensor::zeros_on(shape, DType::F32, &Device::Cpu)
+        Tensor::zeros_on(shape, (DType::F32, &Device::Cpu))
     }
 
     /// f32 ones on the CPU (`torch.ones`).
     pub fn ones(shape: impl Into<Shape>) -> Result<Tensor> {
-        Tensor::ones_on(shape, DType::F32, &Device::Cpu)
+        Tensor::ones_on(shape, (DType::F32, &Device::Cpu))
     }
 
     /// A tensor filled with `value`; its dtype follows the value (`2` gives I64, `2.0` F32).
     pub fn full(shape: impl Into<Shape>, value: impl Into<Scalar>) -> Result<Tensor> {
         let v = value.into();
-        Tensor::full_on(shape, v, v.dtype(), &Device::Cpu)
+        Tensor::full_on(shape, v, (v.dtype(), &Device::Cpu))
     }
 
     /// Zeros with the shape, dtype and device of `t`.
     pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
-        Tensor::zeros_on(t.shape(), t.dtype(), t.device())
+        Tensor::zeros_on(t.shape(), (t.dtype(), t.device()))
     }
 
     /// Ones with the shape, dtype and device of `t`.
     pub fn ones_like(t: &Tensor) -> Result<Tensor> {
-        Tensor::ones_on(t.shape(), t.dtype(), t.device())
+        Tensor::ones_on(t.shape(), (t.dtype(), t.device()))
     }
 
     /// `value` with the shape, dtype and device of `t`.
     pub fn full_like(t: &Tensor, value: impl Into<Scalar>) -> Result<Tensor> {
-        Tensor::full_on(t.shape(), value, t.dtype(), t.device())
+        Tensor::full_on(t.shape(), value, (t.dtype(), t.device()))
     }
 
     /// Values from `start` up to (not including) `end` in steps of `step`. Integer arguments
@@ -88,6 +92,20 @@ impl Tensor {
 
     /// [`Tensor::arange`] on a device.
     pub fn arange_on(
+        start: impl Into<Scalar>,
+        end: impl Into<Scalar>,
+        step: impl Into<Scalar>,
+        options: impl Into<TensorOptions>,
+    ) -> Result<Tensor> {
+        let o = options.into();
+        let t = Tensor::arange_in(start, end, step, &o.device)?;
+        match o.dtype {
+            Some(d) => t.to_dtype(d),
+            None => Ok(t),
+        }
+    }
+
+    fn arange_in(
         start: impl Into<Scalar>,
         end: impl Into<Scalar>,
         step: impl Into<Scalar>,
@@ -140,6 +158,23 @@ impl Tensor {
 
     /// `steps` evenly spaced f32 values from `start` to `end` inclusive.
     pub fn linspace(start: f64, end: f64, steps: usize) -> Result<Tensor> {
+        Tensor::linspace_on(start, end, steps, &Device::Cpu)
+    }
+
+    /// [`Tensor::linspace`] on a device (F32 unless `options` names a dtype).
+    pub fn linspace_on(
+        start: f64,
+        end: f64,
+        steps: usize,
+        options: impl Into<TensorOptions>,
+    ) -> Result<Tensor> {
+        let o = options.into();
+        Tensor::linspace_cpu(start, end, steps)?
+            .to_dtype(o.dtype_or(DType::F32))?
+            .to_device(&o.device)
+    }
+
+    fn linspace_cpu(start: f64, end: f64, steps: usize) -> Result<Tensor> {
         // A count the machine cannot hold is an Err, not an abort.
         let bytes = crate::shape::addressable_bytes("linspace", &[steps], 4)?;
         let mut data: Vec<f32> = Vec::new();
@@ -170,7 +205,12 @@ impl Tensor {
 
     /// The `n x n` f32 identity matrix.
     pub fn eye(n: usize) -> Result<Tensor> {
-        let t = Tensor::zeros([n, n])?;
+        Tensor::eye_on(n, &Device::Cpu)
+    }
+
+    /// The identity on a device (F32 unless `options` names a dtype).
+    pub fn eye_on(n: usize, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let t = Tensor::zeros_on([n, n], options)?;
         // The diagonal is a strided view of the zeros: one fill.
         let diagonal = Tensor::view_of(
             t.storage().clone(),
@@ -209,8 +249,11 @@ impl Tensor {
 
     /// Uniform numbers generated on `device`: the same values on every device for the same
     /// generator state.
-    pub fn rand_on(shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::random(FillKind::Uniform, shape, device, g, (0, 0)))
+    pub fn rand_on(shape: impl Into<Shape>, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let o = options.into();
+        let dtype = o.float_dtype("rand")?;
+        rng::with_default(|g| Tensor::random(FillKind::Uniform, shape, &o.device, g, (0, 0)))?
+            .to_dtype(dtype)
     }
 
     /// Uniform numbers from an explicit generator.
@@ -224,8 +267,11 @@ impl Tensor {
     }
 
     /// Standard normal numbers generated on `device`.
-    pub fn randn_on(shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::random(FillKind::Normal, shape, device, g, (0, 0)))
+    pub fn randn_on(shape: impl Into<Shape>, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let o = options.into();
+        let dtype = o.float_dtype("randn")?;
+        rng::with_default(|g| Tensor::random(FillKind::Normal, shape, &o.device, g, (0, 0)))?
+            .to_dtype(dtype)
     }
 
     /// Standard normal numbers from an explicit generator.
@@ -243,9 +289,11 @@ impl Tensor {
         low: i64,
         high: i64,
         shape: impl Into<Shape>,
-        device: &Device,
+        options: impl Into<TensorOptions>,
     ) -> Result<Tensor> {
-        rng::with_default(|g| Tensor::randint_gen(low, high, shape, device, g))
+        let o = options.into();
+        rng::with_default(|g| Tensor::randint_gen(low, high, shape, &o.device, g))?
+            .to_dtype(o.dtype_or(DType::I64))
     }
 
     /// Random integers from an explicit generator.
@@ -277,6 +325,14 @@ impl Tensor {
     /// A random permutation of `0..n` (I64) from the global generator (`torch.randperm`).
     pub fn randperm(n: usize) -> Result<Tensor> {
         rng::with_default(|g| Tensor::randperm_with(n, g))
+    }
+
+    /// A random permutation of `0..n` on a device (I64 unless `options` names a dtype).
+    pub fn randperm_on(n: usize, options: impl Into<TensorOptions>) -> Result<Tensor> {
+        let o = options.into();
+        Tensor::randperm(n)?
+            .to_device(&o.device)?
+            .to_dtype(o.dtype_or(DType::I64))
     }
 
     /// A random permutation from an explicit generator.

@@ -6,6 +6,7 @@
 use super::Tensor;
 use crate::autograd::BackwardOp;
 use crate::backend::Arg;
+use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
 use crate::op::{Binary, BinaryOp, CmpOp, ScalarSide, Unary, UnaryOp};
@@ -170,6 +171,30 @@ fn with_args<R, const N: usize>(
     })
 }
 
+/// The device that 0-d CPU tensors among `ts` move to: PyTorch lets a 0-d CPU tensor join
+/// an elementwise op on any device, like a number. `None` when nothing needs to move (or
+/// the operands are on two devices for real, which the op reports).
+fn scalar_host(ts: &[&Tensor]) -> Option<Device> {
+    let lone = |t: &Tensor| t.ndim() == 0 && matches!(t.device(), Device::Cpu);
+    let target = ts.iter().find(|t| !matches!(t.device(), Device::Cpu))?;
+    let moves = ts.iter().any(|t| t.device() != target.device() && lone(t));
+    let fits = ts.iter().all(|t| t.device() == target.device() || lone(t));
+    (moves && fits).then(|| target.device().clone())
+}
+
+/// The operand, or its moved copy.
+fn pick<'a>(o: Operand<'a>, m: &'a Option<Tensor>) -> Operand<'a> {
+    m.as_ref().map_or(o, Operand::Tensor)
+}
+
+/// `t` on `dev` if it is a 0-d CPU tensor that [`scalar_host`] moves (a differentiable copy).
+fn moved(t: &Tensor, dev: &Option<Device>) -> Result<Option<Tensor>> {
+    match dev {
+        Some(d) if t.device() != d => t.to_device(d).map(Some),
+        _ => Ok(None),
+    }
+}
+
 impl Tensor {
     /// Apply a unary op of the table (`op/`) by value: `x.unary_op(UnaryOp::Log1p)` is
     /// `x.log1p()`.
@@ -215,6 +240,15 @@ impl Tensor {
     pub(crate) fn binary_of(op: BinaryOp, a: Operand<'_>, b: Operand<'_>) -> Result<Tensor> {
         a.live()?;
         b.live()?;
+        if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b) {
+            let dev = scalar_host(&[x, y]);
+            if dev.is_some() {
+                let (mx, my) = (moved(x, &dev)?, moved(y, &dev)?);
+                let x = mx.as_ref().unwrap_or(x);
+                let y = my.as_ref().unwrap_or(y);
+                return Tensor::binary_of(op, Operand::Tensor(x), Operand::Tensor(y));
+            }
+        }
         let name = op.name();
         let dtype = Tensor::binary_result_dtype(op, a, b)?;
         if let (BinaryOp::Pow, Operand::Scalar(Scalar::Int(e))) = (op, b) {
@@ -298,6 +332,15 @@ impl Tensor {
     pub(crate) fn compare(&self, op: CmpOp, rhs: Operand<'_>) -> Result<Tensor> {
         self.live()?;
         rhs.live()?;
+        if let Operand::Tensor(y) = rhs {
+            let dev = scalar_host(&[self, y]);
+            if dev.is_some() {
+                let (mx, my) = (moved(self, &dev)?, moved(y, &dev)?);
+                let x = mx.as_ref().unwrap_or(self);
+                let y = my.as_ref().unwrap_or(y);
+                return x.compare(op, Operand::Tensor(y));
+            }
+        }
         let name = op.name();
         let a = Operand::Tensor(self);
         let dtype = result_type(a, rhs);
@@ -335,6 +378,30 @@ impl Tensor {
         cond.live()?;
         a.live()?;
         b.live()?;
+        let mut all = vec![cond];
+        for s in [a, b] {
+            if let Operand::Tensor(t) = s {
+                all.push(t);
+            }
+        }
+        let dev = scalar_host(&all);
+        if dev.is_some() {
+            let mc = moved(cond, &dev)?;
+            let ma = match a {
+                Operand::Tensor(t) => moved(t, &dev)?,
+                Operand::Scalar(_) => None,
+            };
+            let mb = match b {
+                Operand::Tensor(t) => moved(t, &dev)?,
+                Operand::Scalar(_) => None,
+            };
+            return Tensor::where_in(
+                mc.as_ref().unwrap_or(cond),
+                pick(a, &ma),
+                pick(b, &mb),
+                dtype,
+            );
+        }
         if cond.dtype() != DType::Bool {
             return Err(Error::UnsupportedDType {
                 op: OP,

@@ -4,6 +4,7 @@
 use super::{Operand, Tensor};
 use crate::autograd::{self, BackwardOp};
 use crate::backend::Arg;
+use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
 use crate::op::BinaryOp;
@@ -428,6 +429,17 @@ impl Tensor {
 
     fn inplace_binary(&self, op: BinaryOp, name: &'static str, other: Source) -> Result<&Tensor> {
         self.check_inplace(name, other.tensor())?;
+        // A 0-d CPU tensor acts like a number on any device, as in PyTorch.
+        let other = match other {
+            Source::Tensor(t)
+                if t.ndim() == 0
+                    && matches!(t.device(), Device::Cpu)
+                    && !matches!(self.device(), Device::Cpu) =>
+            {
+                Source::Tensor(t.to_device(self.device())?)
+            }
+            o => o,
+        };
         if let Source::Tensor(t) = &other {
             self.same_device(name, t)?;
         }

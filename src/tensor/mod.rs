@@ -10,6 +10,7 @@ mod index;
 mod linalg;
 mod movement;
 mod operators;
+mod options;
 mod reduce;
 
 pub use crate::host::CpuElement;
@@ -17,6 +18,7 @@ pub use autograd_api::grad;
 pub use convert::{NdArray, NdLeaf};
 pub(crate) use elementwise::Operand;
 pub use index::{SliceItem, Source};
+pub use options::TensorOptions;
 
 use crate::autograd::{self, Node};
 use crate::device::Device;

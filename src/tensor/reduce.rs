@@ -201,7 +201,7 @@ impl Tensor {
             self.layout().dim(op.name(), dim)?;
             return Ok((
                 self.clone(),
-                Tensor::zeros_on(&[] as &[usize], DType::I64, self.device())?,
+                Tensor::zeros_on(&[] as &[usize], (DType::I64, self.device()))?,
             ));
         }
         let d = self.layout().dim(op.name(), dim)?;
@@ -294,7 +294,7 @@ impl Tensor {
                     }
                 })
                 .collect();
-            return Tensor::zeros_on(shape, self.dtype(), self.device());
+            return Tensor::zeros_on(shape, (self.dtype(), self.device()));
         }
         let m = self.reduce_raw(ReduceOp::Max, dims, true)?;
         if !finite {
