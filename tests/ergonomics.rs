@@ -156,3 +156,53 @@ fn the_first_run_prints_no_driver_noise() {
         "stderr:\n{stderr}"
     );
 }
+
+#[test]
+fn losses_take_options_and_refuse_bad_labels() -> wgrad::Result<()> {
+    use wgrad::nn::{self, CrossEntropyLoss, Reduction};
+    for dev in common::devices() {
+        let logits = wgrad::seeded(4, || Tensor::randn_on([4, 3], &dev))?;
+        // A label of -1 does not wrap to the last class, and 3 is past it: both are Err.
+        for bad in [-1i64, 3] {
+            let y = Tensor::new_on([0, bad, 1, 2], &dev)?;
+            let e = nn::cross_entropy(&logits, &y).unwrap_err();
+            assert!(
+                matches!(e, Error::IndexOutOfRange { op: "cross_entropy", index, size: 3, .. } if index == bad),
+                "{e}"
+            );
+        }
+        // -1 is fine when it is the ignore_index.
+        let y = Tensor::new_on([0, -1, 1, 2], &dev)?;
+        let per = CrossEntropyLoss::new()
+            .ignore_index(-1)
+            .reduction(Reduction::None)
+            .forward(&logits, &y)?
+            .to_vec::<f32>()?;
+        assert_eq!(per[1], 0.0);
+        // Class weights: the mean is the weighted sum over the weights of the targets.
+        let y = Tensor::new_on([0, 2, 1, 2], &dev)?;
+        let w = Tensor::new_on([1.0, 2.0, 0.5], &dev)?;
+        let plain = CrossEntropyLoss::new()
+            .reduction(Reduction::None)
+            .forward(&logits, &y)?
+            .to_vec::<f32>()?;
+        let weighted = CrossEntropyLoss::new()
+            .weight(&w)
+            .forward(&logits, &y)?
+            .item::<f64>()?;
+        let wy = [1.0, 0.5, 2.0, 0.5];
+        let expect = plain
+            .iter()
+            .zip(wy)
+            .map(|(&l, w)| l as f64 * w)
+            .sum::<f64>()
+            / wy.iter().sum::<f64>();
+        assert!((weighted - expect).abs() < 1e-5, "{weighted} vs {expect}");
+        // A weight of the wrong length names both sizes.
+        assert!(CrossEntropyLoss::new()
+            .weight(&Tensor::ones_on([4], &dev)?)
+            .forward(&logits, &y)
+            .is_err());
+    }
+    Ok(())
+}
