@@ -166,28 +166,21 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
         "huber_loss" => nn::HuberLoss::new()
             .delta(attrs["delta"].as_f64().unwrap_or(1.0))
             .forward(&x[0], &x[1]),
-        "cross_entropy" => {
-            let reduction = match attrs.get("reduction").and_then(|v| v.as_str()) {
-                Some("sum") => nn::Reduction::Sum,
-                Some("none") => nn::Reduction::None,
-                _ => nn::Reduction::Mean,
-            };
-            nn::CrossEntropyLoss::new()
-                .reduction(reduction)
-                .ignore_index(
-                    attrs
-                        .get("ignore_index")
-                        .and_then(|v| v.as_i64())
-                        .unwrap_or(-100),
-                )
-                .label_smoothing(
-                    attrs
-                        .get("label_smoothing")
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(0.0),
-                )
-                .forward(&x[0], &x[1])
-        }
+        "cross_entropy" => nn::CrossEntropyLoss::new()
+            .reduction(reduction_of(attrs))
+            .ignore_index(
+                attrs
+                    .get("ignore_index")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(-100),
+            )
+            .label_smoothing(
+                attrs
+                    .get("label_smoothing")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0),
+            )
+            .forward(&x[0], &x[1]),
         "binary_cross_entropy_with_logits" => nn::binary_cross_entropy_with_logits(&x[0], &x[1]),
         "linear" => F::linear(&x[0], &x[1], x.get(2)),
         "conv2d" => {
@@ -227,11 +220,220 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
         "gelu" => F::gelu(&x[0], attrs["approximate"] == "tanh"),
         "mish" => F::mish(&x[0]),
         "logsigmoid" => F::logsigmoid(&x[0]),
+        "var" | "std" => {
+            let correction = attrs["correction"].as_u64().unwrap_or(1) as usize;
+            if op == "var" {
+                x[0].var(dims(), correction, keepdim)
+            } else {
+                x[0].std(dims(), correction, keepdim)
+            }
+        }
+        "flip" => x[0].flip(ints(&attrs["dims"])),
+        "roll" => x[0].roll(
+            ints(&attrs["shifts"]),
+            if attrs["dims"].is_null() {
+                vec![]
+            } else {
+                ints(&attrs["dims"])
+            },
+        ),
+        "repeat" => x[0].repeat(ints(&attrs["sizes"])),
+        "tile" => x[0].tile(ints(&attrs["dims"])),
+        "repeat_interleave" => x[0].repeat_interleave(
+            attrs["repeats"].as_u64().unwrap() as usize,
+            int(&attrs["dim"]),
+        ),
+        "tril" => x[0].tril(attrs["diagonal"].as_i64().unwrap_or(0)),
+        "triu" => x[0].triu(attrs["diagonal"].as_i64().unwrap_or(0)),
+        "outer" => x[0].outer(&x[1]),
+        "index_add" => x[0].index_add(
+            int(&attrs["dim"]),
+            &x[1],
+            &x[2],
+            attrs["alpha"].as_f64().unwrap_or(1.0),
+        ),
+        "masked_select" => x[0].masked_select(&x[1]),
+        "nonzero" => x[0].nonzero(),
+        "one_hot" => F::one_hot(
+            &x[0],
+            attrs["num_classes"]
+                .as_i64()
+                .filter(|&c| c >= 0)
+                .map(|c| c as usize),
+        ),
+        "pad" => {
+            let mode = match attrs["mode"].as_str().unwrap_or("constant") {
+                "reflect" => F::PadMode::Reflect,
+                "replicate" => F::PadMode::Replicate,
+                "circular" => F::PadMode::Circular,
+                _ => F::PadMode::Constant(attrs["value"].as_f64().unwrap_or(0.0)),
+            };
+            F::pad(&x[0], &ints(&attrs["pad"]), mode)
+        }
+        "interpolate" => {
+            let mode = match attrs["mode"].as_str().unwrap_or("nearest") {
+                "nearest" => F::Interpolation::Nearest,
+                _ => F::Interpolation::Linear {
+                    align_corners: attrs["align_corners"].as_bool().unwrap_or(false),
+                },
+            };
+            let size = if attrs["size"].is_null() {
+                match F::scaled_size(&x[0], attrs["scale_factor"].as_f64().unwrap()) {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e)),
+                }
+            } else {
+                ints(&attrs["size"])
+                    .into_iter()
+                    .map(|v| v as usize)
+                    .collect()
+            };
+            F::interpolate(&x[0], &size, mode)
+        }
+        "adaptive_avg_pool2d" | "adaptive_max_pool2d" => {
+            let o = ints(&attrs["output_size"]);
+            let size = (o[0] as usize, o[1] as usize);
+            if op == "adaptive_avg_pool2d" {
+                F::adaptive_avg_pool2d(&x[0], size)
+            } else {
+                F::adaptive_max_pool2d(&x[0], size)
+            }
+        }
+        "group_norm" => F::group_norm(
+            &x[0],
+            attrs["num_groups"].as_u64().unwrap() as usize,
+            x.get(1),
+            x.get(2),
+            attrs["eps"].as_f64().unwrap_or(1e-5),
+        ),
+        "layer_norm" => {
+            let shape: Vec<usize> = ints(&attrs["normalized_shape"])
+                .into_iter()
+                .map(|v| v as usize)
+                .collect();
+            F::layer_norm(
+                &x[0],
+                &shape,
+                x.get(1),
+                x.get(2),
+                attrs["eps"].as_f64().unwrap_or(1e-5),
+            )
+        }
+        "scaled_dot_product_attention" => {
+            let mask = x.get(3).map(|m| {
+                if m.dtype() == DType::Bool {
+                    F::AttentionMask::Allow(m)
+                } else {
+                    F::AttentionMask::Add(m)
+                }
+            });
+            F::scaled_dot_product_attention(
+                &x[0],
+                &x[1],
+                &x[2],
+                mask,
+                attrs["is_causal"].as_bool().unwrap_or(false),
+                attrs["scale"].as_f64(),
+            )
+        }
+        "cosine_similarity" => F::cosine_similarity(
+            &x[0],
+            &x[1],
+            int(&attrs["dim"]),
+            attrs["eps"].as_f64().unwrap_or(1e-8),
+        ),
+        "kl_div" => {
+            let reduction = match attrs["reduction"].as_str().unwrap_or("batchmean") {
+                "sum" => nn::KlReduction::Sum,
+                "mean" => nn::KlReduction::Mean,
+                "none" => nn::KlReduction::None,
+                _ => nn::KlReduction::BatchMean,
+            };
+            nn::KLDivLoss::new()
+                .reduction(reduction)
+                .log_target(attrs["log_target"].as_bool().unwrap_or(false))
+                .forward(&x[0], &x[1])
+        }
+        "binary_cross_entropy" => nn::BCELoss::new()
+            .reduction(reduction_of(attrs))
+            .forward(&x[0], &x[1]),
+        "smooth_l1_loss" => nn::SmoothL1Loss::new()
+            .beta(attrs["beta"].as_f64().unwrap_or(1.0))
+            .reduction(reduction_of(attrs))
+            .forward(&x[0], &x[1]),
+        "rnn_output" | "rnn_hidden" | "gru_output" | "gru_hidden" | "lstm_output"
+        | "lstm_hidden" | "lstm_cell" => return Some(recurrent_case(op, attrs, x)),
+        "multi_head_attention_forward" => {
+            let out_proj = nn::Linear {
+                weight: x[5].clone(),
+                bias: Some(x[6].clone()),
+            };
+            let masks = nn::AttentionMasks {
+                is_causal: attrs["causal"].as_bool().unwrap_or(false),
+                ..Default::default()
+            };
+            nn::multi_head_attention_forward(
+                &x[0],
+                &x[1],
+                &x[2],
+                attrs["num_heads"].as_u64().unwrap() as usize,
+                &x[3],
+                Some(&x[4]),
+                &out_proj,
+                masks,
+                attrs["batch_first"].as_bool().unwrap_or(false),
+            )
+        }
         "composite_cube" => x[0].mul(&x[0]).and_then(|y| y.mul(&x[0])),
         "composite_detach" => x[0].mul(&x[0]).and_then(|y| y.detach().mul(&x[0])),
         "composite_2dot" => x[0].dot(&x[0]).and_then(|y| y.mul_scalar(2.0)),
         _ => return None,
     })
+}
+
+/// One layer of RNN/GRU/LSTM from explicit weights (the cases' inputs: x [B, T, I], h0,
+/// c0 for the LSTM, then w_ih, w_hh, b_ih, b_hh), batch first.
+fn recurrent_case(op: &str, attrs: &Value, x: &[Tensor]) -> Result<Tensor> {
+    let kind = match op.split('_').next() {
+        Some("gru") => nn::CellKind::Gru,
+        Some("lstm") => nn::CellKind::Lstm,
+        _ if attrs["nonlinearity"] == "relu" => nn::CellKind::Relu,
+        _ => nn::CellKind::Tanh,
+    };
+    let lstm = kind == nn::CellKind::Lstm;
+    let w = &x[if lstm { 3 } else { 2 }..];
+    let weights = nn::Direction {
+        weight_ih: w[0].clone(),
+        weight_hh: w[1].clone(),
+        bias_ih: w.get(2).cloned(),
+        bias_hh: w.get(3).cloned(),
+    };
+    let c0 = if lstm { Some(x[2].select(0, 0)?) } else { None };
+    let (out, h, c) = nn::run_direction(
+        kind,
+        &x[0].transpose(0, 1)?,
+        &x[1].select(0, 0)?,
+        c0.as_ref(),
+        &weights,
+        false,
+    )?;
+    match op.rsplit('_').next() {
+        Some("output") => out.transpose(0, 1),
+        Some("hidden") => h.unsqueeze(0),
+        _ => match c {
+            Some(c) => c.unsqueeze(0),
+            None => panic!("{op}: an LSTM returns a cell state"),
+        },
+    }
+}
+
+/// A case's `reduction` attribute (mean when absent).
+fn reduction_of(attrs: &Value) -> nn::Reduction {
+    match attrs.get("reduction").and_then(|v| v.as_str()) {
+        Some("sum") => nn::Reduction::Sum,
+        Some("none") => nn::Reduction::None,
+        _ => nn::Reduction::Mean,
+    }
 }
 
 /// Tolerances from the golden README: 1e-3 relative for ops that sum many terms.
@@ -496,6 +698,39 @@ fn pytorch_v2_golden_cases_of_existing_ops() {
                             | "softmax"
                             | "cross_entropy"
                             | "conv2d"
+                            | "var"
+                            | "std"
+                            | "flip"
+                            | "roll"
+                            | "repeat"
+                            | "tile"
+                            | "repeat_interleave"
+                            | "tril"
+                            | "triu"
+                            | "outer"
+                            | "index_add"
+                            | "masked_select"
+                            | "nonzero"
+                            | "one_hot"
+                            | "pad"
+                            | "interpolate"
+                            | "adaptive_avg_pool2d"
+                            | "adaptive_max_pool2d"
+                            | "group_norm"
+                            | "layer_norm"
+                            | "scaled_dot_product_attention"
+                            | "cosine_similarity"
+                            | "kl_div"
+                            | "binary_cross_entropy"
+                            | "smooth_l1_loss"
+                            | "rnn_output"
+                            | "rnn_hidden"
+                            | "gru_output"
+                            | "gru_hidden"
+                            | "lstm_output"
+                            | "lstm_hidden"
+                            | "lstm_cell"
+                            | "multi_head_attention_forward"
                     )
                 )
         },

@@ -71,6 +71,24 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     CrossEntropyLoss::new().forward(logits, target)
 }
 
+/// Binary cross-entropy of probabilities in [0, 1] against targets in [0, 1], averaged
+/// (`F.binary_cross_entropy`; [`BCELoss`] for other reductions). The logs are clamped at
+/// -100, as PyTorch does, so a probability of 0 or 1 gives a finite loss.
+pub fn binary_cross_entropy(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    BCELoss::new().forward(input, target)
+}
+
+/// The smooth L1 loss with `beta = 1`, averaged (`F.smooth_l1_loss`; [`SmoothL1Loss`]).
+pub fn smooth_l1_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    SmoothL1Loss::new().forward(input, target)
+}
+
+/// The Kullback-Leibler divergence of `target` from log-probabilities `input`, summed and
+/// divided by the batch size (`F.kl_div(.., reduction="batchmean")`; [`KLDivLoss`]).
+pub fn kl_div(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    KLDivLoss::new().forward(input, target)
+}
+
 /// The `reduction` option every loss has.
 macro_rules! reduction_option {
     ($($t:ty),*) => {$(
@@ -84,6 +102,8 @@ macro_rules! reduction_option {
     )*};
 }
 reduction_option!(
+    BCELoss,
+    SmoothL1Loss,
     MSELoss,
     L1Loss,
     HuberLoss,
@@ -493,6 +513,143 @@ impl Labels {
             Reduction::None => Ok(loss),
             Reduction::Sum => loss.sum(),
             Reduction::Mean => loss.sum()?.div(&self.denominator()?),
+        }
+    }
+}
+
+/// `nn.BCELoss`: `-(y log p + (1 - y) log(1 - p))`, each log clamped at -100.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BCELoss {
+    reduction: Reduction,
+}
+
+impl BCELoss {
+    /// Mean over the elements.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The loss of probabilities `input` against `target` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        same_shape("binary_cross_entropy", input, target)?;
+        let log_p = input.log()?.clamp_min(-100.0)?;
+        let log_q = (1.0 - input).log()?.clamp_min(-100.0)?;
+        let loss = (target * &log_p + (1.0 - target) * &log_q).neg()?;
+        reduce(loss, self.reduction)
+    }
+}
+
+/// `nn.SmoothL1Loss`: `0.5 d^2 / beta` where `|d| < beta`, else `|d| - 0.5 beta`.
+#[derive(Debug, Clone, Copy)]
+pub struct SmoothL1Loss {
+    reduction: Reduction,
+    beta: f64,
+}
+
+impl Default for SmoothL1Loss {
+    fn default() -> Self {
+        SmoothL1Loss {
+            reduction: Reduction::Mean,
+            beta: 1.0,
+        }
+    }
+}
+
+impl SmoothL1Loss {
+    /// `beta = 1`, mean.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where the loss turns from quadratic to linear (0: the L1 loss).
+    pub fn beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    /// The loss of `input` against `target` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let beta = self.beta;
+        same_shape("smooth_l1_loss", input, target)?;
+        if !(beta >= 0.0 && beta.is_finite()) {
+            return Err(Error::invalid(
+                "smooth_l1_loss",
+                format!("beta must be non-negative, got {beta}"),
+            ));
+        }
+        let d = input.sub(target)?.abs()?;
+        if beta == 0.0 {
+            return reduce(d, self.reduction);
+        }
+        let quadratic = d.square()? * (0.5 / beta);
+        let linear = &d - 0.5 * beta;
+        reduce(
+            Tensor::where_cond(&d.lt_scalar(beta)?, &quadratic, &linear)?,
+            self.reduction,
+        )
+    }
+}
+
+/// How [`KLDivLoss`] combines the pointwise terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KlReduction {
+    /// The sum divided by the batch size (the first dim): the divergence per sample, what
+    /// the math means, and PyTorch's recommended mode.
+    #[default]
+    BatchMean,
+    /// The mean over every element.
+    Mean,
+    /// The sum.
+    Sum,
+    /// The pointwise terms.
+    None,
+}
+
+/// `nn.KLDivLoss`: `target * (log(target) - input)`, 0 where `target` is 0; with
+/// `log_target`, the target is given as log-probabilities.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KLDivLoss {
+    reduction: KlReduction,
+    log_target: bool,
+}
+
+impl KLDivLoss {
+    /// `batchmean`, probabilities as targets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How the terms combine.
+    pub fn reduction(mut self, reduction: KlReduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// Whether the target holds log-probabilities.
+    pub fn log_target(mut self, on: bool) -> Self {
+        self.log_target = on;
+        self
+    }
+
+    /// The divergence of `target` from the log-probabilities `input` (same shapes).
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        same_shape("kl_div", input, target)?;
+        let terms = if self.log_target {
+            target.exp()? * (target - input)
+        } else {
+            // xlogy: a zero target contributes 0, not 0 * -inf.
+            let positive = target.gt_scalar(0.0)?;
+            let safe = Tensor::where_cond(&positive, target, 1.0)?;
+            Tensor::where_cond(&positive, &(target * (safe.log()? - input)), 0.0)?
+        };
+        match self.reduction {
+            KlReduction::None => Ok(terms),
+            KlReduction::Sum => terms.sum(),
+            KlReduction::Mean => terms.mean(),
+            KlReduction::BatchMean => {
+                let batch = input.shape().first().copied().unwrap_or(1).max(1);
+                terms.sum()?.div_scalar(batch as f64)
+            }
         }
     }
 }

@@ -15,19 +15,24 @@
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 
+mod attention;
 pub mod functional;
 pub mod init;
 mod layers;
 mod loss;
 mod module;
+mod recurrent;
 
+pub use attention::{multi_head_attention_forward, AttentionMasks, MultiheadAttention};
 pub use layers::*;
 pub use loss::{
-    binary_cross_entropy_with_logits, cross_entropy, huber_loss, l1_loss, mse_loss, nll_loss,
-    BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, Reduction,
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div,
+    l1_loss, mse_loss, nll_loss, smooth_l1_loss, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,
+    HuberLoss, KLDivLoss, KlReduction, L1Loss, MSELoss, NLLLoss, Reduction, SmoothL1Loss,
 };
 #[doc(hidden)]
 pub use module::join;
 pub use module::{BufferField, Field, Forward, Item, ItemMut, Layer, Module, Training};
+pub use recurrent::{run_direction, CellKind, Direction, Recurrent, State};
 /// `#[derive(Module)]`: a struct of layers and tensors becomes a [`Module`].
 pub use wgrad_derive::Module;

@@ -11,6 +11,7 @@ mod linalg;
 mod movement;
 mod operators;
 mod options;
+mod rearrange;
 mod reduce;
 
 pub use crate::host::CpuElement;

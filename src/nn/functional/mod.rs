@@ -6,6 +6,16 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+mod attention;
+mod norm;
+mod pool;
+mod resample;
+
+pub use attention::{scaled_dot_product_attention, AttentionMask};
+pub use norm::{group_norm, layer_norm};
+pub use pool::{adaptive_avg_pool2d, adaptive_max_pool2d};
+pub use resample::{interpolate, one_hot, pad, scaled_size, Interpolation, PadMode};
+
 /// `x @ w.T + b` (`torch.nn.functional.linear`); `x` may have any leading dims.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = x.matmul(&w.t()?)?;
@@ -15,7 +25,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-fn check_4d(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+pub(crate) fn check_4d(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     match x.shape() {
         &[n, c, h, w] => Ok((n, c, h, w)),
         s => Err(Error::bad_shape(op, s, "expected a 4-D input [N, C, H, W]")),
@@ -277,4 +287,13 @@ pub fn normalize(x: &Tensor, dims: &[isize], eps: f64) -> Result<(Tensor, Tensor
     let centered = x.sub(&mean)?;
     let var = centered.square()?.mean_dims(dims, true)?;
     Ok((centered.div(&var.add_scalar(eps)?.sqrt()?)?, mean, var))
+}
+
+/// Cosine similarity along `dim` of two broadcastable tensors
+/// (`F.cosine_similarity`): `sum(a b) / sqrt(max(sum(a^2) sum(b^2), eps^2))`.
+pub fn cosine_similarity(a: &Tensor, b: &Tensor, dim: isize, eps: f64) -> Result<Tensor> {
+    let dot = a.mul(b)?.sum_dims([dim], false)?;
+    let na = a.square()?.sum_dims([dim], false)?;
+    let nb = b.square()?.sum_dims([dim], false)?;
+    dot.div(&na.mul(&nb)?.clamp_min(eps * eps)?.sqrt()?)
 }

@@ -1,0 +1,69 @@
+//! Layer and group normalisation (`F.layer_norm`, `F.group_norm`), with the biased
+//! variance PyTorch uses, and the optional elementwise affine transform.
+
+use super::normalize;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Normalise over the trailing dims of shape `normalized_shape`, then `* weight + bias`.
+pub fn layer_norm(
+    x: &Tensor,
+    normalized_shape: &[usize],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let k = normalized_shape.len();
+    if k == 0 || x.ndim() < k || x.shape()[x.ndim() - k..] != *normalized_shape {
+        return Err(Error::shapes(
+            "layer_norm",
+            x.shape(),
+            normalized_shape,
+            "the input must end with the normalized shape",
+        ));
+    }
+    let dims: Vec<isize> = (x.ndim() - k..x.ndim()).map(|d| d as isize).collect();
+    affine(normalize(x, &dims, eps)?.0, weight, bias)
+}
+
+/// Normalise `x [N, C, ...]` over groups of `C / num_groups` channels (and the rest of
+/// the dims), then `* weight[c] + bias[c]`.
+pub fn group_norm(
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    if x.ndim() < 2 || num_groups == 0 || !x.shape()[1].is_multiple_of(num_groups) {
+        return Err(Error::bad_shape(
+            "group_norm",
+            x.shape(),
+            format!("expected [N, C, ...] with C divisible by num_groups {num_groups}"),
+        ));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let y = normalize(
+        &x.reshape([n as isize, num_groups as isize, -1])?,
+        &[2],
+        eps,
+    )?
+    .0
+    .reshape(x.shape())?;
+    // The per-channel affine, broadcast over the spatial dims.
+    let mut channel = vec![1usize; x.ndim()];
+    channel[1] = c;
+    let shaped = |t: Option<&Tensor>| t.map(|t| t.reshape(channel.clone())).transpose();
+    affine(y, shaped(weight)?.as_ref(), shaped(bias)?.as_ref())
+}
+
+fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = match weight {
+        Some(w) => y.mul(w)?,
+        None => y,
+    };
+    match bias {
+        Some(b) => y.add(b),
+        None => Ok(y),
+    }
+}

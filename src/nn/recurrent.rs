@@ -1,0 +1,364 @@
+//! Recurrent layers with PyTorch's parameter names and layouts (`weight_ih_l0`,
+//! `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, `_reverse` for the backward direction), so
+//! that PyTorch checkpoints load. Each step runs one matmul for all the gates of the
+//! hidden state; the input's share of every step is one matmul over the whole sequence.
+
+use super::functional as F;
+use super::module::{join, Item, ItemMut, Module, Training};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Which recurrence a layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellKind {
+    /// `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)` (`nn.RNN`).
+    Tanh,
+    /// The same with ReLU (`nn.RNN(nonlinearity="relu")`).
+    Relu,
+    /// Gates r, z, n (`nn.GRU`).
+    Gru,
+    /// Gates i, f, g, o with a cell state (`nn.LSTM`).
+    Lstm,
+}
+
+impl CellKind {
+    /// Rows of the weights per hidden unit: one per gate.
+    fn gates(self) -> usize {
+        match self {
+            CellKind::Tanh | CellKind::Relu => 1,
+            CellKind::Gru => 3,
+            CellKind::Lstm => 4,
+        }
+    }
+}
+
+/// One direction of one layer's weights.
+pub struct Direction {
+    /// `[gates * H, I]`: the input's weights, gate blocks in PyTorch's order.
+    pub weight_ih: Tensor,
+    /// `[gates * H, H]`: the hidden state's weights.
+    pub weight_hh: Tensor,
+    /// `[gates * H]`, added to the input's share.
+    pub bias_ih: Option<Tensor>,
+    /// `[gates * H]`, added to the hidden state's share (inside `r *` for GRU's n gate).
+    pub bias_hh: Option<Tensor>,
+}
+
+/// Run one direction over `x [T, B, I]` (time first) from `h0 [B, H]` (and `c0` for an
+/// LSTM): the outputs `[T, B, H]`, the last hidden state and the last cell state.
+pub fn run_direction(
+    kind: CellKind,
+    x: &Tensor,
+    h0: &Tensor,
+    c0: Option<&Tensor>,
+    w: &Direction,
+    reverse: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let t_len = x.shape()[0];
+    let hidden = w.weight_hh.shape()[1];
+    // x W_ih^T + b_ih for every step at once: [T, B, gates * H].
+    let xs = F::linear(x, &w.weight_ih, w.bias_ih.as_ref())?;
+    let (mut h, mut c) = (h0.clone(), c0.cloned());
+    let mut outs = vec![None; t_len];
+    for step in 0..t_len {
+        let t = if reverse { t_len - 1 - step } else { step };
+        let xt = xs.select(0, t as isize)?;
+        let hh = F::linear(&h, &w.weight_hh, w.bias_hh.as_ref())?;
+        h = match kind {
+            CellKind::Tanh => (&xt + &hh).tanh()?,
+            CellKind::Relu => (&xt + &hh).relu()?,
+            CellKind::Gru => {
+                let xg = xt.chunk(3, -1)?;
+                let hg = hh.chunk(3, -1)?;
+                let r = (&xg[0] + &hg[0]).sigmoid()?;
+                let z = (&xg[1] + &hg[1]).sigmoid()?;
+                let n = (&xg[2] + &r * &hg[2]).tanh()?;
+                (1.0 - &z) * &n + &z * &h
+            }
+            CellKind::Lstm => {
+                let g = (&xt + &hh).chunk(4, -1)?;
+                let (i, f, o) = (g[0].sigmoid()?, g[1].sigmoid()?, g[3].sigmoid()?);
+                let cell = c
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("LSTM", "no cell state"))?;
+                let c_next = &f * cell + &i * &g[2].tanh()?;
+                let h_next = &o * &c_next.tanh()?;
+                c = Some(c_next);
+                h_next
+            }
+        };
+        outs[t] = Some(h.clone());
+    }
+    let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
+    let output = if outs.is_empty() {
+        Tensor::zeros_on([0, h0.shape()[0], hidden], (x.dtype(), x.device()))?
+    } else {
+        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0)?
+    };
+    Ok((output, h, c))
+}
+
+/// `nn.RNN`, `nn.GRU` and `nn.LSTM`: `num_layers` stacked layers, optionally
+/// bidirectional, `batch_first` inputs, dropout between layers in training. Build with
+/// [`Recurrent::rnn`], [`Recurrent::gru`] or [`Recurrent::lstm`] and the builder options.
+pub struct Recurrent {
+    /// Per layer, the forward direction then (if bidirectional) the reverse one.
+    layers: Vec<Vec<Direction>>,
+    kind: CellKind,
+    /// Units of the hidden state.
+    pub hidden_size: usize,
+    /// Inputs and outputs are `[B, T, ..]`.
+    pub batch_first: bool,
+    /// Dropout between layers in training.
+    pub dropout: f64,
+    training: Training,
+}
+
+/// The state a recurrent layer starts from and returns: `h [L * D, B, H]`, and for an LSTM
+/// `c` of the same shape.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The hidden state.
+    pub h: Tensor,
+    /// The cell state (LSTM only).
+    pub c: Option<Tensor>,
+}
+
+impl Recurrent {
+    /// `nn.RNN(input_size, hidden_size)` with tanh.
+    pub fn rnn(input_size: usize, hidden_size: usize, device: &Device) -> Result<Recurrent> {
+        Recurrent::new(
+            CellKind::Tanh,
+            input_size,
+            hidden_size,
+            1,
+            false,
+            true,
+            device,
+        )
+    }
+
+    /// `nn.GRU(input_size, hidden_size)`.
+    pub fn gru(input_size: usize, hidden_size: usize, device: &Device) -> Result<Recurrent> {
+        Recurrent::new(
+            CellKind::Gru,
+            input_size,
+            hidden_size,
+            1,
+            false,
+            true,
+            device,
+        )
+    }
+
+    /// `nn.LSTM(input_size, hidden_size)`.
+    pub fn lstm(input_size: usize, hidden_size: usize, device: &Device) -> Result<Recurrent> {
+        Recurrent::new(
+            CellKind::Lstm,
+            input_size,
+            hidden_size,
+            1,
+            false,
+            true,
+            device,
+        )
+    }
+
+    /// Any configuration: the weights drawn like PyTorch's, `U(-1/sqrt(H), 1/sqrt(H))`.
+    pub fn new(
+        kind: CellKind,
+        input_size: usize,
+        hidden_size: usize,
+        num_layers: usize,
+        bidirectional: bool,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Recurrent> {
+        if hidden_size == 0 || num_layers == 0 {
+            return Err(Error::invalid(
+                "Recurrent",
+                "hidden_size and num_layers must be positive",
+            ));
+        }
+        let bound = 1.0 / (hidden_size as f64).sqrt();
+        let g = kind.gates() * hidden_size;
+        let dirs = if bidirectional { 2 } else { 1 };
+        let draw = |shape: &[usize]| -> Result<Tensor> {
+            crate::rng::with_default(|gen| super::init::uniform(shape, -bound, bound, gen, device))?
+                .requires_grad_(true)
+        };
+        let mut layers = Vec::with_capacity(num_layers);
+        for l in 0..num_layers {
+            let inputs = if l == 0 {
+                input_size
+            } else {
+                hidden_size * dirs
+            };
+            let mut layer = Vec::with_capacity(dirs);
+            for _ in 0..dirs {
+                layer.push(Direction {
+                    weight_ih: draw(&[g, inputs])?,
+                    weight_hh: draw(&[g, hidden_size])?,
+                    bias_ih: if bias { Some(draw(&[g])?) } else { None },
+                    bias_hh: if bias { Some(draw(&[g])?) } else { None },
+                });
+            }
+            layers.push(layer);
+        }
+        Ok(Recurrent {
+            layers,
+            kind,
+            hidden_size,
+            batch_first: false,
+            dropout: 0.0,
+            training: Training::default(),
+        })
+    }
+
+    /// Inputs and outputs `[B, T, ..]` instead of `[T, B, ..]`.
+    pub fn batch_first(mut self, on: bool) -> Self {
+        self.batch_first = on;
+        self
+    }
+
+    /// Dropout on the outputs of every layer but the last, in training.
+    pub fn dropout(mut self, p: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                "Recurrent",
+                format!("dropout must be in [0, 1), got {p}"),
+            ));
+        }
+        self.dropout = p;
+        Ok(self)
+    }
+
+    /// The weights of layer `l`'s direction `d` (0 forward, 1 reverse).
+    pub fn weights(&self, l: usize, d: usize) -> Option<&Direction> {
+        self.layers.get(l)?.get(d)
+    }
+
+    /// Run over `x` (`[T, B, I]`, or `[B, T, I]` with `batch_first`) from `state` (zeros
+    /// when `None`): the top layer's outputs `[T, B, D * H]` and the final state
+    /// `[L * D, B, H]`.
+    pub fn forward(&self, x: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+        const OP: &str = "Recurrent";
+        if x.ndim() != 3 {
+            return Err(Error::bad_shape(OP, x.shape(), "expected a 3-D input"));
+        }
+        let x = if self.batch_first {
+            x.transpose(0, 1)?
+        } else {
+            x.clone()
+        };
+        let (batch, dirs) = (x.shape()[1], self.layers[0].len());
+        let states = self.layers.len() * dirs;
+        let want = [states, batch, self.hidden_size];
+        let zeros = || Tensor::zeros_on(want, (x.dtype(), x.device()));
+        let h0 = match state {
+            Some(s) => s.h.clone(),
+            None => zeros()?,
+        };
+        let c0 = match (self.kind, state.and_then(|s| s.c.clone())) {
+            (CellKind::Lstm, Some(c)) => Some(c),
+            (CellKind::Lstm, None) => Some(zeros()?),
+            _ => None,
+        };
+        for s in std::iter::once(&h0).chain(c0.as_ref()) {
+            if s.shape() != want {
+                return Err(Error::shapes(
+                    OP,
+                    &want,
+                    s.shape(),
+                    "the initial state must be [num_layers * directions, batch, hidden]",
+                ));
+            }
+        }
+        let (mut hs, mut cs) = (Vec::new(), Vec::new());
+        let mut input = x;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut outs = Vec::with_capacity(dirs);
+            for (d, w) in layer.iter().enumerate() {
+                let k = (l * dirs + d) as isize;
+                let c = c0.as_ref().map(|c| c.select(0, k)).transpose()?;
+                let (out, h, c) =
+                    run_direction(self.kind, &input, &h0.select(0, k)?, c.as_ref(), w, d == 1)?;
+                outs.push(out);
+                hs.push(h);
+                cs.extend(c);
+            }
+            input = Tensor::cat(&outs.iter().collect::<Vec<_>>(), -1)?;
+            if self.dropout > 0.0 && self.training.get() && l + 1 < self.layers.len() {
+                input = F::dropout(&input, self.dropout)?;
+            }
+        }
+        let output = if self.batch_first {
+            input.transpose(0, 1)?
+        } else {
+            input
+        };
+        let h = Tensor::stack(&hs.iter().collect::<Vec<_>>(), 0)?;
+        let c = if cs.is_empty() {
+            None
+        } else {
+            Some(Tensor::stack(&cs.iter().collect::<Vec<_>>(), 0)?)
+        };
+        Ok((output, State { h, c }))
+    }
+}
+
+// PyTorch names a layer's tensors `weight_ih_l{k}` (`_reverse` for the second direction),
+// not by their place in nested lists: this module reports its state itself.
+impl Module for Recurrent {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Item<'_>)) {
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (d, w) in layer.iter().enumerate() {
+                for (what, t) in w.tensors() {
+                    f(&join(prefix, &tensor_name(l, d, what)), Item::Parameter(t));
+                }
+            }
+        }
+        f(&join(prefix, "training"), Item::Training(&self.training));
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ItemMut<'_>)) {
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            for (d, w) in layer.iter_mut().enumerate() {
+                for (what, t) in w.tensors_mut() {
+                    f(
+                        &join(prefix, &tensor_name(l, d, what)),
+                        ItemMut::Parameter(t),
+                    );
+                }
+            }
+        }
+        f(prefix, ItemMut::Module(self));
+    }
+}
+
+fn tensor_name(l: usize, d: usize, what: &str) -> String {
+    format!("{what}_l{l}{}", if d == 1 { "_reverse" } else { "" })
+}
+
+impl Direction {
+    fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut v = vec![
+            ("weight_ih", &self.weight_ih),
+            ("weight_hh", &self.weight_hh),
+        ];
+        v.extend(self.bias_ih.as_ref().map(|b| ("bias_ih", b)));
+        v.extend(self.bias_hh.as_ref().map(|b| ("bias_hh", b)));
+        v
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
+        let mut v = vec![
+            ("weight_ih", &mut self.weight_ih),
+            ("weight_hh", &mut self.weight_hh),
+        ];
+        v.extend(self.bias_ih.as_mut().map(|b| ("bias_ih", b)));
+        v.extend(self.bias_hh.as_mut().map(|b| ("bias_hh", b)));
+        v
+    }
+}

@@ -1,0 +1,190 @@
+//! The sequence layers (RNN, GRU, LSTM, multi-head attention) as modules: PyTorch's
+//! parameter names, stacked and bidirectional shapes, initial states, masks; and the new
+//! tensor calls' errors. Their values and gradients against PyTorch are in the golden cases
+//! (`rnn_*`, `gru_*`, `lstm_*`, `multi_head_attention_forward`, and the ops).
+
+mod common;
+
+use wgrad::nn::{self, functional as F, Module};
+use wgrad::{DType, Error, Result, Tensor};
+
+/// Assert two tensors agree to float rounding.
+fn close(actual: &Tensor, expected: &Tensor, what: &str) -> Result<()> {
+    let e: Vec<f64> = expected
+        .to_vec::<f32>()?
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    common::assert_close(&actual.to_vec::<f32>()?, &e, 1e-5, 1e-5, what);
+    Ok(())
+}
+
+#[test]
+fn recurrent_layers_have_pytorch_names_and_shapes() -> Result<()> {
+    for dev in common::devices() {
+        let lstm = wgrad::seeded(0, || {
+            nn::Recurrent::new(nn::CellKind::Lstm, 4, 3, 2, true, true, &dev)
+        })?
+        .batch_first(true)
+        .dropout(0.1)?;
+        let names: Vec<String> = lstm
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            &names[..4],
+            ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+        );
+        assert_eq!(names[4], "weight_ih_l0_reverse");
+        assert_eq!(names.len(), 16);
+        assert_eq!(
+            lstm.get("weight_ih_l1").unwrap().shape(),
+            &[12, 6],
+            "layer 2 reads both directions"
+        );
+        let x = wgrad::seeded(1, || Tensor::randn_on([5, 7, 4], &dev))?;
+        let (out, state) = lstm.forward(&x, None)?;
+        assert_eq!(out.shape(), &[5, 7, 6]);
+        assert_eq!(state.h.shape(), &[4, 5, 3]);
+        assert_eq!(state.c.as_ref().unwrap().shape(), &[4, 5, 3]);
+        // Continuing from a state is the same as running the joined sequence (eval: no dropout).
+        lstm.eval();
+        let gru = wgrad::seeded(2, || nn::Recurrent::gru(4, 3, &dev))?.batch_first(true);
+        let (whole, _) = gru.forward(&x, None)?;
+        let (first, mid) = gru.forward(&x.narrow(1, 0, 3)?, None)?;
+        let (second, _) = gru.forward(&x.narrow(1, 3, 4)?, Some(&mid))?;
+        let joined = Tensor::cat(&[&first, &second], 1)?;
+        close(&joined, &whole, "GRU from a state")?;
+        // Gradients reach every weight.
+        whole.sum()?.backward()?;
+        assert!(gru.parameters().iter().all(|p| p.grad().is_some()));
+        // A state of the wrong shape names both.
+        let bad = nn::State {
+            h: Tensor::zeros_on([2, 5, 3], &dev)?,
+            c: None,
+        };
+        assert!(matches!(
+            gru.forward(&x, Some(&bad)),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert!(gru.forward(&Tensor::zeros_on([5, 4], &dev)?, None).is_err());
+    }
+    Ok(())
+}
+
+#[test]
+fn multihead_attention_masks_act_like_pytorch() -> Result<()> {
+    for dev in common::devices() {
+        let mha = wgrad::seeded(3, || nn::MultiheadAttention::new(8, 2, &dev))?.batch_first(true);
+        let names: Vec<String> = mha.named_parameters().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "in_proj_weight",
+                "in_proj_bias",
+                "out_proj.weight",
+                "out_proj.bias"
+            ]
+        );
+        let x = wgrad::seeded(4, || Tensor::randn_on([2, 4, 8], &dev))?;
+        let plain = mha.forward(&x, &x, &x, Default::default())?;
+        assert_eq!(plain.shape(), &[2, 4, 8]);
+        // A causal call equals a boolean mask that blocks the upper triangle.
+        let causal = mha.forward(
+            &x,
+            &x,
+            &x,
+            nn::AttentionMasks {
+                is_causal: true,
+                ..Default::default()
+            },
+        )?;
+        let blocked = Tensor::ones_on([4, 4], (DType::Bool, &dev))?.triu(1)?;
+        let masked = mha.forward(
+            &x,
+            &x,
+            &x,
+            nn::AttentionMasks {
+                attn_mask: Some(&blocked),
+                ..Default::default()
+            },
+        )?;
+        close(&masked, &causal, "causal vs a blocking mask")?;
+        // A padded key changes nothing when it is masked out.
+        let pad = Tensor::new_on(
+            [[false, false, false, true], [false, false, false, false]],
+            &dev,
+        )?;
+        let noise = x.narrow(1, 3, 1)? * 100.0;
+        let changed = Tensor::cat(&[&x.narrow(1, 0, 3)?, &noise], 1)?;
+        let a = mha.forward(
+            &x,
+            &x,
+            &x,
+            nn::AttentionMasks {
+                key_padding_mask: Some(&pad),
+                ..Default::default()
+            },
+        )?;
+        let b = mha.forward(
+            &x,
+            &changed,
+            &changed,
+            nn::AttentionMasks {
+                key_padding_mask: Some(&pad),
+                ..Default::default()
+            },
+        )?;
+        close(&b.narrow(0, 0, 1)?, &a.narrow(0, 0, 1)?, "a masked key")?;
+        assert!(nn::MultiheadAttention::new(8, 3, &dev).is_err());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_new_tensor_calls_refuse_bad_arguments() -> Result<()> {
+    let x = Tensor::randn([2, 3, 4])?;
+    assert!(
+        x.roll([1, 2], [0]).is_err(),
+        "shifts and dims of two lengths"
+    );
+    assert!(x.repeat([2, 2]).is_err(), "fewer repeats than dims");
+    assert!(x.flip([3]).is_err());
+    assert!(Tensor::randn([3])?.tril(0).is_err(), "tril needs 2 dims");
+    assert!(x
+        .index_add(1, &Tensor::new([0, 1])?, &Tensor::ones([2, 3, 4])?, 1.0)
+        .is_err());
+    assert!(x
+        .masked_select(&Tensor::ones([5])?.gt_scalar(0.0)?)
+        .is_err());
+    assert!(
+        F::pad(&x, &[1], F::PadMode::Reflect).is_err(),
+        "an odd pad list"
+    );
+    assert!(
+        F::pad(&x, &[4, 0], F::PadMode::Reflect).is_err(),
+        "reflect as wide as the dim"
+    );
+    assert!(
+        F::pad(&x, &[-1, 0], F::PadMode::Replicate).is_err(),
+        "negative pads crop only in constant mode"
+    );
+    assert_eq!(
+        F::pad(&x, &[-1, -1], F::PadMode::Constant(0.0))?.shape(),
+        &[2, 3, 2]
+    );
+    assert!(F::interpolate(&x, &[0], F::Interpolation::Nearest).is_err());
+    assert!(
+        F::one_hot(&Tensor::new([0, 3])?, Some(3)).is_err(),
+        "a label past the classes"
+    );
+    assert!(F::one_hot(&Tensor::new([-1])?, None).is_err());
+    assert!(
+        F::group_norm(&x, 2, None, None, 1e-5).is_err(),
+        "3 channels in 2 groups"
+    );
+    assert!(F::layer_norm(&x, &[3], None, None, 1e-5).is_err());
+    assert!(F::adaptive_avg_pool2d(&x, (1, 1)).is_err(), "a 3-D input");
+    Ok(())
+}
