@@ -384,6 +384,24 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
                 attrs["batch_first"].as_bool().unwrap_or(false),
             )
         }
+        "sort_values" | "sort_indices" => {
+            let desc = attrs["descending"].as_bool().unwrap_or(false);
+            x[0].sort(int(&attrs["dim"]), desc)
+                .map(|(v, i)| if op == "sort_values" { v } else { i })
+        }
+        "argsort" => x[0].argsort(
+            int(&attrs["dim"]),
+            attrs["descending"].as_bool().unwrap_or(false),
+        ),
+        "topk_values" | "topk_indices" => {
+            let largest = attrs["largest"].as_bool().unwrap_or(true);
+            x[0].topk(
+                attrs["k"].as_u64().unwrap() as usize,
+                int(&attrs["dim"]),
+                largest,
+            )
+            .map(|(v, i)| if op == "topk_values" { v } else { i })
+        }
         "composite_cube" => x[0].mul(&x[0]).and_then(|y| y.mul(&x[0])),
         "composite_detach" => x[0].mul(&x[0]).and_then(|y| y.detach().mul(&x[0])),
         "composite_2dot" => x[0].dot(&x[0]).and_then(|y| y.mul_scalar(2.0)),
@@ -731,6 +749,11 @@ fn pytorch_v2_golden_cases_of_existing_ops() {
                             | "lstm_hidden"
                             | "lstm_cell"
                             | "multi_head_attention_forward"
+                            | "sort_values"
+                            | "sort_indices"
+                            | "argsort"
+                            | "topk_values"
+                            | "topk_indices"
                     )
                 )
         },

@@ -6,7 +6,7 @@
 mod common;
 
 use wgrad::nn::{self, functional as F, Module};
-use wgrad::{DType, Error, Result, Tensor};
+use wgrad::{DType, Device, Error, Result, Tensor};
 
 /// Assert two tensors agree to float rounding.
 fn close(actual: &Tensor, expected: &Tensor, what: &str) -> Result<()> {
@@ -186,5 +186,64 @@ fn the_new_tensor_calls_refuse_bad_arguments() -> Result<()> {
     );
     assert!(F::layer_norm(&x, &[3], None, None, 1e-5).is_err());
     assert!(F::adaptive_avg_pool2d(&x, (1, 1)).is_err(), "a 3-D input");
+    Ok(())
+}
+
+#[test]
+fn sampling_draws_the_same_numbers_on_every_device() -> Result<()> {
+    // Draws with replacement, without, coin flips, and a normal_ fill.
+    type Draws = (Vec<i64>, Vec<i64>, Vec<f32>, Vec<f32>);
+    let draw = |dev: &Device| -> Result<Draws> {
+        wgrad::seeded(9, || {
+            let w = Tensor::new_on([[0.1f32, 0.0, 0.6, 0.3], [1.0, 1.0, 1.0, 1.0]], dev)?;
+            let with = w.multinomial(6, true)?.to_vec::<i64>()?;
+            let without = w.multinomial(4, false)?.to_vec::<i64>()?;
+            let coins = Tensor::full_on([8], 0.5, dev)?
+                .bernoulli()?
+                .to_vec::<f32>()?;
+            let t = Tensor::zeros_on([6], dev)?;
+            t.normal_(2.0, 0.5)?;
+            Ok((with, without, coins, t.to_vec::<f32>()?))
+        })
+    };
+    let devices = common::devices();
+    let first = draw(&devices[0])?;
+    // A class of weight 0 is never drawn; without replacement each row is a permutation.
+    assert!(first.0[..6].iter().all(|&c| c != 1), "{:?}", first.0);
+    let mut row = first.1[4..].to_vec();
+    row.sort();
+    assert_eq!(row, [0, 1, 2, 3]);
+    assert!(first.2.iter().all(|&v| v == 0.0 || v == 1.0));
+    for dev in &devices[1..] {
+        let other = draw(dev)?;
+        assert_eq!(
+            (&other.0, &other.1, &other.2),
+            (&first.0, &first.1, &first.2),
+            "{dev}"
+        );
+        common::assert_close(
+            &other.3,
+            &first.3.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            1e-5,
+            1e-5,
+            "normal_",
+        );
+    }
+    // Frequencies follow the weights.
+    let counts = wgrad::seeded(1, || Tensor::new([0.2f32, 0.8])?.multinomial(20_000, true))?
+        .to_vec::<i64>()?
+        .iter()
+        .filter(|&&c| c == 1)
+        .count();
+    assert!((counts as f64 / 20_000.0 - 0.8).abs() < 0.02, "{counts}");
+    let u = Tensor::zeros([10_000])?;
+    wgrad::seeded(2, || u.uniform_(-1.0, 3.0))?;
+    let v = u.to_vec::<f32>()?;
+    assert!(v.iter().all(|&x| (-1.0..3.0).contains(&x)));
+    assert!((u.mean()?.item::<f64>()? - 1.0).abs() < 0.05);
+    // Bad weights and too many draws without replacement are errors.
+    assert!(Tensor::new([0.0f32, 0.0])?.multinomial(1, true).is_err());
+    assert!(Tensor::new([-1.0f32, 2.0])?.multinomial(1, true).is_err());
+    assert!(Tensor::new([1.0f32, 2.0])?.multinomial(3, false).is_err());
     Ok(())
 }

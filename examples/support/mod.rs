@@ -146,6 +146,34 @@ pub fn plot_curves(
     Ok(())
 }
 
+/// A training loss recorded every `every` steps, as an SVG chart.
+pub fn plot_loss(
+    path: &std::path::Path,
+    losses: &[f64],
+    every: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (600, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let last = ((losses.len().max(2) - 1) * every) as f64;
+    let max_loss = losses.iter().cloned().fold(0.0, f64::max) * 1.05;
+    let mut c = ChartBuilder::on(&root)
+        .caption("training loss (nats per character)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..last, 0.0..max_loss)?;
+    c.configure_mesh().x_desc("step").draw()?;
+    c.draw_series(LineSeries::new(
+        losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| ((i * every) as f64, l)),
+        &RED,
+    ))?;
+    root.present()?;
+    Ok(())
+}
+
 /// A grid of grey-scale images (`side x side` pixels in [0, 1], row-major) with a caption
 /// under each, as SVG; `marked` images get a red frame and a red caption.
 pub fn image_grid(

@@ -13,6 +13,8 @@ mod operators;
 mod options;
 mod rearrange;
 mod reduce;
+mod sampling;
+mod sort;
 
 pub use crate::host::CpuElement;
 pub use autograd_api::grad;

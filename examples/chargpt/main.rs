@@ -1,0 +1,138 @@
+//! A character-level GPT on 280 KB of quotations (data/quotes.txt.gz): token and position
+//! embeddings, pre-norm blocks of causal self-attention and a GELU MLP, AdamW with weight
+//! decay, a warm-up and cosine schedule, gradient clipping; the held-out loss in bits per
+//! character, a checkpoint, the training curve, and text sampled with temperature and top-k.
+//!
+//! cargo run --release --example chargpt -- [--steps 1000] [--layers 4] [--width 128]
+//!     [--heads 4] [--context 64] [--batch 32] [--device auto|cpu|gpu] [--seed 0]
+//!
+//! PyTorch with this configuration (the defaults): held-out loss 1.949 nats per character
+//! (2.81 bits) after 1,000 steps, seeds 0 and 1.
+
+mod model;
+#[path = "../support/mod.rs"]
+mod support;
+
+use model::{corpus, loss_of, schedule, windows, Gpt};
+use wgrad::nn::{Forward, Module};
+use wgrad::optim::{clip_grad_norm, Adam, Optimizer};
+use wgrad::{Device, Result, Tensor};
+
+/// `len` characters after `prompt`, each drawn from the `top_k` likeliest at `temperature`.
+fn sample(
+    model: &Gpt,
+    chars: &[char],
+    prompt: &str,
+    len: usize,
+    context: usize,
+    temperature: f64,
+    top_k: usize,
+    dev: &Device,
+) -> Result<String> {
+    let _no_grad = wgrad::no_grad();
+    model.eval();
+    let mut ids: Vec<i64> = prompt
+        .chars()
+        .map(|c| chars.binary_search(&c).unwrap_or(0) as i64)
+        .collect();
+    for _ in 0..len {
+        let window = &ids[ids.len().saturating_sub(context)..];
+        let x = Tensor::from_vec_on(window.to_vec(), [1, window.len()], dev)?;
+        let logits = model.forward(&x)?.select(1, -1)?.squeeze_dim(0)? / temperature;
+        let (top, index) = logits.topk(top_k.min(chars.len()), -1, true)?;
+        let pick = top.softmax(-1)?.multinomial(1, true)?;
+        ids.push(index.gather(0, &pick)?.item::<i64>()?);
+    }
+    model.train(true);
+    Ok(ids.iter().map(|&i| chars[i as usize]).collect())
+}
+
+fn main() -> Result<()> {
+    let opts = support::Options::parse(
+        "chargpt [--steps 1000] [--layers 4] [--width 128] [--heads 4] [--context 64] [--batch 32] [--device auto|cpu|gpu] [--seed 0] [--out target/chargpt]",
+        &["steps", "layers", "width", "heads", "context", "batch", "device", "seed", "out"],
+    );
+    let steps = opts.number("steps", 1000usize);
+    let (layers, width, heads) = (
+        opts.number("layers", 4usize),
+        opts.number("width", 128usize),
+        opts.number("heads", 4usize),
+    );
+    let (context, batch, seed) = (
+        opts.number("context", 64usize),
+        opts.number("batch", 32usize),
+        opts.number("seed", 0u64),
+    );
+    let out = std::path::PathBuf::from(opts.get("out", "target/chargpt"));
+    let dev = opts.device()?;
+    wgrad::manual_seed(seed);
+
+    let (ids, chars) = corpus()?;
+    let cut = ids.len() * 9 / 10;
+    let train = Tensor::from_vec_on(ids[..cut].to_vec(), [cut], &dev)?;
+    let held_out = Tensor::from_vec_on(ids[cut..].to_vec(), [ids.len() - cut], &dev)?;
+    let model = Gpt::new(chars.len(), context, width, layers, heads, &dev)?;
+    let mut opt = Adam::adamw(model.parameters(), 1e-3).weight_decay(0.1);
+    println!(
+        "a GPT of {} parameters ({layers} layers, width {width}, {heads} heads, context {context}) on {dev}: {} characters ({} distinct), {steps} steps of {batch}",
+        model.num_parameters(),
+        ids.len(),
+        chars.len()
+    );
+
+    let bar = support::epoch_bar(0, steps);
+    let mut losses = Vec::new();
+    let start = std::time::Instant::now();
+    for step in 0..steps {
+        opt.set_lr(schedule(step, steps, 100.min(steps / 10).max(1), 1e-3));
+        let (x, y) = windows(&train, batch, context)?;
+        opt.zero_grad();
+        let loss = loss_of(&model, &x, &y)?;
+        loss.backward()?;
+        clip_grad_norm(&model.parameters(), 1.0)?;
+        opt.step()?;
+        if step % 50 == 0 || step + 1 == steps {
+            let l = loss.item::<f64>()?;
+            losses.push(l);
+            bar.set_message(format!("loss {l:.3}"));
+        }
+        bar.inc(1);
+    }
+    // The held-out loss over 20 batches of the last tenth of the text.
+    let held_loss = {
+        let _no_grad = wgrad::no_grad();
+        model.eval();
+        let mut total = 0.0;
+        for _ in 0..20 {
+            let (x, y) = windows(&held_out, batch, context)?;
+            total += loss_of(&model, &x, &y)?.item::<f64>()?;
+        }
+        model.train(true);
+        total / 20.0
+    };
+    support::finish(
+        &bar,
+        0,
+        format!("trained in {:.1} s", start.elapsed().as_secs_f64()),
+    );
+    println!(
+        "held-out loss {held_loss:.3} nats = {:.3} bits per character (PyTorch, same configuration: 1.949 nats)",
+        held_loss / std::f64::consts::LN_2
+    );
+
+    support::create_dir(&out)?;
+    let checkpoint = out.join("chargpt.safetensors");
+    wgrad::io::save_checkpoint(&checkpoint, &model, &opt, None)?;
+    println!("checkpoint: {}", checkpoint.display());
+    let curve = out.join("chargpt_loss.svg");
+    match support::plot_loss(&curve, &losses, 50) {
+        Ok(()) => println!("training curve: {}", curve.display()),
+        Err(e) => eprintln!("could not draw the training curve: {e}"),
+    }
+    println!("--- sampled (temperature 0.8, top-k 10):");
+    println!(
+        "{}",
+        sample(&model, &chars, "A ", 300, context, 0.8, 10, &dev)?
+    );
+    Ok(())
+}
