@@ -7,8 +7,8 @@ mod common;
 #[path = "../examples/chargpt/model.rs"]
 mod model;
 
-use model::{corpus, loss_of, schedule, windows, Gpt};
-use wgrad::nn::{Forward, Module};
+use model::{corpus, loss_of, sample, schedule, windows, Gpt, Sampling};
+use wgrad::nn::Module;
 use wgrad::optim::{clip_grad_norm, Adam, Optimizer};
 use wgrad::{Device, Result, Tensor};
 
@@ -51,16 +51,12 @@ fn sampling_from_a_seed_gives_the_same_text_on_every_device() -> Result<()> {
     for dev in common::devices() {
         let text = wgrad::seeded(4, || -> Result<String> {
             let model = Gpt::new(chars.len(), 16, 16, 1, 2, &dev)?;
-            model.eval();
-            let mut ids = vec![0i64];
-            for _ in 0..12 {
-                let x = Tensor::from_vec_on(ids.clone(), [1, ids.len()], &dev)?;
-                let logits = model.forward(&x)?.select(1, -1)?.squeeze_dim(0)?;
-                let (top, index) = logits.topk(5, -1, true)?;
-                let pick = top.softmax(-1)?.multinomial(1, true)?;
-                ids.push(index.gather(0, &pick)?.item::<i64>()?);
-            }
-            Ok(ids.iter().map(|&i| chars[i as usize]).collect())
+            let how = Sampling {
+                len: 12,
+                temperature: 0.8,
+                top_k: 5,
+            };
+            sample(&model, &chars, "A", how)
         })?;
         texts.push(text);
     }

@@ -13,39 +13,10 @@ mod model;
 #[path = "../support/mod.rs"]
 mod support;
 
-use model::{corpus, loss_of, schedule, windows, Gpt};
-use wgrad::nn::{Forward, Module};
+use model::{corpus, loss_of, sample, schedule, windows, Gpt, Sampling};
+use wgrad::nn::Module;
 use wgrad::optim::{clip_grad_norm, Adam, Optimizer};
-use wgrad::{Device, Result, Tensor};
-
-/// `len` characters after `prompt`, each drawn from the `top_k` likeliest at `temperature`.
-fn sample(
-    model: &Gpt,
-    chars: &[char],
-    prompt: &str,
-    len: usize,
-    context: usize,
-    temperature: f64,
-    top_k: usize,
-    dev: &Device,
-) -> Result<String> {
-    let _no_grad = wgrad::no_grad();
-    model.eval();
-    let mut ids: Vec<i64> = prompt
-        .chars()
-        .map(|c| chars.binary_search(&c).unwrap_or(0) as i64)
-        .collect();
-    for _ in 0..len {
-        let window = &ids[ids.len().saturating_sub(context)..];
-        let x = Tensor::from_vec_on(window.to_vec(), [1, window.len()], dev)?;
-        let logits = model.forward(&x)?.select(1, -1)?.squeeze_dim(0)? / temperature;
-        let (top, index) = logits.topk(top_k.min(chars.len()), -1, true)?;
-        let pick = top.softmax(-1)?.multinomial(1, true)?;
-        ids.push(index.gather(0, &pick)?.item::<i64>()?);
-    }
-    model.train(true);
-    Ok(ids.iter().map(|&i| chars[i as usize]).collect())
-}
+use wgrad::{Result, Tensor};
 
 fn main() -> Result<()> {
     let opts = support::Options::parse(
@@ -132,7 +103,16 @@ fn main() -> Result<()> {
     println!("--- sampled (temperature 0.8, top-k 10):");
     println!(
         "{}",
-        sample(&model, &chars, "A ", 300, context, 0.8, 10, &dev)?
+        sample(
+            &model,
+            &chars,
+            "A ",
+            Sampling {
+                len: 300,
+                temperature: 0.8,
+                top_k: 10
+            }
+        )?
     );
     Ok(())
 }

@@ -142,3 +142,35 @@ pub fn schedule(step: usize, steps: usize, warmup: usize, peak: f64) -> f64 {
     let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
     peak * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
 }
+
+/// How [`sample`] draws: `len` characters, each from the `top_k` likeliest at
+/// `temperature`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    pub len: usize,
+    pub temperature: f64,
+    pub top_k: usize,
+}
+
+/// Text after `prompt`, drawn from the default generator (the same on every device).
+pub fn sample(model: &Gpt, chars: &[char], prompt: &str, how: Sampling) -> Result<String> {
+    let _no_grad = wgrad::no_grad();
+    let was_training = model.is_training();
+    model.eval();
+    let dev = model.head.weight.device().clone();
+    let context = model.positions.weight.shape()[0];
+    let mut ids: Vec<i64> = prompt
+        .chars()
+        .map(|c| chars.binary_search(&c).unwrap_or(0) as i64)
+        .collect();
+    for _ in 0..how.len {
+        let window = &ids[ids.len().saturating_sub(context)..];
+        let x = Tensor::from_vec_on(window.to_vec(), [1, window.len()], &dev)?;
+        let logits = model.forward(&x)?.select(1, -1)?.squeeze_dim(0)? / how.temperature;
+        let (top, index) = logits.topk(how.top_k.min(chars.len()), -1, true)?;
+        let pick = top.softmax(-1)?.multinomial(1, true)?;
+        ids.push(index.gather(0, &pick)?.item::<i64>()?);
+    }
+    model.train(was_training);
+    Ok(ids.iter().map(|&i| chars[i as usize]).collect())
+}
