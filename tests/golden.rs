@@ -183,18 +183,6 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
             .forward(&x[0], &x[1]),
         "binary_cross_entropy_with_logits" => nn::binary_cross_entropy_with_logits(&x[0], &x[1]),
         "linear" => F::linear(&x[0], &x[1], x.get(2)),
-        "conv2d" => {
-            let int = |k: &str, default: u64| {
-                attrs.get(k).and_then(|v| v.as_u64()).unwrap_or(default) as usize
-            };
-            let args = F::ConvArgs {
-                stride: int("stride", 1),
-                padding: int("padding", 0),
-                dilation: int("dilation", 1),
-                groups: int("groups", 1),
-            };
-            F::conv2d(&x[0], &x[1], x.get(2), args)
-        }
         "max_pool2d" => F::max_pool2d(
             &x[0],
             attrs["kernel"].as_u64().unwrap() as usize,
@@ -401,6 +389,24 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
                 largest,
             )
             .map(|(v, i)| if op == "topk_values" { v } else { i })
+        }
+        "conv1d" | "conv2d" | "conv_transpose2d" => {
+            let int = |k: &str, default: u64| {
+                attrs.get(k).and_then(|v| v.as_u64()).unwrap_or(default) as usize
+            };
+            let args = F::ConvArgs {
+                stride: int("stride", 1),
+                padding: int("padding", 0),
+                dilation: int("dilation", 1),
+                groups: int("groups", 1),
+            };
+            if op == "conv1d" {
+                F::conv1d(&x[0], &x[1], x.get(2), args)
+            } else if op == "conv2d" {
+                F::conv2d(&x[0], &x[1], x.get(2), args)
+            } else {
+                F::conv_transpose2d(&x[0], &x[1], x.get(2), args, int("output_padding", 0))
+            }
         }
         "composite_cube" => x[0].mul(&x[0]).and_then(|y| y.mul(&x[0])),
         "composite_detach" => x[0].mul(&x[0]).and_then(|y| y.detach().mul(&x[0])),
@@ -754,6 +760,8 @@ fn pytorch_v2_golden_cases_of_existing_ops() {
                             | "argsort"
                             | "topk_values"
                             | "topk_indices"
+                            | "conv1d"
+                            | "conv_transpose2d"
                     )
                 )
         },

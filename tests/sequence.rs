@@ -5,7 +5,7 @@
 
 mod common;
 
-use wgrad::nn::{self, functional as F, Module};
+use wgrad::nn::{self, functional as F, Forward, Module};
 use wgrad::{DType, Device, Error, Result, Tensor};
 
 /// Assert two tensors agree to float rounding.
@@ -245,5 +245,108 @@ fn sampling_draws_the_same_numbers_on_every_device() -> Result<()> {
     assert!(Tensor::new([0.0f32, 0.0])?.multinomial(1, true).is_err());
     assert!(Tensor::new([-1.0f32, 2.0])?.multinomial(1, true).is_err());
     assert!(Tensor::new([1.0f32, 2.0])?.multinomial(3, false).is_err());
+    Ok(())
+}
+
+#[test]
+fn transformer_layers_have_pytorch_names_and_compose_their_blocks() -> Result<()> {
+    for dev in common::devices() {
+        let opts = nn::LayerOptions {
+            dim_feedforward: 16,
+            batch_first: true,
+            ..Default::default()
+        };
+        let enc = wgrad::seeded(5, || nn::TransformerEncoderLayer::with(8, 2, opts, &dev))?;
+        let names: Vec<String> = enc.named_parameters().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "self_attn.in_proj_weight",
+                "self_attn.in_proj_bias",
+                "self_attn.out_proj.weight",
+                "self_attn.out_proj.bias",
+                "linear1.weight",
+                "linear1.bias",
+                "linear2.weight",
+                "linear2.bias",
+                "norm1.weight",
+                "norm1.bias",
+                "norm2.weight",
+                "norm2.bias",
+            ]
+        );
+        enc.eval();
+        let x = wgrad::seeded(6, || Tensor::randn_on([2, 5, 8], &dev))?;
+        // Post-norm: norm2(h + ff(h)) with h = norm1(x + sa(x)).
+        let sa = enc.self_attn.forward(&x, &x, &x, Default::default())?;
+        let h = enc.norm1.forward(&(&x + &sa))?;
+        let ff = enc.linear2.forward(&enc.linear1.forward(&h)?.relu()?)?;
+        let want = enc.norm2.forward(&(&h + &ff))?;
+        close(&enc.forward(&x)?, &want, "encoder layer")?;
+        let dec = wgrad::seeded(7, || {
+            nn::TransformerDecoderLayer::with(
+                8,
+                2,
+                nn::LayerOptions {
+                    norm_first: true,
+                    activation: nn::Activation::Gelu,
+                    ..opts
+                },
+                &dev,
+            )
+        })?;
+        assert_eq!(dec.named_parameters().len(), 18, "as PyTorch's state_dict");
+        dec.eval();
+        let y = dec.forward(
+            &x.narrow(1, 0, 3)?,
+            &x,
+            nn::AttentionMasks {
+                is_causal: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )?;
+        assert_eq!(y.shape(), &[2, 3, 8]);
+        // The spatial layers and GroupNorm.
+        let conv = wgrad::seeded(8, || nn::Conv1d::new(4, 6, 3, &dev))?;
+        assert_eq!(
+            conv.forward(&Tensor::randn_on([2, 4, 10], &dev)?)?.shape(),
+            &[2, 6, 8]
+        );
+        let args = F::ConvArgs {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let up = wgrad::seeded(9, || {
+            nn::ConvTranspose2d::with(4, 2, 3, args, 1, true, &dev)
+        })?;
+        assert_eq!(up.weight.shape(), &[4, 2, 3, 3]);
+        assert_eq!(
+            up.forward(&Tensor::randn_on([1, 4, 5, 5], &dev)?)?.shape(),
+            &[1, 2, 10, 10]
+        );
+        let pooled =
+            nn::AdaptiveAvgPool2d::new((2, 3)).forward(&Tensor::ones_on([1, 1, 5, 7], &dev)?)?;
+        assert_eq!(pooled.to_vec::<f32>()?, vec![1.0; 6]);
+        let big = nn::Upsample::new(2.0).forward(&Tensor::ones_on([1, 1, 2, 3], &dev)?)?;
+        assert_eq!(big.shape(), &[1, 1, 4, 6]);
+        let gn = nn::GroupNorm::new(2, 4, &dev)?;
+        let z = gn.forward(&(Tensor::randn_on([3, 4, 5], &dev)? * 3.0 + 1.0))?;
+        assert!(z.mean()?.item::<f64>()?.abs() < 1e-5);
+        assert!(nn::GroupNorm::new(3, 4, &dev).is_err());
+        assert!(nn::Conv1d::with(
+            4,
+            6,
+            3,
+            F::ConvArgs {
+                groups: 4,
+                ..Default::default()
+            },
+            true,
+            &dev
+        )
+        .is_err());
+    }
     Ok(())
 }

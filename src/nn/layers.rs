@@ -527,6 +527,46 @@ impl Forward for LayerNorm {
     }
 }
 
+/// Group normalisation of `[N, C, ...]` over groups of channels, with a per-channel affine
+/// transform (`nn.GroupNorm(num_groups, num_channels)`).
+#[derive(Module)]
+pub struct GroupNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub num_groups: usize,
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    /// `num_channels` in `num_groups` groups (which must divide them), eps 1e-5.
+    pub fn new(num_groups: usize, num_channels: usize, device: &Device) -> Result<GroupNorm> {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
+            return Err(Error::invalid(
+                "GroupNorm",
+                format!("num_groups {num_groups} must divide num_channels {num_channels}"),
+            ));
+        }
+        Ok(GroupNorm {
+            weight: param(Tensor::ones_on([num_channels], device)?)?,
+            bias: param(Tensor::zeros_on([num_channels], device)?)?,
+            num_groups,
+            eps: 1e-5,
+        })
+    }
+}
+
+impl Forward for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        F::group_norm(
+            x,
+            self.num_groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+        )
+    }
+}
+
 /// A lookup table of `num` vectors of size `dim`, indexed by I64 tensors of any shape.
 #[derive(Module)]
 pub struct Embedding {

@@ -22,6 +22,8 @@ mod layers;
 mod loss;
 mod module;
 mod recurrent;
+mod spatial;
+mod transformer;
 
 pub use attention::{multi_head_attention_forward, AttentionMasks, MultiheadAttention};
 pub use layers::*;
@@ -34,5 +36,7 @@ pub use loss::{
 pub use module::join;
 pub use module::{BufferField, Field, Forward, Item, ItemMut, Layer, Module, Training};
 pub use recurrent::{run_direction, CellKind, Direction, Recurrent, State};
+pub use spatial::{AdaptiveAvgPool2d, Conv1d, ConvTranspose2d, Upsample};
+pub use transformer::{Activation, LayerOptions, TransformerDecoderLayer, TransformerEncoderLayer};
 /// `#[derive(Module)]`: a struct of layers and tensors becomes a [`Module`].
 pub use wgrad_derive::Module;

@@ -7,11 +7,13 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 mod attention;
+mod conv;
 mod norm;
 mod pool;
 mod resample;
 
 pub use attention::{scaled_dot_product_attention, AttentionMask};
+pub use conv::{conv1d, conv_transpose2d};
 pub use norm::{group_norm, layer_norm};
 pub use pool::{adaptive_avg_pool2d, adaptive_max_pool2d};
 pub use resample::{interpolate, one_hot, pad, scaled_size, Interpolation, PadMode};
