@@ -350,3 +350,29 @@ fn transformer_layers_have_pytorch_names_and_compose_their_blocks() -> Result<()
     }
     Ok(())
 }
+
+#[test]
+fn negative_slice_steps_walk_backwards_like_python() -> Result<()> {
+    for dev in common::devices() {
+        let x = Tensor::arange_on(0, 5, 1, &dev)?;
+        let walk = |start: Option<isize>, end: Option<isize>, step: isize| -> Result<Vec<i64>> {
+            x.slice(0, start, end, step)?.to_vec::<i64>()
+        };
+        // Python: x[::-1], x[::-2], x[3:0:-1], x[1:4:-1], x[-1:-4:-2], x[10:-10:-3]
+        assert_eq!(walk(None, None, -1)?, [4, 3, 2, 1, 0]);
+        assert_eq!(walk(None, None, -2)?, [4, 2, 0]);
+        assert_eq!(walk(Some(3), Some(0), -1)?, [3, 2, 1]);
+        assert_eq!(walk(Some(1), Some(4), -1)?, Vec::<i64>::new());
+        assert_eq!(walk(Some(-1), Some(-4), -2)?, [4, 2]);
+        assert_eq!(walk(Some(10), Some(-10), -3)?, [4, 1]);
+        assert_eq!(x.i(wgrad::s![..;-1])?.to_vec::<i64>()?, [4, 3, 2, 1, 0]);
+        assert!(x.slice(0, None, None, 0).is_err());
+        // The gradient goes back to where each element came from.
+        let w = Tensor::arange_on(0.0, 4.0, 1.0, &dev)?.requires_grad_(true)?;
+        (w.slice(0, None, None, -2)? * Tensor::new_on([10.0, 1.0], &dev)?)
+            .sum()?
+            .backward()?;
+        assert_eq!(w.grad().unwrap().to_vec::<f32>()?, [0.0, 1.0, 0.0, 10.0]);
+    }
+    Ok(())
+}

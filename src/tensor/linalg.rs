@@ -189,11 +189,10 @@ impl Tensor {
         } else if p == 1.0 {
             a.sum_dims(&dims, keepdim)
         } else if p == 2.0 {
-            x.square()?.sum_dims(&dims, keepdim)?.sqrt()
+            root_at_zero_is_zero(x.square()?.sum_dims(&dims, keepdim)?, |s| s.sqrt())
         } else if p > 0.0 {
-            a.pow_scalar(p)?
-                .sum_dims(&dims, keepdim)?
-                .pow_scalar(1.0 / p)
+            let sum = a.pow_scalar(p)?.sum_dims(&dims, keepdim)?;
+            root_at_zero_is_zero(sum, |s| s.pow_scalar(1.0 / p))
         } else {
             Err(Error::invalid(
                 "vector_norm",
@@ -201,4 +200,13 @@ impl Tensor {
             ))
         }
     }
+}
+
+/// `root(sum)` where `sum > 0`, and 0 where it is 0, with a gradient of 0 there (as
+/// PyTorch's norms have) instead of `inf * 0 = NaN`: the root only ever sees positive
+/// values, and `where` sends no gradient to the branch it did not take.
+fn root_at_zero_is_zero(sum: Tensor, root: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let zero = sum.eq_scalar(0.0)?;
+    let safe = Tensor::where_cond(&zero, 1.0, &sum)?;
+    Tensor::where_cond(&zero, 0.0, &root(&safe)?)
 }

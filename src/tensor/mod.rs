@@ -14,6 +14,7 @@ mod options;
 mod rearrange;
 mod reduce;
 mod sampling;
+mod scan;
 mod sort;
 
 pub use crate::host::CpuElement;

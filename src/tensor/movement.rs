@@ -105,7 +105,8 @@ impl Tensor {
 
     /// Elements `start, start+step, ...` before `end` along `dim`, Python slice semantics:
     /// negative bounds count from the end, out-of-range bounds are clamped, `None` means the
-    /// whole extent. `step` must be positive.
+    /// whole extent. A negative `step` walks backwards, as NumPy's `x[::-1]` (PyTorch
+    /// refuses it; here it is a copy, a positive step a view). A step of 0 is an error.
     pub fn slice(
         &self,
         dim: isize,
@@ -122,16 +123,28 @@ impl Tensor {
                 "cannot slice a 0-d tensor",
             ));
         }
-        if step <= 0 {
+        if step == 0 {
             return Err(Error::invalid(
                 "slice",
-                format!(
-                    "step must be greater than zero, got {step} (shape {:?})",
-                    self.shape()
-                ),
+                format!("step must not be zero (shape {:?})", self.shape()),
             ));
         }
         let size = self.shape()[d] as isize;
+        if step < 0 {
+            // Python's bounds for a backward walk: from `start` (default the last) down to,
+            // not including, `end` (default before the first); both clamped to -1..size-1.
+            let bound = |v: isize| (if v < 0 { v + size } else { v }).clamp(-1, size - 1);
+            let first = start.map(bound).unwrap_or(size - 1);
+            let last = end.map(bound).unwrap_or(-1);
+            let picked: Vec<i64> = (last + 1..=first)
+                .rev()
+                .step_by(step.unsigned_abs())
+                .map(|i| i as i64)
+                .collect();
+            let n = picked.len();
+            let index = Tensor::from_vec(picked, [n])?.to_device(self.device())?;
+            return self.index_select(d as isize, &index);
+        }
         let clamp =
             |v: isize| -> usize { (if v < 0 { v + size } else { v }).clamp(0, size) as usize };
         let start = start.map(clamp).unwrap_or(0);

@@ -110,7 +110,7 @@ impl Tensor {
         self.sum_dims_internal(&d, keepdim)
     }
 
-    fn require_float(&self, op: &'static str) -> Result<()> {
+    pub(crate) fn require_float(&self, op: &'static str) -> Result<()> {
         if !self.dtype().is_float() {
             return Err(Error::UnsupportedDType {
                 op,

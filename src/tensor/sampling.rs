@@ -76,14 +76,7 @@ impl Tensor {
     /// (`torch.bernoulli`).
     pub fn bernoulli(&self) -> Result<Tensor> {
         self.live()?;
-        if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType {
-                op: "bernoulli",
-                dtype: self.dtype(),
-                shape: self.shape().to_vec(),
-                expected: "float probabilities",
-            });
-        }
+        self.require_float("bernoulli")?;
         let u = Tensor::rand_on(self.shape(), self.device())?;
         u.lt(self.detach())?.to_dtype(self.dtype())
     }
@@ -108,14 +101,7 @@ impl Tensor {
 
     fn dtype_for_draws(&self, op: &'static str) -> Result<DType> {
         self.live()?;
-        if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: self.dtype(),
-                shape: self.shape().to_vec(),
-                expected: "a float tensor",
-            });
-        }
+        self.require_float(op)?;
         Ok(self.dtype())
     }
 }
