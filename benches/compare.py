@@ -72,6 +72,74 @@ def torch_figures():
         w.grad = None
 
     out["tiny_forward_backward"] = median(step, 15, 1000) * 1e6
+    out.update(torch_sequence_steps(torch))
+    return out
+
+
+def torch_sequence_steps(torch):
+    """Twins of examples/bench.rs's `seq` section: the same models, batches and optimizer."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(torch.get_num_threads())
+    vocab, out = 92, {}
+    data = torch.randint(0, vocab, (100_000,))
+
+    def windows(batch, context):
+        starts = torch.randint(0, data.numel() - context - 1, (batch, 1))
+        w = data[starts + torch.arange(context + 1)]
+        return w[:, :-1], w[:, 1:]
+
+    class Block(nn.Module):
+        def __init__(self, width, heads):
+            super().__init__()
+            self.heads = heads
+            self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.qkv(self.ln1(x)).chunk(3, -1)
+            split = lambda y: y.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+            att = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=True)
+            x = x + self.proj(att.transpose(1, 2).reshape(b, t, c))
+            return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+    class Gpt(nn.Module):
+        def __init__(self, width=128, layers=4, heads=4, context=64):
+            super().__init__()
+            self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(context, width)
+            self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+            self.ln_f, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+
+        def forward(self, ids):
+            x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1]))
+            for b in self.blocks:
+                x = b(x)
+            return self.head(self.ln_f(x))
+
+    class CharGru(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.gru, self.head = nn.Embedding(vocab, 64), nn.GRU(64, 64, batch_first=True), nn.Linear(64, vocab)
+
+        def forward(self, ids):
+            return self.head(self.gru(self.embed(ids))[0])
+
+    for name, model, batch, context in (("chargpt_step_ms", Gpt(), 32, 64), ("gru_step_ms", CharGru(), 64, 32)):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1 if name.startswith("chargpt") else 0.01)
+
+        def step():
+            x, y = windows(batch, context)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss.item()
+
+        out[name] = median(step, 7) * 1e3
     return out
 
 
@@ -98,7 +166,7 @@ def main():
         for b in baselines.values():
             if name in b:
                 # Ratio > 1 means wgrad is better (higher throughput, or lower time for "us").
-                ratio = b[name] / value if units[name] == "us" else value / b[name]
+                ratio = b[name] / value if units[name] in ("us", "ms", "s") else value / b[name]
                 row += f" {b[name]:>10.2f} {ratio:>6.2f}x"
             else:
                 row += f" {'-':>10} {'':>7}"
