@@ -531,3 +531,95 @@ fn gpu_index_errors_land_on_their_results() -> Result<()> {
     }
     Ok(())
 }
+
+/// The sequence-model ops under hostile arguments: sizes whose host-side index lists or
+/// weight matrices cannot exist are `Err(OutOfMemory)` or a size error (not an abort), 0-d
+/// tensors roll, flip, sort and gather as one element, and an empty batch normalises.
+#[test]
+fn sequence_ops_refuse_hostile_arguments() -> Result<()> {
+    use wgrad::nn::functional as F;
+    let x = Tensor::randn([2, 3])?;
+    let line = Tensor::randn([1, 1, 3])?;
+    let image = Tensor::randn([1, 1, 3, 3])?;
+    let refused: Vec<(&str, Result<Tensor>)> = vec![
+        ("repeat", x.repeat([isize::MAX, 1])),
+        ("repeat_interleave", x.repeat_interleave(usize::MAX, 0)),
+        ("tile", x.tile([1isize << 40, 1isize << 40])),
+        (
+            "pad",
+            F::pad(&x, &[0, isize::MAX / 2], F::PadMode::Constant(0.0)),
+        ),
+        (
+            "pad circular",
+            F::pad(&x, &[isize::MAX, 0], F::PadMode::Circular),
+        ),
+        (
+            "interpolate linear",
+            F::interpolate(
+                &line,
+                &[1 << 40],
+                F::Interpolation::Linear {
+                    align_corners: false,
+                },
+            ),
+        ),
+        (
+            "interpolate nearest",
+            F::interpolate(&line, &[1 << 40], F::Interpolation::Nearest),
+        ),
+        (
+            "adaptive_avg_pool2d",
+            F::adaptive_avg_pool2d(&image, (1 << 40, 2)),
+        ),
+        ("one_hot", F::one_hot(&Tensor::new([0i64])?, Some(1 << 50))),
+        (
+            "multinomial",
+            Tensor::new([0.5f32, 0.5])?.multinomial(1 << 50, true),
+        ),
+        ("einsum", Tensor::einsum("ij,jk->ik", &[&x, &x])),
+        ("einsum ellipsis", Tensor::einsum("...i->i", &[&x])),
+        (
+            "conv_transpose2d stride 0",
+            F::conv_transpose2d(
+                &image,
+                &Tensor::randn([1, 1, 3, 3])?,
+                None,
+                F::ConvArgs {
+                    stride: 0,
+                    ..Default::default()
+                },
+                0,
+            ),
+        ),
+        (
+            "conv1d dilation",
+            F::conv1d(
+                &line,
+                &Tensor::randn([1, 1, 3])?,
+                None,
+                F::ConvArgs {
+                    dilation: usize::MAX,
+                    ..Default::default()
+                },
+            ),
+        ),
+    ];
+    for (what, r) in refused {
+        assert!(r.is_err(), "{what}: {:?}", r.map(|t| t.shape().to_vec()));
+    }
+    let s = Tensor::scalar(2.5)?;
+    assert_eq!(s.roll([1], [0])?.item::<f32>()?, 2.5);
+    assert_eq!(s.flip([0])?.item::<f32>()?, 2.5);
+    assert_eq!(s.topk(1, 0, true)?.0.item::<f32>()?, 2.5);
+    assert_eq!(s.gather(0, &Tensor::scalar(0)?)?.item::<f32>()?, 2.5);
+    assert!(
+        s.gather(0, &Tensor::scalar(1)?).is_err(),
+        "index 1 of one element"
+    );
+    assert_eq!(s.repeat_interleave(3, 0)?.to_vec::<f32>()?, vec![2.5; 3]);
+    assert_eq!(
+        F::group_norm(&Tensor::zeros([0, 4])?, 2, None, None, 1e-5)?.shape(),
+        &[0, 4]
+    );
+    Ok(())
+}

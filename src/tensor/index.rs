@@ -240,6 +240,14 @@ impl Tensor {
         const OP: &str = "gather";
         self.same_device(OP, index)?;
         check_index_dtype(OP, index)?;
+        if self.ndim() == 0 && index.ndim() == 0 {
+            // A 0-d tensor gathers as a tensor of one element (dim 0 or -1, as PyTorch).
+            self.layout().dim(OP, dim)?;
+            return self
+                .reshape([1])?
+                .gather(0, &index.reshape([1])?)?
+                .reshape(Vec::<usize>::new());
+        }
         let d = self.layout().dim(OP, dim)?;
         check_index_shape(OP, d, index, self.shape(), self.shape())?;
         let s = {
@@ -271,6 +279,13 @@ impl Tensor {
         self.same_device(OP, index)?;
         self.same_device(OP, src)?;
         check_index_dtype(OP, index)?;
+        if self.ndim() == 0 && index.ndim() == 0 && src.ndim() == 0 {
+            self.layout().dim(OP, dim)?;
+            let one = |t: &Tensor| t.reshape([1]);
+            return one(self)?
+                .scatter_add(0, &one(index)?, &one(src)?)?
+                .reshape(Vec::<usize>::new());
+        }
         if src.dtype() != self.dtype() {
             return Err(Error::DTypeMismatch {
                 op: OP,

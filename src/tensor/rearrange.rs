@@ -38,6 +38,10 @@ impl Tensor {
         let mut out = self.clone();
         for d in dims.to_isize() {
             let d = normalize_dim("flip", d, self.shape())?;
+            if self.ndim() == 0 {
+                // One element reverses to itself (dim 0 or -1 of a 0-d tensor, as PyTorch).
+                continue;
+            }
             let n = self.shape()[d] as i64;
             let reversed = Tensor::arange_on(n - 1, -1, -1, self.device())?;
             out = out.index_select(d as isize, &reversed)?;
@@ -71,7 +75,9 @@ impl Tensor {
         let mut out = self.clone();
         for (&s, &d) in shifts.iter().zip(&dims) {
             let d = normalize_dim("roll", d, self.shape())?;
-            let n = self.shape()[d];
+            let Some(&n) = self.shape().get(d) else {
+                continue; // a 0-d tensor: one element, nothing to roll
+            };
             if n == 0 {
                 continue;
             }
@@ -130,13 +136,22 @@ impl Tensor {
     pub fn repeat_interleave(&self, repeats: usize, dim: isize) -> Result<Tensor> {
         self.live()?;
         let d = normalize_dim("repeat_interleave", dim, self.shape())?;
+        if self.ndim() == 0 {
+            return self.reshape([1])?.repeat_interleave(repeats, 0);
+        }
         let mut spread = self.shape().to_vec();
         spread.insert(d + 1, 1);
         let mut expanded = spread.clone();
         expanded[d + 1] = repeats;
         let mut out = self.shape().to_vec();
         if let Some(n) = out.get_mut(d) {
-            *n *= repeats;
+            *n = n.checked_mul(repeats).ok_or_else(|| {
+                Error::bad_shape(
+                    "repeat_interleave",
+                    self.shape(),
+                    format!("{repeats} repeats overflow the size"),
+                )
+            })?;
         }
         self.reshape(spread)?.expand(expanded)?.reshape(out)
     }

@@ -30,11 +30,16 @@ impl Tensor {
                 format!("cannot draw {num_samples} samples without replacement from {c} classes"),
             ));
         }
+        let rows = self.numel() / c.max(1);
+        // The draws and the result are built on the host: room for them first.
+        let draws = rows.checked_mul(num_samples).ok_or_else(|| {
+            Error::invalid(OP, format!("{num_samples} samples per row are too many"))
+        })?;
+        crate::storage::host_room(OP, draws.saturating_mul(2), DType::I64)?;
         let weights = self
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec::<f32>()?;
-        let rows = weights.len() / c.max(1);
         let mut out = Vec::with_capacity(rows * num_samples);
         for (r, row) in weights.chunks(c.max(1)).enumerate() {
             if row.iter().any(|w| !w.is_finite() || *w < 0.0) || row.iter().all(|&w| w == 0.0) {

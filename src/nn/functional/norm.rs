@@ -43,13 +43,11 @@ pub fn group_norm(
         ));
     }
     let (n, c) = (x.shape()[0], x.shape()[1]);
-    let y = normalize(
-        &x.reshape([n as isize, num_groups as isize, -1])?,
-        &[2],
-        eps,
-    )?
-    .0
-    .reshape(x.shape())?;
+    // Sizes given in full: `-1` cannot be inferred from an empty batch.
+    let per_group = x.shape()[1..].iter().product::<usize>() / num_groups;
+    let y = normalize(&x.reshape([n, num_groups, per_group])?, &[2], eps)?
+        .0
+        .reshape(x.shape())?;
     // The per-channel affine, broadcast over the spatial dims.
     let mut channel = vec![1usize; x.ndim()];
     channel[1] = c;

@@ -23,7 +23,12 @@ fn check(op: &'static str, x: &Tensor, out: (usize, usize)) -> Result<(usize, us
 
 /// The averaging matrix `[o, n]` of one dim: row `i` is `1 / len` over cell `i`.
 fn averaging(n: usize, o: usize) -> Result<Tensor> {
-    let mut m = vec![0f32; o * n];
+    const OP: &str = "adaptive_avg_pool2d";
+    let len = o
+        .checked_mul(n)
+        .ok_or_else(|| Error::invalid(OP, format!("output size {o} is too large")))?;
+    crate::storage::host_room(OP, len, crate::DType::F32)?;
+    let mut m = vec![0f32; len];
     for i in 0..o {
         let (a, b) = cell(i, n, o);
         for j in a..b {

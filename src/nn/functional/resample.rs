@@ -146,6 +146,15 @@ pub fn interpolate(x: &Tensor, size: &[usize], mode: Interpolation) -> Result<Te
                 "input and output sizes must be positive",
             ));
         }
+        // The index list or weight matrix is built on the host: room for it first.
+        let entries = match mode {
+            Interpolation::Nearest => Some(o),
+            Interpolation::Linear { .. } => o.checked_mul(n),
+        };
+        let entries = entries.ok_or_else(|| {
+            Error::bad_shape(OP, x.shape(), format!("output size {o} is too large"))
+        })?;
+        crate::storage::host_room(OP, entries, crate::DType::I64)?;
         out = match mode {
             Interpolation::Nearest => {
                 let index: Vec<i64> = (0..o)
