@@ -18,7 +18,11 @@ impl Tensor {
         let all: Vec<isize> = (0..self.ndim() as isize).collect();
         let dims = if dims.is_empty() { all } else { dims };
         let d = crate::shape::normalize_dims("var", &dims, self.shape())?;
-        let n: usize = d.iter().map(|&k| self.shape()[k]).product();
+        // A 0-d tensor's dim 0 (or -1) holds its one element.
+        let n: usize = d
+            .iter()
+            .map(|&k| self.shape().get(k).copied().unwrap_or(1))
+            .product();
         let mean = self.mean_dims(dims.as_slice(), true)?;
         let squares = (self - &mean)
             .square()?
