@@ -4,7 +4,7 @@
 
 mod common;
 
-use wgrad::nn::functional as F;
+use wgrad::nn::{self, functional as F};
 use wgrad::{DType, Generator, Result, Tensor};
 
 /// A result's shape and values.
@@ -68,7 +68,42 @@ fn run(which: i64, x: &Tensor, r: &[i64]) -> Outcome {
         20 => x.slice(d, Some(k as isize), Some(r[8] as isize), r[9] as isize),
         21 => x.index_add(d, &Tensor::new_on([k], x.device())?, x, 1.0),
         22 => F::cosine_similarity(x, x, d, 1e-8),
-        _ => x.std([d], 1, false),
+        23 => x.std([d], 1, false),
+        24 | 25 => {
+            // Class labels (some out of range) or probabilities, with random options.
+            let mut label_shape = shape.clone();
+            let classes = if label_shape.len() >= 2 {
+                label_shape.remove(1)
+            } else {
+                1
+            };
+            let target = if which == 24 {
+                wgrad::seeded(r[8].unsigned_abs(), || {
+                    Tensor::randint_on(-1, classes as i64 + 1, label_shape, x.device())
+                })?
+            } else {
+                x.softmax(1.min(x.ndim().saturating_sub(1)) as isize)?
+            };
+            let mut loss = nn::CrossEntropyLoss::new()
+                .ignore_index(k)
+                .label_smoothing(r[9].rem_euclid(3) as f64 / 4.0)
+                .reduction(
+                    [nn::Reduction::Mean, nn::Reduction::Sum, nn::Reduction::None]
+                        [r[8].rem_euclid(3) as usize],
+                );
+            if r[10] > 3 {
+                loss = loss.weight(&Tensor::ones_on([classes], x.device())?);
+            }
+            loss.forward(x, &target)
+        }
+        26 => nn::binary_cross_entropy(&x.sigmoid()?, &x.neg()?.sigmoid()?),
+        27 => nn::smooth_l1_loss(x, &x.flip([0])?),
+        28 => nn::kl_div(&x.log_softmax(d)?, &x.softmax(d)?),
+        29 => nn::HuberLoss::new().delta(k as f64).forward(x, &x.neg()?),
+        _ => nn::nll_loss(
+            &x.log_softmax(1)?,
+            &Tensor::zeros_on(&shape[..shape.len().min(1)], (DType::I64, x.device()))?,
+        ),
     }?;
     let values = match out.dtype() {
         DType::I64 => out.to_vec::<i64>()?.into_iter().map(|v| v as f64).collect(),
@@ -87,12 +122,12 @@ fn random_arguments_never_panic_and_the_devices_agree() {
     let devices = common::devices();
     let mut g = Generator::new(7);
     let mut checked = 0;
-    for case in 0..800 {
+    for case in 0..1000 {
         let r = g.int_range(12, -3, 6);
         let shape: Vec<usize> = (0..r[0].rem_euclid(4) as usize)
             .map(|k| r[1 + k].rem_euclid(4) as usize)
             .collect();
-        let which = r[7].rem_euclid(24);
+        let which = r[7].rem_euclid(31);
         let data = wgrad::seeded(case, || Tensor::randn(shape.clone())).unwrap();
         let results: Vec<std::result::Result<Outcome, String>> = devices
             .iter()
