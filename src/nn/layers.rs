@@ -18,7 +18,7 @@ fn param(t: Tensor) -> Result<Tensor> {
 
 /// `U(-bound, bound)` of `shape` on `device`, from the default generator (what
 /// `manual_seed` and [`crate::seeded`] control), as a trainable leaf.
-fn uniform_param(shape: &[usize], bound: f64, device: &Device) -> Result<Tensor> {
+pub(crate) fn uniform_param(shape: &[usize], bound: f64, device: &Device) -> Result<Tensor> {
     param(crate::rng::with_default(|g| {
         init::uniform(shape, -bound, bound, g, device)
     })?)
@@ -34,10 +34,15 @@ pub struct Linear {
 impl Linear {
     /// A layer from `in_features` to `out_features`, with a bias (`.bias(false)` drops it).
     pub fn new(in_features: usize, out_features: usize, device: &Device) -> Result<Linear> {
-        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+        let (weight, bias) = fan_in_params(
+            &[out_features, in_features],
+            in_features,
+            out_features,
+            device,
+        )?;
         Ok(Linear {
-            weight: uniform_param(&[out_features, in_features], bound, device)?,
-            bias: Some(uniform_param(&[out_features], bound, device)?),
+            weight,
+            bias: Some(bias),
         })
     }
 
@@ -278,7 +283,7 @@ impl Conv2d {
     }
 }
 
-/// A convolution's weight `[out, in / groups, k, k]` and bias, `U(-1/sqrt(fan_in), ...)`.
+/// A convolution's weight `[out, in / groups, k, k]` and bias.
 fn conv_params(
     c: usize,
     o: usize,
@@ -287,10 +292,21 @@ fn conv_params(
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let per_group = c / groups.max(1);
-    let bound = 1.0 / ((per_group * k * k).max(1) as f64).sqrt();
+    fan_in_params(&[o, per_group, k, k], per_group * k * k, o, device)
+}
+
+/// A weight of `shape` and a bias of `bias_len`, both `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`:
+/// PyTorch's initialisation of linear and convolution layers.
+pub(crate) fn fan_in_params(
+    shape: &[usize],
+    fan_in: usize,
+    bias_len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
     Ok((
-        uniform_param(&[o, per_group, k, k], bound, device)?,
-        uniform_param(&[o], bound, device)?,
+        uniform_param(shape, bound, device)?,
+        uniform_param(&[bias_len], bound, device)?,
     ))
 }
 
@@ -510,20 +526,8 @@ impl LayerNorm {
 
 impl Forward for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.weight.ndim();
-        if x.ndim() < k || x.shape()[x.ndim() - k..] != *self.weight.shape() {
-            return Err(Error::shapes(
-                "LayerNorm",
-                x.shape(),
-                self.weight.shape(),
-                "the input must end with the normalized shape",
-            ));
-        }
-        let dims: Vec<isize> = (x.ndim() - k..x.ndim()).map(|d| d as isize).collect();
-        F::normalize(x, &dims, self.eps)?
-            .0
-            .mul(&self.weight)?
-            .add(&self.bias)
+        let shape = self.weight.shape().to_vec();
+        F::layer_norm(x, &shape, Some(&self.weight), Some(&self.bias), self.eps)
     }
 }
 

@@ -93,6 +93,11 @@ pub fn kl_div(input: &Tensor, target: &Tensor) -> Result<Tensor> {
 macro_rules! reduction_option {
     ($($t:ty),*) => {$(
         impl $t {
+            /// The loss with PyTorch's defaults (a mean; see the type for the others).
+            pub fn new() -> Self {
+                Self::default()
+            }
+
             /// How the per-element losses combine (default [`Reduction::Mean`]).
             pub fn reduction(mut self, reduction: Reduction) -> Self {
                 self.reduction = reduction;
@@ -139,11 +144,6 @@ pub struct MSELoss {
 }
 
 impl MSELoss {
-    /// The mean squared error.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         same_shape("mse_loss", input, target)?;
@@ -158,11 +158,6 @@ pub struct L1Loss {
 }
 
 impl L1Loss {
-    /// The mean absolute error.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         same_shape("l1_loss", input, target)?;
@@ -187,11 +182,6 @@ impl Default for HuberLoss {
 }
 
 impl HuberLoss {
-    /// `delta = 1`, mean.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Where the loss turns from quadratic to linear (positive).
     pub fn delta(mut self, delta: f64) -> Self {
         self.delta = delta;
@@ -226,11 +216,6 @@ pub struct BCEWithLogitsLoss {
 }
 
 impl BCEWithLogitsLoss {
-    /// Mean over the elements.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The loss of `logits` against `target` (same shapes).
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         same_shape("binary_cross_entropy_with_logits", logits, target)?;
@@ -265,11 +250,6 @@ impl Default for NLLLoss {
 }
 
 impl NLLLoss {
-    /// Mean over the targets, no class weights, `ignore_index` -100.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The loss of `log_probs [N, C, ...]` against labels `[N, ...]`.
     pub fn forward(&self, log_probs: &Tensor, target: &Tensor) -> Result<Tensor> {
         let labels = Labels::check(
@@ -308,11 +288,6 @@ impl Default for CrossEntropyLoss {
 }
 
 impl CrossEntropyLoss {
-    /// Mean, no class weights, `ignore_index` -100, no label smoothing.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Mix the targets with the uniform distribution by `label_smoothing` in `[0, 1]`.
     pub fn label_smoothing(mut self, label_smoothing: f64) -> Self {
         self.label_smoothing = label_smoothing;
@@ -524,11 +499,6 @@ pub struct BCELoss {
 }
 
 impl BCELoss {
-    /// Mean over the elements.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The loss of probabilities `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         same_shape("binary_cross_entropy", input, target)?;
@@ -556,11 +526,6 @@ impl Default for SmoothL1Loss {
 }
 
 impl SmoothL1Loss {
-    /// `beta = 1`, mean.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Where the loss turns from quadratic to linear (0: the L1 loss).
     pub fn beta(mut self, beta: f64) -> Self {
         self.beta = beta;

@@ -184,10 +184,7 @@ impl Recurrent {
         let bound = 1.0 / (hidden_size as f64).sqrt();
         let g = kind.gates() * hidden_size;
         let dirs = if bidirectional { 2 } else { 1 };
-        let draw = |shape: &[usize]| -> Result<Tensor> {
-            crate::rng::with_default(|gen| super::init::uniform(shape, -bound, bound, gen, device))?
-                .requires_grad_(true)
-        };
+        let draw = |shape: &[usize]| super::layers::uniform_param(shape, bound, device);
         let mut layers = Vec::with_capacity(num_layers);
         for l in 0..num_layers {
             let inputs = if l == 0 {

@@ -2,26 +2,12 @@
 //! `AdaptiveAvgPool2d` and `Upsample`, with PyTorch's defaults and names.
 
 use super::functional::{self as F, ConvArgs, Interpolation};
+use super::layers::fan_in_params as drawn;
 use super::module::Forward;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use wgrad_derive::Module;
-
-/// A weight of `shape` and a bias of `bias_len`, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
-fn drawn(
-    shape: &[usize],
-    fan_in: usize,
-    bias_len: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    let draw = |s: &[usize]| -> Result<Tensor> {
-        crate::rng::with_default(|g| super::init::uniform(s, -bound, bound, g, device))?
-            .requires_grad_(true)
-    };
-    Ok((draw(shape)?, draw(&[bias_len])?))
-}
 
 fn check_groups(op: &'static str, c: usize, o: usize, groups: usize) -> Result<()> {
     if groups == 0 || !c.is_multiple_of(groups) || !o.is_multiple_of(groups) {

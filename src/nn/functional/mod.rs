@@ -36,20 +36,10 @@ pub(crate) fn check_4d(op: &'static str, x: &Tensor) -> Result<(usize, usize, us
 
 /// Zero padding of the last two dims by `p` on every side.
 pub fn pad2d(x: &Tensor, p: usize) -> Result<Tensor> {
-    if p == 0 {
-        return Ok(x.clone());
-    }
-    let (n, c, h, w) = check_4d("pad2d", x)?;
-    let zeros = |shape: [usize; 4]| Tensor::zeros_on(shape, (x.dtype(), x.device()));
-    let rows = Tensor::cat(&[&zeros([n, c, p, w])?, x, &zeros([n, c, p, w])?], 2)?;
-    Tensor::cat(
-        &[
-            &zeros([n, c, h + 2 * p, p])?,
-            &rows,
-            &zeros([n, c, h + 2 * p, p])?,
-        ],
-        3,
-    )
+    check_4d("pad2d", x)?;
+    let p = isize::try_from(p)
+        .map_err(|_| Error::invalid("pad2d", format!("padding {p} is too large")))?;
+    pad(x, &[p, p, p, p], PadMode::Constant(0.0))
 }
 
 /// Output size of a sliding window of `k` taps `dilation` apart.
