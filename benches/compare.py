@@ -48,6 +48,14 @@ def numpy_figures():
     return out
 
 
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv[:-1] else None
+
+
+def wanted(section):
+    """Whether `--only` leaves this section in (the same names as examples/bench)."""
+    return ONLY is None or ONLY == section
+
+
 def torch_figures():
     import torch
 
@@ -72,23 +80,82 @@ def torch_figures():
         w.grad = None
 
     out["tiny_forward_backward"] = median(step, 15, 1000) * 1e6
-    out.update(torch_sequence_steps(torch))
+    if wanted("mlp"):
+        out.update(torch_mlp_epoch(torch))
+    if wanted("steps"):
+        out.update(torch_steps(torch))
     return out
 
 
-def torch_sequence_steps(torch):
-    """Twins of examples/bench.rs's `seq` section: the same models, batches and optimizer."""
+def torch_steps(torch):
+    """Twins of examples/bench's `steps` section (examples/bench/steps.rs): the same models,
+    batches, optimizers and clipping, one training step each, median ms."""
     import torch.nn as nn
     import torch.nn.functional as F
 
-    torch.set_num_threads(torch.get_num_threads())
-    vocab, out = 92, {}
-    data = torch.randint(0, vocab, (100_000,))
+    out = {}
 
-    def windows(batch, context):
+    def timed(name, model, opt, batch, clip=None):
+        def step():
+            x, y = batch()
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x).reshape(y.numel(), -1), y.reshape(-1))
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            loss.item()
+
+        out[name] = median(step, 7) * 1e3
+
+    lenet = nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6), nn.Sigmoid(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+        nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10))
+    images = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    timed("lenet_step_ms", lenet, torch.optim.SGD(lenet.parameters(), lr=0.1), lambda: images)
+
+    class Residual(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, stride=stride)
+            self.bn1, self.bn2 = nn.BatchNorm2d(c_out), nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+            self.project = nn.Conv2d(c_in, c_out, 1, stride=stride) if c_in != c_out or stride != 1 else None
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+            return F.relu(y + (self.project(x) if self.project is not None else x))
+
+    resnet = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        Residual(16, 16, 1), Residual(16, 32, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    images = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    opt = torch.optim.SGD(resnet.parameters(), lr=0.05, momentum=0.9)
+    timed("resnet_step_ms", resnet, opt, lambda: images)
+
+    def windows(data, batch, context):
         starts = torch.randint(0, data.numel() - context - 1, (batch, 1))
         w = data[starts + torch.arange(context + 1)]
         return w[:, :-1], w[:, 1:]
+
+    class CharRnn(nn.Module):
+        def __init__(self, cell):
+            super().__init__()
+            self.embed, self.rnn, self.head = nn.Embedding(64, 32), cell(32, 128, batch_first=True), nn.Linear(128, 64)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.embed(ids))[0])
+
+    tokens = torch.randint(0, 64, (100_000,))
+    for name, cell in (("gru_step_ms", nn.GRU), ("lstm_step_ms", nn.LSTM)):
+        model = CharRnn(cell)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        timed(name, model, opt, lambda: windows(tokens, 64, 32), clip=1.0)
+
+    vocab = 92
 
     class Block(nn.Module):
         def __init__(self, width, heads):
@@ -119,28 +186,29 @@ def torch_sequence_steps(torch):
                 x = b(x)
             return self.head(self.ln_f(x))
 
-    class CharGru(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed, self.gru, self.head = nn.Embedding(vocab, 64), nn.GRU(64, 64, batch_first=True), nn.Linear(64, vocab)
-
-        def forward(self, ids):
-            return self.head(self.gru(self.embed(ids))[0])
-
-    for name, model, batch, context in (("chargpt_step_ms", Gpt(), 32, 64), ("gru_step_ms", CharGru(), 64, 32)):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1 if name.startswith("chargpt") else 0.01)
-
-        def step():
-            x, y = windows(batch, context)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            loss.item()
-
-        out[name] = median(step, 7) * 1e3
+    text = torch.randint(0, vocab, (100_000,))
+    gpt = Gpt()
+    opt = torch.optim.AdamW(gpt.parameters(), lr=1e-3, weight_decay=0.1)
+    timed("chargpt_step_ms", gpt, opt, lambda: windows(text, 32, 64), clip=1.0)
     return out
+
+
+def torch_mlp_epoch(torch):
+    """Twin of the `mlp` section: an epoch of 784-256-10 on 60,000 samples, batch 256, SGD."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    xs, ys = torch.randn(60_000, 784), torch.randint(0, 10, (60_000,))
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def epoch():
+        for start in range(0, 60_000, 256):
+            opt.zero_grad()
+            F.cross_entropy(model(xs[start:start + 256]), ys[start:start + 256]).backward()
+            opt.step()
+
+    return {"mlp_epoch_s": median(epoch, 3)}
 
 
 def main():

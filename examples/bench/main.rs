@@ -5,8 +5,9 @@
 //!
 //! Each figure is the median of several timed repetitions after a warm-up.
 
-#[path = "chargpt/model.rs"]
+#[path = "../chargpt/model.rs"]
 mod model;
+mod steps;
 
 use std::time::Instant;
 use wgrad::{Device, Result, Tensor};
@@ -14,7 +15,7 @@ use wgrad::{Device, Result, Tensor};
 struct Bench {
     json: bool,
     quick: bool,
-    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, seq).
+    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps).
     only: Option<String>,
 }
 
@@ -232,70 +233,10 @@ fn main() -> Result<()> {
         b.report("mlp_samples_per_s", n as f64 / t, "samples/s");
     }
 
-    if b.wants("seq") {
-        seq_steps(&b, &device)?;
+    if b.wants("steps") {
+        steps::run(&b, &device)?;
     }
 
-    Ok(())
-}
-
-/// Training steps of the sequence models (each: a batch, forward, loss, zero_grad,
-/// backward, clipping at 1.0, AdamW, reading the loss), median milliseconds:
-/// `chargpt_step_ms` is examples/chargpt's default model (825k parameters, batch 32 of 64
-/// characters); `gru_step_ms` a character GRU (embedding 92 -> 64, GRU 64, linear to 92,
-/// batch 64 of 32 characters). `benches/compare.py` measures PyTorch twins of both.
-fn seq_steps(b: &Bench, device: &Device) -> Result<()> {
-    use wgrad::nn::{self, Forward, Module};
-    use wgrad::optim::{clip_grad_norm, Adam, Optimizer};
-
-    /// The character GRU of `gru_step_ms`.
-    #[derive(Module)]
-    struct CharGru {
-        embed: nn::Embedding,
-        gru: nn::Recurrent,
-        head: nn::Linear,
-    }
-
-    let vocab = 92;
-    let data = wgrad::seeded(0, || Tensor::randint_on(0, vocab as i64, [100_000], device))?;
-    let step =
-        |model: &dyn Module, opt: &mut Adam, loss: &dyn Fn() -> Result<Tensor>| -> Result<()> {
-            opt.zero_grad();
-            let l = loss()?;
-            l.backward()?;
-            clip_grad_norm(&model.parameters(), 1.0)?;
-            opt.step()?;
-            l.item::<f32>().map(drop)
-        };
-
-    let gpt = wgrad::seeded(1, || model::Gpt::new(vocab, 64, 128, 4, 4, device))?;
-    let mut opt = Adam::adamw(gpt.parameters(), 1e-3).weight_decay(0.1);
-    let loss = || -> Result<Tensor> {
-        let (x, y) = model::windows(&data, 32, 64)?;
-        model::loss_of(&gpt, &x, &y)
-    };
-    let t = b.time(7, 1, || step(&gpt, &mut opt, &loss))?;
-    b.report("chargpt_step_ms", t * 1e3, "ms");
-
-    let rnn = wgrad::seeded(2, || -> Result<CharGru> {
-        Ok(CharGru {
-            embed: nn::Embedding::new(vocab, 64, device)?,
-            gru: nn::Recurrent::gru(64, 64, device)?.batch_first(true),
-            head: nn::Linear::new(64, vocab, device)?,
-        })
-    })?;
-    let mut opt = Adam::adamw(rnn.parameters(), 1e-3);
-    let loss = || -> Result<Tensor> {
-        let (x, y) = model::windows(&data, 64, 32)?;
-        let (h, _) = rnn.gru.forward(&rnn.embed.forward(&x)?, None)?;
-        let logits = rnn.head.forward(&h)?;
-        nn::cross_entropy(
-            &logits.reshape([-1, vocab as isize])?,
-            &y.reshape([-1isize])?,
-        )
-    };
-    let t = b.time(7, 1, || step(&rnn, &mut opt, &loss))?;
-    b.report("gru_step_ms", t * 1e3, "ms");
     Ok(())
 }
 
