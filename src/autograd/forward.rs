@@ -196,6 +196,8 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
             tx()?.scatter_add(*dim as isize, index, &tangent_or_zeros(inputs[1])?)
         }
         Embed { view } => tx()?.embed(out.shape(), embed_view(view)),
+        Windows { dim, size, step } => tx()?.unfold(*dim as isize, *size, *step),
+        FoldWindows { dim, size, step } => tx()?.fold_windows(out.shape(), *dim, *size, *step),
     }
 }
 

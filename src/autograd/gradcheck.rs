@@ -70,7 +70,8 @@ pub fn gradcheck(
             .map(|u| u + 0.5)
             .collect(),
         out.shape(),
-    )?;
+    )?
+    .to_device(out.device())?;
     let objective = |xs: &[Tensor]| -> Result<f64> {
         let _g = crate::no_grad();
         f(xs)?.to_dtype(DType::F32)?.mul(&w)?.sum()?.item::<f64>()
@@ -91,7 +92,7 @@ pub fn gradcheck(
                 let mut v = base.clone();
                 v[j] = (v[j] as f64 + delta) as f32;
                 let mut xs = leaves.clone();
-                xs[i] = Tensor::from_vec(v, leaf.shape())?;
+                xs[i] = Tensor::from_vec(v, leaf.shape())?.to_device(leaf.device())?;
                 objective(&xs)
             };
             let numeric = (probe(opts.eps)? - probe(-opts.eps)?) / (2.0 * opts.eps);

@@ -77,6 +77,18 @@ pub enum BackwardOp {
         dim: usize,
         index: Tensor,
     },
+    /// Sliding windows along `dim` (`Tensor::unfold`), a view.
+    Windows {
+        dim: usize,
+        size: usize,
+        step: usize,
+    },
+    /// The adjoint of `Windows`: windows summed back into the input's shape.
+    FoldWindows {
+        dim: usize,
+        size: usize,
+        step: usize,
+    },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
         view: EmbedView,
@@ -123,6 +135,8 @@ impl BackwardOp {
             Gather { .. } => "Gather".into(),
             ScatterAdd { .. } => "ScatterAdd".into(),
             Embed { .. } => "SliceScatter".into(),
+            Windows { .. } => "Unfold".into(),
+            FoldWindows { .. } => "UnfoldBackward".into(),
         };
         format!("{base}Backward0")
     }
@@ -152,6 +166,8 @@ impl BackwardOp {
             | Expand
             | Copy
             | Cat { .. }
+            | Windows { .. }
+            | FoldWindows { .. }
             | Embed { .. } => None,
         }
     }
@@ -179,6 +195,8 @@ impl BackwardOp {
             | IndexSelect { .. }
             | Gather { .. }
             | ScatterAdd { .. }
+            | Windows { .. }
+            | FoldWindows { .. }
             | Embed { .. } => Reads::Nothing,
         }
     }
@@ -369,6 +387,10 @@ pub(crate) fn backward(
             Some(g.clone()),
             Some(g.gather(*dim as isize, index)?.sum_to(inputs[1].shape())?),
         ],
+        Windows { dim, size, step } => {
+            vec![Some(g.fold_windows(x.shape(), *dim, *size, *step)?)]
+        }
+        FoldWindows { dim, size, step } => vec![Some(g.unfold(*dim as isize, *size, *step)?)],
         Embed { view } => vec![Some(match view {
             EmbedView::Slice {
                 dim,

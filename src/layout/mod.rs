@@ -102,6 +102,39 @@ impl Layout {
         l
     }
 
+    /// Whether two positions of the view may address one element (an expanded dim,
+    /// overlapping windows): false only where the strides prove otherwise, each dim's
+    /// stride at least the span of the finer dims together.
+    pub fn may_overlap(&self) -> bool {
+        let mut dims: Vec<(usize, usize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&size, _)| size > 1)
+            .map(|(&size, &stride)| (stride, size))
+            .collect();
+        dims.sort_unstable();
+        let mut span = 0;
+        for (stride, size) in dims {
+            if stride <= span {
+                return true;
+            }
+            span += (size - 1) * stride;
+        }
+        false
+    }
+
+    /// Windows of `size` elements `step` apart along `dim`, as a new last dim (`size` no
+    /// larger than the dim, `step` positive: checked by the caller).
+    pub fn windows(&self, dim: usize, size: usize, step: usize) -> Layout {
+        let mut l = self.clone();
+        l.shape[dim] = (self.shape[dim] - size) / step + 1;
+        l.strides[dim] *= step;
+        l.shape.push(size);
+        l.strides.push(self.strides[dim]);
+        l
+    }
+
     pub fn unsqueeze(&self, dim: usize) -> Layout {
         let mut l = self.clone();
         let stride = if dim < self.rank() {

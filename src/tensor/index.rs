@@ -348,18 +348,14 @@ impl Tensor {
         if let Some(t) = src {
             t.live()?;
         }
-        // Elements that share memory (an expanded dim) would each be written, in an order
-        // that decides the result and differs between backends: refused, as in PyTorch.
-        if self
-            .shape()
-            .iter()
-            .zip(self.stride())
-            .any(|(&size, &stride)| size > 1 && stride == 0)
-        {
+        // Elements that share memory (an expanded dim, overlapping windows) would each be
+        // written, in an order that decides the result and differs between backends:
+        // refused, as in PyTorch.
+        if self.layout().may_overlap() {
             return Err(Error::invalid(
                 op,
                 format!(
-                    "the destination (shape {:?}, strides {:?}) has elements that share memory (an expanded view); write into a contiguous() copy instead",
+                    "the destination (shape {:?}, strides {:?}) has elements that share memory (an expanded or unfolded view); write into a contiguous() copy instead",
                     self.shape(),
                     self.stride()
                 ),

@@ -252,6 +252,73 @@ impl Tensor {
         self.view_op(l, || BackwardOp::Expand)
     }
 
+    /// Every window of `size` consecutive elements along `dim`, `step` apart, as a new last
+    /// dim (`Tensor.unfold`): `[.., L, ..]` becomes `[.., (L - size) / step + 1, .., size]`.
+    /// A view: windows share elements where `step < size`, and the gradient sums them.
+    ///
+    /// ```
+    /// use wgrad::Tensor;
+    /// let x = Tensor::arange(0, 5, 1)?;
+    /// assert_eq!(x.unfold(0, 2, 2)?.to_vec2::<i64>()?, vec![vec![0, 1], vec![2, 3]]);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn unfold(&self, dim: isize, size: usize, step: usize) -> Result<Tensor> {
+        self.live()?;
+        if self.ndim() == 0 {
+            // PyTorch treats a 0-d tensor as one element along dim 0 or -1.
+            self.layout().dim("unfold", dim)?;
+            return self.unsqueeze(0)?.unfold(0, size, step)?.squeeze_dim(0);
+        }
+        let d = self.layout().dim("unfold", dim)?;
+        let len = self.shape()[d];
+        if step == 0 || size > len {
+            return Err(Error::bad_shape(
+                "unfold",
+                self.shape(),
+                format!(
+                    "size {size} must be at most dimension {d}'s {len} and step {step} positive"
+                ),
+            ));
+        }
+        let l = self.layout().windows(d, size, step);
+        crate::shape::addressable_bytes("unfold", &l.shape, 8)?;
+        self.view_op(l, || BackwardOp::Windows { dim: d, size, step })
+    }
+
+    /// The adjoint of [`Tensor::unfold`]: windows `[.., n, .., size]` summed back into
+    /// `shape` (each element gets the sum of its copies; elements no window covers, zero).
+    pub(crate) fn fold_windows(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        size: usize,
+        step: usize,
+    ) -> Result<Tensor> {
+        let full = Layout::contiguous(shape);
+        let windows = self.shape().get(dim).copied().unwrap_or(0);
+        let mut out = Storage::full(self.device(), full.numel(), 0.into(), self.dtype())?;
+        if windows > 0 {
+            // One strided add per tap: tap `t` of window `w` is element `w * step + t`.
+            let last = self.ndim() - 1;
+            for t in 0..size {
+                let dst = full.slice(dim, t, t + (windows - 1) * step + 1, step);
+                self.with_storage(|s, l| {
+                    out.binary_inplace(
+                        crate::op::BinaryOp::Add,
+                        &dst,
+                        Arg::Buf(s, &l.select(last, t)),
+                    )
+                })?;
+            }
+        }
+        Tensor::from_op(
+            out,
+            shape,
+            || BackwardOp::FoldWindows { dim, size, step },
+            &[self],
+        )
+    }
+
     /// Broadcast to `shape` (`torch.broadcast_to`).
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
         self.live()?;

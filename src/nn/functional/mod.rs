@@ -99,42 +99,43 @@ impl Default for ConvArgs {
     }
 }
 
-/// The sliding `kh x kw` windows of `x [N, C, H, W]` as `[N, C, OH * OW, kh * kw]` (im2col),
-/// gathered with one index tensor so that the backward pass is a scatter-add.
-pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tensor, usize, usize)> {
+/// The sliding `kh x kw` windows of `x [N, C, H, W]` as a view `[N, C, OH, OW, kh, kw]`
+/// into the (padded) input: two [`Tensor::unfold`]s, whose gradient sums the windows back.
+fn windows(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<Tensor> {
     let ConvArgs {
         stride,
         padding,
         dilation,
         ..
     } = args;
-    let (n, c, h, w) = check_4d("unfold", x)?;
-    let (oh, ow) = (
-        out_size("unfold", h, kh, stride, padding, dilation)?,
-        out_size("unfold", w, kw, stride, padding, dilation)?,
-    );
-    let xp = pad2d(x, padding)?;
-    let wp = w + 2 * padding;
-    let flat = xp.reshape([n, c, (h + 2 * padding) * wp])?;
-    let mut idx = Vec::with_capacity(oh * ow * kh * kw);
-    for r in 0..oh {
-        for q in 0..ow {
-            for i in 0..kh {
-                for j in 0..kw {
-                    idx.push(((r * stride + i * dilation) * wp + q * stride + j * dilation) as i64);
-                }
-            }
-        }
+    let (_, _, h, w) = check_4d("unfold", x)?;
+    out_size("unfold", h, kh, stride, padding, dilation)?;
+    out_size("unfold", w, kw, stride, padding, dilation)?;
+    let xp = if padding > 0 {
+        pad2d(x, padding)?
+    } else {
+        x.clone()
+    };
+    // A dilated window spans (k - 1) d + 1 elements, of which every d-th is a tap.
+    let span = |k: usize| (k - 1) * dilation + 1;
+    let win = xp
+        .unfold(2, span(kh), stride)?
+        .unfold(3, span(kw), stride)?;
+    if dilation == 1 {
+        return Ok(win);
     }
-    let len = idx.len();
-    let index = Tensor::from_vec(idx, [1, 1, len])?
-        .to_device(x.device())?
-        .expand([n, c, len])?;
-    Ok((
-        flat.gather(2, &index)?.reshape([n, c, oh * ow, kh * kw])?,
-        oh,
-        ow,
-    ))
+    let d = dilation as isize;
+    win.slice(4, None, None, d)?.slice(5, None, None, d)
+}
+
+/// The sliding `kh x kw` windows of `x [N, C, H, W]` as `[N, C, OH * OW, kh * kw]` (im2col,
+/// `F.unfold` before its final flatten), with the output height and width.
+pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tensor, usize, usize)> {
+    let win = windows(x, kh, kw, args)?;
+    let &[n, c, oh, ow, _, _] = win.shape() else {
+        return Err(Error::bad_shape("unfold", win.shape(), "expected 6 dims"));
+    };
+    Ok((win.reshape([n, c, oh * ow, kh * kw])?, oh, ow))
 }
 
 /// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`,
@@ -153,17 +154,18 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Res
             ),
         ));
     }
-    let (cols, oh, ow) = unfold(x, kh, kw, args)?;
-    // [N, C, L, K] -> [N, G, L, C/G * K] @ [G, C/G * K, O/G] -> [N, G, L, O/G] -> [N, O, OH, OW]
+    let win = windows(x, kh, kw, args)?;
+    let (oh, ow) = (win.shape()[2], win.shape()[3]);
+    // Columns [N, G, C/G * kh * kw, OH * OW], whose copy from the windows runs along the
+    // input's rows; the weight [G, O/G, C/G * kh * kw] on the left, so the product comes out
+    // [N, G, O/G, OH * OW]: already NCHW, no transpose after.
     let ck = cw * kh * kw;
-    let cols = cols
-        .reshape([n, g, cw, oh * ow, kh * kw])?
-        .permute([0, 1, 3, 2, 4])?
-        .reshape([n, g, oh * ow, ck])?;
-    let wg = w.reshape([g, o / g, ck])?.transpose(1, 2)?;
-    let y = cols
-        .matmul(&wg)?
-        .permute([0, 1, 3, 2])?
+    let cols = win
+        .permute([0, 1, 4, 5, 2, 3])?
+        .reshape([n, g, ck, oh * ow])?;
+    let y = w
+        .reshape([g, o / g, ck])?
+        .matmul(&cols)?
         .reshape([n, o, oh * ow])?;
     let y = match b {
         Some(b) => y.add(&b.reshape([o, 1])?)?,
@@ -174,24 +176,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Res
 
 /// Max over `k x k` windows with `stride` (`torch.nn.functional.max_pool2d`).
 pub fn max_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    let (n, c, _, _) = check_4d("max_pool2d", x)?;
     let args = ConvArgs {
         stride,
         ..ConvArgs::default()
     };
-    let (cols, oh, ow) = unfold(x, k, k, args)?;
-    cols.max_dims([3], false)?.reshape([n, c, oh, ow])
+    windows(x, k, k, args)?.max_dims([4, 5], false)
 }
 
 /// Mean over `k x k` windows with `stride`.
 pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    let (n, c, _, _) = check_4d("avg_pool2d", x)?;
     let args = ConvArgs {
         stride,
         ..ConvArgs::default()
     };
-    let (cols, oh, ow) = unfold(x, k, k, args)?;
-    cols.mean_dims([3], false)?.reshape([n, c, oh, ow])
+    windows(x, k, k, args)?.mean_dims([4, 5], false)
 }
 
 /// The error function (a primitive: [`Tensor::erf`]).
