@@ -15,13 +15,19 @@ use wgrad::{Device, Result, Tensor};
 struct Bench {
     json: bool,
     quick: bool,
-    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps).
+    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps)
+    /// or one step by name (`--only lstm_step_ms`).
     only: Option<String>,
 }
 
 impl Bench {
     fn wants(&self, section: &str) -> bool {
         self.only.as_deref().is_none_or(|s| s == section)
+    }
+
+    /// Whether `--only` selects this step of the `steps` section (the section, or the name).
+    fn wants_step(&self, name: &str) -> bool {
+        self.wants("steps") || self.only.as_deref() == Some(name)
     }
 
     fn report(&self, name: &str, value: f64, unit: &str) {
@@ -233,7 +239,7 @@ fn main() -> Result<()> {
         b.report("mlp_samples_per_s", n as f64 / t, "samples/s");
     }
 
-    if b.wants("steps") {
+    if b.wants("steps") || b.only.as_deref().is_some_and(|s| s.ends_with("_step_ms")) {
         steps::run(&b, &device)?;
     }
 

@@ -144,12 +144,29 @@ fn conv_step(
 
 /// Run the five steps.
 pub fn run(b: &Bench, dev: &Device) -> Result<()> {
-    let net = wgrad::seeded(3, || lenet(dev))?;
-    let mut opt = Sgd::new(net.parameters(), 0.1);
-    wgrad::seeded(4, || {
-        conv_step(b, "lenet_step_ms", &net, &net, &mut opt, 128, dev)
-    })?;
+    if b.wants_step("lenet_step_ms") {
+        let net = wgrad::seeded(3, || lenet(dev))?;
+        let mut opt = Sgd::new(net.parameters(), 0.1);
+        wgrad::seeded(4, || {
+            conv_step(b, "lenet_step_ms", &net, &net, &mut opt, 128, dev)
+        })?;
+    }
+    if b.wants_step("resnet_step_ms") {
+        resnet(b, dev)?;
+    }
+    for (name, lstm) in [("gru_step_ms", false), ("lstm_step_ms", true)] {
+        if b.wants_step(name) {
+            char_rnn(b, name, lstm, dev)?;
+        }
+    }
+    if b.wants_step("chargpt_step_ms") {
+        chargpt(b, dev)?;
+    }
+    Ok(())
+}
 
+/// `resnet_step_ms`.
+fn resnet(b: &Bench, dev: &Device) -> Result<()> {
     let net = wgrad::seeded(5, || -> Result<SmallResNet> {
         Ok(SmallResNet {
             stem: nn::Conv2d::new(1, 16, 3, dev)?.padding(1),
@@ -162,37 +179,42 @@ pub fn run(b: &Bench, dev: &Device) -> Result<()> {
     let mut opt = Sgd::new(net.parameters(), 0.05).momentum(0.9);
     wgrad::seeded(6, || {
         conv_step(b, "resnet_step_ms", &net, &net, &mut opt, 64, dev)
-    })?;
+    })
+}
 
+/// `gru_step_ms` or `lstm_step_ms`.
+fn char_rnn(b: &Bench, name: &str, lstm: bool, dev: &Device) -> Result<()> {
     let vocab = 64;
     let tokens = wgrad::seeded(7, || Tensor::randint_on(0, vocab as i64, [100_000], dev))?;
-    for (name, lstm) in [("gru_step_ms", false), ("lstm_step_ms", true)] {
-        let net = wgrad::seeded(8, || -> Result<CharRnn> {
-            let rnn = if lstm {
-                nn::Recurrent::lstm(32, 128, dev)?
-            } else {
-                nn::Recurrent::gru(32, 128, dev)?
-            };
-            Ok(CharRnn {
-                embed: nn::Embedding::new(vocab, 32, dev)?,
-                rnn: rnn.batch_first(true),
-                head: nn::Linear::new(128, vocab, dev)?,
-            })
-        })?;
-        let mut opt = Adam::new(net.parameters(), 1e-3);
-        let loss = || -> Result<Tensor> {
-            let (x, y) = model::windows(&tokens, 64, 32)?;
-            let (h, _) = net.rnn.forward(&net.embed.forward(&x)?, None)?;
-            let logits = net.head.forward(&h)?;
-            nn::cross_entropy(
-                &logits.reshape([-1, vocab as isize])?,
-                &y.reshape([-1isize])?,
-            )
+    let net = wgrad::seeded(8, || -> Result<CharRnn> {
+        let rnn = if lstm {
+            nn::Recurrent::lstm(32, 128, dev)?
+        } else {
+            nn::Recurrent::gru(32, 128, dev)?
         };
-        let t = b.time(7, 1, || step(&net, &mut opt, Some(1.0), &loss))?;
-        b.report(name, t * 1e3, "ms");
-    }
+        Ok(CharRnn {
+            embed: nn::Embedding::new(vocab, 32, dev)?,
+            rnn: rnn.batch_first(true),
+            head: nn::Linear::new(128, vocab, dev)?,
+        })
+    })?;
+    let mut opt = Adam::new(net.parameters(), 1e-3);
+    let loss = || -> Result<Tensor> {
+        let (x, y) = model::windows(&tokens, 64, 32)?;
+        let (h, _) = net.rnn.forward(&net.embed.forward(&x)?, None)?;
+        let logits = net.head.forward(&h)?;
+        nn::cross_entropy(
+            &logits.reshape([-1, vocab as isize])?,
+            &y.reshape([-1isize])?,
+        )
+    };
+    let t = b.time(7, 1, || step(&net, &mut opt, Some(1.0), &loss))?;
+    b.report(name, t * 1e3, "ms");
+    Ok(())
+}
 
+/// `chargpt_step_ms`.
+fn chargpt(b: &Bench, dev: &Device) -> Result<()> {
     let vocab = 92;
     let text = wgrad::seeded(0, || Tensor::randint_on(0, vocab as i64, [100_000], dev))?;
     let gpt = wgrad::seeded(1, || model::Gpt::new(vocab, 64, 128, 4, 4, dev))?;

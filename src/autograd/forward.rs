@@ -197,7 +197,20 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         }
         Embed { view } => tx()?.embed(out.shape(), embed_view(view)),
         Windows { dim, size, step } => tx()?.unfold(*dim as isize, *size, *step),
-        FoldWindows { dim, size, step } => tx()?.fold_windows(out.shape(), *dim, *size, *step),
+        FoldWindows {
+            dim,
+            size,
+            step,
+            order,
+        } => {
+            // The output holds the fold's dims in `order`.
+            let mut shape = vec![0; order.len()];
+            for (i, &d) in order.iter().enumerate() {
+                shape[d] = out.shape()[i];
+            }
+            let o: Vec<isize> = order.iter().map(|&d| d as isize).collect();
+            tx()?.fold_windows(&shape, *dim, *size, *step)?.permute(&o)
+        }
     }
 }
 

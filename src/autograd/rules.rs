@@ -83,11 +83,13 @@ pub enum BackwardOp {
         size: usize,
         step: usize,
     },
-    /// The adjoint of `Windows`: windows summed back into the input's shape.
+    /// The adjoint of `Windows`: windows summed back into the input's shape, whose dims
+    /// the output holds in `order`.
     FoldWindows {
         dim: usize,
         size: usize,
         step: usize,
+        order: Vec<usize>,
     },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
@@ -295,22 +297,29 @@ pub(crate) fn backward(
         }
         Matmul => {
             // Only the products whose input needs a gradient: for a layer's input batch
-            // that saves a third of the backward pass.
+            // that saves a third of the backward pass. Each gradient is computed in its
+            // input's memory order (row-major, or column-major for a transposed view such
+            // as a linear layer's `W^T`), as `(..)^T` of the transposed product where that
+            // is column-major: the same numbers, and the ops that consume the gradient walk
+            // it as they walked the input.
             let b = &inputs[1];
             let da = if x.requires_grad() {
-                Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to(x.shape())?)
+                let d = if column_major(x) {
+                    b.matmul(&g.transpose(-1, -2)?)?.transpose(-1, -2)?
+                } else {
+                    g.matmul(&b.transpose(-1, -2)?)?
+                };
+                Some(d.sum_to(x.shape())?)
             } else {
                 None
             };
-            // (g^T a)^T rather than a^T g: the same numbers, but gemm reads the large
-            // operand row by row, which is faster for the usual row-major activations.
             let db = if b.requires_grad() {
-                Some(
-                    g.transpose(-1, -2)?
-                        .matmul(x)?
-                        .transpose(-1, -2)?
-                        .sum_to(b.shape())?,
-                )
+                let d = if column_major(b) {
+                    g.transpose(-1, -2)?.matmul(x)?.transpose(-1, -2)?
+                } else {
+                    x.transpose(-1, -2)?.matmul(g)?
+                };
+                Some(d.sum_to(b.shape())?)
             } else {
                 None
             };
@@ -390,7 +399,22 @@ pub(crate) fn backward(
         Windows { dim, size, step } => {
             vec![Some(g.fold_windows(x.shape(), *dim, *size, *step)?)]
         }
-        FoldWindows { dim, size, step } => vec![Some(g.unfold(*dim as isize, *size, *step)?)],
+        FoldWindows {
+            dim,
+            size,
+            step,
+            order,
+        } => {
+            let mut inverse = vec![0isize; order.len()];
+            for (i, &d) in order.iter().enumerate() {
+                inverse[d] = i as isize;
+            }
+            vec![Some(g.permute(&inverse)?.unfold(
+                *dim as isize,
+                *size,
+                *step,
+            )?)]
+        }
         Embed { view } => vec![Some(match view {
             EmbedView::Slice {
                 dim,
@@ -406,6 +430,13 @@ pub(crate) fn backward(
             EmbedView::Select { dim, index } => g.select(*dim as isize, *index as isize)?,
         })],
     })
+}
+
+/// Whether the matrices of `t` (its last two dims) are stored column by column.
+fn column_major(t: &Tensor) -> bool {
+    let (shape, strides) = (t.shape(), t.stride());
+    let r = shape.len();
+    r >= 2 && shape[r - 2] > 1 && strides[r - 2] == 1
 }
 
 /// d prod(x) / d x_i over `dims`, of x's shape: the product of the other elements. Written

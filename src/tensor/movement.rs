@@ -287,6 +287,11 @@ impl Tensor {
 
     /// The adjoint of [`Tensor::unfold`]: windows `[.., n, .., size]` summed back into
     /// `shape` (each element gets the sum of its copies; elements no window covers, zero).
+    ///
+    /// The sum is laid out in memory in the order of this tensor's strides (a permuted
+    /// view of `shape`), so each tap's add walks both operands along their fastest dim:
+    /// the gradient of a convolution's windows arrives transposed, and a row-major sum
+    /// would take it three elements at a time.
     pub(crate) fn fold_windows(
         &self,
         shape: &[usize],
@@ -294,27 +299,63 @@ impl Tensor {
         size: usize,
         step: usize,
     ) -> Result<Tensor> {
-        let full = Layout::contiguous(shape);
+        let rank = shape.len();
+        let strides = self.stride();
+        let mut order: Vec<usize> = (0..rank).collect();
+        order.sort_by_key(|&d| std::cmp::Reverse(strides.get(d).copied().unwrap_or(0)));
+        let mut inverse = vec![0isize; rank];
+        for (i, &d) in order.iter().enumerate() {
+            inverse[d] = i as isize;
+        }
+        self.fold_windows_in(shape, dim, size, step, order)?
+            .permute(&inverse)
+    }
+
+    /// [`Tensor::fold_windows`] into a buffer whose dims are `shape`'s in `order`; the
+    /// result has that permuted shape.
+    fn fold_windows_in(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        size: usize,
+        step: usize,
+        order: Vec<usize>,
+    ) -> Result<Tensor> {
+        let stored: Vec<usize> = order.iter().map(|&d| shape[d]).collect();
+        let mut back = vec![0; order.len()];
+        for (i, &d) in order.iter().enumerate() {
+            back[d] = i;
+        }
+        // The buffer seen in `shape`'s dim order.
+        let full = Layout::contiguous(&stored).permute(&back);
         let windows = self.shape().get(dim).copied().unwrap_or(0);
         let mut out = Storage::full(self.device(), full.numel(), 0.into(), self.dtype())?;
         if windows > 0 {
             // One strided add per tap: tap `t` of window `w` is element `w * step + t`.
             let last = self.ndim() - 1;
             for t in 0..size {
-                let dst = full.slice(dim, t, t + (windows - 1) * step + 1, step);
+                // Both walked in the buffer's order (an elementwise add may go in any).
+                let dst = full
+                    .slice(dim, t, t + (windows - 1) * step + 1, step)
+                    .permute(&order);
                 self.with_storage(|s, l| {
                     out.binary_inplace(
                         crate::op::BinaryOp::Add,
                         &dst,
-                        Arg::Buf(s, &l.select(last, t)),
+                        Arg::Buf(s, &l.select(last, t).permute(&order)),
                     )
                 })?;
             }
         }
         Tensor::from_op(
             out,
-            shape,
-            || BackwardOp::FoldWindows { dim, size, step },
+            &stored,
+            || BackwardOp::FoldWindows {
+                dim,
+                size,
+                step,
+                order,
+            },
             &[self],
         )
     }
