@@ -294,3 +294,13 @@ impl<T: IntList + ?Sized> IntList for &T {
         (**self).to_isize()
     }
 }
+
+/// The permutation that undoes `order`: `inverse[order[i]] = i`, so permuting by `order`
+/// and then by its inverse is the identity.
+pub(crate) fn inverse_permutation(order: &[usize]) -> Vec<usize> {
+    let mut inverse = vec![0; order.len()];
+    for (i, &d) in order.iter().enumerate() {
+        inverse[d] = i;
+    }
+    inverse
+}

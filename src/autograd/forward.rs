@@ -204,11 +204,11 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
             order,
         } => {
             // The output holds the fold's dims in `order`.
-            let mut shape = vec![0; order.len()];
-            for (i, &d) in order.iter().enumerate() {
-                shape[d] = out.shape()[i];
-            }
-            let o: Vec<isize> = order.iter().map(|&d| d as isize).collect();
+            let shape: Vec<usize> = crate::shape::inverse_permutation(order)
+                .into_iter()
+                .map(|i| out.shape()[i])
+                .collect();
+            let o = order.clone();
             tx()?.fold_windows(&shape, *dim, *size, *step)?.permute(&o)
         }
     }

@@ -4,6 +4,7 @@
 use crate::dtype::Scalar;
 use crate::error::Result;
 use crate::op::{BinaryOp, Reads, ScalarSide, UnaryOp};
+use crate::shape::inverse_permutation;
 use crate::tensor::{Source, Tensor};
 
 /// Which rule a recorded node runs, with the non-tensor arguments of its forward op.
@@ -327,11 +328,7 @@ pub(crate) fn backward(
         }
         Reshape => vec![Some(g.reshape(x.shape())?)],
         Permute { dims } => {
-            let mut inverse = vec![0isize; dims.len()];
-            for (i, &d) in dims.iter().enumerate() {
-                inverse[d] = i as isize;
-            }
-            vec![Some(g.permute(&inverse)?)]
+            vec![Some(g.permute(inverse_permutation(dims))?)]
         }
         Slice {
             dim,
@@ -405,11 +402,7 @@ pub(crate) fn backward(
             step,
             order,
         } => {
-            let mut inverse = vec![0isize; order.len()];
-            for (i, &d) in order.iter().enumerate() {
-                inverse[d] = i as isize;
-            }
-            vec![Some(g.permute(&inverse)?.unfold(
+            vec![Some(g.permute(inverse_permutation(order))?.unfold(
                 *dim as isize,
                 *size,
                 *step,

@@ -38,6 +38,7 @@ pub(crate) use entry_for;
 mod binary;
 mod compare;
 pub(crate) mod kernel;
+pub(crate) mod math;
 mod reduce;
 mod unary;
 

@@ -8,6 +8,7 @@
 //! every dtype and backend.
 
 use super::kernel::{map1, Kern1};
+use super::math::{erf, exp, sigmoid, tanh};
 use super::Reads;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -109,7 +110,7 @@ unary_ops! {
     /// `e^x`.
     Exp exp {
         name: "exp",
-        f32: Unary::Map(map1!(f32 => f32, f32::exp, "exp(a)")),
+        f32: Unary::Map(map1!(f32 => f32, exp, "exp(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -308,7 +309,7 @@ fn op_sigmoid(x: f32) -> f32 {
     /// Hyperbolic tangent.
     Tanh tanh {
         name: "tanh",
-        f32: Unary::Map(map1!(f32 => f32, f32::tanh, "op_tanh(a)")),
+        f32: Unary::Map(map1!(f32 => f32, tanh, "op_tanh(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -428,32 +429,6 @@ fn op_sigmoid(x: f32) -> f32 {
         grad: None,
         reads: Reads::Nothing,
     },
-}
-
-/// Abramowitz and Stegun 7.1.26, as `op_erf` in WGSL.
-fn erf(x: f32) -> f32 {
-    let ax = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * ax);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-ax * ax).exp();
-    if x >= 0.0 {
-        y
-    } else {
-        -y
-    }
-}
-
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    // Written so that neither branch overflows: exp of a non-positive number only.
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 impl UnaryOp {

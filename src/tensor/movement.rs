@@ -303,12 +303,9 @@ impl Tensor {
         let strides = self.stride();
         let mut order: Vec<usize> = (0..rank).collect();
         order.sort_by_key(|&d| std::cmp::Reverse(strides.get(d).copied().unwrap_or(0)));
-        let mut inverse = vec![0isize; rank];
-        for (i, &d) in order.iter().enumerate() {
-            inverse[d] = i as isize;
-        }
+        let inverse = crate::shape::inverse_permutation(&order);
         self.fold_windows_in(shape, dim, size, step, order)?
-            .permute(&inverse)
+            .permute(inverse)
     }
 
     /// [`Tensor::fold_windows`] into a buffer whose dims are `shape`'s in `order`; the
@@ -322,12 +319,8 @@ impl Tensor {
         order: Vec<usize>,
     ) -> Result<Tensor> {
         let stored: Vec<usize> = order.iter().map(|&d| shape[d]).collect();
-        let mut back = vec![0; order.len()];
-        for (i, &d) in order.iter().enumerate() {
-            back[d] = i;
-        }
         // The buffer seen in `shape`'s dim order.
-        let full = Layout::contiguous(&stored).permute(&back);
+        let full = Layout::contiguous(&stored).permute(&crate::shape::inverse_permutation(&order));
         let windows = self.shape().get(dim).copied().unwrap_or(0);
         let mut out = Storage::full(self.device(), full.numel(), 0.into(), self.dtype())?;
         if windows > 0 {
