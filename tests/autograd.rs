@@ -668,3 +668,54 @@ fn grad_returns_the_named_gradients_and_writes_no_grad() -> Result<()> {
     }
     Ok(())
 }
+
+/// GELU is one kernel forward and one backward (`gelu_derivative`); both derivatives agree
+/// with finite differences, and the backward kernel is differentiable again (gradient
+/// penalties, create_graph), on every device.
+#[test]
+fn gelu_is_one_kernel_with_first_and_second_derivatives() -> Result<()> {
+    for dev in common::devices() {
+        let x = wgrad::seeded(3, || Tensor::randn_on([4, 5], &dev))?
+            .mul_scalar(2.0)?
+            .requires_grad_(true)?;
+        gradcheck(
+            |xs| xs[0].gelu(),
+            std::slice::from_ref(&x),
+            GradcheckOptions::default(),
+        )?;
+        // The gradient through create_graph, and its own gradient: gelu''(x) = φ(x) (2 - x^2).
+        let g = wgrad::grad(&x.gelu()?.sum()?, &[&x], true)?.remove(0);
+        let gg = wgrad::grad(&g.sum()?, &[&x], false)?.remove(0);
+        let second: Vec<f64> = common::floats(&x)
+            .iter()
+            .map(|&v| {
+                let v = v as f64;
+                (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt() * (2.0 - v * v)
+            })
+            .collect();
+        common::assert_close(&common::floats(&gg), &second, 1e-4, 1e-5, "gelu''");
+        // PyTorch: F.gelu(tensor([-1., 0., 1.])) and its gradient 0.5 (1 + erf(x / sqrt 2))
+        // + x exp(-x^2 / 2) / sqrt(2 pi) at those points.
+        let x = Tensor::new([-1.0f32, 0.0, 1.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let y = x.gelu()?;
+        common::assert_close(
+            &common::floats(&y),
+            &[-0.158_655_25, 0.0, 0.841_344_7],
+            1e-5,
+            1e-6,
+            "gelu",
+        );
+        y.sum()?.backward()?;
+        common::assert_close(
+            &common::floats(&x.grad().unwrap()),
+            &[-0.083_315_4, 0.5, 1.083_315_4],
+            1e-5,
+            1e-6,
+            "gelu'",
+        );
+        assert!(Tensor::new([1i64])?.to_device(&dev)?.gelu().is_err());
+    }
+    Ok(())
+}

@@ -80,6 +80,13 @@ fn run_table_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>>
             None => ((&x[0]).into(), (&x[1]).into()),
         }
     };
+    // A case with attributes of its own (gelu's `approximate`) is the functional form's.
+    let plain = attrs
+        .as_object()
+        .is_none_or(|a| a.keys().all(|k| k == "scalar" || k == "scalar_side"));
+    if !plain {
+        return None;
+    }
     if let Some(&u) = UnaryOp::ALL.iter().find(|u| u.name() == op) {
         return Some(x[0].unary_op(u));
     }

@@ -84,6 +84,19 @@ pub fn erf(x: f32) -> f32 {
     }
 }
 
+/// `x Φ(x)`, exact GELU (through [`erf`]).
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `Φ(x) + x φ(x)`, GELU's derivative.
+#[inline(always)]
+pub fn gelu_derivative(x: f32) -> f32 {
+    const DENSITY: f32 = 0.398_942_3; // 1 / sqrt(2 pi)
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * exp(-0.5 * x * x) * DENSITY
+}
+
 #[cfg(test)]
 mod tests {
     /// The largest relative error of `f` against the f64 `reference` at `n` points evenly

@@ -8,7 +8,7 @@
 //! every dtype and backend.
 
 use super::kernel::{map1, Kern1};
-use super::math::{erf, exp, sigmoid, tanh};
+use super::math::{erf, exp, gelu, gelu_derivative, sigmoid, tanh};
 use super::Reads;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -48,6 +48,26 @@ pub struct UnaryDef {
     /// What the derivative reads, so that autograd can refuse a backward pass after those
     /// values were overwritten in place.
     pub reads: Reads,
+}
+
+/// `1 / sqrt(2 pi)`, the standard normal density at 0.
+const GAUSSIAN_DENSITY: f64 = 0.398_942_280_401_432_7;
+
+/// The WGSL of `op_erf` (Abramowitz and Stegun 7.1.26, as `math::erf` on the CPU), for the
+/// entries whose kernels call it.
+macro_rules! erf_wgsl {
+    () => {
+        "
+fn op_erf(x: f32) -> f32 {
+    let ax = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * ax);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    let y = 1.0 - poly * exp(-ax * ax);
+    return select(-y, y, x >= 0.0);
+}
+"
+    };
 }
 
 /// The op is the identity on this dtype (rounding an integer, the sign of a bool).
@@ -275,17 +295,41 @@ fn op_acos(x: f32) -> f32 {
         f32: Unary::Map(map1!(f32 => f32, erf, "op_erf(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
-        helpers: "
-fn op_erf(x: f32) -> f32 {
-    let ax = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * ax);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
-        + t * (-1.453152027 + t * 1.061405429))));
-    let y = 1.0 - poly * exp(-ax * ax);
-    return select(-y, y, x >= 0.0);
-}",
+        helpers: erf_wgsl!(),
         // 2 / sqrt(pi) e^(-x^2).
         grad: Some(|g, x, _| g.mul(&x.square()?.neg()?.exp()?)?.mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)),
+        reads: Reads::Inputs,
+    },
+    /// The Gaussian error linear unit `x Φ(x) = x (1 + erf(x / sqrt 2)) / 2`, exact (what
+    /// `F.gelu` computes by default), as one kernel.
+    Gelu gelu {
+        name: "gelu",
+        f32: Unary::Map(map1!(f32 => f32, gelu, "op_gelu(a)")),
+        i64: Unary::Refused("a float tensor"),
+        bool: Unary::Refused("a float tensor"),
+        helpers: concat!(erf_wgsl!(), "
+fn op_gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + op_erf(x * 0.70710678));
+}"),
+        grad: Some(|g, x, _| g.mul(&x.gelu_derivative()?)),
+        reads: Reads::Inputs,
+    },
+    /// `d gelu / dx = Φ(x) + x φ(x)`: gelu's backward pass as one kernel rather than seven.
+    #[doc(hidden)]
+    GeluDerivative gelu_derivative {
+        name: "gelu_derivative",
+        f32: Unary::Map(map1!(f32 => f32, gelu_derivative, "op_gelu_derivative(a)")),
+        i64: Unary::Refused("a float tensor"),
+        bool: Unary::Refused("a float tensor"),
+        helpers: concat!(erf_wgsl!(), "
+fn op_gelu_derivative(x: f32) -> f32 {
+    return 0.5 * (1.0 + op_erf(x * 0.70710678)) + x * exp(-0.5 * x * x) * 0.39894228;
+}"),
+        // φ(x) (2 - x^2), for second derivatives.
+        grad: Some(|g, x, _| {
+            let x2 = x.square()?;
+            g.mul(&x2.mul_scalar(-0.5)?.exp()?.mul_scalar(GAUSSIAN_DENSITY)?.mul(&(2.0 - &x2))?)
+        }),
         reads: Reads::Inputs,
     },
     /// `x * sigmoid(x)` (`torch.nn.functional.silu`).

@@ -245,12 +245,7 @@ pub fn gelu(x: &Tensor, tanh_approximation: bool) -> Result<Tensor> {
             .mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
         return x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5);
     }
-    x.mul(
-        &x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
-            .erf()?
-            .add_scalar(1.0)?,
-    )?
-    .mul_scalar(0.5)
+    x.gelu()
 }
 
 /// Zero each element with probability `p` and scale the rest by `1 / (1 - p)`; the mask
