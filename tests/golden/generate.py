@@ -79,6 +79,10 @@ def apply(op, attrs, xs):
     }
     if op in views:
         return views[op](xs[0])
+    if op == "gelu_derivative":
+        # wgrad's table op for GELU's backward pass: d gelu / dx, PyTorch's gelu_backward
+        # with an upstream gradient of ones.
+        return torch.ops.aten.gelu_backward(torch.ones_like(xs[0]), xs[0])
     return fn(*xs)
 
 
@@ -199,6 +203,8 @@ def cases():
     yield case("jvp/expand", "expand", [randn(3, 1)], {"shape": [3, 4]})
     yield case("jvp/select", "select", [x34], {"dim": 1, "index": -1})
     yield case("jvp/slice/step", "slice", [randn(5, 4)], {"ranges": [[1, 5, 2], [0, 3, 1]]})
+    yield case("gelu_derivative/mixed", "gelu_derivative", [MIXED])
+    yield case("gelu_derivative/(3, 4)", "gelu_derivative", [randn(3, 4) * 2])
 
 
 def main():
