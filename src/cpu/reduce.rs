@@ -14,6 +14,11 @@ use rayon::prelude::*;
 /// done on i64 by the caller, as PyTorch does.
 pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Result<HostBuffer> {
     use ReduceOp::*;
+    if let (Sum, HostBuffer::F32(v)) = (op, s) {
+        if let Some(out) = sum_leading_dims(v, l, dims) {
+            return Ok(HostBuffer::F32(out));
+        }
+    }
     Ok(match s {
         HostBuffer::F32(v) => match op {
             Sum => HostBuffer::F32(fold(
@@ -173,6 +178,60 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
             }
         },
     })
+}
+
+/// Rows summed in f32 before their sum joins the f64 total in [`sum_leading_dims`].
+const BLOCK: usize = 32;
+
+/// The sum over the leading dims of a contiguous layout (a bias's gradient: `[rows, cols]`
+/// summed over the rows), row by row into a vector of column sums, so every element is read
+/// in order and the adds vectorise; the generic driver would gather each column with a
+/// stride of a row. `None` when the layout or dims are not of that form.
+fn sum_leading_dims(v: &[f32], l: &Layout, dims: &[usize]) -> Option<Vec<f32>> {
+    let lead = dims.len();
+    if lead == 0
+        || lead == l.rank()
+        || !l.is_contiguous()
+        || dims.iter().enumerate().any(|(i, &d)| i != d)
+    {
+        return None;
+    }
+    let rows: usize = l.shape[..lead].iter().product();
+    let cols: usize = l.shape[lead..].iter().product();
+    let data = &v[l.offset..l.offset + rows * cols];
+    // f32 partial sums over blocks of rows, added into f64 totals: the accuracy of the
+    // generic path's blocked sum.
+    let sum_rows = |part: &[f32]| -> Vec<f64> {
+        let mut total = vec![0f64; cols];
+        let mut block = vec![0f32; cols];
+        for chunk in part.chunks(BLOCK * cols.max(1)) {
+            block.fill(0.0);
+            for row in chunk.chunks_exact(cols.max(1)) {
+                for (b, &x) in block.iter_mut().zip(row) {
+                    *b += x;
+                }
+            }
+            for (t, &b) in total.iter_mut().zip(&block) {
+                *t += b as f64;
+            }
+        }
+        total
+    };
+    let totals = if rows * cols >= PARALLEL_THRESHOLD && rows >= 2 * BLOCK {
+        // One share of the rows per thread, whole blocks each, added in order.
+        let threads = rayon::current_num_threads().max(1);
+        let share = rows.div_ceil(threads).div_ceil(BLOCK) * BLOCK;
+        let parts: Vec<Vec<f64>> = data.par_chunks(share * cols).map(sum_rows).collect();
+        parts.into_iter().reduce(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+            a
+        })?
+    } else {
+        sum_rows(data)
+    };
+    Some(totals.into_iter().map(|t| t as f32).collect())
 }
 
 /// NaN-propagating maximum, as PyTorch's reductions.
@@ -381,5 +440,57 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
             dtype: DType::Bool,
             backend: "cpu",
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_over_leading_dims_match_a_float64_reference() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        // Serial and parallel sizes, one and several leading dims, an offset view, empty.
+        for (shape, lead, offset) in [
+            (vec![300, 7], 1, 0),
+            (vec![5000, 9], 1, 3),
+            (vec![4, 6, 5, 3], 2, 0),
+            (vec![2, 3, 64, 128], 3, 5),
+            (vec![0, 4], 1, 0),
+            (vec![3, 0], 1, 0),
+        ] {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n + offset).map(|_| next()).collect();
+            let mut l = Layout::contiguous(&shape);
+            l.offset = offset;
+            let dims: Vec<usize> = (0..lead).collect();
+            let got = sum_leading_dims(&v, &l, &dims).expect("the fast path applies");
+            let cols: usize = shape[lead..].iter().product();
+            let rows: usize = shape[..lead].iter().product();
+            assert_eq!(got.len(), cols);
+            for c in 0..cols {
+                let column = (0..rows).map(|r| v[offset + r * cols + c] as f64);
+                let want: f64 = column.clone().sum();
+                // Recursive summation's bound within a block of f32 adds, and the rounding of
+                // the result.
+                let bound = BLOCK as f64 * f32::EPSILON as f64 * column.map(f64::abs).sum::<f64>()
+                    + f32::EPSILON as f64 * want.abs();
+                assert!(
+                    (got[c] as f64 - want).abs() <= bound,
+                    "{shape:?} column {c}: {} vs {want}",
+                    got[c]
+                );
+            }
+        }
+        // Not leading dims, or not contiguous: the generic driver's.
+        let l = Layout::contiguous(&[4, 5]);
+        assert!(sum_leading_dims(&[0.0; 20], &l, &[1]).is_none());
+        assert!(sum_leading_dims(&[0.0; 20], &l.transpose(0, 1), &[0]).is_none());
     }
 }
