@@ -92,6 +92,15 @@ pub enum BackwardOp {
         step: usize,
         order: Vec<usize>,
     },
+    /// One fused LSTM step (`tensor/cells.rs`): inputs `x`, `hh`, `c`; output `[h'; c']`;
+    /// `work` the activated gates and `tanh c'`.
+    LstmCell {
+        work: Tensor,
+    },
+    /// One fused GRU step: inputs `x`, `hh`, `h`; output `h'`; `work` the gates r, z, n.
+    GruCell {
+        work: Tensor,
+    },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
         view: EmbedView,
@@ -139,6 +148,8 @@ impl BackwardOp {
             ScatterAdd { .. } => "ScatterAdd".into(),
             Embed { .. } => "SliceScatter".into(),
             Windows { .. } => "Unfold".into(),
+            LstmCell { .. } => "FusedLstmCell".into(),
+            GruCell { .. } => "FusedGruCell".into(),
             FoldWindows { .. } => "UnfoldBackward".into(),
         };
         format!("{base}Backward0")
@@ -153,6 +164,7 @@ impl BackwardOp {
                 Some(index)
             }
             Extremum { out, .. } => Some(out),
+            LstmCell { work } | GruCell { work } => Some(work),
             Unary(_)
             | Binary(_)
             | BinaryScalar { .. }
@@ -182,7 +194,7 @@ impl BackwardOp {
         match self {
             Unary(op) => op.def().reads,
             Binary(op) | BinaryScalar { op, .. } => op.def().reads,
-            Where { .. } | Prod { .. } | Matmul => Reads::Inputs,
+            Where { .. } | Prod { .. } | Matmul | LstmCell { .. } | GruCell { .. } => Reads::Inputs,
             // The saved result is a view of the output.
             Extremum { .. } => Reads::All,
             Cast
@@ -396,6 +408,8 @@ pub(crate) fn backward(
         Windows { dim, size, step } => {
             vec![Some(g.fold_windows(x.shape(), *dim, *size, *step)?)]
         }
+        LstmCell { work } => crate::tensor::cells::lstm_cell_backward(g, inputs, work)?,
+        GruCell { work } => crate::tensor::cells::gru_cell_backward(g, inputs, work)?,
         FoldWindows {
             dim,
             size,

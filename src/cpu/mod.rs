@@ -2,6 +2,7 @@
 //! through the `gemm` crate.
 
 mod backend;
+pub(crate) mod cells;
 pub(crate) mod elementwise;
 mod index;
 pub(crate) mod map;

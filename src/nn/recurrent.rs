@@ -68,22 +68,12 @@ pub fn run_direction(
         h = match kind {
             CellKind::Tanh => (&xt + &hh).tanh()?,
             CellKind::Relu => (&xt + &hh).relu()?,
-            CellKind::Gru => {
-                let xg = xt.chunk(3, -1)?;
-                let hg = hh.chunk(3, -1)?;
-                let r = (&xg[0] + &hg[0]).sigmoid()?;
-                let z = (&xg[1] + &hg[1]).sigmoid()?;
-                let n = (&xg[2] + &r * &hg[2]).tanh()?;
-                (1.0 - &z) * &n + &z * &h
-            }
+            CellKind::Gru => crate::tensor::cells::gru_cell(&xt, &hh, &h)?,
             CellKind::Lstm => {
-                let g = (&xt + &hh).chunk(4, -1)?;
-                let (i, f, o) = (g[0].sigmoid()?, g[1].sigmoid()?, g[3].sigmoid()?);
                 let cell = c
                     .as_ref()
                     .ok_or_else(|| Error::invalid("LSTM", "no cell state"))?;
-                let c_next = &f * cell + &i * &g[2].tanh()?;
-                let h_next = &o * &c_next.tanh()?;
+                let (h_next, c_next) = crate::tensor::cells::lstm_cell(&xt, &hh, cell)?;
                 c = Some(c_next);
                 h_next
             }

@@ -2,6 +2,7 @@
 //! reductions, movement (views), indexing, linear algebra and printing.
 
 mod autograd_api;
+pub(crate) mod cells;
 mod convert;
 mod create;
 mod display;
