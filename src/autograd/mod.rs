@@ -334,6 +334,9 @@ fn run(
             ));
         }
         let inputs = node.inputs();
+        if !create_graph && accumulate_view_grad(&node.op, &g, &inputs, &mut grads)? {
+            continue;
+        }
         let input_grads = rules::backward(&node.op, &g, &inputs, t)?;
         if reads_saved && !retain_graph {
             node.released
@@ -367,6 +370,55 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// The gradient of a slice or select of a tensor whose gradient so far is a buffer of this
+/// pass alone: added into that buffer's part in place, instead of placed into zeros of the
+/// whole shape and added whole (a recurrent layer's input takes one select per time step:
+/// the zeros and the adds were most of its backward pass). True when done.
+fn accumulate_view_grad(
+    op: &BackwardOp,
+    g: &Tensor,
+    inputs: &[Tensor],
+    grads: &mut HashMap<u64, Tensor>,
+) -> Result<bool> {
+    // The part of the input a view op took; every other op has a rule of its own.
+    let take: &dyn Fn(&Tensor) -> Result<Tensor> = match op {
+        BackwardOp::Slice {
+            dim,
+            start,
+            stop,
+            step,
+        } => &|t| {
+            t.slice(
+                *dim as isize,
+                Some(*start as isize),
+                Some(*stop as isize),
+                *step as isize,
+            )
+        },
+        BackwardOp::Select { dim, index } => &|t| t.select(*dim as isize, *index as isize),
+        _ => return Ok(false),
+    };
+    let Some(prev) = inputs.first().and_then(|input| {
+        grads
+            .get(&input.id())
+            .filter(|prev| prev.shape() == input.shape())
+    }) else {
+        return Ok(false);
+    };
+    // Only a buffer nothing else holds: no other tensor sees the write.
+    let owned = std::sync::Arc::strong_count(&prev.0) == 1
+        && std::sync::Arc::strong_count(&prev.0.storage) == 1
+        && prev.0.grad_fn.is_none()
+        && prev.layout().is_contiguous()
+        && prev.dtype() == g.dtype();
+    if !owned {
+        return Ok(false);
+    }
+    let part = take(prev)?;
+    part.add_(g)?;
+    Ok(true)
 }
 
 /// Add `g` into a leaf's `.grad`: in place when no graph is being built (so a handle taken

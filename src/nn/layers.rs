@@ -202,7 +202,8 @@ impl Forward for Dropout {
     }
 }
 
-/// 2-D convolution with square kernels (im2col + matmul), initialised like PyTorch.
+/// 2-D convolution with square kernels (im2col over `Tensor::unfold` windows, one batched
+/// matmul), initialised like PyTorch.
 /// `Conv2d::new(1, 6, 5, &dev)?.padding(2)`; options: `stride`, `padding`, `dilation`,
 /// `groups`, `bias`.
 #[derive(Module)]

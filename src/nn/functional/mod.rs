@@ -1,6 +1,7 @@
 //! Neural-network functions built from tensor primitives, so they run on every backend and
 //! differentiate without backward code of their own: `linear`, convolution through im2col
-//! (`unfold` + matmul), pooling, normalisation, GELU, dropout.
+//! (the windows as a `Tensor::unfold` view, copied into columns, times the weight), pooling
+//! (a reduction over the same windows), normalisation, GELU, dropout.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
