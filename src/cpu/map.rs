@@ -152,7 +152,99 @@ pub fn update<T: Copy + Sync + Send>(
         [&dl.strides, &sl.strides],
         [dl.offset, sl.offset],
     );
+    if n >= PARALLEL_THRESHOLD {
+        if let Some(parts) = outer_parts(&merged) {
+            // Each index of the outermost dim owns a disjoint stretch of `dst`: one
+            // `&mut` chunk per index, so the threads write without sharing.
+            let (outer, stride, inner) = parts;
+            let [dst_base, src_base] = merged.offsets;
+            let src_stride = merged.strides[1][0];
+            let inner_n = inner.numel();
+            dst[dst_base..]
+                .par_chunks_mut(stride)
+                .take(outer)
+                .enumerate()
+                .with_min_len((PARALLEL_THRESHOLD / inner_n.max(1)).max(1))
+                .for_each(|(i, chunk)| {
+                    let src_off = src_base + i * src_stride;
+                    inner.for_each_run(0, inner_n, |[od, os], run, [sd, ss]| {
+                        update(chunk, od, sd, run, src, src_off + os, ss)
+                    });
+                });
+            return;
+        }
+    }
     merged.for_each_run(0, n, |[od, os], run, [sd, ss]| {
         update(dst, od, sd, run, src, os, ss)
     });
+}
+
+/// A walk split at its outermost dim where every index of that dim addresses a disjoint
+/// stretch of the destination (layout 0): its size, its destination stride (each stretch
+/// fits in one stride), and the walk of the inner dims relative to a stretch's start.
+fn outer_parts(m: &Merged<2>) -> Option<(usize, usize, Merged<2>)> {
+    let (&outer, sizes) = m.sizes.split_first()?;
+    let stride = m.strides[0][0];
+    let span: usize = sizes
+        .iter()
+        .zip(&m.strides[0][1..])
+        .map(|(&size, &st)| (size - 1) * st)
+        .sum::<usize>()
+        + 1;
+    // Each index runs its own walk: worth it only with enough elements under it.
+    let inner_n: usize = sizes.iter().product();
+    if sizes.is_empty() || stride < span || outer < 2 || inner_n < 512 {
+        return None;
+    }
+    let inner = Merged {
+        sizes: sizes.to_vec(),
+        strides: [m.strides[0][1..].to_vec(), m.strides[1][1..].to_vec()],
+        offsets: [0, 0],
+    };
+    Some((outer, stride, inner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dst[od + i sd] += src[os + i ss]`, as the table's in-place add.
+    #[allow(clippy::too_many_arguments)]
+    fn add(dst: &mut [f32], od: usize, sd: usize, n: usize, src: &[f32], os: usize, ss: usize) {
+        for i in 0..n {
+            dst[od + i * sd] += src[os + i * ss];
+        }
+    }
+
+    #[test]
+    fn strided_updates_split_across_threads_match_a_serial_walk() {
+        // A destination slice of a permuted buffer (as the windows' fold writes it), large
+        // enough for the parallel split, with a broadcast source dim; and a small one.
+        for (shape, perm) in [([9usize, 48, 256], [0usize, 2, 1]), ([3, 5, 7], [2, 0, 1])] {
+            let n: usize = shape.iter().product();
+            let base = Layout::contiguous(&shape);
+            let dst_l = base.permute(&perm).slice(2, 1, shape[perm[2]], 2);
+            let src_full: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.5).collect();
+            let mut src_l = Layout::contiguous(&dst_l.shape);
+            src_l.strides[1] = 0;
+            let mut dst: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
+            let mut want = dst.clone();
+            // The reference: every multi-index of the view, one at a time.
+            let [a, b, c] = [dst_l.shape[0], dst_l.shape[1], dst_l.shape[2]];
+            for i in 0..a {
+                for j in 0..b {
+                    for k in 0..c {
+                        let d = dst_l.offset
+                            + i * dst_l.strides[0]
+                            + j * dst_l.strides[1]
+                            + k * dst_l.strides[2];
+                        let s = i * src_l.strides[0] + j * src_l.strides[1] + k * src_l.strides[2];
+                        want[d] += src_full[s];
+                    }
+                }
+            }
+            update(&mut dst, &dst_l, &src_full, &src_l, add);
+            assert_eq!(dst, want, "{shape:?} permuted {perm:?}");
+        }
+    }
 }
