@@ -197,10 +197,10 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         }
         Embed { view } => tx()?.embed(out.shape(), embed_view(view)),
         Windows { dim, size, step } => tx()?.unfold(*dim as isize, *size, *step),
-        // The fused cells take no tangents: a dual tensor's step is composed from primitives.
-        LstmCell { .. } | GruCell { .. } => Err(crate::error::Error::autograd(
-            "recurrent cell",
-            "a fused cell was recorded with a tangent",
+        // The fused ops take no tangents: a dual tensor's op is composed from primitives.
+        LstmCell { .. } | GruCell { .. } | Conv2d { .. } => Err(crate::error::Error::autograd(
+            "fused op",
+            format!("{} was recorded with a tangent", op.name()),
         )),
         FoldWindows {
             dim,

@@ -92,7 +92,7 @@ pub enum BackwardOp {
         step: usize,
         order: Vec<usize>,
     },
-    /// One fused LSTM step (`tensor/cells.rs`): inputs `x`, `hh`, `c`; output `[h'; c']`;
+    /// One fused LSTM step (`tensor/fused/cells.rs`): inputs `x`, `hh`, `c`; output `[h'; c']`;
     /// `work` the activated gates and `tanh c'`.
     LstmCell {
         work: Tensor,
@@ -100,6 +100,11 @@ pub enum BackwardOp {
     /// One fused GRU step: inputs `x`, `hh`, `h`; output `h'`; `work` the gates r, z, n.
     GruCell {
         work: Tensor,
+    },
+    /// One fused 2-D convolution (`tensor/fused/conv.rs`): inputs `x`, `w` and, where given, `b`.
+    Conv2d {
+        geometry: crate::cpu::conv::ConvGeometry,
+        args: crate::nn::functional::ConvArgs,
     },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
@@ -150,6 +155,7 @@ impl BackwardOp {
             Windows { .. } => "Unfold".into(),
             LstmCell { .. } => "FusedLstmCell".into(),
             GruCell { .. } => "FusedGruCell".into(),
+            Conv2d { .. } => "Convolution".into(),
             FoldWindows { .. } => "UnfoldBackward".into(),
         };
         format!("{base}Backward0")
@@ -183,6 +189,7 @@ impl BackwardOp {
             | Cat { .. }
             | Windows { .. }
             | FoldWindows { .. }
+            | Conv2d { .. }
             | Embed { .. } => None,
         }
     }
@@ -194,7 +201,12 @@ impl BackwardOp {
         match self {
             Unary(op) => op.def().reads,
             Binary(op) | BinaryScalar { op, .. } => op.def().reads,
-            Where { .. } | Prod { .. } | Matmul | LstmCell { .. } | GruCell { .. } => Reads::Inputs,
+            Where { .. }
+            | Prod { .. }
+            | Matmul
+            | LstmCell { .. }
+            | GruCell { .. }
+            | Conv2d { .. } => Reads::Inputs,
             // The saved result is a view of the output.
             Extremum { .. } => Reads::All,
             Cast
@@ -408,8 +420,11 @@ pub(crate) fn backward(
         Windows { dim, size, step } => {
             vec![Some(g.fold_windows(x.shape(), *dim, *size, *step)?)]
         }
-        LstmCell { work } => crate::tensor::cells::lstm_cell_backward(g, inputs, work)?,
-        GruCell { work } => crate::tensor::cells::gru_cell_backward(g, inputs, work)?,
+        LstmCell { work } => crate::tensor::fused::cells::lstm_cell_backward(g, inputs, work)?,
+        GruCell { work } => crate::tensor::fused::cells::gru_cell_backward(g, inputs, work)?,
+        Conv2d { geometry, args } => {
+            crate::tensor::fused::conv::conv2d_backward(g, inputs, geometry, *args)?
+        }
         FoldWindows {
             dim,
             size,

@@ -1,7 +1,7 @@
 //! Fused recurrent cells: one pass over a batch's gate pre-activations for an LSTM or GRU
 //! step, and one for its gradient, in place of about ten elementwise ops forward and
 //! twenty-five backward (with the zero-filled buffers of the gates' slices). The tensor
-//! side, with the composite fallback and the backward rules, is `tensor/cells.rs`.
+//! side, with the composite fallback and the backward rules, is `tensor/fused/cells.rs`.
 //!
 //! Layouts are row-major: `x` and `hh` are `[B, G * H]` (the input's and the hidden
 //! state's share of the gates, PyTorch's gate order), states `[B, H]`. The forward pass

@@ -3,6 +3,7 @@
 
 mod backend;
 pub(crate) mod cells;
+pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod index;
 pub(crate) mod map;

@@ -68,12 +68,12 @@ pub fn run_direction(
         h = match kind {
             CellKind::Tanh => (&xt + &hh).tanh()?,
             CellKind::Relu => (&xt + &hh).relu()?,
-            CellKind::Gru => crate::tensor::cells::gru_cell(&xt, &hh, &h)?,
+            CellKind::Gru => crate::tensor::fused::cells::gru_cell(&xt, &hh, &h)?,
             CellKind::Lstm => {
                 let cell = c
                     .as_ref()
                     .ok_or_else(|| Error::invalid("LSTM", "no cell state"))?;
-                let (h_next, c_next) = crate::tensor::cells::lstm_cell(&xt, &hh, cell)?;
+                let (h_next, c_next) = crate::tensor::fused::cells::lstm_cell(&xt, &hh, cell)?;
                 c = Some(c_next);
                 h_next
             }

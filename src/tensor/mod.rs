@@ -2,11 +2,11 @@
 //! reductions, movement (views), indexing, linear algebra and printing.
 
 mod autograd_api;
-pub(crate) mod cells;
 mod convert;
 mod create;
 mod display;
 mod elementwise;
+pub(crate) mod fused;
 mod index;
 mod linalg;
 mod movement;

@@ -140,9 +140,10 @@ pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tenso
 }
 
 /// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`,
-/// `w [O, C / groups, kh, kw]`, `b [O]`.
+/// `w [O, C / groups, kh, kw]`, `b [O]`. One fused op on the CPU (`tensor/fused/conv.rs`), the
+/// windows times the weight elsewhere ([`conv2d_composite`]).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Result<Tensor> {
-    let (n, c, _, _) = check_4d("conv2d", x)?;
+    let (n, c, h, wd) = check_4d("conv2d", x)?;
     let (o, cw, kh, kw) = check_4d("conv2d", w)?;
     let g = args.groups;
     if g == 0 || c % g != 0 || o % g != 0 || cw * g != c {
@@ -155,6 +156,49 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Res
             ),
         ));
     }
+    if let Some(b) = b {
+        if b.shape() != [o] {
+            return Err(Error::shapes(
+                "conv2d",
+                w.shape(),
+                b.shape(),
+                format!("expected a bias of shape [{o}] for weight {:?}", w.shape()),
+            ));
+        }
+    }
+    let (stride, padding, dilation) = (args.stride, args.padding, args.dilation);
+    let geometry = crate::cpu::conv::ConvGeometry {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        oh: out_size("conv2d", h, kh, stride, padding, dilation)?,
+        ow: out_size("conv2d", wd, kw, stride, padding, dilation)?,
+        stride,
+        padding,
+        dilation,
+        groups: g,
+    };
+    if let Some(y) = crate::tensor::fused::conv::conv2d(x, w, b, geometry, args)? {
+        return Ok(y);
+    }
+    conv2d_composite(x, w, b, args)
+}
+
+/// [`conv2d`] composed from primitives (shapes checked by it): the windows as a view,
+/// copied into columns, times the weight.
+pub(crate) fn conv2d_composite(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    args: ConvArgs,
+) -> Result<Tensor> {
+    let (n, _, _, _) = check_4d("conv2d", x)?;
+    let (o, cw, kh, kw) = check_4d("conv2d", w)?;
+    let g = args.groups;
     let win = windows(x, kh, kw, args)?;
     let (oh, ow) = (win.shape()[2], win.shape()[3]);
     // Columns [N, G, C/G * kh * kw, OH * OW], whose copy from the windows runs along the

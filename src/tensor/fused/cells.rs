@@ -5,38 +5,12 @@
 //! that the gradient can be differentiated again. The fused forward pass keeps the activated
 //! gates as a workspace that its node holds, so the fused gradient computes no activations.
 
-use super::Tensor;
+use super::{host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
-use crate::device::Device;
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
-use crate::storage::{with_reads, Storage};
-
-/// `f` over the f32 elements of `ts` when all are contiguous f32 CPU tensors without
-/// tangents (`None` otherwise, and the caller composes the step from primitives).
-fn on_host<const N: usize, R>(ts: [&Tensor; N], f: impl FnOnce([&[f32]; N]) -> R) -> Option<R> {
-    let fusable = ts.iter().all(|t| {
-        matches!(t.device(), Device::Cpu)
-            && t.dtype() == DType::F32
-            && t.layout().is_contiguous()
-            && t.0.tangent.is_none()
-    });
-    if !fusable {
-        return None;
-    }
-    with_reads(ts.map(|t| Some(t.storage())), |storages| {
-        let mut slices: [&[f32]; N] = [&[]; N];
-        for (k, s) in storages.iter().enumerate() {
-            let Some(Storage::Cpu(HostBuffer::F32(v))) = s else {
-                return None;
-            };
-            let l = ts[k].layout();
-            slices[k] = v.get(l.offset..l.offset + l.numel())?;
-        }
-        Some(f(slices))
-    })
-}
+use crate::storage::Storage;
+use crate::tensor::Tensor;
 
 /// `(B, H)` when `state` is `[B, H]` and `x` and `hh` are `[B, gates * H]`: the shapes the
 /// fused kernels take.
@@ -66,11 +40,6 @@ fn gru_gates(x: &Tensor, hh: &Tensor) -> Result<[Tensor; 4]> {
     let z = xg[1].add(&hg[1])?.sigmoid()?;
     let n = xg[2].add(&r.mul(&hg[2])?)?.tanh()?;
     Ok([r, z, n, hg[2].clone()])
-}
-
-/// A result of the fused kernels as a tensor (a gradient: no graph of its own).
-fn host_tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
-    Tensor::from_storage(Storage::Cpu(HostBuffer::F32(v)), shape)
 }
 
 /// The LSTM step from the input's and the hidden state's gate shares `x` and `hh`

@@ -1,0 +1,80 @@
+//! Ops that run as one fused kernel on the CPU (`cpu/cells.rs`, `cpu/conv.rs`) where their
+//! operands allow, composed from primitives elsewhere. What they share lives here: the
+//! test for operands a fused kernel takes, its results as tensors, and the backward pass
+//! under `create_graph`, which differentiates the op's composite form so that its gradient
+//! can be differentiated again.
+
+pub(crate) mod cells;
+pub(crate) mod conv;
+
+use crate::autograd::BackwardOp;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::host::HostBuffer;
+use crate::storage::{with_reads, Storage};
+use crate::tensor::Tensor;
+
+/// `f` over the f32 elements of `ts` when all are contiguous f32 CPU tensors without
+/// tangents (`None` otherwise, and the caller composes the op from primitives).
+pub(crate) fn on_host<const N: usize, R>(
+    ts: [&Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> Option<R> {
+    let fusable = ts.iter().all(|t| {
+        matches!(t.device(), Device::Cpu)
+            && t.dtype() == DType::F32
+            && t.layout().is_contiguous()
+            && t.0.tangent.is_none()
+    });
+    if !fusable {
+        return None;
+    }
+    with_reads(ts.map(|t| Some(t.storage())), |storages| {
+        let mut slices: [&[f32]; N] = [&[]; N];
+        for (k, s) in storages.iter().enumerate() {
+            let Some(Storage::Cpu(HostBuffer::F32(v))) = s else {
+                return None;
+            };
+            let l = ts[k].layout();
+            slices[k] = v.get(l.offset..l.offset + l.numel())?;
+        }
+        Some(f(slices))
+    })
+}
+
+/// A result of a fused kernel as a tensor without a graph (a gradient, a workspace).
+pub(crate) fn host_tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_storage(Storage::Cpu(HostBuffer::F32(v)), shape)
+}
+
+/// The gradients of `composite(inputs)` for upstream `g`, recorded (this runs under
+/// `create_graph`), for the inputs that require grad (`None` for the others).
+///
+/// The composite runs on aliases of the inputs, one new node each, so that the pass stops
+/// at them: taken at the inputs themselves it would also follow an input's own history
+/// into another input it was computed from, adding a path the outer pass counts already.
+pub(crate) fn composite_backward(
+    g: &Tensor,
+    inputs: &[Tensor],
+    composite: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<Vec<Option<Tensor>>> {
+    let aliases: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.view_op(t.layout().clone(), || BackwardOp::Reshape))
+        .collect::<Result<_>>()?;
+    let out = composite(&aliases)?;
+    let wanted: Vec<&Tensor> = aliases.iter().filter(|t| t.requires_grad()).collect();
+    let mut grads =
+        crate::autograd::gradients_of(&out, g.clone(), &wanted, true, true, true)?.into_iter();
+    Ok(aliases
+        .iter()
+        .map(|t| {
+            if t.requires_grad() {
+                grads.next()
+            } else {
+                None
+            }
+        })
+        .collect())
+}
