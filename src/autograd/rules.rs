@@ -106,6 +106,17 @@ pub enum BackwardOp {
         geometry: crate::cpu::conv::ConvGeometry,
         args: crate::nn::functional::ConvArgs,
     },
+    /// Fused batch normalisation with the batch's statistics (`tensor/fused/norm.rs`):
+    /// inputs `x`, `weight`, `bias`; `stats` the per-channel mean, variance and
+    /// `1 / sqrt(var + eps)`.
+    BatchNorm {
+        stats: Tensor,
+        eps: f64,
+    },
+    /// Fused average pooling (`tensor/fused/pool.rs`): input `x`.
+    AvgPool2d {
+        geometry: crate::cpu::pooling::PoolGeometry,
+    },
     /// The adjoint of a slice or select: the input placed into zeros of `shape`.
     Embed {
         view: EmbedView,
@@ -156,6 +167,8 @@ impl BackwardOp {
             LstmCell { .. } => "FusedLstmCell".into(),
             GruCell { .. } => "FusedGruCell".into(),
             Conv2d { .. } => "Convolution".into(),
+            BatchNorm { .. } => "NativeBatchNorm".into(),
+            AvgPool2d { .. } => "AvgPool2D".into(),
             FoldWindows { .. } => "UnfoldBackward".into(),
         };
         format!("{base}Backward0")
@@ -170,7 +183,7 @@ impl BackwardOp {
                 Some(index)
             }
             Extremum { out, .. } => Some(out),
-            LstmCell { work } | GruCell { work } => Some(work),
+            LstmCell { work } | GruCell { work } | BatchNorm { stats: work, .. } => Some(work),
             Unary(_)
             | Binary(_)
             | BinaryScalar { .. }
@@ -190,6 +203,7 @@ impl BackwardOp {
             | Windows { .. }
             | FoldWindows { .. }
             | Conv2d { .. }
+            | AvgPool2d { .. }
             | Embed { .. } => None,
         }
     }
@@ -206,7 +220,8 @@ impl BackwardOp {
             | Matmul
             | LstmCell { .. }
             | GruCell { .. }
-            | Conv2d { .. } => Reads::Inputs,
+            | Conv2d { .. }
+            | BatchNorm { .. } => Reads::Inputs,
             // The saved result is a view of the output.
             Extremum { .. } => Reads::All,
             Cast
@@ -224,6 +239,7 @@ impl BackwardOp {
             | ScatterAdd { .. }
             | Windows { .. }
             | FoldWindows { .. }
+            | AvgPool2d { .. }
             | Embed { .. } => Reads::Nothing,
         }
     }
@@ -424,6 +440,12 @@ pub(crate) fn backward(
         GruCell { work } => crate::tensor::fused::cells::gru_cell_backward(g, inputs, work)?,
         Conv2d { geometry, args } => {
             crate::tensor::fused::conv::conv2d_backward(g, inputs, geometry, *args)?
+        }
+        BatchNorm { stats, eps } => {
+            crate::tensor::fused::norm::batch_norm_backward(g, inputs, stats, *eps)?
+        }
+        AvgPool2d { geometry } => {
+            crate::tensor::fused::pool::avg_pool2d_backward(g, inputs, geometry)?
         }
         FoldWindows {
             dim,

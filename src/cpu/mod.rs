@@ -9,7 +9,9 @@ mod index;
 pub(crate) mod map;
 mod matmul;
 mod memory;
+pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod pooling;
 mod reduce;
 
 pub use memory::room;

@@ -464,7 +464,7 @@ impl Forward for BatchNorm {
                 ))
             }
         };
-        let y = if self.training.get() {
+        if self.training.get() {
             let count: usize = dims.iter().map(|&d| x.shape()[d as usize]).product();
             // PyTorch refuses these: the batch statistics would be NaN (and the running
             // statistics NaN forever after) or carry no information.
@@ -475,32 +475,30 @@ impl Forward for BatchNorm {
                     format!("expected more than 1 value per channel when training, got {count}"),
                 ));
             }
-            let (y, mean, var) = F::normalize(x, &dims, self.eps)?;
+            let (y, mean, var) = F::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             crate::no_grad_scope(|| -> Result<()> {
                 let m = self.momentum;
-                let unbiased = var
-                    .mul_scalar(count as f64 / (count.max(2) - 1) as f64)?
-                    .reshape([c])?;
+                let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64)?;
                 self.running_mean
                     .mul_(1.0 - m)?
-                    .add_(&mean.reshape([c])?.mul_scalar(m)?)?;
+                    .add_(&mean.mul_scalar(m)?)?;
                 self.running_var
                     .mul_(1.0 - m)?
                     .add_(&unbiased.mul_scalar(m)?)?;
                 self.num_batches_tracked.add_(1)?;
                 Ok(())
             })?;
-            y
-        } else {
-            x.sub(&self.running_mean.reshape(shape.clone())?)?.div(
+            return Ok(y);
+        }
+        x.sub(&self.running_mean.reshape(shape.clone())?)?
+            .div(
                 &self
                     .running_var
                     .reshape(shape.clone())?
                     .add_scalar(self.eps)?
                     .sqrt()?,
             )?
-        };
-        y.mul(&self.weight.reshape(shape.clone())?)?
+            .mul(&self.weight.reshape(shape.clone())?)?
             .add(&self.bias.reshape(shape)?)
     }
 }

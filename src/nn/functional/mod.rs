@@ -15,6 +15,7 @@ mod resample;
 
 pub use attention::{scaled_dot_product_attention, AttentionMask};
 pub use conv::{conv1d, conv_transpose2d};
+pub(crate) use norm::{batch_norm_composite, batch_norm_train};
 pub use norm::{group_norm, layer_norm};
 pub use pool::{adaptive_avg_pool2d, adaptive_max_pool2d};
 pub use resample::{interpolate, one_hot, pad, scaled_size, Interpolation, PadMode};
@@ -228,8 +229,29 @@ pub fn max_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     windows(x, k, k, args)?.max_dims([4, 5], false)
 }
 
-/// Mean over `k x k` windows with `stride`.
+/// Mean over `k x k` windows with `stride` (`torch.nn.functional.avg_pool2d`). One fused
+/// op on the CPU (`tensor/fused/pool.rs`), the windows' mean elsewhere.
 pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, h, w) = check_4d("avg_pool2d", x)?;
+    let geometry = crate::cpu::pooling::PoolGeometry {
+        planes: n * c,
+        h,
+        w,
+        k,
+        stride,
+        oh: out_size("avg_pool2d", h, k, stride, 0, 1)?,
+        ow: out_size("avg_pool2d", w, k, stride, 0, 1)?,
+    };
+    if geometry.planes > 0 {
+        if let Some(y) = crate::tensor::fused::pool::avg_pool2d(x, geometry)? {
+            return Ok(y);
+        }
+    }
+    avg_pool2d_composite(x, k, stride)
+}
+
+/// [`avg_pool2d`] composed from primitives: the mean of the windows view.
+pub(crate) fn avg_pool2d_composite(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     let args = ConvArgs {
         stride,
         ..ConvArgs::default()

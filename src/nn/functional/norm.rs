@@ -1,5 +1,6 @@
-//! Layer and group normalisation (`F.layer_norm`, `F.group_norm`), with the biased
-//! variance PyTorch uses, and the optional elementwise affine transform.
+//! Layer and group normalisation (`F.layer_norm`, `F.group_norm`) and batch normalisation
+//! with the batch's statistics (what `nn::BatchNorm` trains with), with the biased
+//! variance PyTorch uses, and the elementwise affine transform.
 
 use super::normalize;
 use crate::error::{Error, Result};
@@ -64,4 +65,51 @@ fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<T
         Some(b) => y.add(b),
         None => Ok(y),
     }
+}
+
+/// Batch normalisation of `x [N, C, ...]` with the batch's own statistics (training mode):
+/// normalised over every dim but the channels, then `* weight[c] + bias[c]`. Returns the
+/// output with each channel's mean and biased variance (`[C]`, without a graph: what the
+/// running statistics are updated from). One fused op on the CPU
+/// (`tensor/fused/norm.rs`), composed from primitives elsewhere.
+pub(crate) fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.shape().get(1).copied().unwrap_or(0);
+    if x.ndim() < 2 || weight.shape() != [c] || bias.shape() != [c] {
+        return Err(Error::shapes(
+            "batch_norm",
+            x.shape(),
+            weight.shape(),
+            format!(
+                "expected x [N, C, ...] with weight and bias [C] (bias {:?})",
+                bias.shape()
+            ),
+        ));
+    }
+    if let Some(out) = crate::tensor::fused::norm::batch_norm(x, weight, bias, eps)? {
+        return Ok(out);
+    }
+    batch_norm_composite(x, weight, bias, eps)
+}
+
+/// [`batch_norm_train`] composed from primitives (shapes checked by it).
+pub(crate) fn batch_norm_composite(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = weight.numel();
+    let dims: Vec<isize> = (0..x.ndim() as isize).filter(|&d| d != 1).collect();
+    let mut shape = vec![1; x.ndim()];
+    shape[1] = c;
+    let (y, mean, var) = normalize(x, &dims, eps)?;
+    let y = y
+        .mul(&weight.reshape(shape.clone())?)?
+        .add(&bias.reshape(shape)?)?;
+    Ok((y, mean.reshape([c])?.detach(), var.reshape([c])?.detach()))
 }

@@ -1,0 +1,204 @@
+//! The ops that run as one fused kernel on the CPU (convolution, batch normalisation,
+//! average pooling), each against its composite form, which a GPU runs and which
+//! `create_graph` differentiates: gradients agree with finite differences and with each
+//! other, second-order gradients agree across devices, and an input computed from another
+//! gets each of its paths counted once. The values against PyTorch are the golden cases.
+
+mod common;
+
+use wgrad::nn::functional::{self as F, ConvArgs};
+use wgrad::nn::{self, Forward};
+use wgrad::{gradcheck, Device, GradcheckOptions, Result, Tensor};
+
+fn close(actual: &Tensor, expected: &Tensor, what: &str) -> Result<()> {
+    let e: Vec<f64> = common::floats(expected).iter().map(|&v| v as f64).collect();
+    common::assert_close(&common::floats(actual), &e, 1e-4, 1e-5, what);
+    Ok(())
+}
+
+/// Within `1e-3` of the largest magnitude in `expected`: second-order gradients are sums
+/// of products of f32 sums, taken in other orders on each device, so a small element
+/// carries the rounding of the large ones.
+fn close_in_scale(actual: &Tensor, expected: &Tensor, what: &str) -> Result<()> {
+    let e: Vec<f64> = common::floats(expected).iter().map(|&v| v as f64).collect();
+    let scale = e.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    common::assert_close(
+        &common::floats(actual),
+        &e,
+        0.0,
+        1e-3 * scale.max(1e-2),
+        what,
+    );
+    Ok(())
+}
+
+/// `op` over random inputs of `shapes` on every device: gradcheck; the fused gradient of
+/// `sum(op^2)` against the one recorded under `create_graph`; and the gradient of the
+/// penalty `sum(g^2)` over those gradients `g`, CPU against GPU.
+fn check(
+    name: &str,
+    seed: u64,
+    shapes: &[&[usize]],
+    op: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<()> {
+    let mut second_order = Vec::new();
+    for dev in common::devices() {
+        let inputs = wgrad::seeded(seed, || -> Result<Vec<Tensor>> {
+            shapes
+                .iter()
+                .map(|s| Tensor::randn_on(*s, &dev)?.requires_grad_(true))
+                .collect()
+        })?;
+        gradcheck(&op, &inputs, GradcheckOptions::default())?;
+        let wanted: Vec<&Tensor> = inputs.iter().collect();
+        let loss = || op(&inputs)?.square()?.sum();
+        let fused = wgrad::grad(&loss()?, &wanted, false)?;
+        let composed = wgrad::grad(&loss()?, &wanted, true)?;
+        for (i, (c, f)) in composed.iter().zip(&fused).enumerate() {
+            close(
+                c,
+                f,
+                &format!("{name} input {i}: create_graph vs fused, {dev:?}"),
+            )?;
+        }
+        let mut penalty = composed[0].square()?.sum()?;
+        for g in &composed[1..] {
+            penalty = penalty.add(&g.square()?.sum()?)?;
+        }
+        let grads = wgrad::grad(&penalty, &wanted, false)?;
+        second_order.push(
+            grads
+                .iter()
+                .map(|g| g.to_device(&Device::Cpu))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    if let [cpu, gpu] = &second_order[..] {
+        for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+            close_in_scale(c, g, &format!("{name} input {i}: second order, CPU vs GPU"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_convolution_agrees_with_finite_differences_and_the_composite() -> Result<()> {
+    let args = |stride, padding, dilation, groups| ConvArgs {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    // Strides, padding wider than the kernel's reach, dilation, groups, a pointwise kernel
+    // with and without stride; with and without a bias.
+    let cases: [(&[usize], &[usize], bool, ConvArgs); 5] = [
+        (&[2, 3, 6, 5], &[4, 3, 3, 3], true, args(1, 1, 1, 1)),
+        (&[2, 4, 7, 7], &[6, 2, 3, 2], false, args(2, 2, 1, 2)),
+        (&[1, 2, 6, 6], &[2, 2, 2, 3], true, args(1, 3, 2, 1)),
+        (&[2, 4, 4, 5], &[3, 4, 1, 1], true, args(1, 0, 1, 1)),
+        (&[2, 4, 5, 5], &[4, 1, 1, 1], false, args(2, 0, 1, 4)),
+    ];
+    for (k, (xs, ws, bias, args)) in cases.into_iter().enumerate() {
+        let bias_shape = [ws[0]];
+        let shapes: Vec<&[usize]> = if bias {
+            vec![xs, ws, &bias_shape]
+        } else {
+            vec![xs, ws]
+        };
+        check(&format!("conv2d case {k}"), 20 + k as u64, &shapes, |t| {
+            F::conv2d(&t[0], &t[1], t.get(2), args)?.tanh()
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_batch_norm_agrees_with_finite_differences_and_the_composite() -> Result<()> {
+    for (k, shape) in [&[4usize, 3, 2, 3][..], &[5, 4]].into_iter().enumerate() {
+        let c = shape[1];
+        check(
+            &format!("batch norm {shape:?}"),
+            40 + k as u64,
+            &[shape, &[c], &[c]],
+            |t| {
+                let mut bn = if shape.len() == 4 {
+                    nn::BatchNorm2d::new(c, t[0].device())?
+                } else {
+                    nn::BatchNorm1d::new(c, t[0].device())?
+                };
+                bn.weight = t[1].clone();
+                bn.bias = t[2].clone();
+                // Not linear in x: the statistics are the batch's.
+                bn.forward(&t[0])?.sin()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_average_pooling_agrees_with_finite_differences_and_the_composite() -> Result<()> {
+    for (k, (shape, window, stride)) in [
+        (&[2usize, 3, 6, 6][..], 2, 2),
+        (&[1, 2, 7, 5], 3, 1),
+        (&[2, 1, 8, 7], 2, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check(
+            &format!("avg_pool2d {shape:?} k {window} s {stride}"),
+            50 + k as u64,
+            &[shape],
+            |t| F::avg_pool2d(&t[0], window, stride)?.tanh(),
+        )?;
+    }
+    Ok(())
+}
+
+/// `conv2d(x w.sum(), w)`: the input depends on the weight, so the weight's gradient has
+/// two paths. The fused rule, the composite one under `create_graph` and the GPU's agree.
+#[test]
+fn an_input_computed_from_the_weight_counts_both_paths_once() -> Result<()> {
+    let mut grads = Vec::new();
+    for dev in common::devices() {
+        let (x, w) = wgrad::seeded(31, || -> Result<_> {
+            Ok((
+                Tensor::randn_on([2, 2, 5, 5], &dev)?,
+                Tensor::randn_on([3, 2, 3, 3], &dev)?.requires_grad_(true)?,
+            ))
+        })?;
+        let loss = || -> Result<Tensor> {
+            let scaled = x.mul(&w.sum()?)?;
+            F::conv2d(&scaled, &w, None, ConvArgs::default())?
+                .square()?
+                .sum()
+        };
+        let fused = wgrad::grad(&loss()?, &[&w], false)?.remove(0);
+        let composed = wgrad::grad(&loss()?, &[&w], true)?.remove(0);
+        close(
+            &composed,
+            &fused,
+            &format!("create_graph vs fused, {dev:?}"),
+        )?;
+        grads.push(fused.to_device(&Device::Cpu)?);
+    }
+    if let [cpu, gpu] = &grads[..] {
+        close(cpu, gpu, "CPU vs GPU")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn convolution_refuses_a_bias_of_the_wrong_shape() -> Result<()> {
+    for dev in common::devices() {
+        let x = Tensor::zeros_on([1, 2, 4, 4], (wgrad::DType::F32, &dev))?;
+        let w = Tensor::zeros_on([3, 2, 3, 3], (wgrad::DType::F32, &dev))?;
+        for b in [[2usize].as_slice(), &[3, 1]] {
+            let b = Tensor::zeros_on(b, (wgrad::DType::F32, &dev))?;
+            let err = F::conv2d(&x, &w, Some(&b), ConvArgs::default()).unwrap_err();
+            assert!(err.to_string().contains("conv2d"), "{err}");
+        }
+    }
+    Ok(())
+}
