@@ -23,8 +23,8 @@ fn activate(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) {
 /// `[h'; c']` (`[2, B, H]`) and the workspace `[B, 5H]` (per row: i, f, g, o, tanh c').
 pub fn lstm_forward(x: &[f32], hh: &[f32], c: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
     let b = c.len() / h.max(1);
-    let mut out = vec![0.0; 2 * b * h];
-    let mut work = vec![0.0; b * 5 * h];
+    let mut out = super::pool::take(2 * b * h);
+    let mut work = super::pool::take(b * 5 * h);
     if h == 0 {
         return (out, work);
     }
@@ -69,8 +69,8 @@ pub fn lstm_forward(x: &[f32], hh: &[f32], c: &[f32], h: usize) -> (Vec<f32>, Ve
 /// `hh`) and the previous cell state's.
 pub fn lstm_backward(c: &[f32], work: &[f32], grad: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
     let b = c.len() / h.max(1);
-    let mut dgates = vec![0.0; b * 4 * h];
-    let mut dc = vec![0.0; b * h];
+    let mut dgates = super::pool::take(b * 4 * h);
+    let mut dc = super::pool::take(b * h);
     if h == 0 {
         return (dgates, dc);
     }
@@ -102,8 +102,8 @@ pub fn lstm_backward(c: &[f32], work: &[f32], grad: &[f32], h: usize) -> (Vec<f3
 /// workspace `[B, 3H]` (per row: r, z, n).
 pub fn gru_forward(x: &[f32], hh: &[f32], hp: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
     let b = hp.len() / h.max(1);
-    let mut out = vec![0.0; b * h];
-    let mut work = vec![0.0; b * 3 * h];
+    let mut out = super::pool::take(b * h);
+    let mut work = super::pool::take(b * 3 * h);
     if h == 0 {
         return (out, work);
     }
@@ -140,7 +140,11 @@ pub fn gru_backward(
     h: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let b = hp.len() / h.max(1);
-    let (mut dx, mut dhh, mut dhp) = (vec![0.0; b * 3 * h], vec![0.0; b * 3 * h], vec![0.0; b * h]);
+    let (mut dx, mut dhh, mut dhp) = (
+        super::pool::take(b * 3 * h),
+        super::pool::take(b * 3 * h),
+        super::pool::take(b * h),
+    );
     if h == 0 {
         return (dx, dhh, dhp);
     }
