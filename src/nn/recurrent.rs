@@ -57,14 +57,22 @@ pub fn run_direction(
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let t_len = x.shape()[0];
     let hidden = w.weight_hh.shape()[1];
-    // x W_ih^T + b_ih for every step at once: [T, B, gates * H].
-    let xs = F::linear(x, &w.weight_ih, w.bias_ih.as_ref())?;
+    // Where the hidden state's share only adds to the input's (all but the GRU, whose n
+    // gate takes it inside `r *`), b_hh joins b_ih once, instead of an add per step
+    // forward and a sum per step backward.
+    let (bias_x, bias_h) = match (kind, &w.bias_ih, &w.bias_hh) {
+        (CellKind::Gru, bi, bh) | (_, bi, bh @ None) => (bi.clone(), bh.clone()),
+        (_, Some(bi), Some(bh)) => (Some(bi.add(bh)?), None),
+        (_, None, Some(bh)) => (Some(bh.clone()), None),
+    };
+    // x W_ih^T + the bias for every step at once: [T, B, gates * H].
+    let xs = F::linear(x, &w.weight_ih, bias_x.as_ref())?;
     let (mut h, mut c) = (h0.clone(), c0.cloned());
     let mut outs = vec![None; t_len];
     for step in 0..t_len {
         let t = if reverse { t_len - 1 - step } else { step };
         let xt = xs.select(0, t as isize)?;
-        let hh = F::linear(&h, &w.weight_hh, w.bias_hh.as_ref())?;
+        let hh = F::linear(&h, &w.weight_hh, bias_h.as_ref())?;
         h = match kind {
             CellKind::Tanh => (&xt + &hh).tanh()?,
             CellKind::Relu => (&xt + &hh).relu()?,
