@@ -145,7 +145,7 @@ pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tenso
 
 /// 2-D convolution (cross-correlation, as PyTorch): `x [N, C, H, W]`,
 /// `w [O, C / groups, kh, kw]`, `b [O]`. One fused op on the CPU (`tensor/fused/conv.rs`), the
-/// windows times the weight elsewhere ([`conv2d_composite`]).
+/// windows times the weight elsewhere (`conv2d_composite`).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Result<Tensor> {
     let (n, c, h, wd) = check_4d("conv2d", x)?;
     let (o, cw, kh, kw) = check_4d("conv2d", w)?;
