@@ -461,6 +461,18 @@ fn numbers_out_of_range_are_errors() -> Result<()> {
         }
     )
     .is_err());
+    // An output too large for memory is an Err naming the op, not an abort.
+    let e = wgrad::nn::functional::conv2d(
+        &x,
+        &w,
+        None,
+        wgrad::nn::functional::ConvArgs {
+            padding: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("conv2d"), "{e}");
     Ok(())
 }
 

@@ -23,8 +23,26 @@ pub(crate) fn conv2d(
     args: ConvArgs,
 ) -> Result<Option<Tensor>> {
     let g = geometry;
-    if [g.n, g.c, g.o, g.oh, g.ow].contains(&0) {
+    if [g.n, g.c, g.o, g.oh, g.ow].contains(&0) || !matches!(x.device(), crate::Device::Cpu) {
         return Ok(None);
+    }
+    // The output (and a thread's columns) must fit in host memory: an error, not an abort.
+    let out_len = [g.o, g.oh, g.ow]
+        .iter()
+        .try_fold(g.n, |acc, &d| acc.checked_mul(d));
+    let cols_len = [g.kh, g.kw, g.oh, g.ow]
+        .iter()
+        .try_fold(g.c / g.groups.max(1), |acc, &d| acc.checked_mul(d));
+    for len in [out_len, cols_len] {
+        let len = len.ok_or_else(|| {
+            crate::error::Error::shapes(
+                "conv2d",
+                x.shape(),
+                w.shape(),
+                "the output's size overflows",
+            )
+        })?;
+        crate::storage::host_room("conv2d", len, crate::dtype::DType::F32)?;
     }
     let y = match b {
         Some(b) => on_host([x, w, b], |[x, w, b]| {
