@@ -1,5 +1,5 @@
 //! The ops that run as one fused kernel on the CPU (convolution, batch normalisation,
-//! average pooling), each against its composite form, which a GPU runs and which
+//! average pooling, recurrent layers), each against its composite form, which a GPU runs and which
 //! `create_graph` differentiates: gradients agree with finite differences and with each
 //! other, second-order gradients agree across devices, and an input computed from another
 //! gets each of its paths counted once. The values against PyTorch are the golden cases.
@@ -151,6 +151,63 @@ fn fused_average_pooling_agrees_with_finite_differences_and_the_composite() -> R
             50 + k as u64,
             &[shape],
             |t| F::avg_pool2d(&t[0], window, stride)?.tanh(),
+        )?;
+    }
+    Ok(())
+}
+
+/// One direction of each recurrent cell over a short sequence, forward and reversed, with
+/// and without biases: every step's output and the final states, so that the gradients
+/// carried from step to step and the final cell state's count.
+#[test]
+fn fused_recurrent_layers_agree_with_finite_differences_and_the_composite() -> Result<()> {
+    let (t, b, i, h) = (3usize, 2, 3, 4);
+    let cases = [
+        (nn::CellKind::Lstm, false, true),
+        (nn::CellKind::Lstm, true, false),
+        (nn::CellKind::Gru, false, true),
+        (nn::CellKind::Gru, true, true),
+        (nn::CellKind::Tanh, true, true),
+        (nn::CellKind::Relu, false, true),
+    ];
+    for (k, (kind, reverse, bias)) in cases.into_iter().enumerate() {
+        let g = match kind {
+            nn::CellKind::Tanh | nn::CellKind::Relu => 1,
+            nn::CellKind::Gru => 3,
+            nn::CellKind::Lstm => 4,
+        } * h;
+        let mut owned = vec![
+            vec![t, b, i],
+            vec![b, h],
+            vec![b, h],
+            vec![g, i],
+            vec![g, h],
+        ];
+        if bias {
+            owned.extend([vec![g], vec![g]]);
+        }
+        let shapes: Vec<&[usize]> = owned.iter().map(Vec::as_slice).collect();
+        check(
+            &format!("{kind:?} reverse {reverse} bias {bias}"),
+            60 + k as u64,
+            &shapes,
+            |v| {
+                let w = nn::Direction {
+                    weight_ih: v[3].clone(),
+                    weight_hh: v[4].clone(),
+                    bias_ih: v.get(5).cloned(),
+                    bias_hh: v.get(6).cloned(),
+                };
+                let c0 = (kind == nn::CellKind::Lstm).then_some(&v[2]);
+                let (out, h, c) = nn::run_direction(kind, &v[0], &v[1], c0, &w, reverse)?;
+                let mut parts = vec![out.reshape([-1isize])?, h.reshape([-1isize])?];
+                match c {
+                    Some(c) => parts.push(c.reshape([-1isize])?),
+                    // The unused cell state still joins the graph, with a zero gradient.
+                    None => parts.push((&v[2] * 0.0).reshape([-1isize])?),
+                }
+                Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)
+            },
         )?;
     }
     Ok(())

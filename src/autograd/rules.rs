@@ -92,13 +92,11 @@ pub enum BackwardOp {
         step: usize,
         order: Vec<usize>,
     },
-    /// One fused LSTM step (`tensor/fused/cells.rs`): inputs `x`, `hh`, `c`; output `[h'; c']`;
-    /// `work` the activated gates and `tanh c'`.
-    LstmCell {
-        work: Tensor,
-    },
-    /// One fused GRU step: inputs `x`, `hh`, `h`; output `h'`; `work` the gates r, z, n.
-    GruCell {
+    /// One direction of a recurrent layer over a sequence (`tensor/fused/recurrent.rs`):
+    /// inputs `xs`, `h0`, (LSTM) `c0`, `w_hh`, (where given) `b_hh`; output every step's
+    /// states; `work` the activated gates.
+    RecurrentLayer {
+        geometry: crate::cpu::recurrent::LayerGeometry,
         work: Tensor,
     },
     /// One fused 2-D convolution (`tensor/fused/conv.rs`): inputs `x`, `w` and, where given, `b`.
@@ -164,8 +162,7 @@ impl BackwardOp {
             ScatterAdd { .. } => "ScatterAdd".into(),
             Embed { .. } => "SliceScatter".into(),
             Windows { .. } => "Unfold".into(),
-            LstmCell { .. } => "FusedLstmCell".into(),
-            GruCell { .. } => "FusedGruCell".into(),
+            RecurrentLayer { .. } => "RnnLayer".into(),
             Conv2d { .. } => "Convolution".into(),
             BatchNorm { .. } => "NativeBatchNorm".into(),
             AvgPool2d { .. } => "AvgPool2D".into(),
@@ -183,7 +180,7 @@ impl BackwardOp {
                 Some(index)
             }
             Extremum { out, .. } => Some(out),
-            LstmCell { work } | GruCell { work } | BatchNorm { stats: work, .. } => Some(work),
+            RecurrentLayer { work, .. } | BatchNorm { stats: work, .. } => Some(work),
             Unary(_)
             | Binary(_)
             | BinaryScalar { .. }
@@ -215,15 +212,10 @@ impl BackwardOp {
         match self {
             Unary(op) => op.def().reads,
             Binary(op) | BinaryScalar { op, .. } => op.def().reads,
-            Where { .. }
-            | Prod { .. }
-            | Matmul
-            | LstmCell { .. }
-            | GruCell { .. }
-            | Conv2d { .. }
-            | BatchNorm { .. } => Reads::Inputs,
-            // The saved result is a view of the output.
-            Extremum { .. } => Reads::All,
+            Where { .. } | Prod { .. } | Matmul | Conv2d { .. } | BatchNorm { .. } => Reads::Inputs,
+            // The saved result is a view of the output; a recurrent layer's gradient reads
+            // the states it output as the next steps' inputs.
+            Extremum { .. } | RecurrentLayer { .. } => Reads::All,
             Cast
             | Sum { .. }
             | Cumsum { .. }
@@ -436,8 +428,11 @@ pub(crate) fn backward(
         Windows { dim, size, step } => {
             vec![Some(g.fold_windows(x.shape(), *dim, *size, *step)?)]
         }
-        LstmCell { work } => crate::tensor::fused::cells::lstm_cell_backward(g, inputs, work)?,
-        GruCell { work } => crate::tensor::fused::cells::gru_cell_backward(g, inputs, work)?,
+        RecurrentLayer { geometry, work } => {
+            crate::tensor::fused::recurrent::recurrent_layer_backward(
+                g, inputs, out, geometry, work,
+            )?
+        }
         Conv2d { geometry, args } => {
             crate::tensor::fused::conv::conv2d_backward(g, inputs, geometry, *args)?
         }

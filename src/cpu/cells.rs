@@ -1,15 +1,22 @@
-//! Fused recurrent cells: one pass over a batch's gate pre-activations for an LSTM or GRU
-//! step, and one for its gradient, in place of about ten elementwise ops forward and
-//! twenty-five backward (with the zero-filled buffers of the gates' slices). The tensor
-//! side, with the composite fallback and the backward rules, is `tensor/fused/cells.rs`.
+//! The arithmetic of one recurrent step (tanh or ReLU RNN, LSTM, GRU) over a batch, forward and backward, written into
+//! the caller's slices: the layer loop of `cpu/recurrent.rs` runs it at every step, in
+//! place of about ten elementwise ops forward and twenty-five backward (with the
+//! zero-filled buffers of the gates' slices).
 //!
 //! Layouts are row-major: `x` and `hh` are `[B, G * H]` (the input's and the hidden
 //! state's share of the gates, PyTorch's gate order), states `[B, H]`. The forward pass
 //! keeps the activated gates (a workspace, as PyTorch's fused cells keep), so the backward
 //! pass is arithmetic only. Every loop is a zip over equal slices with at most one
-//! transcendental function, the shape the compiler vectorises.
+//! transcendental function, the shape the compiler vectorises; the functions inline into
+//! their caller's `simd::vectorized` so that they run at the CPU's full vector width.
 
 use crate::op::math::{sigmoid, tanh};
+
+/// Floats of an LSTM step's workspace per row and hidden unit: i, f, g, o, tanh c'.
+pub const LSTM_WORK: usize = 5;
+/// Floats of a GRU step's workspace per row and hidden unit: r, z, n and the hidden
+/// state's share of n (which r scaled).
+pub const GRU_WORK: usize = 4;
 
 /// `dst[j] = f(a[j] + b[j])`.
 #[inline(always)]
@@ -19,24 +26,59 @@ fn activate(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) {
     }
 }
 
-/// An LSTM step from `x`, `hh` (`[B, 4H]`, gates i, f, g, o) and the cell state `c`:
-/// `[h'; c']` (`[2, B, H]`) and the workspace `[B, 5H]` (per row: i, f, g, o, tanh c').
-pub fn lstm_forward(x: &[f32], hh: &[f32], c: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
-    let b = c.len() / h.max(1);
-    let mut out = super::pool::take(2 * b * h);
-    let mut work = super::pool::take(b * 5 * h);
-    if h == 0 {
-        return (out, work);
+/// A plain RNN step: `h' = tanh(x + hh)`, or ReLU (NaN staying NaN, as the `relu` op's),
+/// into `h_out`. Its output is all its gradient needs.
+#[inline(always)]
+pub fn rnn_step(x: &[f32], hh: &[f32], h_out: &mut [f32], relu: bool) {
+    if relu {
+        activate(
+            h_out,
+            x,
+            hh,
+            |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
+        );
+    } else {
+        activate(h_out, x, hh, tanh);
     }
-    let (hs, cs) = out.split_at_mut(b * h);
+}
+
+/// The gradient of [`rnn_step`] from `h'` (`h_new`) and its gradient `dh`: the gates'
+/// gradient (the same for `x` and `hh`) into `dgates`. ReLU's slope at 0 is 0, as PyTorch's.
+#[inline(always)]
+pub fn rnn_step_backward(h_new: &[f32], dh: &[f32], dgates: &mut [f32], relu: bool) {
+    for ((d, &y), &g) in dgates.iter_mut().zip(h_new).zip(dh) {
+        *d = if relu {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        } else {
+            g * (1.0 - y * y)
+        };
+    }
+}
+
+/// An LSTM step from `x`, `hh` (`[B, 4H]`, gates i, f, g, o) and the cell state `c`: the
+/// new states into `h_out` and `c_out`, the workspace (`[B, 5H]`) into `work`.
+#[inline(always)]
+pub fn lstm_step(
+    x: &[f32],
+    hh: &[f32],
+    c: &[f32],
+    h_out: &mut [f32],
+    c_out: &mut [f32],
+    work: &mut [f32],
+    h: usize,
+) {
     let rows = x
         .chunks_exact(4 * h)
         .zip(hh.chunks_exact(4 * h))
-        .zip(work.chunks_exact_mut(5 * h))
+        .zip(work.chunks_exact_mut(LSTM_WORK * h))
         .zip(
             c.chunks_exact(h)
-                .zip(hs.chunks_exact_mut(h))
-                .zip(cs.chunks_exact_mut(h)),
+                .zip(h_out.chunks_exact_mut(h))
+                .zip(c_out.chunks_exact_mut(h)),
         );
     for (((xr, hr), wr), ((cr, hout), cout)) in rows {
         let (acts, tc) = wr.split_at_mut(4 * h);
@@ -61,25 +103,26 @@ pub fn lstm_forward(x: &[f32], hh: &[f32], c: &[f32], h: usize) -> (Vec<f32>, Ve
             *hn = o * t;
         }
     }
-    (out, work)
 }
 
-/// The gradient of [`lstm_forward`] from the gradients of `h'` and `c'` (`grad`,
-/// `[2, B, H]`) and the workspace: the gates' gradient (`[B, 4H]`, the same for `x` and
-/// `hh`) and the previous cell state's.
-pub fn lstm_backward(c: &[f32], work: &[f32], grad: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
-    let b = c.len() / h.max(1);
-    let mut dgates = super::pool::take(b * 4 * h);
-    let mut dc = super::pool::take(b * h);
-    if h == 0 {
-        return (dgates, dc);
-    }
-    let (dh_all, dcn_all) = grad.split_at(b * h);
+/// The gradient of [`lstm_step`] from the gradients of `h'` (`dh`) and `c'` (`dc`), the
+/// previous cell state `c` and the workspace: the gates' gradient (`[B, 4H]`, the same for
+/// `x` and `hh`) into `dgates` and the previous cell state's into `dc_prev`.
+#[inline(always)]
+pub fn lstm_step_backward(
+    c: &[f32],
+    work: &[f32],
+    dh: &[f32],
+    dc: &[f32],
+    dgates: &mut [f32],
+    dc_prev: &mut [f32],
+    h: usize,
+) {
     let rows = work
-        .chunks_exact(5 * h)
+        .chunks_exact(LSTM_WORK * h)
         .zip(dgates.chunks_exact_mut(4 * h))
-        .zip(c.chunks_exact(h).zip(dc.chunks_exact_mut(h)))
-        .zip(dh_all.chunks_exact(h).zip(dcn_all.chunks_exact(h)));
+        .zip(c.chunks_exact(h).zip(dc_prev.chunks_exact_mut(h)))
+        .zip(dh.chunks_exact(h).zip(dc.chunks_exact(h)));
     for (((wr, dg), (cr, dcr)), (dh, dcn_in)) in rows {
         let [i, f, g, o, tc] = std::array::from_fn(|k| &wr[k * h..][..h]);
         let (di, rest) = dg.split_at_mut(h);
@@ -94,28 +137,24 @@ pub fn lstm_backward(c: &[f32], work: &[f32], grad: &[f32], h: usize) -> (Vec<f3
             dcr[j] = dcn * f[j];
         }
     }
-    (dgates, dc)
 }
 
 /// A GRU step from `x`, `hh` (`[B, 3H]`, gates r, z, n; `hh` includes `b_hh`, which the n
-/// gate scales by r as PyTorch does) and the hidden state `hp`: `h'` (`[B, H]`) and the
-/// workspace `[B, 3H]` (per row: r, z, n).
-pub fn gru_forward(x: &[f32], hh: &[f32], hp: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
-    let b = hp.len() / h.max(1);
-    let mut out = super::pool::take(b * h);
-    let mut work = super::pool::take(b * 3 * h);
-    if h == 0 {
-        return (out, work);
-    }
+/// gate scales by r as PyTorch does) and the hidden state `hp`: `h'` into `h_out` and the
+/// workspace (`[B, 4H]`) into `work`.
+#[inline(always)]
+pub fn gru_step(x: &[f32], hh: &[f32], hp: &[f32], h_out: &mut [f32], work: &mut [f32], h: usize) {
     let rows = x
         .chunks_exact(3 * h)
         .zip(hh.chunks_exact(3 * h))
-        .zip(work.chunks_exact_mut(3 * h))
-        .zip(hp.chunks_exact(h).zip(out.chunks_exact_mut(h)));
+        .zip(work.chunks_exact_mut(GRU_WORK * h))
+        .zip(hp.chunks_exact(h).zip(h_out.chunks_exact_mut(h)));
     for (((xr, hr), wr), (hpr, o)) in rows {
-        let (rz, n) = wr.split_at_mut(2 * h);
+        let (rz, rest) = wr.split_at_mut(2 * h);
+        let (n, hn_saved) = rest.split_at_mut(h);
         activate(rz, &xr[..2 * h], &hr[..2 * h], sigmoid);
         let (xn, hn, r) = (&xr[2 * h..][..h], &hr[2 * h..][..h], &rz[..h]);
+        hn_saved.copy_from_slice(hn);
         for (((n, &xn), &hn), &r) in n.iter_mut().zip(xn).zip(hn).zip(r) {
             *n = xn + r * hn;
         }
@@ -127,39 +166,31 @@ pub fn gru_forward(x: &[f32], hh: &[f32], hp: &[f32], h: usize) -> (Vec<f32>, Ve
             *o = (1.0 - z) * n + z * hp;
         }
     }
-    (out, work)
 }
 
-/// The gradient of [`gru_forward`] from `h'`'s (`grad`), `hh` and the workspace: the
-/// gradients of `x` and `hh` (`[B, 3H]` each) and of the previous hidden state.
-pub fn gru_backward(
-    hh: &[f32],
+/// The gradient of [`gru_step`] from `h'`'s (`dh`), the previous hidden state `hp` and the
+/// workspace: the gradients of `x` and `hh` (`[B, 3H]` each) into `dx` and `dhh`, and the
+/// previous hidden state's direct share (through z, not through `hh`) into `dhp`.
+#[inline(always)]
+pub fn gru_step_backward(
     hp: &[f32],
     work: &[f32],
-    grad: &[f32],
+    dh: &[f32],
+    dx: &mut [f32],
+    dhh: &mut [f32],
+    dhp: &mut [f32],
     h: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let b = hp.len() / h.max(1);
-    let (mut dx, mut dhh, mut dhp) = (
-        super::pool::take(b * 3 * h),
-        super::pool::take(b * 3 * h),
-        super::pool::take(b * h),
-    );
-    if h == 0 {
-        return (dx, dhh, dhp);
-    }
-    let rows = hh
-        .chunks_exact(3 * h)
-        .zip(work.chunks_exact(3 * h))
+) {
+    let rows = work
+        .chunks_exact(GRU_WORK * h)
         .zip(dx.chunks_exact_mut(3 * h).zip(dhh.chunks_exact_mut(3 * h)))
         .zip(
             hp.chunks_exact(h)
-                .zip(grad.chunks_exact(h))
+                .zip(dh.chunks_exact(h))
                 .zip(dhp.chunks_exact_mut(h)),
         );
-    for (((hr, wr), (dxr, dhr)), ((hpr, gr), dhpr)) in rows {
-        let [r, z, n] = std::array::from_fn(|k| &wr[k * h..][..h]);
-        let hn = &hr[2 * h..][..h];
+    for ((wr, (dxr, dhr)), ((hpr, gr), dhpr)) in rows {
+        let [r, z, n, hn] = std::array::from_fn(|k| &wr[k * h..][..h]);
         let (dxr_r, rest) = dxr.split_at_mut(h);
         let (dxr_z, dxr_n) = rest.split_at_mut(h);
         let (dhr_r, rest) = dhr.split_at_mut(h);
@@ -178,5 +209,4 @@ pub fn gru_backward(
             dhpr[j] = g * z[j];
         }
     }
-    (dx, dhh, dhp)
 }

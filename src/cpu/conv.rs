@@ -7,7 +7,11 @@
 //! gradient's strided scatter, one pass per kernel tap. The tensor side, with the
 //! composite fallback and the backward rule, is `tensor/fused/conv.rs`.
 
+use super::matmul::gemm_slices;
 use rayon::prelude::*;
+
+/// Each image's products run on the thread the pool gave it.
+const ON_THIS_THREAD: gemm::Parallelism = gemm::Parallelism::None;
 
 /// The sizes of one convolution: input `[n, c, h, w]`, weight `[o, c / groups, kh, kw]`,
 /// output `[n, o, oh, ow]`.
@@ -145,64 +149,6 @@ fn col2im(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
     });
 }
 
-/// One row-major product `dst [m, n] (+)= a [m, k] @ b [k, n]` on this thread, each
-/// operand given as (pointer-free) slice with its row and column strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    (a_row, a_col): (usize, usize),
-    b: &[f32],
-    (b_row, b_col): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // The last element each operand's strides reach, checked so the unsafe call below
-    // stays inside the slices.
-    let reach = |rows: usize, cols: usize, (r, c): (usize, usize)| (rows - 1) * r + (cols - 1) * c;
-    assert!(
-        dst.len() >= m * n
-            && a.len() > reach(m, k, (a_row, a_col))
-            && b.len() > reach(k, n, (b_row, b_col))
-    );
-    // SAFETY: every element gemm reads or writes lies within the slices (asserted above),
-    // and `dst` does not alias `a` or `b` (a `&mut` borrow).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_col as isize,
-            a_row as isize,
-            b.as_ptr(),
-            b_col as isize,
-            b_row as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c / groups, kh, kw]`) plus
 /// `bias` (`[o]`): `[n, o, oh, ow]`, row-major.
 pub fn conv2d_forward(
@@ -237,7 +183,18 @@ pub fn conv2d_forward(
                     };
                     let w_g = &weight[gi * og * ck..][..og * ck];
                     let y_g = &mut y_img[gi * og * p..][..og * p];
-                    gemm(og, p, ck, y_g, bias.is_some(), w_g, (ck, 1), cols, (p, 1));
+                    gemm_slices(
+                        og,
+                        p,
+                        ck,
+                        y_g,
+                        bias.is_some(),
+                        w_g,
+                        (ck, 1),
+                        cols,
+                        (p, 1),
+                        ON_THIS_THREAD,
+                    );
                 }
             },
         );
@@ -299,15 +256,48 @@ pub fn conv2d_backward(
                         };
                         // dW_g [og, ck] += dy_g [og, p] @ cols^T [p, ck]
                         let dw_g = &mut dw[gi * og * ck..][..og * ck];
-                        gemm(og, ck, p, dw_g, true, dy_g, (p, 1), cols, (1, p));
+                        gemm_slices(
+                            og,
+                            ck,
+                            p,
+                            dw_g,
+                            true,
+                            dy_g,
+                            (p, 1),
+                            cols,
+                            (1, p),
+                            ON_THIS_THREAD,
+                        );
                     }
                     if let Some(dx_img) = dx_img.as_deref_mut() {
                         let dx_g = &mut dx_img[gi * group_in..][..group_in];
                         // dcols [ck, p] = W_g^T [ck, og] @ dy_g [og, p]
                         if g.pointwise() {
-                            gemm(ck, p, og, dx_g, false, w_g, (1, ck), dy_g, (p, 1));
+                            gemm_slices(
+                                ck,
+                                p,
+                                og,
+                                dx_g,
+                                false,
+                                w_g,
+                                (1, ck),
+                                dy_g,
+                                (p, 1),
+                                ON_THIS_THREAD,
+                            );
                         } else {
-                            gemm(ck, p, og, &mut dcols, false, w_g, (1, ck), dy_g, (p, 1));
+                            gemm_slices(
+                                ck,
+                                p,
+                                og,
+                                &mut dcols,
+                                false,
+                                w_g,
+                                (1, ck),
+                                dy_g,
+                                (p, 1),
+                                ON_THIS_THREAD,
+                            );
                             col2im(g, &dcols, dx_g);
                         }
                     }

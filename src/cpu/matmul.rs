@@ -118,3 +118,63 @@ pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Resul
         )),
     }
 }
+
+/// One row-major product `dst [m, n] (+)= a [m, k] @ b [k, n]`, each operand
+/// a slice with its row and column strides; `parallelism` says whether gemm may spread
+/// one product over the thread pool (the callers inside a rayon loop pass `None`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_slices(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    (a_row, a_col): (usize, usize),
+    b: &[f32],
+    (b_row, b_col): (usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // The last element each operand's strides reach, checked so the unsafe call below
+    // stays inside the slices.
+    let reach = |rows: usize, cols: usize, (r, c): (usize, usize)| (rows - 1) * r + (cols - 1) * c;
+    assert!(
+        dst.len() >= m * n
+            && a.len() > reach(m, k, (a_row, a_col))
+            && b.len() > reach(k, n, (b_row, b_col))
+    );
+    // SAFETY: every element gemm reads or writes lies within the slices (asserted above),
+    // and `dst` does not alias `a` or `b` (a `&mut` borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_col as isize,
+            a_row as isize,
+            b.as_ptr(),
+            b_col as isize,
+            b_row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}

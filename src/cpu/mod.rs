@@ -7,12 +7,14 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod index;
 pub(crate) mod map;
-mod matmul;
+pub(crate) mod matmul;
 mod memory;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod pooling;
+pub(crate) mod recurrent;
 mod reduce;
+pub(crate) mod simd;
 
 pub use memory::room;
 

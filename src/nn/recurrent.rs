@@ -1,12 +1,15 @@
 //! Recurrent layers with PyTorch's parameter names and layouts (`weight_ih_l0`,
 //! `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, `_reverse` for the backward direction), so
-//! that PyTorch checkpoints load. Each step runs one matmul for all the gates of the
-//! hidden state; the input's share of every step is one matmul over the whole sequence.
+//! that PyTorch checkpoints load. The input's share of every step's gates is one matmul
+//! over the whole sequence; the steps themselves run as one op (`tensor/fused/recurrent.rs`),
+//! one fused loop on the CPU.
 
 use super::functional as F;
 use super::module::{join, Item, ItemMut, Module, Training};
+use crate::cpu::recurrent::Cell;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::tensor::fused::recurrent::recurrent_layer;
 use crate::tensor::Tensor;
 
 /// Which recurrence a layer runs.
@@ -67,32 +70,29 @@ pub fn run_direction(
     };
     // x W_ih^T + the bias for every step at once: [T, B, gates * H].
     let xs = F::linear(x, &w.weight_ih, bias_x.as_ref())?;
-    let (mut h, mut c) = (h0.clone(), c0.cloned());
-    let mut outs = vec![None; t_len];
-    for step in 0..t_len {
-        let t = if reverse { t_len - 1 - step } else { step };
-        let xt = xs.select(0, t as isize)?;
-        let hh = F::linear(&h, &w.weight_hh, bias_h.as_ref())?;
-        h = match kind {
-            CellKind::Tanh => (&xt + &hh).tanh()?,
-            CellKind::Relu => (&xt + &hh).relu()?,
-            CellKind::Gru => crate::tensor::fused::cells::gru_cell(&xt, &hh, &h)?,
-            CellKind::Lstm => {
-                let cell = c
-                    .as_ref()
-                    .ok_or_else(|| Error::invalid("LSTM", "no cell state"))?;
-                let (h_next, c_next) = crate::tensor::fused::cells::lstm_cell(&xt, &hh, cell)?;
-                c = Some(c_next);
-                h_next
-            }
-        };
-        outs[t] = Some(h.clone());
+    if t_len == 0 {
+        let output = Tensor::zeros_on([0, h0.shape()[0], hidden], (x.dtype(), x.device()))?;
+        return Ok((output, h0.clone(), c0.cloned()));
     }
-    let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
-    let output = if outs.is_empty() {
-        Tensor::zeros_on([0, h0.shape()[0], hidden], (x.dtype(), x.device()))?
-    } else {
-        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 0)?
+    let cell = match kind {
+        CellKind::Tanh => Cell::Tanh,
+        CellKind::Relu => Cell::Relu,
+        CellKind::Gru => Cell::Gru,
+        CellKind::Lstm => Cell::Lstm,
+    };
+    let c0 = match (kind, c0) {
+        (CellKind::Lstm, None) => return Err(Error::invalid("LSTM", "no cell state")),
+        (CellKind::Lstm, c0) => c0,
+        (CellKind::Tanh | CellKind::Relu | CellKind::Gru, _) => None,
+    };
+    let states = recurrent_layer(cell, reverse, &xs, h0, c0, &w.weight_hh, bias_h.as_ref())?;
+    // The last step run holds the final states.
+    let last = if reverse { 0 } else { t_len as isize - 1 };
+    let output = states.select(0, 0)?;
+    let h = output.select(0, last)?;
+    let c = match kind {
+        CellKind::Lstm => Some(states.select(0, 1)?.select(0, last)?),
+        CellKind::Tanh | CellKind::Relu | CellKind::Gru => None,
     };
     Ok((output, h, c))
 }

@@ -1,0 +1,18 @@
+//! Our own CPU loops compiled for the widest vector instructions the machine has. The crate
+//! targets baseline x86-64 (SSE2, four f32 lanes) so that one binary runs anywhere; a loop
+//! run through [`vectorized`] is compiled again inside functions that enable AVX2 and FMA,
+//! or AVX-512, and the one the CPU supports is picked at run time (pulp's dispatch, as gemm
+//! does for its kernels). Rust never fuses `a * b + c` into an FMA on its own, so every
+//! version computes the same values; only the lane count changes.
+
+use std::sync::OnceLock;
+
+static ARCH: OnceLock<pulp::Arch> = OnceLock::new();
+
+/// `f()`, compiled for this CPU's widest vectors. `f` must be small enough to inline (the
+/// loops themselves, or `#[inline(always)]` functions): a call it makes to a function that
+/// is not inlined runs that function's baseline code.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    ARCH.get_or_init(pulp::Arch::new).dispatch(f)
+}
