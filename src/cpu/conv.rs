@@ -272,32 +272,21 @@ pub fn conv2d_backward(
                     if let Some(dx_img) = dx_img.as_deref_mut() {
                         let dx_g = &mut dx_img[gi * group_in..][..group_in];
                         // dcols [ck, p] = W_g^T [ck, og] @ dy_g [og, p]
-                        if g.pointwise() {
-                            gemm_slices(
-                                ck,
-                                p,
-                                og,
-                                dx_g,
-                                false,
-                                w_g,
-                                (1, ck),
-                                dy_g,
-                                (p, 1),
-                                ON_THIS_THREAD,
-                            );
-                        } else {
-                            gemm_slices(
-                                ck,
-                                p,
-                                og,
-                                &mut dcols,
-                                false,
-                                w_g,
-                                (1, ck),
-                                dy_g,
-                                (p, 1),
-                                ON_THIS_THREAD,
-                            );
+                        // A pointwise kernel's columns are the image itself.
+                        let dst: &mut [f32] = if g.pointwise() { dx_g } else { &mut dcols };
+                        gemm_slices(
+                            ck,
+                            p,
+                            og,
+                            dst,
+                            false,
+                            w_g,
+                            (1, ck),
+                            dy_g,
+                            (p, 1),
+                            ON_THIS_THREAD,
+                        );
+                        if !g.pointwise() {
                             col2im(g, &dcols, dx_g);
                         }
                     }
