@@ -256,22 +256,27 @@ fn min_nan(a: f32, x: f32) -> f32 {
 /// adds pipeline and vectorise), f64 across blocks for accuracy.
 fn sum_run_f32(acc: f64, xs: &[f32], _start: usize) -> f64 {
     const LANES: usize = 32;
-    let mut total = acc;
-    for block in xs.chunks(4096) {
-        let mut lanes = [0f32; LANES];
-        let mut it = block.chunks_exact(LANES);
-        for c in &mut it {
-            for k in 0..LANES {
-                lanes[k] += c[k];
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut total = acc;
+            for block in xs.chunks(4096) {
+                let mut lanes = [0f32; LANES];
+                let mut it = block.chunks_exact(LANES);
+                for c in &mut it {
+                    for k in 0..LANES {
+                        lanes[k] += c[k];
+                    }
+                }
+                let mut s: f32 = it.remainder().iter().sum();
+                for pair in lanes.chunks_exact(2) {
+                    s += pair[0] + pair[1];
+                }
+                total += s as f64;
             }
-        }
-        let mut s: f32 = it.remainder().iter().sum();
-        for pair in lanes.chunks_exact(2) {
-            s += pair[0] + pair[1];
-        }
-        total += s as f64;
-    }
-    total
+            total
+        },
+    )
 }
 
 /// Arg-reduction over a run: keeps the first index of the best value; NaN wins for floats

@@ -148,7 +148,10 @@ macro_rules! map1 {
         $crate::op::kernel::Kern1::<$t, $u> {
             cpu: {
                 fn run(out: &mut [$u], src: &[$t], o: usize, s: usize) {
-                    $crate::op::kernel::run1(out, src, o, s, $f)
+                    $crate::cpu::simd::vectorized(
+                        #[inline(always)]
+                        || $crate::op::kernel::run1(out, src, o, s, $f),
+                    )
                 }
                 run
             },
@@ -172,7 +175,10 @@ macro_rules! map2 {
                     ob: usize,
                     sb: usize,
                 ) {
-                    $crate::op::kernel::run2(out, a, oa, sa, b, ob, sb, $f)
+                    $crate::cpu::simd::vectorized(
+                        #[inline(always)]
+                        || $crate::op::kernel::run2(out, a, oa, sa, b, ob, sb, $f),
+                    )
                 }
                 run
             },
@@ -197,7 +203,10 @@ macro_rules! arith {
                     os: usize,
                     ss: usize,
                 ) {
-                    $crate::op::kernel::update2(dst, od, sd, n, src, os, ss, $f)
+                    $crate::cpu::simd::vectorized(
+                        #[inline(always)]
+                        || $crate::op::kernel::update2(dst, od, sd, n, src, os, ss, $f),
+                    )
                 }
                 update
             },
