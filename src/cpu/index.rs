@@ -102,6 +102,9 @@ pub fn scatter_add(
     src: &HostBuffer,
     sl: &Layout,
 ) -> Result<HostBuffer> {
+    if let Some(line) = index_line(il, dim, &bl.shape) {
+        return scatter_add_rows(base, bl, dim, index, il, &line, src, sl);
+    }
     let idx = super::contiguous_vec(index, il);
     let strides = crate::shape::contiguous_strides(&bl.shape);
     let shape = &il.shape;
@@ -157,6 +160,104 @@ pub fn scatter_add(
     })
 }
 
+/// Where `index` holds one value per position along `dim`, the same across every other
+/// dim (an index line expanded: what `index_add`, `index_select`'s gradient and an
+/// embedding's scatter), and has the base's shape elsewhere: the offsets of the line's
+/// values in `il`.
+fn index_line(il: &Layout, dim: usize, base: &[usize]) -> Option<Vec<usize>> {
+    let same_elsewhere = (0..il.rank())
+        .all(|d| d == dim || (il.shape[d] == base[d] && (il.strides[d] == 0 || il.shape[d] == 1)));
+    if !same_elsewhere || il.rank() != base.len() {
+        return None;
+    }
+    Some(
+        (0..il.shape[dim])
+            .map(|j| il.offset + j * il.strides[dim])
+            .collect(),
+    )
+}
+
+/// [`scatter_add`] with an index line (see [`index_line`]): whole rows of `src` added to
+/// the base's rows that the line names, `[outer, k, inner]` into `[outer, n, inner]`.
+#[allow(clippy::too_many_arguments)]
+fn scatter_add_rows(
+    base: &HostBuffer,
+    bl: &Layout,
+    dim: usize,
+    index: &[i64],
+    il: &Layout,
+    line: &[usize],
+    src: &HostBuffer,
+    sl: &Layout,
+) -> Result<HostBuffer> {
+    let rows: Vec<usize> = line
+        .iter()
+        .map(|&o| check("scatter_add", index[o], dim, &bl.shape))
+        .collect::<Result<_>>()?;
+    let outer: usize = bl.shape[..dim].iter().product();
+    let inner: usize = bl.shape[dim + 1..].iter().product();
+    let (n, k) = (bl.shape[dim], line.len());
+    // The source elements at the positions of `index`, contiguous.
+    let src_view = Layout {
+        shape: il.shape.clone(),
+        strides: sl.strides.clone(),
+        offset: sl.offset,
+    };
+    fn add_rows<T: Copy>(
+        out: &mut [T],
+        src: &[T],
+        rows: &[usize],
+        (outer, n, k, inner): (usize, usize, usize, usize),
+        add: impl Fn(T, T) -> T,
+    ) {
+        for o in 0..outer {
+            for (j, &r) in rows.iter().enumerate() {
+                let dst = &mut out[(o * n + r) * inner..][..inner];
+                let from = &src[(o * k + j) * inner..][..inner];
+                for (d, &x) in dst.iter_mut().zip(from) {
+                    *d = add(*d, x);
+                }
+            }
+        }
+    }
+    let sizes = (outer, n, k, inner);
+    Ok(match (base, src) {
+        (HostBuffer::F32(b), HostBuffer::F32(s)) => {
+            let mut out = super::contiguous_vec(b, bl);
+            add_rows(
+                &mut out,
+                &super::contiguous_cow(s, &src_view),
+                &rows,
+                sizes,
+                |a, x| a + x,
+            );
+            HostBuffer::F32(out)
+        }
+        (HostBuffer::I64(b), HostBuffer::I64(s)) => {
+            let mut out = super::contiguous_vec(b, bl);
+            add_rows(
+                &mut out,
+                &super::contiguous_cow(s, &src_view),
+                &rows,
+                sizes,
+                |a, x| a.wrapping_add(x),
+            );
+            HostBuffer::I64(out)
+        }
+        (b, s) => {
+            return Err(Error::Unsupported {
+                op: "scatter_add",
+                dtype: if b.dtype() == DType::Bool {
+                    b.dtype()
+                } else {
+                    s.dtype()
+                },
+                backend: "cpu",
+            })
+        }
+    })
+}
+
 /// Advance a row-major multi-index.
 fn increment(pos: &mut [usize], shape: &[usize]) {
     for d in (0..shape.len()).rev() {
@@ -165,5 +266,51 @@ fn increment(pos: &mut [usize], shape: &[usize]) {
             return;
         }
         pos[d] = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index line expanded over the other dims (the rows path) gives what the same index
+    /// written out element by element (the general path) gives, into a strided base, with
+    /// repeated rows and a strided source; an out-of-range entry is an error on both.
+    #[test]
+    fn index_lines_scatter_like_full_indices() {
+        let base_shape = [2usize, 4, 3];
+        let base: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        // The base seen through a transpose of its last two dims, made contiguous in memory
+        // as [2, 3, 4]: a strided layout of shape [2, 4, 3].
+        let mut stored = vec![0f32; 24];
+        for (i, v) in stored.iter_mut().enumerate() {
+            let (a, c, b) = (i / 12, (i / 4) % 3, i % 4);
+            *v = base[(a * 4 + b) * 3 + c];
+        }
+        let bl = Layout {
+            shape: base_shape.to_vec(),
+            strides: vec![12, 1, 4],
+            offset: 0,
+        };
+        let line = [3i64, 0, 3, 1, 3];
+        let src_shape = [2usize, 5, 3];
+        let src: Vec<f32> = (0..30).map(|i| 0.5 + i as f32).collect();
+        let sl = Layout::contiguous(&src_shape);
+        let expanded = Layout {
+            shape: src_shape.to_vec(),
+            strides: vec![0, 1, 0],
+            offset: 0,
+        };
+        let full: Vec<i64> = (0..30).map(|i| line[(i / 3) % 5]).collect();
+        let (b, s) = (HostBuffer::F32(stored), HostBuffer::F32(src));
+        let rows = scatter_add(&b, &bl, 1, &line, &expanded, &s, &sl).unwrap();
+        let general = scatter_add(&b, &bl, 1, &full, &sl, &s, &sl).unwrap();
+        let (HostBuffer::F32(rows), HostBuffer::F32(general)) = (rows, general) else {
+            panic!("f32 in, f32 out");
+        };
+        assert_eq!(rows, general);
+        assert_ne!(rows, base, "the rows were added");
+        let bad = [3i64, 0, 4, 1, 3];
+        assert!(scatter_add(&b, &bl, 1, &bad, &expanded, &s, &sl).is_err());
     }
 }
