@@ -423,6 +423,13 @@ fn cases(g: &mut Generator) -> Vec<Case> {
             Box::new(|x| x[0].matmul(&x[1])),
         ),
         (
+            // Rows a view cannot merge (a transposed sequence) times a weight: copied into
+            // order, then one 2-D product.
+            "matmul transposed rows by weight",
+            vec![leaf(randn(g, &[4, 3, 5])), leaf(randn(g, &[5, 2]))],
+            Box::new(|x| x[0].transpose(0, 1)?.matmul(&x[1])),
+        ),
+        (
             "matmul vector",
             vec![leaf(randn(g, &[4])), leaf(randn(g, &[2, 4, 3]))],
             Box::new(|x| x[0].matmul(&x[1])),

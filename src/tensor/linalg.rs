@@ -66,22 +66,26 @@ impl Tensor {
                 format!("inner dimensions differ ({k} vs {k2})"),
             ));
         }
-        // `[batch.., m, k] @ [k, n]` with the batch stored as more rows (activations times a
-        // weight): one 2-D product over all the rows, whose backward pass is one gemm for the
-        // weight's gradient with the batch as its inner dim, rather than a gemm per batch
-        // element and a sum over them.
+        // `[batch.., m, k] @ [k, n]` (activations times a weight): one 2-D product over all
+        // the rows, whose backward pass is one gemm for the weight's gradient with the batch
+        // as its inner dim, rather than a gemm per batch element and a sum over them. Rows
+        // that a view cannot merge (a transposed sequence) are copied into order first: a
+        // copy of the activations costs less than a gemm per batch element.
         if rb == 2 && ra > 2 {
             let rows: usize = a.shape()[..ra - 1].iter().product();
-            if a.layout().reshape(&[rows, k]).is_some() {
-                let mut shape = a.shape()[..ra - 1].to_vec();
-                shape.push(n);
-                let out = a.reshape([rows, k])?.matmul(&b)?.reshape(shape)?;
-                return if rhs.ndim() == 1 {
-                    out.squeeze_dim(-1)
-                } else {
-                    Ok(out)
-                };
-            }
+            let a = if a.layout().reshape(&[rows, k]).is_some() {
+                a
+            } else {
+                a.contiguous()?
+            };
+            let mut shape = a.shape()[..ra - 1].to_vec();
+            shape.push(n);
+            let out = a.reshape([rows, k])?.matmul(&b)?.reshape(shape)?;
+            return if rhs.ndim() == 1 {
+                out.squeeze_dim(-1)
+            } else {
+                Ok(out)
+            };
         }
         let batch =
             broadcast_shapes(OP, &a.shape()[..ra - 2], &b.shape()[..rb - 2]).map_err(|_| {
