@@ -88,9 +88,52 @@ pub fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: super::pool::Pool
     fill(
         &a.1.shape,
         [a.1, b.1, c.1],
-        |out, [oa, ob, oc], _run, [sa, sb, sc]| {
-            for (i, d) in out.iter_mut().enumerate() {
-                *d = f(a.0[oa + i * sa], b.0[ob + i * sb], c.0[oc + i * sc]);
+        |out, [oa, ob, oc], run, [sa, sb, sc]| {
+            // Contiguous operands, or numbers broadcast as stride 0 (`where(c, g, 0.0)`),
+            // as plain loops the compiler vectorises; any other stride indexed.
+            fn whole<T>(v: &[T], o: usize, s: usize, run: usize) -> Option<&[T]> {
+                (s == 1).then(|| &v[o..o + run])
+            }
+            match (
+                whole(a.0, oa, sa, run),
+                whole(b.0, ob, sb, run),
+                whole(c.0, oc, sc, run),
+            ) {
+                (Some(xa), Some(xb), Some(xc)) => super::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (((d, &x), &y), &z) in out.iter_mut().zip(xa).zip(xb).zip(xc) {
+                            *d = f(x, y, z);
+                        }
+                    },
+                ),
+                (Some(xa), Some(xb), None) if sc == 0 => {
+                    let z = c.0[oc];
+                    super::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((d, &x), &y) in out.iter_mut().zip(xa).zip(xb) {
+                                *d = f(x, y, z);
+                            }
+                        },
+                    )
+                }
+                (Some(xa), None, Some(xc)) if sb == 0 => {
+                    let y = b.0[ob];
+                    super::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((d, &x), &z) in out.iter_mut().zip(xa).zip(xc) {
+                                *d = f(x, y, z);
+                            }
+                        },
+                    )
+                }
+                _ => {
+                    for (i, d) in out.iter_mut().enumerate() {
+                        *d = f(a.0[oa + i * sa], b.0[ob + i * sb], c.0[oc + i * sc]);
+                    }
+                }
             }
         },
     )
