@@ -27,24 +27,29 @@ impl NormGeometry {
 #[inline(always)]
 fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     const LANES: usize = 16;
-    let mut total = 0.0f64;
-    for (a, b) in a.chunks(2048).zip(b.chunks(2048)) {
-        let mut lanes = [0f32; LANES];
-        let (mut ia, mut ib) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (ca, cb) in (&mut ia).zip(&mut ib) {
-            for k in 0..LANES {
-                lanes[k] += f(ca[k], cb[k]);
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut total = 0.0f64;
+            for (a, b) in a.chunks(2048).zip(b.chunks(2048)) {
+                let mut lanes = [0f32; LANES];
+                let (mut ia, mut ib) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+                for (ca, cb) in (&mut ia).zip(&mut ib) {
+                    for k in 0..LANES {
+                        lanes[k] += f(ca[k], cb[k]);
+                    }
+                }
+                let rest: f32 = ia
+                    .remainder()
+                    .iter()
+                    .zip(ib.remainder())
+                    .map(|(&x, &y)| f(x, y))
+                    .sum();
+                total += (lanes.iter().sum::<f32>() + rest) as f64;
             }
-        }
-        let rest: f32 = ia
-            .remainder()
-            .iter()
-            .zip(ib.remainder())
-            .map(|(&x, &y)| f(x, y))
-            .sum();
-        total += (lanes.iter().sum::<f32>() + rest) as f64;
-    }
-    total
+            total
+        },
+    )
 }
 
 /// Per channel, `sum over its runs of g(a run, b run)` (runs of `s` elements, one per
@@ -120,9 +125,14 @@ pub fn batch_norm_forward(
     for_each_run(geo, &mut y, |i, ch, run| {
         let src = &x[(i * geo.c + ch) * s..][..s];
         let (a, b) = (scale[ch], shift[ch]);
-        for (d, &v) in run.iter_mut().zip(src) {
-            *d = v * a + b;
-        }
+        super::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (d, &v) in run.iter_mut().zip(src) {
+                    *d = v * a + b;
+                }
+            },
+        )
     });
     let stats = mean
         .iter()
@@ -168,9 +178,14 @@ pub fn batch_norm_backward(
             let g_mean = (dbias[ch] / count) as f32;
             // xhat mean(dy xhat) = (x - m) r * dweight / count
             let x_coef = (dweight[ch] / count) as f32 * r;
-            for ((d, &gv), &xv) in run.iter_mut().zip(g).zip(a) {
-                *d = k * (gv - g_mean - (xv - m) * x_coef);
-            }
+            super::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for ((d, &gv), &xv) in run.iter_mut().zip(g).zip(a) {
+                        *d = k * (gv - g_mean - (xv - m) * x_coef);
+                    }
+                },
+            )
         });
         dx
     });
