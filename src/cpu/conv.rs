@@ -149,6 +149,29 @@ fn col2im(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
     });
 }
 
+thread_local! {
+    /// Each thread's column workspaces, kept between convolutions: a fresh half-megabyte
+    /// buffer per image run costs a page fault per 4 KiB on its first write.
+    static WORKSPACES: std::cell::RefCell<[Vec<f32>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
+}
+
+/// `f` with this thread's two workspaces, `lens` floats long, of stale contents: every
+/// caller writes each element before reading it.
+fn with_workspaces<R>(lens: [usize; 2], f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let mut taken = WORKSPACES.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    for (v, &len) in taken.iter_mut().zip(&lens) {
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+    }
+    let [a, b] = &mut taken;
+    let r = f(&mut a[..lens[0]], &mut b[..lens[1]]);
+    WORKSPACES.with(|w| *w.borrow_mut() = taken);
+    r
+}
+
 /// `sum(v)` in 16 independent f32 lanes (a plain f32 sum is one serial chain the compiler
 /// may not reorder), at the CPU's vector width.
 fn lane_sum(v: &[f32]) -> f64 {
@@ -184,9 +207,8 @@ pub fn conv2d_forward(
     let workspace = if g.pointwise() { 0 } else { ck * p };
     y.par_chunks_mut(g.image_out())
         .zip(x.par_chunks(g.image_in().max(1)))
-        .for_each_init(
-            || vec![0.0f32; workspace],
-            |cols, (y_img, x_img)| {
+        .for_each(|(y_img, x_img)| {
+            with_workspaces([workspace, 0], |cols, _| {
                 if let Some(b) = bias {
                     for (row, &bo) in y_img.chunks_exact_mut(p).zip(b) {
                         row.fill(bo);
@@ -215,8 +237,8 @@ pub fn conv2d_forward(
                         ON_THIS_THREAD,
                     );
                 }
-            },
-        );
+            })
+        });
     y
 }
 
@@ -250,67 +272,71 @@ pub fn conv2d_backward(
         .into_par_iter()
         .map(|(first, mut dx_run)| {
             let mut dw = need_w.then(|| vec![0.0f32; weight_len]);
-            let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { ck * p }];
-            let mut dcols = vec![0.0f32; if need_x && !g.pointwise() { ck * p } else { 0 }];
-            for img in first..(first + per).min(g.n) {
-                let x_img = &x[img * g.image_in()..][..g.image_in()];
-                let dy_img = &dy[img * g.image_out()..][..g.image_out()];
-                let mut dx_img = dx_run
-                    .as_deref_mut()
-                    .map(|d| &mut d[(img - first) * g.image_in()..][..g.image_in()]);
-                if let Some(d) = dx_img.as_deref_mut() {
-                    d.fill(0.0);
-                }
-                for gi in 0..g.groups {
-                    let group_in = cg * g.h * g.w;
-                    let dy_g = &dy_img[gi * og * p..][..og * p];
-                    let w_g = &weight[gi * og * ck..][..og * ck];
-                    if let Some(dw) = dw.as_deref_mut() {
-                        let xg = &x_img[gi * group_in..][..group_in];
-                        let cols: &[f32] = if g.pointwise() {
-                            xg
-                        } else {
-                            im2col(g, xg, &mut cols);
-                            &cols
-                        };
-                        // dW_g [og, ck] += dy_g [og, p] @ cols^T [p, ck]
-                        let dw_g = &mut dw[gi * og * ck..][..og * ck];
-                        gemm_slices(
-                            og,
-                            ck,
-                            p,
-                            dw_g,
-                            true,
-                            dy_g,
-                            (p, 1),
-                            cols,
-                            (1, p),
-                            ON_THIS_THREAD,
-                        );
+            let lens = [
+                if g.pointwise() { 0 } else { ck * p },
+                if need_x && !g.pointwise() { ck * p } else { 0 },
+            ];
+            with_workspaces(lens, |cols, dcols| {
+                for img in first..(first + per).min(g.n) {
+                    let x_img = &x[img * g.image_in()..][..g.image_in()];
+                    let dy_img = &dy[img * g.image_out()..][..g.image_out()];
+                    let mut dx_img = dx_run
+                        .as_deref_mut()
+                        .map(|d| &mut d[(img - first) * g.image_in()..][..g.image_in()]);
+                    if let Some(d) = dx_img.as_deref_mut() {
+                        d.fill(0.0);
                     }
-                    if let Some(dx_img) = dx_img.as_deref_mut() {
-                        let dx_g = &mut dx_img[gi * group_in..][..group_in];
-                        // dcols [ck, p] = W_g^T [ck, og] @ dy_g [og, p]
-                        // A pointwise kernel's columns are the image itself.
-                        let dst: &mut [f32] = if g.pointwise() { dx_g } else { &mut dcols };
-                        gemm_slices(
-                            ck,
-                            p,
-                            og,
-                            dst,
-                            false,
-                            w_g,
-                            (1, ck),
-                            dy_g,
-                            (p, 1),
-                            ON_THIS_THREAD,
-                        );
-                        if !g.pointwise() {
-                            col2im(g, &dcols, dx_g);
+                    for gi in 0..g.groups {
+                        let group_in = cg * g.h * g.w;
+                        let dy_g = &dy_img[gi * og * p..][..og * p];
+                        let w_g = &weight[gi * og * ck..][..og * ck];
+                        if let Some(dw) = dw.as_deref_mut() {
+                            let xg = &x_img[gi * group_in..][..group_in];
+                            let cols: &[f32] = if g.pointwise() {
+                                xg
+                            } else {
+                                im2col(g, xg, cols);
+                                cols
+                            };
+                            // dW_g [og, ck] += dy_g [og, p] @ cols^T [p, ck]
+                            let dw_g = &mut dw[gi * og * ck..][..og * ck];
+                            gemm_slices(
+                                og,
+                                ck,
+                                p,
+                                dw_g,
+                                true,
+                                dy_g,
+                                (p, 1),
+                                cols,
+                                (1, p),
+                                ON_THIS_THREAD,
+                            );
+                        }
+                        if let Some(dx_img) = dx_img.as_deref_mut() {
+                            let dx_g = &mut dx_img[gi * group_in..][..group_in];
+                            // dcols [ck, p] = W_g^T [ck, og] @ dy_g [og, p]
+                            // A pointwise kernel's columns are the image itself.
+                            let dst: &mut [f32] = if g.pointwise() { dx_g } else { &mut *dcols };
+                            gemm_slices(
+                                ck,
+                                p,
+                                og,
+                                dst,
+                                false,
+                                w_g,
+                                (1, ck),
+                                dy_g,
+                                (p, 1),
+                                ON_THIS_THREAD,
+                            );
+                            if !g.pointwise() {
+                                col2im(g, dcols, dx_g);
+                            }
                         }
                     }
                 }
-            }
+            });
             dw
         })
         .collect();
