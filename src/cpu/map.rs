@@ -129,6 +129,17 @@ pub fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: super::pool::Pool
                         },
                     )
                 }
+                (Some(xa), None, None) if sb == 0 && sc == 0 => {
+                    let (y, z) = (b.0[ob], c.0[oc]);
+                    super::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for (d, &x) in out.iter_mut().zip(xa) {
+                                *d = f(x, y, z);
+                            }
+                        },
+                    )
+                }
                 _ => {
                     for (i, d) in out.iter_mut().enumerate() {
                         *d = f(a.0[oa + i * sa], b.0[ob + i * sb], c.0[oc + i * sc]);
