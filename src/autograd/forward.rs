@@ -198,12 +198,14 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         Embed { view } => tx()?.embed(out.shape(), embed_view(view)),
         Windows { dim, size, step } => tx()?.unfold(*dim as isize, *size, *step),
         // The fused ops take no tangents: a dual tensor's op is composed from primitives.
-        RecurrentLayer { .. } | Conv2d { .. } | BatchNorm { .. } | AvgPool2d { .. } => {
-            Err(crate::error::Error::autograd(
-                "fused op",
-                format!("{} was recorded with a tangent", op.name()),
-            ))
-        }
+        RecurrentLayer { .. }
+        | Conv2d { .. }
+        | BatchNorm { .. }
+        | AvgPool2d { .. }
+        | Softmax { .. } => Err(crate::error::Error::autograd(
+            "fused op",
+            format!("{} was recorded with a tangent", op.name()),
+        )),
         FoldWindows {
             dim,
             size,

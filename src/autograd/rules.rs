@@ -111,6 +111,11 @@ pub enum BackwardOp {
         stats: Tensor,
         eps: f64,
     },
+    /// Fused softmax or log-softmax along the last dim (`tensor/fused/softmax.rs`): input
+    /// `x`; the rule reads the output.
+    Softmax {
+        log: bool,
+    },
     /// Fused average pooling (`tensor/fused/pool.rs`): input `x`.
     AvgPool2d {
         geometry: crate::cpu::pooling::PoolGeometry,
@@ -166,6 +171,8 @@ impl BackwardOp {
             Conv2d { .. } => "Convolution".into(),
             BatchNorm { .. } => "NativeBatchNorm".into(),
             AvgPool2d { .. } => "AvgPool2D".into(),
+            Softmax { log: false } => "Softmax".into(),
+            Softmax { log: true } => "LogSoftmax".into(),
             FoldWindows { .. } => "UnfoldBackward".into(),
         };
         format!("{base}Backward0")
@@ -201,6 +208,7 @@ impl BackwardOp {
             | FoldWindows { .. }
             | Conv2d { .. }
             | AvgPool2d { .. }
+            | Softmax { .. }
             | Embed { .. } => None,
         }
     }
@@ -216,6 +224,7 @@ impl BackwardOp {
             // The saved result is a view of the output; a recurrent layer's gradient reads
             // the states it output as the next steps' inputs.
             Extremum { .. } | RecurrentLayer { .. } => Reads::All,
+            Softmax { .. } => Reads::Output,
             Cast
             | Sum { .. }
             | Cumsum { .. }
@@ -442,6 +451,7 @@ pub(crate) fn backward(
         AvgPool2d { geometry } => {
             crate::tensor::fused::pool::avg_pool2d_backward(g, inputs, geometry)?
         }
+        Softmax { log } => crate::tensor::fused::softmax::softmax_backward(g, inputs, out, *log)?,
         FoldWindows {
             dim,
             size,

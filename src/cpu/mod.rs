@@ -15,6 +15,7 @@ pub(crate) mod pooling;
 pub(crate) mod recurrent;
 mod reduce;
 pub(crate) mod simd;
+pub(crate) mod softmax;
 
 pub use memory::room;
 

@@ -329,26 +329,48 @@ impl Tensor {
         out.reshape(shape)
     }
 
-    /// `exp(x) / sum(exp(x))` along `dim`, computed stably.
+    /// `exp(x) / sum(exp(x))` along `dim`, computed stably. One fused op along the last dim
+    /// of a contiguous CPU tensor (`tensor/fused/softmax.rs`).
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.live()?;
         let x = self.as_float()?;
         let d = x.dims_of("softmax", [dim])?;
-        if d.is_empty() {
+        let Some(&d) = d.first() else {
             return Tensor::ones_like(&x);
+        };
+        if d + 1 == x.ndim() {
+            if let Some(y) = crate::tensor::fused::softmax::softmax_last(&x, false)? {
+                return Ok(y);
+            }
         }
-        let e = x.sub(&x.stable_shift(&d, false)?)?.exp()?;
-        e.div(&e.sum_dims_internal(&d, true)?)
+        x.softmax_composite(d)
     }
 
-    /// `log(softmax(x))` along `dim`, computed stably (no `log(0)` for large logits).
+    /// [`Tensor::softmax`] along `dim` composed from primitives.
+    pub(crate) fn softmax_composite(&self, dim: usize) -> Result<Tensor> {
+        let e = self.sub(&self.stable_shift(&[dim], false)?)?.exp()?;
+        e.div(&e.sum_dims_internal(&[dim], true)?)
+    }
+
+    /// `log(softmax(x))` along `dim`, computed stably (no `log(0)` for large logits). One
+    /// fused op along the last dim of a contiguous CPU tensor.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.live()?;
         let x = self.as_float()?;
         let d = x.dims_of("log_softmax", [dim])?;
-        if d.is_empty() {
+        let Some(&d) = d.first() else {
             return Tensor::zeros_like(&x);
+        };
+        if d + 1 == x.ndim() {
+            if let Some(y) = crate::tensor::fused::softmax::softmax_last(&x, true)? {
+                return Ok(y);
+            }
         }
-        x.sub(&x.logsumexp([dim], true)?)
+        x.log_softmax_composite(d)
+    }
+
+    /// [`Tensor::log_softmax`] along `dim` composed from primitives.
+    pub(crate) fn log_softmax_composite(&self, dim: usize) -> Result<Tensor> {
+        self.sub(&self.logsumexp([dim as isize], true)?)
     }
 }

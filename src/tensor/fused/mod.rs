@@ -8,6 +8,7 @@ pub(crate) mod conv;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod recurrent;
+pub(crate) mod softmax;
 
 use crate::autograd::BackwardOp;
 use crate::device::Device;

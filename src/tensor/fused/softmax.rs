@@ -1,0 +1,65 @@
+//! Softmax and log-softmax along the last dim as one op where the input is a contiguous
+//! f32 CPU tensor without a tangent (the kernels of `cpu/softmax.rs`), composed from
+//! primitives elsewhere (`Tensor::softmax_composite`, `Tensor::log_softmax_composite`).
+//! The backward rule reads the output; under `create_graph` it differentiates the
+//! composite.
+
+use super::{composite_backward, host_tensor, on_host};
+use crate::autograd::{is_grad_enabled, BackwardOp};
+use crate::error::Result;
+use crate::host::HostBuffer;
+use crate::storage::Storage;
+use crate::tensor::Tensor;
+
+/// The last dim's length, where the kernels take `x` (a non-empty row).
+fn row_len(x: &Tensor) -> Option<usize> {
+    x.shape()
+        .last()
+        .copied()
+        .filter(|&n| n > 0 && x.numel() > 0)
+}
+
+/// Softmax (`log` false) or log-softmax of `x` along its last dim as one op, or `None`
+/// where the kernels do not take `x`.
+pub(crate) fn softmax_last(x: &Tensor, log: bool) -> Result<Option<Tensor>> {
+    let Some(n) = row_len(x) else {
+        return Ok(None);
+    };
+    let Some(y) = on_host([x], |[x]| crate::cpu::softmax::forward(x, n, log)) else {
+        return Ok(None);
+    };
+    Tensor::from_op(
+        Storage::Cpu(HostBuffer::F32(y)),
+        x.shape(),
+        || BackwardOp::Softmax { log },
+        &[x],
+    )
+    .map(Some)
+}
+
+/// The input's gradient from the output's `grad` and the output `out`.
+pub(crate) fn softmax_backward(
+    grad: &Tensor,
+    inputs: &[Tensor],
+    out: &Tensor,
+    log: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    if !is_grad_enabled() {
+        if let Some(n) = row_len(out) {
+            let grad = grad.contiguous()?;
+            if let Some(dx) = on_host([out, &grad], |[y, g]| {
+                crate::cpu::softmax::backward(y, g, n, log)
+            }) {
+                return Ok(vec![Some(host_tensor(dx, out.shape()))]);
+            }
+        }
+    }
+    composite_backward(grad, inputs, |ins| {
+        let last = ins[0].ndim().saturating_sub(1);
+        if log {
+            ins[0].log_softmax_composite(last)
+        } else {
+            ins[0].softmax_composite(last)
+        }
+    })
+}
