@@ -1,5 +1,5 @@
 //! The ops that run as one fused kernel on the CPU (convolution, batch normalisation,
-//! average pooling, recurrent layers, softmax and log-softmax), each against its composite form, which a GPU runs and which
+//! average pooling, recurrent layers, softmax and log-softmax, layer normalisation), each against its composite form, which a GPU runs and which
 //! `create_graph` differentiates: gradients agree with finite differences and with each
 //! other, second-order gradients agree across devices, and an input computed from another
 //! gets each of its paths counted once. The values against PyTorch are the golden cases.
@@ -178,6 +178,24 @@ fn fused_softmax_and_log_softmax_agree_with_finite_differences_and_the_composite
             |t| t[0].mul_scalar(2.0)?.log_softmax(-1),
         )?;
     }
+    Ok(())
+}
+
+#[test]
+fn fused_layer_norm_agrees_with_finite_differences_and_the_composite() -> Result<()> {
+    // With the weight and bias, without them, and over two trailing dims.
+    check("layer_norm affine", 80, &[&[4, 6], &[6], &[6]], |t| {
+        F::layer_norm(&t[0], &[6], Some(&t[1]), Some(&t[2]), 1e-5)?.tanh()
+    })?;
+    check("layer_norm plain", 81, &[&[2, 3, 5]], |t| {
+        F::layer_norm(&t[0], &[5], None, None, 1e-5)?.tanh()
+    })?;
+    check(
+        "layer_norm weight only, 2 dims",
+        82,
+        &[&[3, 2, 4], &[2, 4]],
+        |t| F::layer_norm(&t[0], &[2, 4], Some(&t[1]), None, 1e-5)?.tanh(),
+    )?;
     Ok(())
 }
 

@@ -201,6 +201,7 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         RecurrentLayer { .. }
         | Conv2d { .. }
         | BatchNorm { .. }
+        | LayerNorm { .. }
         | AvgPool2d { .. }
         | Softmax { .. } => Err(crate::error::Error::autograd(
             "fused op",

@@ -111,6 +111,15 @@ pub enum BackwardOp {
         stats: Tensor,
         eps: f64,
     },
+    /// Fused layer normalisation over the last `dims` dims (`tensor/fused/layer_norm.rs`):
+    /// inputs `x` and, as `affine` says, the weight and the bias; `stats` each row's mean
+    /// and `1 / sqrt(var + eps)`.
+    LayerNorm {
+        dims: usize,
+        affine: crate::tensor::fused::layer_norm::Affine,
+        stats: Tensor,
+        eps: f64,
+    },
     /// Fused softmax or log-softmax along the last dim (`tensor/fused/softmax.rs`): input
     /// `x`; the rule reads the output.
     Softmax {
@@ -170,6 +179,7 @@ impl BackwardOp {
             RecurrentLayer { .. } => "RnnLayer".into(),
             Conv2d { .. } => "Convolution".into(),
             BatchNorm { .. } => "NativeBatchNorm".into(),
+            LayerNorm { .. } => "NativeLayerNorm".into(),
             AvgPool2d { .. } => "AvgPool2D".into(),
             Softmax { log: false } => "Softmax".into(),
             Softmax { log: true } => "LogSoftmax".into(),
@@ -187,7 +197,9 @@ impl BackwardOp {
                 Some(index)
             }
             Extremum { out, .. } => Some(out),
-            RecurrentLayer { work, .. } | BatchNorm { stats: work, .. } => Some(work),
+            RecurrentLayer { work, .. }
+            | BatchNorm { stats: work, .. }
+            | LayerNorm { stats: work, .. } => Some(work),
             Unary(_)
             | Binary(_)
             | BinaryScalar { .. }
@@ -220,7 +232,12 @@ impl BackwardOp {
         match self {
             Unary(op) => op.def().reads,
             Binary(op) | BinaryScalar { op, .. } => op.def().reads,
-            Where { .. } | Prod { .. } | Matmul | Conv2d { .. } | BatchNorm { .. } => Reads::Inputs,
+            Where { .. }
+            | Prod { .. }
+            | Matmul
+            | Conv2d { .. }
+            | BatchNorm { .. }
+            | LayerNorm { .. } => Reads::Inputs,
             // The saved result is a view of the output; a recurrent layer's gradient reads
             // the states it output as the next steps' inputs.
             Extremum { .. } | RecurrentLayer { .. } => Reads::All,
@@ -451,6 +468,18 @@ pub(crate) fn backward(
         AvgPool2d { geometry } => {
             crate::tensor::fused::pool::avg_pool2d_backward(g, inputs, geometry)?
         }
+        LayerNorm {
+            dims,
+            affine,
+            stats,
+            eps,
+        } => crate::tensor::fused::layer_norm::layer_norm_backward(
+            g,
+            inputs,
+            (*dims, *affine),
+            stats,
+            *eps,
+        )?,
         Softmax { log } => crate::tensor::fused::softmax::softmax_backward(g, inputs, out, *log)?,
         FoldWindows {
             dim,

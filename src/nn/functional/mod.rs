@@ -18,7 +18,7 @@ mod resample;
 
 pub use attention::{scaled_dot_product_attention, AttentionMask};
 pub use conv::{conv1d, conv_transpose2d};
-pub(crate) use norm::{batch_norm_composite, batch_norm_train};
+pub(crate) use norm::{batch_norm_composite, batch_norm_train, layer_norm_composite};
 pub use norm::{group_norm, layer_norm};
 pub use pool::{adaptive_avg_pool2d, adaptive_max_pool2d};
 pub use resample::{interpolate, one_hot, pad, scaled_size, Interpolation, PadMode};

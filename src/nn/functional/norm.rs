@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Normalise over the trailing dims of shape `normalized_shape`, then `* weight + bias`.
+/// One fused op on contiguous CPU tensors (`tensor/fused/layer_norm.rs`).
 pub fn layer_norm(
     x: &Tensor,
     normalized_shape: &[usize],
@@ -23,6 +24,20 @@ pub fn layer_norm(
             "the input must end with the normalized shape",
         ));
     }
+    if let Some(y) = crate::tensor::fused::layer_norm::layer_norm(x, k, weight, bias, eps)? {
+        return Ok(y);
+    }
+    layer_norm_composite(x, k, weight, bias, eps)
+}
+
+/// [`layer_norm`] over the last `k` dims composed from primitives (shapes checked by it).
+pub(crate) fn layer_norm_composite(
+    x: &Tensor,
+    k: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     let dims: Vec<isize> = (x.ndim() - k..x.ndim()).map(|d| d as isize).collect();
     affine(normalize(x, &dims, eps)?.0, weight, bias)
 }

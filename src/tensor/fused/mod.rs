@@ -5,6 +5,7 @@
 //! the op's composite form so that its gradient can be differentiated again.
 
 pub(crate) mod conv;
+pub(crate) mod layer_norm;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod recurrent;
