@@ -253,14 +253,30 @@ fn min_nan(a: f32, x: f32) -> f32 {
 }
 
 /// Sum a run in blocks: 32 f32 lanes inside a block (independent accumulators, so the
-/// adds pipeline and vectorise), f64 across blocks for accuracy.
+/// adds pipeline and vectorise), f64 across blocks for accuracy. A long run is read as two
+/// halves side by side: two streams keep more memory reads in flight than one (16M floats:
+/// median 51-55 -> 57-61 GB/s on this project's 2-core machine, PyTorch's 56-62).
 fn sum_run_f32(acc: f64, xs: &[f32], _start: usize) -> f64 {
     const LANES: usize = 32;
+    const BLOCK: usize = 4096;
     super::simd::vectorized(
         #[inline(always)]
         || {
             let mut total = acc;
-            for block in xs.chunks(4096) {
+            let half = xs.len() / (2 * BLOCK) * BLOCK;
+            let (a, rest) = xs.split_at(half);
+            let (b, tail) = rest.split_at(half);
+            for (ba, bb) in a.chunks_exact(BLOCK).zip(b.chunks_exact(BLOCK)) {
+                let (mut la, mut lb) = ([0f32; LANES], [0f32; LANES]);
+                for (ca, cb) in ba.chunks_exact(LANES).zip(bb.chunks_exact(LANES)) {
+                    for k in 0..LANES {
+                        la[k] += ca[k];
+                        lb[k] += cb[k];
+                    }
+                }
+                total += la.iter().sum::<f32>() as f64 + lb.iter().sum::<f32>() as f64;
+            }
+            for block in tail.chunks(BLOCK) {
                 let mut lanes = [0f32; LANES];
                 let mut it = block.chunks_exact(LANES);
                 for c in &mut it {
@@ -268,11 +284,7 @@ fn sum_run_f32(acc: f64, xs: &[f32], _start: usize) -> f64 {
                         lanes[k] += c[k];
                     }
                 }
-                let mut s: f32 = it.remainder().iter().sum();
-                for pair in lanes.chunks_exact(2) {
-                    s += pair[0] + pair[1];
-                }
-                total += s as f64;
+                total += (lanes.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()) as f64;
             }
             total
         },
@@ -451,6 +463,25 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's sum, read as two streams and a tail, against f64 for lengths below, at and
+    /// around the two-block boundary, with a nonzero starting value.
+    #[test]
+    fn run_sums_match_a_float64_reference() {
+        for n in [0usize, 1, 31, 4096, 8191, 8192, 8193, 3 * 8192 + 77] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 4.0)
+                .collect();
+            let want = 0.25 + v.iter().map(|&x| x as f64).sum::<f64>();
+            let got = sum_run_f32(0.25, &v, 0);
+            let bound =
+                4096.0 * f32::EPSILON as f64 * v.iter().map(|x| x.abs() as f64).sum::<f64>();
+            assert!(
+                (got - want).abs() <= bound + 1e-12,
+                "n {n}: {got} vs {want}"
+            );
+        }
+    }
 
     #[test]
     fn sums_over_leading_dims_match_a_float64_reference() {
