@@ -172,25 +172,6 @@ fn with_workspaces<R>(lens: [usize; 2], f: impl FnOnce(&mut [f32], &mut [f32]) -
     r
 }
 
-/// `sum(v)` in 16 independent f32 lanes (a plain f32 sum is one serial chain the compiler
-/// may not reorder), at the CPU's vector width.
-fn lane_sum(v: &[f32]) -> f64 {
-    const LANES: usize = 16;
-    super::simd::vectorized(
-        #[inline(always)]
-        || {
-            let mut lanes = [0f32; LANES];
-            let mut it = v.chunks_exact(LANES);
-            for c in &mut it {
-                for k in 0..LANES {
-                    lanes[k] += c[k];
-                }
-            }
-            (lanes.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()) as f64
-        },
-    )
-}
-
 /// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c / groups, kh, kw]`) plus
 /// `bias` (`[o]`): `[n, o, oh, ow]`, row-major.
 pub fn conv2d_forward(
@@ -353,7 +334,10 @@ pub fn conv2d_backward(
         let mut totals = vec![0.0f64; g.o];
         for dy_img in dy.chunks_exact(g.image_out().max(1)) {
             for (t, row) in totals.iter_mut().zip(dy_img.chunks_exact(p.max(1))) {
-                *t += lane_sum(row);
+                *t += super::simd::vectorized(
+                    #[inline(always)]
+                    || super::lanes::sum(row),
+                );
             }
         }
         totals.into_iter().map(|t| t as f32).collect()

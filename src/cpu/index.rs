@@ -203,47 +203,41 @@ fn scatter_add_rows(
         strides: sl.strides.clone(),
         offset: sl.offset,
     };
-    fn add_rows<T: Copy>(
-        out: &mut [T],
+    // The base copied, then the source's rows added into the rows the line names.
+    fn scatter<T: super::pool::Pooled + Sync>(
+        (b, bl): (&[T], &Layout),
         src: &[T],
         rows: &[usize],
         (outer, n, k, inner): (usize, usize, usize, usize),
-        add: impl Fn(T, T) -> T,
-    ) {
+        add: fn(T, T) -> T,
+    ) -> Vec<T> {
+        let mut out = super::contiguous_vec(b, bl);
         for o in 0..outer {
             for (j, &r) in rows.iter().enumerate() {
                 let dst = &mut out[(o * n + r) * inner..][..inner];
-                let from = &src[(o * k + j) * inner..][..inner];
-                for (d, &x) in dst.iter_mut().zip(from) {
+                for (d, &x) in dst.iter_mut().zip(&src[(o * k + j) * inner..][..inner]) {
                     *d = add(*d, x);
                 }
             }
         }
+        out
     }
     let sizes = (outer, n, k, inner);
     Ok(match (base, src) {
-        (HostBuffer::F32(b), HostBuffer::F32(s)) => {
-            let mut out = super::contiguous_vec(b, bl);
-            add_rows(
-                &mut out,
-                &super::contiguous_cow(s, &src_view),
-                &rows,
-                sizes,
-                |a, x| a + x,
-            );
-            HostBuffer::F32(out)
-        }
-        (HostBuffer::I64(b), HostBuffer::I64(s)) => {
-            let mut out = super::contiguous_vec(b, bl);
-            add_rows(
-                &mut out,
-                &super::contiguous_cow(s, &src_view),
-                &rows,
-                sizes,
-                |a, x| a.wrapping_add(x),
-            );
-            HostBuffer::I64(out)
-        }
+        (HostBuffer::F32(b), HostBuffer::F32(s)) => HostBuffer::F32(scatter(
+            (b, bl),
+            &super::contiguous_cow(s, &src_view),
+            &rows,
+            sizes,
+            |a, x| a + x,
+        )),
+        (HostBuffer::I64(b), HostBuffer::I64(s)) => HostBuffer::I64(scatter(
+            (b, bl),
+            &super::contiguous_cow(s, &src_view),
+            &rows,
+            sizes,
+            i64::wrapping_add,
+        )),
         (b, s) => {
             return Err(Error::Unsupported {
                 op: "scatter_add",

@@ -7,27 +7,6 @@
 
 use rayon::prelude::*;
 
-const LANES: usize = 16;
-
-/// `sum f(a[k], b[k])` in independent lanes, f64 at the end.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let (mut ia, mut ib) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (ca, cb) in (&mut ia).zip(&mut ib) {
-        for k in 0..LANES {
-            lanes[k] += f(ca[k], cb[k]);
-        }
-    }
-    let rest: f64 = ia
-        .remainder()
-        .iter()
-        .zip(ib.remainder())
-        .map(|(&x, &y)| f(x, y) as f64)
-        .sum();
-    lanes.iter().map(|&v| v as f64).sum::<f64>() + rest
-}
-
 /// Rows per parallel task: at least a few thousand elements each.
 fn rows_per_task(d: usize) -> usize {
     (super::PARALLEL_THRESHOLD / 4 / d.max(1)).max(1)
@@ -54,9 +33,9 @@ pub fn forward(
             #[inline(always)]
             || {
                 for ((y, st), x) in y.chunks_mut(d).zip(stats.chunks_mut(2)).zip(x.chunks(d)) {
-                    let mean = lane_sum(x, x, |v, _| v) / d as f64;
+                    let mean = super::lanes::sum_of(x, x, |v, _| v) / d as f64;
                     let m = mean as f32;
-                    let var = lane_sum(x, x, |v, _| (v - m) * (v - m)) / d as f64;
+                    let var = super::lanes::sum_of(x, x, |v, _| (v - m) * (v - m)) / d as f64;
                     let r = (1.0 / (var + eps).sqrt()) as f32;
                     st[0] = m;
                     st[1] = r;
@@ -142,8 +121,9 @@ pub fn backward(
                             }
                             None => g.copy_from_slice(dy),
                         }
-                        let g_mean = (lane_sum(&g, &g, |v, _| v) / d as f64) as f32;
-                        let gx_mean = (lane_sum(&g, &xhat, |a, b| a * b) / d as f64) as f32;
+                        let g_mean = (super::lanes::sum_of(&g, &g, |v, _| v) / d as f64) as f32;
+                        let gx_mean =
+                            (super::lanes::sum_of(&g, &xhat, |a, b| a * b) / d as f64) as f32;
                         let out = &mut dx[i * d..(i + 1) * d];
                         for ((o, &gv), &h) in out.iter_mut().zip(&g).zip(&xhat) {
                             *o = r * (gv - g_mean - h * gx_mean);

@@ -6,6 +6,7 @@ pub(crate) mod cells;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod index;
+pub(crate) mod lanes;
 pub(crate) mod layer_norm;
 pub(crate) mod map;
 pub(crate) mod matmul;

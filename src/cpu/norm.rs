@@ -22,33 +22,12 @@ impl NormGeometry {
     }
 }
 
-/// `sum f(a[k], b[k])` in blocks of independent f32 lanes (so the adds vectorise), f64
-/// across blocks for accuracy.
+/// `sum f(a[k], b[k])` in vector lanes (`cpu/lanes.rs`) at the CPU's full width.
 #[inline(always)]
 fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    const LANES: usize = 16;
     super::simd::vectorized(
         #[inline(always)]
-        || {
-            let mut total = 0.0f64;
-            for (a, b) in a.chunks(2048).zip(b.chunks(2048)) {
-                let mut lanes = [0f32; LANES];
-                let (mut ia, mut ib) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-                for (ca, cb) in (&mut ia).zip(&mut ib) {
-                    for k in 0..LANES {
-                        lanes[k] += f(ca[k], cb[k]);
-                    }
-                }
-                let rest: f32 = ia
-                    .remainder()
-                    .iter()
-                    .zip(ib.remainder())
-                    .map(|(&x, &y)| f(x, y))
-                    .sum();
-                total += (lanes.iter().sum::<f32>() + rest) as f64;
-            }
-            total
-        },
+        || super::lanes::sum_of(a, b, f),
     )
 }
 

@@ -38,38 +38,6 @@ fn row_max(row: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &x| max_nan(m, x))
 }
 
-/// `sum(v)` in independent lanes, f64 at the end.
-#[inline(always)]
-fn row_sum(v: &[f32]) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let mut it = v.chunks_exact(LANES);
-    for c in &mut it {
-        for k in 0..LANES {
-            lanes[k] += c[k];
-        }
-    }
-    lanes.iter().chain(it.remainder()).map(|&x| x as f64).sum()
-}
-
-/// `sum(a * b)` in independent lanes, f64 at the end.
-#[inline(always)]
-fn row_dot(a: &[f32], b: &[f32]) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let (mut ia, mut ib) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (ca, cb) in (&mut ia).zip(&mut ib) {
-        for k in 0..LANES {
-            lanes[k] += ca[k] * cb[k];
-        }
-    }
-    let rest: f64 = ia
-        .remainder()
-        .iter()
-        .zip(ib.remainder())
-        .map(|(&x, &y)| (x * y) as f64)
-        .sum();
-    lanes.iter().map(|&x| x as f64).sum::<f64>() + rest
-}
-
 /// `f(out row, row, ...)` over the rows of length `n`, in parallel when large.
 fn rows(
     n: usize,
@@ -110,7 +78,7 @@ pub fn forward(x: &[f32], n: usize, log: bool) -> Vec<f32> {
             for (d, &v) in y.iter_mut().zip(x) {
                 *d = exp(v - shift);
             }
-            let lse = (row_sum(y).ln() as f32) + shift;
+            let lse = (super::lanes::sum(y).ln() as f32) + shift;
             for (d, &v) in y.iter_mut().zip(x) {
                 *d = v - lse;
             }
@@ -118,7 +86,7 @@ pub fn forward(x: &[f32], n: usize, log: bool) -> Vec<f32> {
             for (d, &v) in y.iter_mut().zip(x) {
                 *d = exp(v - m);
             }
-            let inv = (1.0 / row_sum(y)) as f32;
+            let inv = (1.0 / super::lanes::sum(y)) as f32;
             for d in y.iter_mut() {
                 *d *= inv;
             }
@@ -136,12 +104,12 @@ pub fn backward(y: &[f32], g: &[f32], n: usize, log: bool) -> Vec<f32> {
     }
     rows(n, &mut dx, [y, g], |dx, y, g| {
         if log {
-            let total = row_sum(g) as f32;
+            let total = super::lanes::sum(g) as f32;
             for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
                 *d = gv - exp(yv) * total;
             }
         } else {
-            let dot = row_dot(g, y) as f32;
+            let dot = super::lanes::sum_of(g, y, |a, b| a * b) as f32;
             for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
                 *d = yv * (gv - dot);
             }
