@@ -2,9 +2,9 @@
 //! differentiate without backward code of their own: `linear`, convolution through im2col
 //! (the windows as a `Tensor::unfold` view, copied into columns, times the weight), pooling
 //! (a reduction over the same windows), normalisation, GELU, dropout. On the CPU the
-//! convolution, average pooling and batch normalisation's training pass run as fused ops
-//! (`tensor/fused/`) where their operands allow; the composites here are their reference
-//! and what `create_graph` differentiates.
+//! convolution, average pooling, layer normalisation and batch normalisation's training
+//! pass run as fused ops (`tensor/fused/`) where their operands allow; the composites here
+//! are their reference and what `create_graph` differentiates.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -1,8 +1,9 @@
 //! Ops that run as one fused kernel on the CPU (`cpu/recurrent.rs`, `cpu/conv.rs`,
-//! `cpu/norm.rs`, `cpu/pooling.rs`) where their operands allow, composed from primitives
-//! elsewhere. What they share lives here: the test for operands a fused kernel takes, its
-//! results as tensors, and the backward pass under `create_graph`, which differentiates
-//! the op's composite form so that its gradient can be differentiated again.
+//! `cpu/norm.rs`, `cpu/layer_norm.rs`, `cpu/softmax.rs`, `cpu/pooling.rs`) where their
+//! operands allow, composed from primitives elsewhere. What they share lives here: the
+//! test for operands a fused kernel takes, its results as tensors, and the backward pass
+//! under `create_graph`, which differentiates the op's composite form so that its gradient
+//! can be differentiated again.
 
 pub(crate) mod conv;
 pub(crate) mod layer_norm;
