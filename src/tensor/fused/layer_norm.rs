@@ -7,6 +7,7 @@
 
 use super::{composite_backward, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
 use crate::storage::Storage;
@@ -32,6 +33,7 @@ pub(crate) fn layer_norm(
     let d: usize = normalized.iter().product();
     if d == 0
         || x.numel() == 0
+        || !matches!(x.device(), crate::device::Device::Cpu)
         || [weight, bias]
             .iter()
             .flatten()
@@ -39,6 +41,7 @@ pub(crate) fn layer_norm(
     {
         return Ok(None);
     }
+    crate::storage::host_room("layer_norm", x.numel(), DType::F32)?;
     // A missing weight or bias fills its operand slot with x, unread.
     let (w, b) = (weight.unwrap_or(x), bias.unwrap_or(x));
     let Some((y, stats)) = on_host([x, w, b], |[x, w, b]| {
@@ -81,6 +84,7 @@ pub(crate) fn layer_norm_backward(
     let weight = affine.weight.then(|| &inputs[1]);
     let bias = affine.bias.then(|| &inputs[1 + affine.weight as usize]);
     if !is_grad_enabled() {
+        crate::storage::host_room("layer_norm backward", x.numel(), DType::F32)?;
         let grad = grad.contiguous()?;
         let normalized = &x.shape()[x.ndim() - k..];
         let d: usize = normalized.iter().product();

@@ -6,17 +6,19 @@
 
 use super::{composite_backward, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 
-/// The last dim's length, where the kernels take `x` (a non-empty row).
+/// The last dim's length, where the kernels may take `x` (a non-empty row of a CPU tensor).
 fn row_len(x: &Tensor) -> Option<usize> {
+    let on_cpu = matches!(x.device(), crate::device::Device::Cpu);
     x.shape()
         .last()
         .copied()
-        .filter(|&n| n > 0 && x.numel() > 0)
+        .filter(|&n| on_cpu && n > 0 && x.numel() > 0)
 }
 
 /// Softmax (`log` false) or log-softmax of `x` along its last dim as one op, or `None`
@@ -25,6 +27,11 @@ pub(crate) fn softmax_last(x: &Tensor, log: bool) -> Result<Option<Tensor>> {
     let Some(n) = row_len(x) else {
         return Ok(None);
     };
+    crate::storage::host_room(
+        if log { "log_softmax" } else { "softmax" },
+        x.numel(),
+        DType::F32,
+    )?;
     let Some(y) = on_host([x], |[x]| crate::cpu::softmax::forward(x, n, log)) else {
         return Ok(None);
     };
@@ -46,6 +53,7 @@ pub(crate) fn softmax_backward(
 ) -> Result<Vec<Option<Tensor>>> {
     if !is_grad_enabled() {
         if let Some(n) = row_len(out) {
+            crate::storage::host_room("softmax backward", out.numel(), DType::F32)?;
             let grad = grad.contiguous()?;
             if let Some(dx) = on_host([out, &grad], |[y, g]| {
                 crate::cpu::softmax::backward(y, g, n, log)
