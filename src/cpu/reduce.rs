@@ -357,6 +357,9 @@ where
         bases.extend((0..run).map(|i| o + i * s))
     });
 
+    // A strided run is gathered into a buffer a block at a time: a run can be as long as
+    // the reduction (2^40 elements of an expanded view), far more than memory holds.
+    const GATHER: usize = 4096;
     let fold_range = |base: usize, start: usize, end: usize| -> A {
         let mut acc = init;
         let mut pos = start;
@@ -364,10 +367,20 @@ where
         inner.for_each_run(start, end, |[o], run, [s]| {
             if s == 1 || run == 1 {
                 acc = fold_run(acc, &v[base + o..base + o + run], pos);
-            } else {
+            } else if s == 0 {
+                // One element repeated: the same block folded again and again.
                 buf.clear();
-                buf.extend((0..run).map(|i| v[base + o + i * s]));
-                acc = fold_run(acc, &buf, pos);
+                buf.resize(run.min(GATHER), v[base + o]);
+                for at in (0..run).step_by(GATHER) {
+                    acc = fold_run(acc, &buf[..(run - at).min(GATHER)], pos + at);
+                }
+            } else {
+                for at in (0..run).step_by(GATHER) {
+                    let n = (run - at).min(GATHER);
+                    buf.clear();
+                    buf.extend((at..at + n).map(|i| v[base + o + i * s]));
+                    acc = fold_run(acc, &buf, pos + at);
+                }
             }
             pos += run;
         });
@@ -463,6 +476,53 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Strided and broadcast runs longer than the gather block: sums and arg-reductions
+    /// across block boundaries, with the positions of later blocks.
+    #[test]
+    fn long_strided_and_broadcast_runs_fold_in_blocks() {
+        let n = 10_000;
+        // [2, n] seen through a transpose of [n, 2]: each row a run of stride 2.
+        let mut v: Vec<f32> = (0..2 * n).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
+        v[2 * 9_000 + 1] = 5.0;
+        let l = Layout {
+            shape: vec![2, n],
+            strides: vec![1, 2],
+            offset: 0,
+        };
+        let HostBuffer::F32(sums) =
+            reduce(ReduceOp::Sum, &HostBuffer::F32(v.clone()), &l, &[1]).unwrap()
+        else {
+            panic!("f32 sums");
+        };
+        for (r, &got) in sums.iter().enumerate() {
+            let want: f64 = (0..n).map(|i| v[2 * i + r] as f64).sum();
+            assert!((got as f64 - want).abs() < 1e-3, "row {r}: {got} vs {want}");
+        }
+        let HostBuffer::I64(arg) =
+            reduce(ReduceOp::ArgMax, &HostBuffer::F32(v.clone()), &l, &[1]).unwrap()
+        else {
+            panic!("i64 indices");
+        };
+        assert_eq!(arg[1], 9_000);
+        // One element broadcast to n: a run of stride 0.
+        let b = Layout {
+            shape: vec![n],
+            strides: vec![0],
+            offset: 3,
+        };
+        let HostBuffer::F32(s) =
+            reduce(ReduceOp::Sum, &HostBuffer::F32(v.clone()), &b, &[0]).unwrap()
+        else {
+            panic!("f32 sum");
+        };
+        assert!(
+            (s[0] as f64 - n as f64 * v[3] as f64).abs() < 1e-2,
+            "{} vs {}",
+            s[0],
+            v[3]
+        );
+    }
 
     /// A run's sum, read as two streams and a tail, against f64 for lengths below, at and
     /// around the two-block boundary, with a nonzero starting value.
