@@ -185,6 +185,33 @@ fn hostile_sizes_and_values_are_errors() -> Result<()> {
     Ok(())
 }
 
+/// Reductions over a view expanded to 2^40 elements: on the CPU the repeats are counted, not
+/// walked (this aborted, gathering a 512 GiB buffer); a GPU refuses the size or answers.
+#[test]
+fn reductions_over_huge_broadcast_views_finish() {
+    on_small_thread(Duration::from_secs(60), || {
+        let n = 1usize << 40;
+        let row = Tensor::new([1.5f32, -2.0])?.reshape([1, 2])?;
+        let huge = row.expand([n, 2])?;
+        assert_eq!(huge.sum()?.item::<f64>()?, -0.5 * n as f64);
+        assert_eq!(
+            huge.sum_dims([0], false)?.to_vec::<f32>()?,
+            vec![1.5 * n as f32, -2.0 * n as f32]
+        );
+        assert_eq!(huge.max()?.item::<f32>()?, 1.5);
+        assert_eq!(huge.mean()?.item::<f32>()?, -0.25);
+        let ints = Tensor::new([3i64])?.expand([n])?;
+        assert_eq!(ints.sum()?.item::<i64>()?, 3 << 40);
+        for dev in common::devices().into_iter().skip(1) {
+            // Refused for its size on an adapter's binding limit, or computed: never a panic.
+            if let Ok(s) = huge.to_device(&dev).and_then(|t| t.sum()) {
+                assert_eq!(s.item::<f64>()?, -0.5 * n as f64);
+            }
+        }
+        Ok(())
+    });
+}
+
 /// Integer powers and ranges as PyTorch computes them, on every device.
 #[test]
 fn integer_pow_and_arange_follow_pytorch() -> Result<()> {

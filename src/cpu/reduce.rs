@@ -14,6 +14,25 @@ use rayon::prelude::*;
 /// done on i64 by the caller, as PyTorch does.
 pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Result<HostBuffer> {
     use ReduceOp::*;
+    // A reduced dim of stride 0 (a broadcast) repeats the same elements: max and min are the
+    // reduction without it, a sum is that times its size. One pass over the stored elements
+    // instead of a walk over every repeat (2^40 of them for a view expanded that far).
+    if let (Sum | Max | Min, Some((stored, repeats))) = (op, without_broadcast_dims(l, dims)) {
+        return Ok(match (op, reduce(op, s, &stored, dims)?) {
+            (Sum, HostBuffer::F32(v)) => HostBuffer::F32(
+                v.into_iter()
+                    .map(|x| (x as f64 * repeats as f64) as f32)
+                    .collect(),
+            ),
+            (Sum, HostBuffer::I64(v)) => HostBuffer::I64(
+                // Wrapping, as a sum of that many terms wraps.
+                v.into_iter()
+                    .map(|x| x.wrapping_mul(repeats as u64 as i64))
+                    .collect(),
+            ),
+            (_, out) => out,
+        });
+    }
     if let (Sum, HostBuffer::F32(v)) = (op, s) {
         if let Some(out) = sum_leading_dims(v, l, dims) {
             return Ok(HostBuffer::F32(out));
@@ -250,6 +269,20 @@ fn min_nan(a: f32, x: f32) -> f32 {
     } else {
         x
     }
+}
+
+/// `l` with its reduced dims of stride 0 (and size over 1) cut to size 1, and the number of
+/// times each stored element repeats in them; `None` where no reduced dim is a broadcast.
+fn without_broadcast_dims(l: &Layout, dims: &[usize]) -> Option<(Layout, usize)> {
+    let mut stored = l.clone();
+    let mut repeats = 1usize;
+    for &d in dims {
+        if l.strides[d] == 0 && l.shape[d] > 1 {
+            repeats = repeats.saturating_mul(l.shape[d]);
+            stored.shape[d] = 1;
+        }
+    }
+    (repeats > 1).then_some((stored, repeats))
 }
 
 /// Sum a run in blocks: 32 f32 lanes inside a block (independent accumulators, so the
@@ -522,6 +555,38 @@ mod tests {
             s[0],
             v[3]
         );
+        // Arg-reductions still walk a broadcast run, one repeated block at a time.
+        let HostBuffer::I64(a) =
+            reduce(ReduceOp::ArgMax, &HostBuffer::F32(v.clone()), &b, &[0]).unwrap()
+        else {
+            panic!("i64 index");
+        };
+        assert_eq!(a, vec![0]);
+        // A row broadcast to 2^40 rows: the broadcast dim reduced in O(row), with a kept dim
+        // and an i64 sum that wraps as 2^40 additions would.
+        let huge = Layout {
+            shape: vec![1 << 40, 3],
+            strides: vec![0, 1],
+            offset: 0,
+        };
+        let row = HostBuffer::F32(vec![1.5, -2.0, f32::NAN]);
+        let HostBuffer::F32(s) = reduce(ReduceOp::Sum, &row, &huge, &[0]).unwrap() else {
+            panic!("f32 sums");
+        };
+        assert_eq!(
+            s[..2],
+            [1.5 * (1u64 << 40) as f32, -2.0 * (1u64 << 40) as f32]
+        );
+        assert!(s[2].is_nan());
+        let HostBuffer::F32(m) = reduce(ReduceOp::Max, &row, &huge, &[0, 1]).unwrap() else {
+            panic!("f32 max");
+        };
+        assert!(m[0].is_nan(), "NaN wins");
+        let ints = HostBuffer::I64(vec![i64::MAX, 3, -1]);
+        let HostBuffer::I64(s) = reduce(ReduceOp::Sum, &ints, &huge, &[0]).unwrap() else {
+            panic!("i64 sums");
+        };
+        assert_eq!(s, vec![i64::MAX.wrapping_mul(1 << 40), 3 << 40, -(1 << 40)]);
     }
 
     /// A run's sum, read as two streams and a tail, against f64 for lengths below, at and
