@@ -135,6 +135,26 @@ pub fn host_room(op: &'static str, n: usize, dtype: DType) -> Result<()> {
     crate::cpu::room(op, n, dtype)
 }
 
+/// Room for a result of `n` elements of `dtype` on `device`, asked before an op builds
+/// intermediate results toward it: host memory on the CPU, the largest buffer a kernel can
+/// bind on a GPU (`Err(BufferTooLarge)` past it).
+pub fn room_on(device: &crate::Device, op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    match device {
+        crate::Device::Cpu => host_room(op, n, dtype),
+        crate::Device::Gpu(g) => {
+            let limit = g.max_storage_binding();
+            match (n as u64).checked_mul(dtype.size_in_bytes() as u64) {
+                Some(bytes) if bytes <= limit => Ok(()),
+                bytes => Err(crate::Error::BufferTooLarge {
+                    op,
+                    bytes: bytes.unwrap_or(u64::MAX),
+                    limit,
+                }),
+            }
+        }
+    }
+}
+
 /// Read-lock `cells` (the `None`s are skipped) and call `f` with their storages, by position.
 /// Each distinct cell is locked once (an op on `x` and `x` must not take one lock twice: a
 /// writer waiting in between would deadlock) and in address order, so that two threads

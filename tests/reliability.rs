@@ -212,6 +212,20 @@ fn reductions_over_huge_broadcast_views_finish() {
     });
 }
 
+/// An upsampling to 2^60 elements is refused at once on every device: each axis's index
+/// list and intermediate result alone fit in memory (8 GiB, 4 GiB), together they had the
+/// process killed.
+#[test]
+fn an_impossible_interpolation_is_refused_before_any_work() -> Result<()> {
+    use wgrad::nn::functional::{interpolate, Interpolation};
+    for dev in common::devices() {
+        let x = Tensor::zeros_on([1, 1, 4, 4], &dev)?;
+        let e = interpolate(&x, &[1 << 30, 1 << 30], Interpolation::Nearest).unwrap_err();
+        assert!(e.to_string().starts_with("interpolate"), "{e}");
+    }
+    Ok(())
+}
+
 /// Integer powers and ranges as PyTorch computes them, on every device.
 #[test]
 fn integer_pow_and_arange_follow_pytorch() -> Result<()> {

@@ -135,6 +135,16 @@ pub fn interpolate(x: &Tensor, size: &[usize], mode: Interpolation) -> Result<Te
             ),
         ));
     }
+    // The result's size first: a size no machine holds is refused before the per-axis index
+    // lists and intermediate results (each of which might fit, and together not) are built.
+    let out_numel = x.shape()[..2]
+        .iter()
+        .chain(size)
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| {
+            Error::bad_shape(OP, x.shape(), format!("output size {size:?} is too large"))
+        })?;
+    crate::storage::room_on(x.device(), OP, out_numel, x.dtype())?;
     let mut out = x.clone();
     for (k, &o) in size.iter().enumerate() {
         let d = 2 + k;
