@@ -185,8 +185,9 @@ fn hostile_sizes_and_values_are_errors() -> Result<()> {
     Ok(())
 }
 
-/// Reductions over a view expanded to 2^40 elements: on the CPU the repeats are counted, not
-/// walked (this aborted, gathering a 512 GiB buffer); a GPU refuses the size or answers.
+/// Sums, products and extrema over a view expanded to 2^40 elements: on the CPU the repeats
+/// are counted, not walked (this aborted, gathering a 512 GiB buffer); a GPU refuses the
+/// size or answers.
 #[test]
 fn reductions_over_huge_broadcast_views_finish() {
     on_small_thread(Duration::from_secs(60), || {
@@ -199,6 +200,14 @@ fn reductions_over_huge_broadcast_views_finish() {
             vec![1.5 * n as f32, -2.0 * n as f32]
         );
         assert_eq!(huge.max()?.item::<f32>()?, 1.5);
+        assert_eq!(
+            row.abs()?
+                .expand([n, 2])?
+                .prod_dims([0], false)?
+                .to_vec::<f32>()?,
+            vec![f32::INFINITY; 2]
+        );
+        assert_eq!(Tensor::ones([1])?.expand([n])?.prod()?.item::<f32>()?, 1.0);
         assert_eq!(huge.mean()?.item::<f32>()?, -0.25);
         let ints = Tensor::new([3i64])?.expand([n])?;
         assert_eq!(ints.sum()?.item::<i64>()?, 3 << 40);

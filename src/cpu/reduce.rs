@@ -15,10 +15,20 @@ use rayon::prelude::*;
 pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Result<HostBuffer> {
     use ReduceOp::*;
     // A reduced dim of stride 0 (a broadcast) repeats the same elements: max and min are the
-    // reduction without it, a sum is that times its size. One pass over the stored elements
-    // instead of a walk over every repeat (2^40 of them for a view expanded that far).
-    if let (Sum | Max | Min, Some((stored, repeats))) = (op, without_broadcast_dims(l, dims)) {
+    // reduction without it, a sum is that times its size, a product that to its power. One
+    // pass over the stored elements instead of a walk over every repeat (2^40 of them for a
+    // view expanded that far).
+    if let (Sum | Prod | Max | Min, Some((stored, repeats))) = (op, without_broadcast_dims(l, dims))
+    {
         return Ok(match (op, reduce(op, s, &stored, dims)?) {
+            (Prod, HostBuffer::F32(v)) => HostBuffer::F32(
+                v.into_iter()
+                    .map(|x| (x as f64).powf(repeats as f64) as f32)
+                    .collect(),
+            ),
+            (Prod, HostBuffer::I64(v)) => {
+                HostBuffer::I64(v.into_iter().map(|x| wrapping_pow(x, repeats)).collect())
+            }
             (Sum, HostBuffer::F32(v)) => HostBuffer::F32(
                 v.into_iter()
                     .map(|x| (x as f64 * repeats as f64) as f32)
@@ -269,6 +279,19 @@ fn min_nan(a: f32, x: f32) -> f32 {
     } else {
         x
     }
+}
+
+/// `x` multiplied by itself `n` times, wrapping as that many i64 products would.
+fn wrapping_pow(mut x: i64, mut n: usize) -> i64 {
+    let mut out = 1i64;
+    while n > 0 {
+        if n & 1 == 1 {
+            out = out.wrapping_mul(x);
+        }
+        x = x.wrapping_mul(x);
+        n >>= 1;
+    }
+    out
 }
 
 /// `l` with its reduced dims of stride 0 (and size over 1) cut to size 1, and the number of
@@ -587,6 +610,32 @@ mod tests {
             panic!("i64 sums");
         };
         assert_eq!(s, vec![i64::MAX.wrapping_mul(1 << 40), 3 << 40, -(1 << 40)]);
+        let HostBuffer::I64(p) = reduce(ReduceOp::Prod, &ints, &huge, &[0]).unwrap() else {
+            panic!("i64 products");
+        };
+        let walked = |x: i64, n: u64| (0..n).fold(1i64, |a, _| a.wrapping_mul(x));
+        assert_eq!(wrapping_pow(3, 1000), walked(3, 1000));
+        assert_eq!(wrapping_pow(-7, 77), walked(-7, 77));
+        assert_eq!(
+            p,
+            vec![wrapping_pow(i64::MAX, 1 << 40), wrapping_pow(3, 1 << 40), 1]
+        );
+        let near_one = HostBuffer::F32(vec![1.0 + 1e-7, 0.5]);
+        let pair = Layout {
+            shape: vec![1 << 20, 2],
+            strides: vec![0, 1],
+            offset: 0,
+        };
+        let HostBuffer::F32(p) = reduce(ReduceOp::Prod, &near_one, &pair, &[0]).unwrap() else {
+            panic!("f32 products");
+        };
+        let want = ((1.0f32 + 1e-7) as f64).powi(1 << 20);
+        assert!(
+            (p[0] as f64 - want).abs() < 1e-6 * want,
+            "{} vs {want}",
+            p[0]
+        );
+        assert_eq!(p[1], 0.0);
     }
 
     /// A run's sum, read as two streams and a tail, against f64 for lengths below, at and
