@@ -185,7 +185,7 @@ fn hostile_sizes_and_values_are_errors() -> Result<()> {
     Ok(())
 }
 
-/// Sums, products and extrema over a view expanded to 2^40 elements: on the CPU the repeats
+/// Sums, products, extrema and their indices over a view expanded to 2^40 elements: on the CPU the repeats
 /// are counted, not walked (this aborted, gathering a 512 GiB buffer); a GPU refuses the
 /// size or answers.
 #[test]
@@ -208,6 +208,8 @@ fn reductions_over_huge_broadcast_views_finish() {
             vec![f32::INFINITY; 2]
         );
         assert_eq!(Tensor::ones([1])?.expand([n])?.prod()?.item::<f32>()?, 1.0);
+        assert_eq!(huge.argmin_dim(0, false)?.to_vec::<i64>()?, vec![0, 0]);
+        assert_eq!(huge.max_dim(0, false)?.1.to_vec::<i64>()?, vec![0, 0]);
         assert_eq!(huge.mean()?.item::<f32>()?, -0.25);
         let ints = Tensor::new([3i64])?.expand([n])?;
         assert_eq!(ints.sum()?.item::<i64>()?, 3 << 40);

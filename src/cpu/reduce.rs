@@ -15,12 +15,18 @@ use rayon::prelude::*;
 pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Result<HostBuffer> {
     use ReduceOp::*;
     // A reduced dim of stride 0 (a broadcast) repeats the same elements: max and min are the
-    // reduction without it, a sum is that times its size, a product that to its power. One
-    // pass over the stored elements instead of a walk over every repeat (2^40 of them for a
-    // view expanded that far).
-    if let (Sum | Prod | Max | Min, Some((stored, repeats))) = (op, without_broadcast_dims(l, dims))
-    {
+    // reduction without it, a sum is that times its size, a product that to its power, and
+    // the first extremum lies at index 0 of it. One pass over the stored elements instead of
+    // a walk over every repeat (2^40 of them for a view expanded that far).
+    if let Some((stored, repeats)) = without_broadcast_dims(l, dims) {
         return Ok(match (op, reduce(op, s, &stored, dims)?) {
+            (ArgMax | ArgMin, HostBuffer::I64(v)) => {
+                // The flat index over the reduced dims with the broadcast ones cut to 1,
+                // spread back over their full sizes (at index 0 of each broadcast dim).
+                let full: Vec<usize> = dims.iter().map(|&d| l.shape[d]).collect();
+                let cut: Vec<usize> = dims.iter().map(|&d| stored.shape[d]).collect();
+                HostBuffer::I64(v.into_iter().map(|f| reindex(f, &cut, &full)).collect())
+            }
             (Prod, HostBuffer::F32(v)) => HostBuffer::F32(
                 v.into_iter()
                     .map(|x| (x as f64).powf(repeats as f64) as f32)
@@ -281,6 +287,18 @@ fn min_nan(a: f32, x: f32) -> f32 {
     }
 }
 
+/// A row-major flat index over `from` sizes as the same multi-index's flat index over `to`
+/// sizes (each at least as large).
+fn reindex(flat: i64, from: &[usize], to: &[usize]) -> i64 {
+    let mut rest = flat as usize;
+    let mut idx = vec![0usize; from.len()];
+    for (k, &n) in from.iter().enumerate().rev() {
+        idx[k] = rest % n.max(1);
+        rest /= n.max(1);
+    }
+    idx.iter().zip(to).fold(0usize, |a, (&i, &n)| a * n + i) as i64
+}
+
 /// `x` multiplied by itself `n` times, wrapping as that many i64 products would.
 fn wrapping_pow(mut x: i64, mut n: usize) -> i64 {
     let mut out = 1i64;
@@ -414,7 +432,8 @@ where
     });
 
     // A strided run is gathered into a buffer a block at a time: a run can be as long as
-    // the reduction (2^40 elements of an expanded view), far more than memory holds.
+    // the reduction, far more than memory holds. (Broadcast dims never get here: `reduce`
+    // takes them out first.)
     const GATHER: usize = 4096;
     let fold_range = |base: usize, start: usize, end: usize| -> A {
         let mut acc = init;
@@ -423,13 +442,6 @@ where
         inner.for_each_run(start, end, |[o], run, [s]| {
             if s == 1 || run == 1 {
                 acc = fold_run(acc, &v[base + o..base + o + run], pos);
-            } else if s == 0 {
-                // One element repeated: the same block folded again and again.
-                buf.clear();
-                buf.resize(run.min(GATHER), v[base + o]);
-                for at in (0..run).step_by(GATHER) {
-                    acc = fold_run(acc, &buf[..(run - at).min(GATHER)], pos + at);
-                }
             } else {
                 for at in (0..run).step_by(GATHER) {
                     let n = (run - at).min(GATHER);
@@ -533,8 +545,8 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
 mod tests {
     use super::*;
 
-    /// Strided and broadcast runs longer than the gather block: sums and arg-reductions
-    /// across block boundaries, with the positions of later blocks.
+    /// Strided runs longer than the gather block (sums and arg-reductions across block
+    /// boundaries, with the positions of later blocks), and reductions over broadcast dims.
     #[test]
     fn long_strided_and_broadcast_runs_fold_in_blocks() {
         let n = 10_000;
@@ -578,13 +590,50 @@ mod tests {
             s[0],
             v[3]
         );
-        // Arg-reductions still walk a broadcast run, one repeated block at a time.
-        let HostBuffer::I64(a) =
-            reduce(ReduceOp::ArgMax, &HostBuffer::F32(v.clone()), &b, &[0]).unwrap()
-        else {
-            panic!("i64 index");
-        };
-        assert_eq!(a, vec![0]);
+        // The first extremum over a broadcast dim lies at its index 0, in the flat index over
+        // all reduced dims: the stored row [0.5, 1, 7, 7] broadcast to [3, 4] (max at flat 2),
+        // to [4, 3] read down its columns (flat 2 * 3 = 6), and over the broadcast dim alone.
+        let row = HostBuffer::F32(vec![0.5, 1.0, 7.0, 7.0]);
+        for (shape, strides, dims, op, want) in [
+            (
+                vec![3, 4],
+                vec![0, 1],
+                vec![0, 1],
+                ReduceOp::ArgMax,
+                vec![2],
+            ),
+            (
+                vec![4, 3],
+                vec![1, 0],
+                vec![0, 1],
+                ReduceOp::ArgMax,
+                vec![6],
+            ),
+            (
+                vec![4, 3],
+                vec![1, 0],
+                vec![0, 1],
+                ReduceOp::ArgMin,
+                vec![0],
+            ),
+            (
+                vec![4, 3],
+                vec![1, 0],
+                vec![1],
+                ReduceOp::ArgMax,
+                vec![0; 4],
+            ),
+        ] {
+            let layout = Layout {
+                shape,
+                strides,
+                offset: 0,
+            };
+            let HostBuffer::I64(a) = reduce(op, &row, &layout, &dims).unwrap() else {
+                panic!("i64 index");
+            };
+            assert_eq!(a, want, "{op:?} of {layout:?} over {dims:?}");
+        }
         // A row broadcast to 2^40 rows: the broadcast dim reduced in O(row), with a kept dim
         // and an i64 sum that wraps as 2^40 additions would.
         let huge = Layout {
