@@ -266,6 +266,7 @@ fn increment(pos: &mut [usize], shape: &[usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::CpuElement;
 
     /// An index line expanded over the other dims (the rows path) gives what the same index
     /// written out element by element (the general path) gives, into a strided base, with
@@ -297,11 +298,9 @@ mod tests {
         };
         let full: Vec<i64> = (0..30).map(|i| line[(i / 3) % 5]).collect();
         let (b, s) = (HostBuffer::F32(stored), HostBuffer::F32(src));
-        let rows = scatter_add(&b, &bl, 1, &line, &expanded, &s, &sl).unwrap();
-        let general = scatter_add(&b, &bl, 1, &full, &sl, &s, &sl).unwrap();
-        let (HostBuffer::F32(rows), HostBuffer::F32(general)) = (rows, general) else {
-            panic!("f32 in, f32 out");
-        };
+        let f32s = |out: Result<HostBuffer>| f32::unwrap(out.expect("scatters")).expect("f32 out");
+        let rows = f32s(scatter_add(&b, &bl, 1, &line, &expanded, &s, &sl));
+        let general = f32s(scatter_add(&b, &bl, 1, &full, &sl, &s, &sl));
         assert_eq!(rows, general);
         assert_ne!(rows, base, "the rows were added");
         let bad = [3i64, 0, 4, 1, 3];

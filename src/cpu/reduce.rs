@@ -545,139 +545,89 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
 mod tests {
     use super::*;
 
-    /// Strided runs longer than the gather block (sums and arg-reductions across block
-    /// boundaries, with the positions of later blocks), and reductions over broadcast dims.
+    /// `op` over `dims` of `v` seen through `l`, as elements of the dtype the test expects.
+    fn reduced<T: crate::host::CpuElement>(
+        op: ReduceOp,
+        v: &HostBuffer,
+        l: &Layout,
+        dims: &[usize],
+    ) -> Vec<T> {
+        T::unwrap(reduce(op, v, l, dims).expect("the reduction runs")).expect("the result's dtype")
+    }
+
+    fn strided(shape: &[usize], strides: &[usize], offset: usize) -> Layout {
+        Layout {
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset,
+        }
+    }
+
+    /// Strided runs longer than the gather block: sums and arg-reductions across block
+    /// boundaries, with the positions of later blocks.
     #[test]
-    fn long_strided_and_broadcast_runs_fold_in_blocks() {
+    fn long_strided_runs_fold_in_blocks() {
         let n = 10_000;
         // [2, n] seen through a transpose of [n, 2]: each row a run of stride 2.
         let mut v: Vec<f32> = (0..2 * n).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
         v[2 * 9_000 + 1] = 5.0;
-        let l = Layout {
-            shape: vec![2, n],
-            strides: vec![1, 2],
-            offset: 0,
-        };
-        let HostBuffer::F32(sums) =
-            reduce(ReduceOp::Sum, &HostBuffer::F32(v.clone()), &l, &[1]).unwrap()
-        else {
-            panic!("f32 sums");
-        };
+        let (buf, l) = (HostBuffer::F32(v.clone()), strided(&[2, n], &[1, 2], 0));
+        let sums: Vec<f32> = reduced(ReduceOp::Sum, &buf, &l, &[1]);
         for (r, &got) in sums.iter().enumerate() {
             let want: f64 = (0..n).map(|i| v[2 * i + r] as f64).sum();
             assert!((got as f64 - want).abs() < 1e-3, "row {r}: {got} vs {want}");
         }
-        let HostBuffer::I64(arg) =
-            reduce(ReduceOp::ArgMax, &HostBuffer::F32(v.clone()), &l, &[1]).unwrap()
-        else {
-            panic!("i64 indices");
-        };
+        let arg: Vec<i64> = reduced(ReduceOp::ArgMax, &buf, &l, &[1]);
         assert_eq!(arg[1], 9_000);
-        // One element broadcast to n: a run of stride 0.
-        let b = Layout {
-            shape: vec![n],
-            strides: vec![0],
-            offset: 3,
-        };
-        let HostBuffer::F32(s) =
-            reduce(ReduceOp::Sum, &HostBuffer::F32(v.clone()), &b, &[0]).unwrap()
-        else {
-            panic!("f32 sum");
-        };
-        assert!(
-            (s[0] as f64 - n as f64 * v[3] as f64).abs() < 1e-2,
-            "{} vs {}",
-            s[0],
-            v[3]
-        );
-        // The first extremum over a broadcast dim lies at its index 0, in the flat index over
-        // all reduced dims: the stored row [0.5, 1, 7, 7] broadcast to [3, 4] (max at flat 2),
-        // to [4, 3] read down its columns (flat 2 * 3 = 6), and over the broadcast dim alone.
+    }
+
+    /// Reductions over broadcast (stride-0) dims run over the stored elements: sums scaled,
+    /// products raised to the repeats (i64 wrapping as the walked ones), extrema unchanged,
+    /// the first extremum's index at 0 of the broadcast dim.
+    #[test]
+    fn broadcast_dims_are_reduced_without_walking_the_repeats() {
+        // One element broadcast to n.
+        let v = HostBuffer::F32(vec![0.0, 0.0, 0.0, 0.75]);
+        let s: Vec<f32> = reduced(ReduceOp::Sum, &v, &strided(&[10_000], &[0], 3), &[0]);
+        assert_eq!(s, vec![7_500.0]);
+        // The stored row [0.5, 1, 7, 7] broadcast to [3, 4] (first max at flat 2), to [4, 3]
+        // read down its columns (flat 2 * 3 = 6), and over the broadcast dim alone.
         let row = HostBuffer::F32(vec![0.5, 1.0, 7.0, 7.0]);
         for (shape, strides, dims, op, want) in [
-            (
-                vec![3, 4],
-                vec![0, 1],
-                vec![0, 1],
-                ReduceOp::ArgMax,
-                vec![2],
-            ),
-            (
-                vec![4, 3],
-                vec![1, 0],
-                vec![0, 1],
-                ReduceOp::ArgMax,
-                vec![6],
-            ),
-            (
-                vec![4, 3],
-                vec![1, 0],
-                vec![0, 1],
-                ReduceOp::ArgMin,
-                vec![0],
-            ),
-            (
-                vec![4, 3],
-                vec![1, 0],
-                vec![1],
-                ReduceOp::ArgMax,
-                vec![0; 4],
-            ),
+            ([3, 4], [0, 1], &[0, 1][..], ReduceOp::ArgMax, vec![2]),
+            ([4, 3], [1, 0], &[0, 1], ReduceOp::ArgMax, vec![6]),
+            ([4, 3], [1, 0], &[0, 1], ReduceOp::ArgMin, vec![0]),
+            ([4, 3], [1, 0], &[1], ReduceOp::ArgMax, vec![0; 4]),
         ] {
-            let layout = Layout {
-                shape,
-                strides,
-                offset: 0,
-            };
-            let HostBuffer::I64(a) = reduce(op, &row, &layout, &dims).unwrap() else {
-                panic!("i64 index");
-            };
-            assert_eq!(a, want, "{op:?} of {layout:?} over {dims:?}");
+            let l = strided(&shape, &strides, 0);
+            let a: Vec<i64> = reduced(op, &row, &l, dims);
+            assert_eq!(a, want, "{op:?} of {l:?} over {dims:?}");
         }
-        // A row broadcast to 2^40 rows: the broadcast dim reduced in O(row), with a kept dim
-        // and an i64 sum that wraps as 2^40 additions would.
-        let huge = Layout {
-            shape: vec![1 << 40, 3],
-            strides: vec![0, 1],
-            offset: 0,
-        };
+        // A row broadcast to 2^40 rows, with a kept dim.
+        let huge = strided(&[1 << 40, 3], &[0, 1], 0);
         let row = HostBuffer::F32(vec![1.5, -2.0, f32::NAN]);
-        let HostBuffer::F32(s) = reduce(ReduceOp::Sum, &row, &huge, &[0]).unwrap() else {
-            panic!("f32 sums");
-        };
-        assert_eq!(
-            s[..2],
-            [1.5 * (1u64 << 40) as f32, -2.0 * (1u64 << 40) as f32]
-        );
+        let s: Vec<f32> = reduced(ReduceOp::Sum, &row, &huge, &[0]);
+        let n = (1u64 << 40) as f32;
+        assert_eq!(s[..2], [1.5 * n, -2.0 * n]);
         assert!(s[2].is_nan());
-        let HostBuffer::F32(m) = reduce(ReduceOp::Max, &row, &huge, &[0, 1]).unwrap() else {
-            panic!("f32 max");
-        };
+        let m: Vec<f32> = reduced(ReduceOp::Max, &row, &huge, &[0, 1]);
         assert!(m[0].is_nan(), "NaN wins");
         let ints = HostBuffer::I64(vec![i64::MAX, 3, -1]);
-        let HostBuffer::I64(s) = reduce(ReduceOp::Sum, &ints, &huge, &[0]).unwrap() else {
-            panic!("i64 sums");
-        };
+        let s: Vec<i64> = reduced(ReduceOp::Sum, &ints, &huge, &[0]);
         assert_eq!(s, vec![i64::MAX.wrapping_mul(1 << 40), 3 << 40, -(1 << 40)]);
-        let HostBuffer::I64(p) = reduce(ReduceOp::Prod, &ints, &huge, &[0]).unwrap() else {
-            panic!("i64 products");
-        };
         let walked = |x: i64, n: u64| (0..n).fold(1i64, |a, _| a.wrapping_mul(x));
         assert_eq!(wrapping_pow(3, 1000), walked(3, 1000));
         assert_eq!(wrapping_pow(-7, 77), walked(-7, 77));
-        assert_eq!(
-            p,
-            vec![wrapping_pow(i64::MAX, 1 << 40), wrapping_pow(3, 1 << 40), 1]
-        );
+        let p: Vec<i64> = reduced(ReduceOp::Prod, &ints, &huge, &[0]);
+        let powers = [i64::MAX, 3, -1].map(|x| wrapping_pow(x, 1 << 40));
+        assert_eq!(p, powers.to_vec());
         let near_one = HostBuffer::F32(vec![1.0 + 1e-7, 0.5]);
-        let pair = Layout {
-            shape: vec![1 << 20, 2],
-            strides: vec![0, 1],
-            offset: 0,
-        };
-        let HostBuffer::F32(p) = reduce(ReduceOp::Prod, &near_one, &pair, &[0]).unwrap() else {
-            panic!("f32 products");
-        };
+        let p: Vec<f32> = reduced(
+            ReduceOp::Prod,
+            &near_one,
+            &strided(&[1 << 20, 2], &[0, 1], 0),
+            &[0],
+        );
         let want = ((1.0f32 + 1e-7) as f64).powi(1 << 20);
         assert!(
             (p[0] as f64 - want).abs() < 1e-6 * want,
