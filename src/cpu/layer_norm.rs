@@ -170,12 +170,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 1.5)
-            .collect()
-    }
+    use crate::cpu::test_values as values;
 
     /// The normalisation by its formula in f64, and the gradients against central
     /// differences of `<dy, y(x, w, b)>`, with and without the affine parameters, rows

@@ -91,3 +91,11 @@ pub fn chunk_len(n: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     (n.div_ceil(threads * 4)).max(PARALLEL_THRESHOLD / 2)
 }
+
+/// Deterministic test values in [-1.5, 2.5), a different sequence for each seed.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 1.5)
+        .collect()
+}

@@ -179,12 +179,7 @@ pub fn batch_norm_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 1.5)
-            .collect()
-    }
+    use crate::cpu::test_values as values;
 
     /// The normalisation and its gradient by their formulas, in f64, with the gradient
     /// checked against central differences of `<dy, y(x)>`.

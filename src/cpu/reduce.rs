@@ -6,7 +6,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::split_reduced;
 use crate::layout::Layout;
-use crate::op::ReduceOp;
+use crate::op::{int_pow, ReduceOp};
 use rayon::prelude::*;
 
 /// Reduce `dims` (sorted, distinct) of a strided layout. The result is contiguous with the
@@ -33,7 +33,8 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
                     .collect(),
             ),
             (Prod, HostBuffer::I64(v)) => {
-                HostBuffer::I64(v.into_iter().map(|x| wrapping_pow(x, repeats)).collect())
+                // `repeats` counts elements of one tensor: it fits in an i64.
+                HostBuffer::I64(v.into_iter().map(|x| int_pow(x, repeats as i64)).collect())
             }
             (Sum, HostBuffer::F32(v)) => HostBuffer::F32(
                 v.into_iter()
@@ -297,19 +298,6 @@ fn reindex(flat: i64, from: &[usize], to: &[usize]) -> i64 {
         rest /= n.max(1);
     }
     idx.iter().zip(to).fold(0usize, |a, (&i, &n)| a * n + i) as i64
-}
-
-/// `x` multiplied by itself `n` times, wrapping as that many i64 products would.
-fn wrapping_pow(mut x: i64, mut n: usize) -> i64 {
-    let mut out = 1i64;
-    while n > 0 {
-        if n & 1 == 1 {
-            out = out.wrapping_mul(x);
-        }
-        x = x.wrapping_mul(x);
-        n >>= 1;
-    }
-    out
 }
 
 /// `l` with its reduced dims of stride 0 (and size over 1) cut to size 1, and the number of
@@ -615,11 +603,16 @@ mod tests {
         let ints = HostBuffer::I64(vec![i64::MAX, 3, -1]);
         let s: Vec<i64> = reduced(ReduceOp::Sum, &ints, &huge, &[0]);
         assert_eq!(s, vec![i64::MAX.wrapping_mul(1 << 40), 3 << 40, -(1 << 40)]);
-        let walked = |x: i64, n: u64| (0..n).fold(1i64, |a, _| a.wrapping_mul(x));
-        assert_eq!(wrapping_pow(3, 1000), walked(3, 1000));
-        assert_eq!(wrapping_pow(-7, 77), walked(-7, 77));
         let p: Vec<i64> = reduced(ReduceOp::Prod, &ints, &huge, &[0]);
-        let powers = [i64::MAX, 3, -1].map(|x| wrapping_pow(x, 1 << 40));
+        let small: Vec<i64> = reduced(
+            ReduceOp::Prod,
+            &HostBuffer::I64(vec![2, -3]),
+            &strided(&[5, 2], &[0, 1], 0),
+            &[0],
+        );
+        assert_eq!(small, vec![32, -243]);
+        // As the products walked one by one would wrap: int_pow is the pow op's own kernel.
+        let powers = [i64::MAX, 3, -1].map(|x| int_pow(x, 1 << 40));
         assert_eq!(p, powers.to_vec());
         let near_one = HostBuffer::F32(vec![1.0 + 1e-7, 0.5]);
         let p: Vec<f32> = reduced(

@@ -265,7 +265,7 @@ fn op_remainder(a: f32, b: f32) -> f32 {
 }
 
 /// Integer `a ** b` as PyTorch's kernel: wrapping, over the whole 64-bit exponent.
-fn int_pow(a: i64, b: i64) -> i64 {
+pub(crate) fn int_pow(a: i64, b: i64) -> i64 {
     if b < 0 {
         return match a {
             1 => 1,

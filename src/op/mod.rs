@@ -42,6 +42,7 @@ pub(crate) mod math;
 mod reduce;
 mod unary;
 
+pub(crate) use binary::int_pow;
 pub use binary::{Binary, BinaryDef, BinaryOp, GradLhs, GradRhs};
 pub use compare::{CmpDef, CmpOp, Truthy};
 pub use kernel::{Arith, Kern1, Kern2, Run1, Run2, Update2};
