@@ -522,6 +522,24 @@ mod tests {
             .collect()
     }
 
+    /// The lengths of the layer's inputs: `xs`, `h0`, `c0` (empty but for an LSTM), `w_hh`,
+    /// `b_hh`.
+    fn input_lens(g: &LayerGeometry) -> [usize; 5] {
+        let gh = g.gates() * g.hidden;
+        let c_len = if g.cell == Cell::Lstm {
+            g.state_len()
+        } else {
+            0
+        };
+        [
+            g.steps * g.gate_len(),
+            g.state_len(),
+            c_len,
+            gh * g.hidden,
+            gh,
+        ]
+    }
+
     /// `sum(out * weights)` for the layer, in f64 from an f32 forward pass.
     fn loss(g: &LayerGeometry, inputs: &[Vec<f32>], weights: &[f32]) -> f64 {
         let [xs, h0, c0, w, b] = [0, 1, 2, 3, 4].map(|i| &inputs[i]);
@@ -555,16 +573,7 @@ mod tests {
                     reverse,
                 };
                 assert_eq!(three.install(|| bands(&g)).len(), 3);
-                let gh = g.gates() * g.hidden;
-                let c_len = if cell == Cell::Lstm { g.state_len() } else { 0 };
-                let [xs, h0, c0, w, b] = [
-                    g.steps * g.gate_len(),
-                    g.state_len(),
-                    c_len,
-                    gh * g.hidden,
-                    gh,
-                ]
-                .map(|n| values(n, n as u32));
+                let [xs, h0, c0, w, b] = input_lens(&g).map(|n| values(n, n as u32));
                 let w: Vec<f32> = w.iter().map(|v| v * 0.1).collect();
                 let bias = (cell == Cell::Gru).then_some(&b[..]);
                 let grad = values(g.states() * g.steps * g.state_len(), 5);
@@ -618,15 +627,7 @@ mod tests {
                     hidden: 3,
                     reverse,
                 };
-                let gh = g.gates() * g.hidden;
-                let c_len = if cell == Cell::Lstm { g.state_len() } else { 0 };
-                let lens = [
-                    g.steps * g.gate_len(),
-                    g.state_len(),
-                    c_len,
-                    gh * g.hidden,
-                    gh,
-                ];
+                let lens = input_lens(&g);
                 let mut inputs: Vec<Vec<f32>> = lens
                     .iter()
                     .enumerate()
