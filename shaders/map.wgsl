@@ -4,7 +4,9 @@
 //   <T0> the output type, <INPUTS> the bindings of the buffer inputs, <LOADS> the
 //   loads of a, b, c, <OUT_INDEX> where element i of the output lives: offs[0] from
 //   operand_offsets (common.wgsl), or i itself when every buffer operand is contiguous from
-//   its start, <EXPR> the op's expression and <HELPERS> the functions it calls.
+//   its start, <EXPR> the op's expression, <STORE> the write of `value` to the output (a
+//   plain store, or for a 16-bit output the atomic update of its half of a word: see
+//   half.wgsl) and <HELPERS> the functions it calls.
 // The output may itself be a strided view (slice assignment writes through operand 0).
 
 @group(0) @binding(1) var<storage, read_write> out: array<{{T0}}>;
@@ -19,5 +21,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
 {{LOADS}}
-    out[{{OUT_INDEX}}] = {{EXPR}};
+    let value = {{EXPR}};
+{{STORE}}
 }

@@ -3,7 +3,9 @@
 /// The element type of a tensor.
 ///
 /// `F32` is the default float type, `I64` the integer type used for indices (as in PyTorch),
-/// and `Bool` the result of comparisons. Everything the crate knows about a dtype is its row
+/// and `Bool` the result of comparisons. `F16` and `BF16` are storage types: each op reads
+/// them, computes in f32 and rounds its result once to the 16-bit type (round to nearest
+/// even), as PyTorch's CPU kernels do. Everything the crate knows about a dtype is its row
 /// of [`DType::info`]; type promotion is the lattice of [`DType::promote`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -13,6 +15,10 @@ pub enum DType {
     I64,
     /// 32-bit floats.
     F32,
+    /// IEEE 754 half precision (`torch.float16`): 11 significand bits, 5 exponent bits.
+    F16,
+    /// bfloat16 (`torch.bfloat16`): f32's exponent range with 8 significand bits.
+    BF16,
 }
 
 /// The category of a dtype, in PyTorch's promotion order: a result takes the highest
@@ -48,7 +54,7 @@ pub struct DTypeInfo {
 
 impl DType {
     /// Every dtype, in table order (tests iterate it; promotion searches it).
-    pub const ALL: [DType; 3] = [DType::Bool, DType::I64, DType::F32];
+    pub const ALL: [DType; 5] = [DType::Bool, DType::I64, DType::F16, DType::BF16, DType::F32];
 
     /// This dtype's row of the table.
     pub const fn info(self) -> DTypeInfo {
@@ -77,6 +83,22 @@ impl DType {
                 mantissa_bits: 24,
                 exponent_bits: 8,
             },
+            DType::F16 => DTypeInfo {
+                name: "f16",
+                torch_name: "torch.float16",
+                size_in_bytes: 2,
+                kind: Kind::Float,
+                mantissa_bits: 11,
+                exponent_bits: 5,
+            },
+            DType::BF16 => DTypeInfo {
+                name: "bf16",
+                torch_name: "torch.bfloat16",
+                size_in_bytes: 2,
+                kind: Kind::Float,
+                mantissa_bits: 8,
+                exponent_bits: 8,
+            },
         }
     }
 
@@ -93,6 +115,20 @@ impl DType {
     /// Whether this is a floating-point type (differentiable).
     pub fn is_float(self) -> bool {
         self.kind() == Kind::Float
+    }
+
+    /// Whether this is a 16-bit float type (`F16`, `BF16`): stored in 16 bits, computed in f32.
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
+    /// The dtype kernels compute this one in: F32 for the 16-bit floats, itself otherwise.
+    pub fn compute_dtype(self) -> DType {
+        if self.is_half() {
+            DType::F32
+        } else {
+            self
+        }
     }
 
     /// PyTorch's name for the dtype, as printed by `torch.float32` etc.
@@ -163,6 +199,16 @@ fn join(rows: &[DTypeInfo], a: usize, b: usize) -> usize {
         .unwrap_or(a)
 }
 
+/// `x` rounded to the nearest value of the float dtype `d` (F32, F16, BF16), as f64.
+fn round_to(d: DType, x: f64) -> f64 {
+    match d {
+        DType::F16 => half::f16::from_f64(x).to_f64(),
+        DType::BF16 => half::bf16::from_f64(x).to_f64(),
+        DType::F32 => x as f32 as f64,
+        DType::I64 | DType::Bool => x,
+    }
+}
+
 /// A scalar operand: the Rust number's kind decides promotion, as a Python number's does in
 /// PyTorch (`int_tensor + 2` stays integer, `int_tensor + 2.5` becomes float).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,6 +259,11 @@ impl Scalar {
                 f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63)
             }
             (Scalar::UInt(_), Kind::Int) => false,
+            // A 16-bit float holds infinities and NaN, but not a finite number that rounds
+            // past its largest value (PyTorch: "cannot be converted ... without overflow").
+            (Scalar::Float(f), Kind::Float) if dtype.is_half() => {
+                !f.is_finite() || round_to(dtype, f).is_finite()
+            }
             (Scalar::Float(_) | Scalar::UInt(_), Kind::Float | Kind::Bool) => true,
             (Scalar::Int(_) | Scalar::Bool(_), Kind::Bool | Kind::Int | Kind::Float) => true,
         };
@@ -344,6 +395,18 @@ impl Element for i64 {
         Scalar::Int(self)
     }
 }
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_scalar(self) -> Scalar {
+        Scalar::Float(self.to_f64())
+    }
+}
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_scalar(self) -> Scalar {
+        Scalar::Float(self.to_f64())
+    }
+}
 impl Element for bool {
     const DTYPE: DType = DType::Bool;
     fn to_scalar(self) -> Scalar {
@@ -374,31 +437,45 @@ mod tests {
 
     #[test]
     fn the_lattice_joins_half_types_at_f32() {
-        // Rows for the half types and f64 (not dtypes yet): the join needs no new code.
-        let row = |name, size, kind, mantissa_bits, exponent_bits| DTypeInfo {
-            name,
-            torch_name: name,
-            size_in_bytes: size,
-            kind,
-            mantissa_bits,
-            exponent_bits,
+        use DType::*;
+        assert_eq!(F16.promote(BF16), F32);
+        assert_eq!(BF16.promote(F16), F32);
+        assert_eq!(F16.promote(F16), F16);
+        assert_eq!(F16.promote(F32), F32);
+        assert_eq!(I64.promote(BF16), BF16);
+        assert_eq!(Bool.promote(F16), F16);
+        // f64 is not a dtype yet: its row joins above f32 with no new code.
+        let f64_row = DTypeInfo {
+            name: "f64",
+            torch_name: "torch.float64",
+            size_in_bytes: 8,
+            kind: Kind::Float,
+            mantissa_bits: 53,
+            exponent_bits: 11,
         };
-        let rows = [
-            DType::Bool.info(),
-            DType::I64.info(),
-            DType::F32.info(),
-            row("f16", 2, Kind::Float, 11, 5),
-            row("bf16", 2, Kind::Float, 8, 8),
-            row("f64", 8, Kind::Float, 53, 11),
-        ];
-        let (i64_, f32_, f16, bf16, f64_) = (1, 2, 3, 4, 5);
-        assert_eq!(join(&rows, f16, bf16), f32_);
-        assert_eq!(join(&rows, bf16, f16), f32_);
-        assert_eq!(join(&rows, f16, f16), f16);
-        assert_eq!(join(&rows, f16, f32_), f32_);
-        assert_eq!(join(&rows, i64_, bf16), bf16);
-        assert_eq!(join(&rows, f32_, f64_), f64_);
-        assert_eq!(join(&rows, 0, i64_), i64_);
+        let rows = [F32.info(), f64_row, F16.info()];
+        assert_eq!(join(&rows, 0, 1), 1);
+        assert_eq!(join(&rows, 2, 1), 1);
+    }
+
+    #[test]
+    fn a_number_that_overflows_a_half_type_is_refused_where_it_is_stored() {
+        assert!(Scalar::Float(65504.0)
+            .checked_for("full", DType::F16)
+            .is_ok());
+        assert!(Scalar::Float(65520.0)
+            .checked_for("full", DType::F16)
+            .is_err());
+        assert!(Scalar::Float(f64::INFINITY)
+            .checked_for("full", DType::F16)
+            .is_ok());
+        assert!(Scalar::Float(f64::NAN)
+            .checked_for("full", DType::BF16)
+            .is_ok());
+        assert!(Scalar::Float(1e38).checked_for("full", DType::BF16).is_ok());
+        assert!(Scalar::Float(1e39)
+            .checked_for("full", DType::BF16)
+            .is_err());
     }
 
     #[test]

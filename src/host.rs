@@ -9,7 +9,23 @@ pub enum HostBuffer {
     F32(Vec<f32>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
+    F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
 }
+
+/// `$body` with `$v` bound to the vector of any host buffer `$b` (one arm per dtype).
+macro_rules! with_vec {
+    ($b:expr, |$v:ident| $body:expr) => {
+        match $b {
+            HostBuffer::F32($v) => $body,
+            HostBuffer::I64($v) => $body,
+            HostBuffer::Bool($v) => $body,
+            HostBuffer::F16($v) => $body,
+            HostBuffer::BF16($v) => $body,
+        }
+    };
+}
+pub(crate) use with_vec;
 
 impl HostBuffer {
     pub fn dtype(&self) -> DType {
@@ -17,24 +33,18 @@ impl HostBuffer {
             HostBuffer::F32(_) => DType::F32,
             HostBuffer::I64(_) => DType::I64,
             HostBuffer::Bool(_) => DType::Bool,
+            HostBuffer::F16(_) => DType::F16,
+            HostBuffer::BF16(_) => DType::BF16,
         }
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            HostBuffer::F32(v) => v.len(),
-            HostBuffer::I64(v) => v.len(),
-            HostBuffer::Bool(v) => v.len(),
-        }
+        with_vec!(self, |v| v.len())
     }
 
     /// Address of the first element, to tell whether two tensors share memory.
     pub fn data_ptr(&self) -> usize {
-        match self {
-            HostBuffer::F32(v) => v.as_ptr() as usize,
-            HostBuffer::I64(v) => v.as_ptr() as usize,
-            HostBuffer::Bool(v) => v.as_ptr() as usize,
-        }
+        with_vec!(self, |v| v.as_ptr() as usize)
     }
 
     /// The element at a storage offset, as a scalar (`None` past the end).
@@ -43,6 +53,8 @@ impl HostBuffer {
             HostBuffer::F32(v) => v.get(offset).map(|&x| Scalar::Float(x as f64)),
             HostBuffer::I64(v) => v.get(offset).map(|&x| Scalar::Int(x)),
             HostBuffer::Bool(v) => v.get(offset).map(|&x| Scalar::Bool(x)),
+            HostBuffer::F16(v) => v.get(offset).map(|&x| Scalar::Float(x.to_f64())),
+            HostBuffer::BF16(v) => v.get(offset).map(|&x| Scalar::Float(x.to_f64())),
         }
     }
 
@@ -52,6 +64,18 @@ impl HostBuffer {
             DType::F32 => HostBuffer::F32(values.iter().map(|s| s.to_f64() as f32).collect()),
             DType::I64 => HostBuffer::I64(values.iter().map(|s| s.to_i64()).collect()),
             DType::Bool => HostBuffer::Bool(values.iter().map(|s| s.to_bool()).collect()),
+            DType::F16 => HostBuffer::F16(
+                values
+                    .iter()
+                    .map(|s| half::f16::from_f64(s.to_f64()))
+                    .collect(),
+            ),
+            DType::BF16 => HostBuffer::BF16(
+                values
+                    .iter()
+                    .map(|s| half::bf16::from_f64(s.to_f64()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -108,7 +132,9 @@ macro_rules! cpu_element {
     )*};
 }
 cpu_element! {
-    f32 => F32 [I64, Bool], |s: Scalar| s.to_f64() as f32;
-    i64 => I64 [F32, Bool], |s: Scalar| s.to_i64();
-    bool => Bool [F32, I64], |s: Scalar| s.to_bool();
+    f32 => F32 [I64, Bool, F16, BF16], |s: Scalar| s.to_f64() as f32;
+    i64 => I64 [F32, Bool, F16, BF16], |s: Scalar| s.to_i64();
+    bool => Bool [F32, I64, F16, BF16], |s: Scalar| s.to_bool();
+    half::f16 => F16 [F32, I64, Bool, BF16], |s: Scalar| half::f16::from_f64(s.to_f64());
+    half::bf16 => BF16 [F32, I64, Bool, F16], |s: Scalar| half::bf16::from_f64(s.to_f64());
 }

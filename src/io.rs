@@ -55,6 +55,20 @@ fn to_bytes(t: &Tensor) -> Result<Bytes> {
             Dtype::BOOL,
             cpu.to_vec::<bool>()?.iter().map(|&b| b as u8).collect(),
         ),
+        DType::F16 => (
+            Dtype::F16,
+            cpu.to_vec::<half::f16>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        DType::BF16 => (
+            Dtype::BF16,
+            cpu.to_vec::<half::bf16>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
     };
     Ok(Bytes {
         dtype,
@@ -188,6 +202,16 @@ pub fn load_bytes(bytes: &[u8], source: &str) -> Result<Vec<(String, Tensor)>> {
                     .collect(),
             ),
             Dtype::BOOL => HostBuffer::Bool(d.iter().map(|&b| b != 0).collect()),
+            Dtype::F16 => HostBuffer::F16(
+                d.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            Dtype::BF16 => HostBuffer::BF16(
+                d.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
             other => {
                 return Err(err(format!(
                     "tensor {name:?} has unsupported dtype {other:?}"

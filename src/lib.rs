@@ -26,6 +26,7 @@
 // crate too, so the built-in layers use the derive like a user's model does.
 extern crate self as wgrad;
 
+mod autocast;
 mod autograd;
 mod backend;
 mod cpu;
@@ -46,6 +47,7 @@ mod shape;
 mod storage;
 mod tensor;
 
+pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use autograd::{
     gradcheck, is_grad_enabled, no_grad, no_grad_scope, set_grad_enabled, GradModeGuard,
     GradcheckOptions,
@@ -53,6 +55,9 @@ pub use autograd::{
 pub use device::Device;
 pub use dtype::{DType, DTypeInfo, Element, FromScalar, Kind, Scalar};
 pub use error::{Error, Result};
+/// The `half` crate, whose `f16` and `bf16` are the element types of [`DType::F16`] and
+/// [`DType::BF16`] tensors (`Tensor::from_vec(vec![half::f16::ONE], [1])`, `to_vec::<half::bf16>()`).
+pub use half;
 pub use rng::{manual_seed, seeded, Generator};
 pub use shape::{IntList, Shape};
 pub use storage::MemoryStats;

@@ -9,7 +9,7 @@ use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
 use crate::gpu::GpuStorage;
 use crate::host::HostBuffer;
-use crate::layout::Layout;
+use crate::layout::{split_reduced, Layout};
 use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, UnaryOp};
 use crate::rng::Generator;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -294,6 +294,54 @@ macro_rules! elementwise {
     }};
 }
 
+/// The 16-bit floats (`F16`, `BF16`) are storage types: every compute op reads them widened
+/// to f32, runs the f32 kernel and rounds its float result once to the 16-bit type (PyTorch's
+/// CPU kernels do the same: `opmath` is f32 for them). Moves and conversions (copies, writes,
+/// casts, readbacks) are native on each backend. This is the one place where that happens.
+type Widened = Option<(Storage, Layout)>;
+
+/// `s` seen through `l` as a contiguous f32 buffer, when it holds a 16-bit float.
+fn widen(s: &Storage, l: &Layout) -> Result<Widened> {
+    if !s.dtype().is_half() {
+        return Ok(None);
+    }
+    Ok(Some((s.cast(l, DType::F32)?, Layout::contiguous(&l.shape))))
+}
+
+/// An operand with a 16-bit buffer widened to f32 (numbers stay: kernels take them in f32).
+fn widen_arg(a: StorageArg<'_>) -> Result<Widened> {
+    match a {
+        Arg::Buf(s, l) => widen(s, l),
+        Arg::Scalar(_) => Ok(None),
+    }
+}
+
+/// The operand to compute with: its widened copy when it has one.
+fn computed<'a>(a: StorageArg<'a>, wide: &'a Widened) -> StorageArg<'a> {
+    match wide {
+        Some((s, l)) => Arg::Buf(s, l),
+        None => a,
+    }
+}
+
+/// The buffer to compute with, and its layout.
+fn computed_buf<'a>(s: &'a Storage, l: &'a Layout, wide: &'a Widened) -> (&'a Storage, &'a Layout) {
+    match wide {
+        Some((w, wl)) => (w, wl),
+        None => (s, l),
+    }
+}
+
+/// A result computed in f32 for a 16-bit `dtype`, rounded to it; other results (bool,
+/// indices) and results of other dtypes unchanged.
+fn narrow(result: Storage, dtype: DType, n: usize) -> Result<Storage> {
+    if dtype.is_half() && result.dtype() == DType::F32 {
+        result.cast(&Layout::contiguous(&[n]), dtype)
+    } else {
+        Ok(result)
+    }
+}
+
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
@@ -406,6 +454,9 @@ impl Storage {
     }
 
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Storage> {
+        if let Some((w, wl)) = widen(self, l)? {
+            return narrow(w.unary(op, &wl)?, self.dtype(), l.numel());
+        }
         on_backend!(self, |s| s.unary(op, l))
     }
 
@@ -417,6 +468,12 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
+        if dtype.is_half() {
+            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
+            let (a, b) = (computed(a, &wa), computed(b, &wb));
+            let r = elementwise!(op.name(), a, b, binary(op, shape, DType::F32))?;
+            return narrow(r, dtype, shape.iter().product());
+        }
         elementwise!(op.name(), a, b, binary(op, shape, dtype))
     }
 
@@ -427,6 +484,12 @@ impl Storage {
         dst: &Layout,
         src: StorageArg<'_>,
     ) -> Result<()> {
+        if self.dtype().is_half() {
+            // Computed in f32 and rounded once, then written through the view.
+            let dtype = self.dtype();
+            let r = Storage::binary(op, &dst.shape, dtype, Arg::Buf(self, dst), src)?;
+            return self.write(dst, Arg::Buf(&r, &Layout::contiguous(&dst.shape)));
+        }
         match self {
             Storage::Cpu(d) => d.binary_inplace(op, dst, on_cpu(op.name(), src, || Device::Cpu)?),
             Storage::Gpu(d) => {
@@ -444,6 +507,11 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
+        if dtype.is_half() {
+            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
+            let (a, b) = (computed(a, &wa), computed(b, &wb));
+            return elementwise!(op.name(), a, b, cmp(op, shape, DType::F32));
+        }
         elementwise!(op.name(), a, b, cmp(op, shape, dtype))
     }
 
@@ -454,6 +522,12 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
+        if dtype.is_half() {
+            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
+            let (a, b) = (computed(a, &wa), computed(b, &wb));
+            let r = Storage::where_cond(shape, DType::F32, cond, a, b)?;
+            return narrow(r, dtype, shape.iter().product());
+        }
         let (c, lc) = cond;
         match c {
             Storage::Cpu(cs) => HostBuffer::where_cond(
@@ -481,14 +555,33 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Storage> {
+        if let Some((w, wl)) = widen(self, l)? {
+            let r = w.reduce(op, &wl, dims)?;
+            return narrow(r, self.dtype(), split_reduced(l, dims).0.numel());
+        }
         on_backend!(self, |s| s.reduce(op, l, dims))
     }
 
     pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
+        if let Some((w, wl)) = widen(self, l)? {
+            return narrow(w.cumsum(&wl, dim)?, self.dtype(), l.numel());
+        }
         on_backend!(self, |s| s.cumsum(l, dim))
     }
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
+        if self.dtype().is_half() || rhs.dtype().is_half() {
+            let (wa, wb) = (widen(self, l)?, widen(rhs, rl)?);
+            let (a, al) = computed_buf(self, l, &wa);
+            let (b, bl) = computed_buf(rhs, rl, &wb);
+            let r = a.matmul(al, b, bl)?;
+            let r_dims = l.rank();
+            let n = l.shape[..r_dims - 1]
+                .iter()
+                .product::<usize>()
+                .saturating_mul(rl.shape[r_dims - 1]);
+            return narrow(r, self.dtype(), n);
+        }
         pair!("matmul", self, rhs, |a, b| a.matmul(l, b, rl))
     }
 
@@ -499,11 +592,22 @@ impl Storage {
         index: &Storage,
         il: &Layout,
     ) -> Result<Storage> {
+        if let Some((w, wl)) = widen(self, l)? {
+            let r = w.index_select(&wl, dim, index, il)?;
+            let rows: usize = (0..l.rank())
+                .filter(|&d| d != dim)
+                .map(|d| l.shape[d])
+                .product();
+            return narrow(r, self.dtype(), rows * il.numel());
+        }
         pair!("index_select", self, index, |s, i| s
             .index_select(l, dim, i, il))
     }
 
     pub fn gather(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
+        if let Some((w, wl)) = widen(self, l)? {
+            return narrow(w.gather(&wl, dim, index, il)?, self.dtype(), il.numel());
+        }
         pair!("gather", self, index, |s, i| s.gather(l, dim, i, il))
     }
 
@@ -516,6 +620,13 @@ impl Storage {
         src: &Storage,
         sl: &Layout,
     ) -> Result<Storage> {
+        if self.dtype().is_half() || src.dtype().is_half() {
+            let (wb, ws) = (widen(self, l)?, widen(src, sl)?);
+            let (b, bl) = computed_buf(self, l, &wb);
+            let (s, sl) = computed_buf(src, sl, &ws);
+            let r = b.scatter_add(bl, dim, index, il, s, sl)?;
+            return narrow(r, self.dtype(), l.numel());
+        }
         match (self, index, src) {
             (Storage::Cpu(b), Storage::Cpu(i), Storage::Cpu(s)) => {
                 b.scatter_add(l, dim, i, il, s, sl).map(Storage::Cpu)

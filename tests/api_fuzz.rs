@@ -189,6 +189,13 @@ fn outcome(t: Result<Tensor>) -> Outcome {
             .into_iter()
             .map(|v| v as u8 as f64)
             .collect(),
+        DType::F16 | DType::BF16 => t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.to_vec::<f32>())
+            .map_err(err)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
     };
     Ok((t.dtype(), t.shape().to_vec(), values))
 }

@@ -43,10 +43,25 @@ fn tensor_from(v: &Value, device: &Device) -> Tensor {
                 .collect::<Vec<bool>>(),
             shape,
         ),
+        // The values are exact values of the 16-bit type, so the f32 tensor converts exactly.
+        "f16" | "bf16" => Tensor::from_vec(
+            data.iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect::<Vec<f32>>(),
+            shape,
+        )
+        .and_then(|t| t.to_dtype(dtype_named(v["dtype"].as_str().unwrap()))),
         other => panic!("unknown dtype {other}"),
     }
     .unwrap();
     t.to_device(device).unwrap()
+}
+
+fn dtype_named(name: &str) -> DType {
+    DType::ALL
+        .into_iter()
+        .find(|d| d.name() == name)
+        .unwrap_or_else(|| panic!("unknown dtype {name}"))
 }
 
 fn ints(v: &Value) -> Vec<isize> {
@@ -120,6 +135,7 @@ fn run_op(op: &str, attrs: &Value, x: &[Tensor]) -> Option<Result<Tensor>> {
     let has_dim = !attrs["dim"].is_null();
     Some(match op {
         "pow_scalar" => x[0].pow_scalar(attrs["exponent"].as_f64().unwrap()),
+        "to" => x[0].to_dtype(dtype_named(attrs["dtype"].as_str().unwrap())),
         "sum" if has_dim => x[0].sum_dims(dims(), keepdim),
         "prod" if has_dim => x[0].prod_dims(dims(), keepdim),
         "prod" => x[0].prod(),
@@ -520,6 +536,28 @@ fn check_values(actual: &Tensor, expected: &Value, op: &str, what: &str) {
             let e: Vec<i64> = data.iter().map(|x| x.as_i64().unwrap()).collect();
             assert_eq!(actual.to_vec::<i64>().unwrap(), e, "{what}");
         }
+        // The reference's tolerances for PyTorch's own half outputs; a cast is one rounding,
+        // and must match exactly (up to the last digit of the file's decimals: a wrong
+        // rounding is off by an ulp of the 16-bit type, 1e-3 relative or more).
+        name @ ("f16" | "bf16") => {
+            let dtype = dtype_named(name);
+            assert_eq!(actual.dtype(), dtype, "{what}: dtype");
+            let (rtol, atol) = match (op, dtype) {
+                ("to", _) => (1e-12, 0.0),
+                (_, DType::F16) => (2e-3, 1e-3),
+                _ => (1.6e-2, 1e-2),
+            };
+            let e: Vec<f64> = data
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN))
+                .collect();
+            let got = actual
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            common::assert_close(&got, &e, rtol, atol, what);
+        }
         "bool" => {
             let e: Vec<bool> = data.iter().map(|x| x.as_bool().unwrap()).collect();
             assert_eq!(actual.to_vec::<bool>().unwrap(), e, "{what}");
@@ -693,19 +731,13 @@ fn wgrad_generated_golden_cases() {
     );
 }
 
-/// Every case of the second reference file without half precision (those wait for the
-/// F16/BF16 dtypes, issue 13): a case whose op the runner does not know fails the run.
+/// Every case of the second reference file, half precision included: a case whose op the
+/// runner does not know fails the run.
 #[test]
 fn pytorch_v2_golden_cases() {
-    run_cases(
+    run_file(
         include_str!("data/torch_ops_v2.json"),
         "tests/data/torch_ops_v2.json",
-        |c| {
-            let full_precision =
-                |t: &Value| matches!(t["dtype"].as_str(), Some("f32" | "i64" | "bool"));
-            c["inputs"].as_array().unwrap().iter().all(full_precision)
-                && full_precision(&c["output"])
-        },
     );
 }
 

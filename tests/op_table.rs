@@ -27,6 +27,11 @@ fn sample(dtype: DType, shift: usize) -> Tensor {
         DType::F32 => Tensor::from_vec((0..8).map(|k| f[rot(k)]).collect::<Vec<_>>(), [2, 4]),
         DType::I64 => Tensor::from_vec((0..8).map(|k| i[rot(k)]).collect::<Vec<_>>(), [2, 4]),
         DType::Bool => Tensor::from_vec((0..8).map(|k| b[rot(k)]).collect::<Vec<_>>(), [2, 4]),
+        // The float values are exact in both 16-bit types.
+        DType::F16 | DType::BF16 => {
+            Tensor::from_vec((0..8).map(|k| f[rot(k)]).collect::<Vec<_>>(), [2, 4])
+                .and_then(|t| t.to_dtype(dtype))
+        }
     };
     t.unwrap()
 }
@@ -68,6 +73,18 @@ fn agree(what: &str, cpu: Result<Tensor>, gpu: Result<Tensor>) -> std::result::R
                 }
                 DType::I64 => c.to_vec::<i64>().unwrap() == g.to_vec::<i64>().unwrap(),
                 DType::Bool => c.to_vec::<bool>().unwrap() == g.to_vec::<bool>().unwrap(),
+                // Both backends compute in f32 and round once: within an ulp of each other
+                // (the f32 results may differ by an ulp and round apart).
+                DType::F16 | DType::BF16 => {
+                    let wide =
+                        |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+                    let ulp = if c.dtype() == DType::F16 { 1e-3 } else { 8e-3 };
+                    wide(&c).iter().zip(&wide(&g)).all(|(&x, &y)| {
+                        (x.is_nan() && y.is_nan())
+                            || x == y
+                            || (x - y).abs() <= ulp * x.abs().max(y.abs())
+                    })
+                }
             };
             if same {
                 Ok(())

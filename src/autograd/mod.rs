@@ -247,6 +247,8 @@ fn run(
     retain_graph: bool,
     sink: &mut Sink<'_>,
 ) -> Result<()> {
+    // Gradients take the dtypes the forward pass chose, whatever autocast is open now.
+    let _no_autocast = crate::autocast::suspended();
     if !root.requires_grad() {
         return Err(Error::autograd(
             "backward",

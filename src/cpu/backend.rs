@@ -14,7 +14,7 @@ use crate::rng::Generator;
 fn indices<'a>(op: &'static str, index: &'a HostBuffer) -> Result<&'a [i64]> {
     match index {
         HostBuffer::I64(v) => Ok(v),
-        HostBuffer::F32(_) | HostBuffer::Bool(_) => Err(Error::UnsupportedDType {
+        _ => Err(Error::UnsupportedDType {
             op,
             dtype: index.dtype(),
             shape: vec![index.len()],
@@ -45,6 +45,10 @@ impl Backend for HostBuffer {
             DType::F32 => {
                 let (s, st) = (start.to_f64(), step.to_f64());
                 HostBuffer::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect())
+            }
+            DType::F16 | DType::BF16 => {
+                let values = Self::arange(&(), n, start, step, DType::F32)?;
+                elementwise::cast(&values, &Layout::contiguous(&[n]), dtype)
             }
             DType::Bool => {
                 return Err(Error::Unsupported {

@@ -88,6 +88,8 @@ pub fn unary(op: UnaryOp, s: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
         HostBuffer::F32(v) => on(def.name, &def.f32, v, l),
         HostBuffer::I64(v) => on(def.name, &def.i64, v, l),
         HostBuffer::Bool(v) => on(def.name, &def.bool, v, l),
+        // The storage layer computes the 16-bit floats in f32.
+        HostBuffer::F16(_) | HostBuffer::BF16(_) => Err(unsupported(def.name, s.dtype())),
     }
 }
 
@@ -197,6 +199,8 @@ pub fn where_cond(
         DType::F32 => on::<f32>(shape, c, lc, a, b),
         DType::I64 => on::<i64>(shape, c, lc, a, b),
         DType::Bool => on::<bool>(shape, c, lc, a, b),
+        DType::F16 => on::<half::f16>(shape, c, lc, a, b),
+        DType::BF16 => on::<half::bf16>(shape, c, lc, a, b),
     }
 }
 
@@ -214,13 +218,35 @@ pub fn write(dst: &mut HostBuffer, dl: &Layout, src: Arg<'_, HostBuffer>) -> Res
         DType::F32 => on::<f32>(dst, dl, src),
         DType::I64 => on::<i64>(dst, dl, src),
         DType::Bool => on::<bool>(dst, dl, src),
+        DType::F16 => on::<half::f16>(dst, dl, src),
+        DType::BF16 => on::<half::bf16>(dst, dl, src),
     }
 }
 
-/// Convert to another dtype (float to int truncates toward zero, as PyTorch).
+/// Convert to another dtype (float to int truncates toward zero, as PyTorch; a float to a
+/// 16-bit float rounds to nearest even). The 16-bit floats convert through f32, which holds
+/// each of their values exactly.
 pub fn cast(s: &HostBuffer, l: &Layout, to: DType) -> HostBuffer {
+    use half::{bf16, f16};
     use HostBuffer as H;
     match (s, to) {
+        (H::F16(v), DType::F16) => H::F16(map1(v, l, |x| x)),
+        (H::BF16(v), DType::BF16) => H::BF16(map1(v, l, |x| x)),
+        (H::F16(v), _) => cast(
+            &H::F32(map1(v, l, f16::to_f32)),
+            &Layout::contiguous(&l.shape),
+            to,
+        ),
+        (H::BF16(v), _) => cast(
+            &H::F32(map1(v, l, bf16::to_f32)),
+            &Layout::contiguous(&l.shape),
+            to,
+        ),
+        (H::F32(v), DType::F16) => H::F16(map1(v, l, f16::from_f32)),
+        (H::F32(v), DType::BF16) => H::BF16(map1(v, l, bf16::from_f32)),
+        (H::I64(_) | H::Bool(_), DType::F16 | DType::BF16) => {
+            cast(&cast(s, l, DType::F32), &Layout::contiguous(&l.shape), to)
+        }
         (H::F32(v), DType::F32) => H::F32(map1(v, l, |x| x)),
         (H::F32(v), DType::I64) => H::I64(map1(v, l, |x| x as i64)),
         (H::F32(v), DType::Bool) => H::Bool(map1(v, l, |x| x != 0.0)),

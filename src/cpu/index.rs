@@ -30,6 +30,8 @@ macro_rules! per_dtype {
             HostBuffer::F32($v) => HostBuffer::F32($body),
             HostBuffer::I64($v) => HostBuffer::I64($body),
             HostBuffer::Bool($v) => HostBuffer::Bool($body),
+            HostBuffer::F16($v) => HostBuffer::F16($body),
+            HostBuffer::BF16($v) => HostBuffer::BF16($body),
         }
     };
 }

@@ -37,16 +37,14 @@ impl HostBuffer {
             DType::F32 => HostBuffer::F32(filled(n, value.to_f64() as f32)),
             DType::I64 => HostBuffer::I64(filled(n, value.to_i64())),
             DType::Bool => HostBuffer::Bool(filled(n, value.to_bool())),
+            DType::F16 => HostBuffer::F16(filled(n, half::f16::from_f64(value.to_f64()))),
+            DType::BF16 => HostBuffer::BF16(filled(n, half::bf16::from_f64(value.to_f64()))),
         }
     }
 
     /// Hand the buffer to the reuse cache (called when the last tensor using it is dropped).
     pub fn recycle(self) {
-        match self {
-            HostBuffer::F32(v) => pool::give(v),
-            HostBuffer::I64(v) => pool::give(v),
-            HostBuffer::Bool(v) => pool::give(v),
-        }
+        crate::host::with_vec!(self, |v| pool::give(v))
     }
 
     /// The elements of a layout, contiguous, in row-major order.
@@ -55,6 +53,8 @@ impl HostBuffer {
             HostBuffer::F32(v) => HostBuffer::F32(contiguous_vec(v, l)),
             HostBuffer::I64(v) => HostBuffer::I64(contiguous_vec(v, l)),
             HostBuffer::Bool(v) => HostBuffer::Bool(contiguous_vec(v, l)),
+            HostBuffer::F16(v) => HostBuffer::F16(contiguous_vec(v, l)),
+            HostBuffer::BF16(v) => HostBuffer::BF16(contiguous_vec(v, l)),
         }
     }
 }

@@ -213,6 +213,14 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
                 })
             }
         },
+        // The storage layer reduces the 16-bit floats in f32.
+        HostBuffer::F16(_) | HostBuffer::BF16(_) => {
+            return Err(Error::Unsupported {
+                op: op.name(),
+                dtype: s.dtype(),
+                backend: "cpu",
+            })
+        }
     })
 }
 
@@ -521,9 +529,9 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
             |a, x| a.wrapping_add(x),
             |a| a,
         ))),
-        HostBuffer::Bool(_) => Err(Error::Unsupported {
+        HostBuffer::Bool(_) | HostBuffer::F16(_) | HostBuffer::BF16(_) => Err(Error::Unsupported {
             op: "cumsum",
-            dtype: DType::Bool,
+            dtype: s.dtype(),
             backend: "cpu",
         }),
     }

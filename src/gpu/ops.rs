@@ -74,12 +74,28 @@ fn elementwise_params(
     Ok(p)
 }
 
+/// Bytes of a buffer of `len` elements of `dtype`: whole words (two 16-bit values to a word,
+/// the last one padded), as storage bindings and copies need.
+fn buffer_bytes(len: usize, dtype: DType) -> u64 {
+    (len as u64 * gpu_size(dtype)).next_multiple_of(4)
+}
+
+/// Little-endian bytes padded to whole words.
+fn whole_words(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.resize(bytes.len().next_multiple_of(4), 0);
+    out
+}
+
 /// The words of a scalar in the GPU representation of `dtype` (I64: low word, high word).
 pub(crate) fn scalar_words(value: Scalar, dtype: DType) -> Vec<u32> {
     match dtype {
         DType::F32 => vec![(value.to_f64() as f32).to_bits()],
         DType::I64 => i64_words(value.to_i64()).to_vec(),
         DType::Bool => vec![value.to_bool() as u32],
+        // The number rounded once to the 16-bit type, as the f32 that holds it exactly.
+        DType::F16 => vec![half::f16::from_f64(value.to_f64()).to_f32().to_bits()],
+        DType::BF16 => vec![half::bf16::from_f64(value.to_f64()).to_f32().to_bits()],
     }
 }
 
@@ -156,7 +172,7 @@ impl GpuStorage {
         dtype: DType,
     ) -> Result<GpuStorage> {
         Ok(GpuStorage {
-            buf: ctx.alloc(op, len as u64 * gpu_size(dtype))?,
+            buf: ctx.alloc(op, buffer_bytes(len, dtype))?,
             dtype,
             checks: Vec::new(),
         })
@@ -168,6 +184,8 @@ impl GpuStorage {
             HostBuffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
             HostBuffer::I64(v) => bytemuck::cast_slice(v).to_vec(),
             HostBuffer::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+            HostBuffer::F16(v) => whole_words(bytemuck::cast_slice(v)),
+            HostBuffer::BF16(v) => whole_words(bytemuck::cast_slice(v)),
         };
         Ok(GpuStorage {
             buf: ctx.upload("to_device", &bytes)?,
@@ -186,7 +204,7 @@ impl GpuStorage {
             contiguous = self.copy_strided(l)?;
             (&contiguous, l.numel())
         };
-        let bytes = ctx.read(src.buf.raw(), n as u64 * gpu_size(self.dtype), &self.checks)?;
+        let bytes = ctx.read(src.buf.raw(), buffer_bytes(n, self.dtype), &self.checks)?;
         Ok(match self.dtype {
             DType::F32 => HostBuffer::F32(bytemuck::pod_collect_to_vec(&bytes)),
             DType::I64 => HostBuffer::I64(bytemuck::pod_collect_to_vec(&bytes)),
@@ -196,6 +214,8 @@ impl GpuStorage {
                     .map(|x| x != 0)
                     .collect(),
             ),
+            DType::F16 => HostBuffer::F16(bytemuck::pod_collect_to_vec(&bytes[..2 * n])),
+            DType::BF16 => HostBuffer::BF16(bytemuck::pod_collect_to_vec(&bytes[..2 * n])),
         })
     }
 
@@ -666,6 +686,18 @@ impl Backend for GpuStorage {
     type Device = Arc<GpuContext>;
 
     fn full(ctx: &Arc<GpuContext>, n: usize, value: Scalar, dtype: DType) -> Result<Self> {
+        if dtype.is_half() {
+            // A fill of the words would need the value twice per word; a copy kernel with the
+            // number as its parameter writes each half.
+            let mut out = GpuStorage::alloc(ctx, "full", n, dtype)?;
+            out.update(
+                MapOp::Copy(dtype, true),
+                "full",
+                &Layout::contiguous(&[n]),
+                Arg::Scalar(value),
+            )?;
+            return Ok(out);
+        }
         GpuStorage::fill(
             ctx,
             FillKind::Constant,
@@ -688,6 +720,10 @@ impl Backend for GpuStorage {
                 dtype,
                 backend: "gpu",
             });
+        }
+        if dtype.is_half() {
+            let values = GpuStorage::arange(ctx, n, start, step, DType::F32)?;
+            return values.cast(&Layout::contiguous(&[n]), dtype);
         }
         let words = [scalar_words(start, dtype), scalar_words(step, dtype)].concat();
         GpuStorage::fill(ctx, FillKind::Arange, dtype, n, &words)

@@ -146,6 +146,9 @@ pub struct MSELoss {
 impl MSELoss {
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         same_shape("mse_loss", input, target)?;
         reduce(input.sub(target)?.square()?, self.reduction)
     }
@@ -160,6 +163,9 @@ pub struct L1Loss {
 impl L1Loss {
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         same_shape("l1_loss", input, target)?;
         reduce(input.sub(target)?.abs()?, self.reduction)
     }
@@ -190,6 +196,9 @@ impl HuberLoss {
 
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         let delta = self.delta;
         same_shape("huber_loss", input, target)?;
         if !(delta > 0.0 && delta.is_finite()) {
@@ -218,6 +227,9 @@ pub struct BCEWithLogitsLoss {
 impl BCEWithLogitsLoss {
     /// The loss of `logits` against `target` (same shapes).
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([logits, target]) = crate::autocast::widened([logits, target])? {
+            return self.forward(&logits, &target);
+        }
         same_shape("binary_cross_entropy_with_logits", logits, target)?;
         let t = target.to_dtype(logits.dtype())?;
         let loss = logits
@@ -252,6 +264,9 @@ impl Default for NLLLoss {
 impl NLLLoss {
     /// The loss of `log_probs [N, C, ...]` against labels `[N, ...]`.
     pub fn forward(&self, log_probs: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([log_probs, target]) = crate::autocast::widened([log_probs, target])? {
+            return self.forward(&log_probs, &target);
+        }
         let labels = Labels::check(
             "nll_loss",
             log_probs,
@@ -297,6 +312,9 @@ impl CrossEntropyLoss {
     /// The loss of `logits [N, C, ...]` (or `[C]`) against labels `[N, ...]` or
     /// probabilities shaped like `logits`.
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([logits, target]) = crate::autocast::widened([logits, target])? {
+            return self.forward(&logits, &target);
+        }
         const OP: &str = "cross_entropy";
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
@@ -501,6 +519,9 @@ pub struct BCELoss {
 impl BCELoss {
     /// The loss of probabilities `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         same_shape("binary_cross_entropy", input, target)?;
         let log_p = input.log()?.clamp_min(-100.0)?;
         let log_q = (1.0 - input).log()?.clamp_min(-100.0)?;
@@ -534,6 +555,9 @@ impl SmoothL1Loss {
 
     /// The loss of `input` against `target` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         let beta = self.beta;
         same_shape("smooth_l1_loss", input, target)?;
         if !(beta >= 0.0 && beta.is_finite()) {
@@ -598,6 +622,9 @@ impl KLDivLoss {
 
     /// The divergence of `target` from the log-probabilities `input` (same shapes).
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if let Some([input, target]) = crate::autocast::widened([input, target])? {
+            return self.forward(&input, &target);
+        }
         same_shape("kl_div", input, target)?;
         let terms = if self.log_target {
             target.exp()? * (target - input)

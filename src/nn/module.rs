@@ -202,14 +202,44 @@ pub trait Module: Send + Sync {
     /// Move every parameter and buffer to `device` (parameters stay trainable leaves).
     /// On an error nothing has been replaced.
     fn to_device(&mut self, device: &Device) -> Result<()> {
+        self.replace_leaves("to_device", &mut |t| t.to_device(device))
+    }
+
+    /// Convert every floating-point parameter and buffer to the float `dtype` (PyTorch's
+    /// `model.to(torch.bfloat16)`; integer buffers such as BatchNorm's batch count stay).
+    /// Parameters stay trainable leaves; on an error nothing has been replaced.
+    fn to_dtype(&mut self, dtype: crate::DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(Error::invalid(
+                "to_dtype",
+                format!("a module's parameters convert to a float dtype, not {dtype:?}"),
+            ));
+        }
+        self.replace_leaves("to_dtype", &mut |t| {
+            if t.dtype().is_float() {
+                t.to_dtype(dtype)
+            } else {
+                Ok(t.clone())
+            }
+        })
+    }
+
+    /// Replace every parameter and buffer `t` by `f(t)`, detached, a trainable leaf again
+    /// where `t` was one. On an error (named after `op` and the tensor) nothing changes.
+    #[doc(hidden)]
+    fn replace_leaves(
+        &mut self,
+        op: &'static str,
+        f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
         let mut moved = Vec::new();
         let mut failure = None;
         self.visit("", &mut |name, item| {
             if let Item::Parameter(t) | Item::Buffer(t) = item {
                 if failure.is_none() {
-                    match move_leaf(t, device) {
+                    match f(t).and_then(|new| as_leaf_like(t, new)) {
                         Ok(t) => moved.push(t),
-                        Err(e) => failure = Some(e.context_of(name)),
+                        Err(e) => failure = Some(e.context_of(op, name)),
                     }
                 }
             }
@@ -255,20 +285,20 @@ pub trait Module: Send + Sync {
     }
 }
 
-/// `t` on `device`, keeping whether it is a trainable leaf.
-fn move_leaf(t: &Tensor, device: &Device) -> Result<Tensor> {
-    let moved = t.to_device(device)?.detach();
-    if t.requires_grad() {
-        moved.requires_grad_(true)
+/// `new` detached, a trainable leaf where `old` was one.
+fn as_leaf_like(old: &Tensor, new: Tensor) -> Result<Tensor> {
+    let new = new.detach();
+    if old.requires_grad() {
+        new.requires_grad_(true)
     } else {
-        Ok(moved)
+        Ok(new)
     }
 }
 
 impl Error {
     /// This error, saying which tensor of a module it met.
-    fn context_of(self, name: &str) -> Error {
-        Error::invalid("to_device", format!("tensor {name:?}: {self}"))
+    fn context_of(self, op: &'static str, name: &str) -> Error {
+        Error::invalid(op, format!("tensor {name:?}: {self}"))
     }
 }
 

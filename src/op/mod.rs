@@ -18,7 +18,9 @@
 macro_rules! entry_for {
     ($d:expr, $def:expr, |$e:ident| $body:expr) => {
         match $d {
-            $crate::dtype::DType::F32 => {
+            // The 16-bit floats follow f32's rules (kernels never see them: the storage layer
+            // computes them in f32).
+            $crate::dtype::DType::F32 | $crate::dtype::DType::F16 | $crate::dtype::DType::BF16 => {
                 let $e = &$def.f32;
                 $body
             }

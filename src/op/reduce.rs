@@ -77,7 +77,10 @@ impl ReduceOp {
     pub fn rule(self, dtype: crate::dtype::DType) -> Reduce {
         let d = self.def();
         match dtype {
-            crate::dtype::DType::F32 => d.f32,
+            // The 16-bit floats reduce in f32 (see `DType::compute_dtype`).
+            crate::dtype::DType::F32 | crate::dtype::DType::F16 | crate::dtype::DType::BF16 => {
+                d.f32
+            }
             crate::dtype::DType::I64 => d.i64,
             crate::dtype::DType::Bool => d.bool,
         }

@@ -15,10 +15,13 @@
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 
+mod grad_scaler;
 mod schedulers;
 
+pub use grad_scaler::GradScaler;
 pub use schedulers::{CosineAnnealingLr, LrScheduler, SchedulerState, StepLr};
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -78,7 +81,14 @@ fn with_grads(
 ) -> Result<()> {
     let _g = crate::no_grad();
     for (i, p) in params.iter().enumerate() {
-        if let Some(g) = p.grad() {
+        let Some(g) = p.grad() else { continue };
+        if p.dtype().is_half() {
+            // A 16-bit parameter is updated in f32 (its state, made from the gradient, is
+            // f32 too) and rounded once when written back.
+            let wide = p.to_dtype(DType::F32)?;
+            f(i, &wide, g.to_dtype(DType::F32)?)?;
+            p.copy_(&wide)?;
+        } else {
             f(i, p, g)?;
         }
     }

@@ -161,6 +161,12 @@ fn body(
 }
 
 /// The elements shown when summarising: the first and last `EDGE_ITEMS` of every long dim.
+/// Every value in the one style chosen from all of them.
+fn float_strings(v: &[f32]) -> Vec<String> {
+    let style = Style::for_floats(v);
+    v.iter().map(|&x| style.float(x)).collect()
+}
+
 fn summarized(t: &Tensor) -> crate::Result<Tensor> {
     let mut t = t.clone();
     for d in 0..t.ndim() {
@@ -193,10 +199,10 @@ fn render(t: &Tensor) -> crate::Result<String> {
         let shown = if summarize { summarized(t)? } else { t.clone() };
         let values = shown.with_storage(|s, l| s.to_host(l))?;
         let mut strings: Vec<String> = match &values {
-            HostBuffer::F32(v) => {
-                let style = Style::for_floats(v);
-                v.iter().map(|&x| style.float(x)).collect()
-            }
+            HostBuffer::F32(v) => float_strings(v),
+            // Each 16-bit value is exactly an f32, and PyTorch prints them alike.
+            HostBuffer::F16(v) => float_strings(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
+            HostBuffer::BF16(v) => float_strings(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
             HostBuffer::I64(v) => {
                 let _ = Style::Int;
                 v.iter().map(|x| x.to_string()).collect()
@@ -219,6 +225,10 @@ fn render(t: &Tensor) -> crate::Result<String> {
             *s = format!("{s:>width$}");
         }
         out.push_str(&body(&strings, t.shape(), width, prefix.len(), summarize));
+    }
+    // PyTorch names every dtype but its defaults (float32, int64, bool).
+    if t.dtype().is_half() {
+        out.push_str(&format!(", dtype={}", t.dtype().torch_name()));
     }
     if let Some(name) = t.grad_fn_name() {
         out.push_str(&format!(", grad_fn=<{name}>"));

@@ -133,7 +133,8 @@ impl<'a> Prepared<'a> {
                 Prepared::Tensor(t, l)
             }
             // A number must be a value of the op's dtype (no wrap, no saturation).
-            Operand::Scalar(v) => Prepared::Scalar(v.checked_for(op, dtype)?),
+            // A number meets a 16-bit tensor in f32, where the kernel computes (PyTorch's opmath).
+            Operand::Scalar(v) => Prepared::Scalar(v.checked_for(op, dtype.compute_dtype())?),
         })
     }
 
@@ -216,6 +217,11 @@ impl Tensor {
 
     pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         self.live()?;
+        if crate::autocast::runs_in_f32(op) {
+            if let Some([x]) = crate::autocast::widened([self])? {
+                return x.unary(op);
+            }
+        }
         match unary_rule(op, self.dtype()) {
             Rule::Kernel => {}
             Rule::ViaFloat | Rule::ViaInt => return self.to_dtype(DType::F32)?.unary(op),

@@ -21,6 +21,9 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.live()?;
         rhs.live()?;
+        if let Some([a, b]) = crate::autocast::lowered([self, rhs])? {
+            return a.matmul(&b);
+        }
         const OP: &str = "matmul";
         self.same_device(OP, rhs)?;
         if self.dtype() != rhs.dtype() || self.dtype() == DType::Bool {

@@ -50,6 +50,9 @@ impl Tensor {
     }
 
     pub(crate) fn sum_dims_internal(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+        if let Some([x]) = crate::autocast::widened([self])? {
+            return x.sum_dims_internal(dims, keepdim);
+        }
         let out = self.reduce_raw(ReduceOp::Sum, dims, keepdim)?;
         let dims: Vec<usize> = if dims.is_empty() {
             (0..self.ndim()).collect()
@@ -60,6 +63,9 @@ impl Tensor {
     }
 
     pub(crate) fn prod_dims_internal(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+        if let Some([x]) = crate::autocast::widened([self])? {
+            return x.prod_dims_internal(dims, keepdim);
+        }
         let out = self.reduce_raw(ReduceOp::Prod, dims, keepdim)?;
         let dims: Vec<usize> = if dims.is_empty() {
             (0..self.ndim()).collect()
@@ -333,6 +339,9 @@ impl Tensor {
     /// of a contiguous CPU tensor (`tensor/fused/softmax.rs`).
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.live()?;
+        if let Some([x]) = crate::autocast::widened([self])? {
+            return x.softmax(dim);
+        }
         let x = self.as_float()?;
         let d = x.dims_of("softmax", [dim])?;
         let Some(&d) = d.first() else {
@@ -356,6 +365,9 @@ impl Tensor {
     /// fused op along the last dim of a contiguous CPU tensor.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.live()?;
+        if let Some([x]) = crate::autocast::widened([self])? {
+            return x.log_softmax(dim);
+        }
         let x = self.as_float()?;
         let d = x.dims_of("log_softmax", [dim])?;
         let Some(&d) = d.first() else {

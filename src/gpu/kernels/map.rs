@@ -46,7 +46,7 @@ fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
         match e {
             // NaN in, NaN out, as IEEE (and the CPU) have it: WGSL leaves builtins on NaN
             // to the driver (lavapipe's atan(NaN) is 0).
-            Unary::Map(k) if own == DType::F32 => {
+            Unary::Map(k) if own.compute_dtype() == DType::F32 => {
                 Some((format!("select({}, a, is_nan_f32(a))", k.wgsl), own))
             }
             Unary::Map(k) => Some((k.wgsl.to_string(), own)),
@@ -83,7 +83,8 @@ fn cmp_expr(op: CmpOp) -> String {
 
 fn cast_expr(from: DType, to: DType) -> &'static str {
     use DType::*;
-    match (from, to) {
+    // A 16-bit value is an f32 between its load and its store (see `map_source`).
+    match (from.compute_dtype(), to.compute_dtype()) {
         (F32, I64) => "i64_from_f32(a)",
         // NaN is true, as on the CPU (`x != 0.0`); tested by its bits, which a driver cannot
         // fold away.
@@ -93,19 +94,31 @@ fn cast_expr(from: DType, to: DType) -> &'static str {
         (Bool, F32) => "f32(a)",
         (Bool, I64) => "i64_from_u32(a)",
         (F32, F32) | (I64, I64) | (Bool, Bool) => "a",
+        (F16 | BF16, _) | (_, F16 | BF16) => "a",
     }
 }
 
 /// WGSL helper functions of the f32 expressions of an op (empty for other dtypes).
 fn float_helpers(d: DType, helpers: &'static str) -> &'static str {
     match d {
-        DType::F32 => helpers,
+        DType::F32 | DType::F16 | DType::BF16 => helpers,
         DType::I64 | DType::Bool => "",
     }
 }
 
+/// The WGSL functions that widen a stored 16-bit value to f32 and round an f32's bits back.
+fn half_conversions(d: DType) -> Option<(&'static str, &'static str)> {
+    match d {
+        DType::F16 => Some(("f16_bits_to_f32", "f32_bits_to_f16")),
+        DType::BF16 => Some(("bf16_bits_to_f32", "f32_bits_to_bf16")),
+        DType::F32 | DType::I64 | DType::Bool => None,
+    }
+}
+
 /// A map kernel: output type, inputs, expression. `in_place` makes the output the left
-/// operand `a` (read before it is written) and the inputs `b`, `c`.
+/// operand `a` (read before it is written) and the inputs `b`, `c`. A 16-bit float operand
+/// is read as its word and widened to f32; a 16-bit output is written as one half of a
+/// word with atomic and/or, since a neighbouring thread may write the other half.
 fn map_source(
     indexing: Indexing,
     out: DType,
@@ -132,8 +145,15 @@ fn map_source(
     if indexing == Indexing::Strided {
         loads += &format!("    let offs = operand_offsets(i, {buffers}u);\n");
     }
+    let out_half = half_conversions(out);
     if in_place {
-        loads += &format!("    let a = out[{}];\n", index(0));
+        loads += &match out_half {
+            Some((widen, _)) => format!(
+                "    let a = {widen}(half_of_word(atomicLoad(&out[{0} >> 1u]), {0}));\n",
+                index(0)
+            ),
+            None => format!("    let a = out[{}];\n", index(0)),
+        };
     }
     if inputs.iter().any(|i| matches!(i, Input::Param(_))) {
         // Scalars follow the metadata of the buffer operands (see common.wgsl).
@@ -143,17 +163,27 @@ fn map_source(
     for (input, name) in inputs.iter().zip(names) {
         match *input {
             Input::Buffer(d) => {
+                let at = index(buffer + 1);
+                let (stored, load) = match half_conversions(d) {
+                    Some((widen, _)) => (
+                        "u32",
+                        format!("{widen}(half_of_word(in{buffer}[{at} >> 1u], {at}))"),
+                    ),
+                    None => (wgsl_type(d), format!("in{buffer}[{at}]")),
+                };
                 bindings += &format!(
-                    "@group(0) @binding({}) var<storage, read> in{buffer}: array<{}>;\n",
+                    "@group(0) @binding({}) var<storage, read> in{buffer}: array<{stored}>;\n",
                     buffer + 2,
-                    wgsl_type(d)
                 );
-                loads += &format!("    let {name} = in{buffer}[{}];\n", index(buffer + 1));
+                loads += &format!("    let {name} = {load};\n");
                 buffer += 1;
             }
             Input::Param(d) => {
                 let value = match d {
-                    DType::F32 => format!("bitcast<f32>(params[sp + {word}u])"),
+                    // A 16-bit float's number travels as the f32 of its exact value.
+                    DType::F32 | DType::F16 | DType::BF16 => {
+                        format!("bitcast<f32>(params[sp + {word}u])")
+                    }
                     DType::I64 => format!(
                         "vec2<u32>(params[sp + {word}u], params[sp + {}u])",
                         word + 1
@@ -161,16 +191,37 @@ fn map_source(
                     DType::Bool => format!("params[sp + {word}u]"),
                 };
                 loads += &format!("    let {name} = {value};\n");
-                word += super::gpu_size(d) as usize / 4;
+                word += super::scalar_word_count(d);
             }
         }
     }
-    MAP.replace("{{T0}}", wgsl_type(out))
+    let at = index(0);
+    let (out_type, store) = match out_half {
+        Some((_, round)) => (
+            "atomic<u32>",
+            format!(
+                "    let shift = ({at} & 1u) * 16u;
+    atomicAnd(&out[{at} >> 1u], ~(0xffffu << shift));
+    atomicOr(&out[{at} >> 1u], {round}(bitcast<u32>(value)) << shift);"
+            ),
+        ),
+        None => (wgsl_type(out), format!("    out[{at}] = value;")),
+    };
+    let uses_half = out_half.is_some()
+        || inputs
+            .iter()
+            .any(|i| matches!(i, Input::Buffer(d) if d.is_half()));
+    let helpers = if uses_half {
+        format!("{}\n{helpers}", super::HALF)
+    } else {
+        helpers.to_string()
+    };
+    MAP.replace("{{T0}}", out_type)
+        .replace("{{STORE}}", &store)
         .replace("{{INPUTS}}", &bindings)
         .replace("{{LOADS}}", &loads)
-        .replace("{{OUT_INDEX}}", &index(0))
         .replace("{{EXPR}}", expr)
-        .replace("{{HELPERS}}", helpers)
+        .replace("{{HELPERS}}", &helpers)
 }
 
 /// The two operands of a binary op or comparison, with the scalar one as a parameter.
@@ -254,6 +305,18 @@ impl MapOp {
         let mut v = Vec::new();
         for d in DType::ALL {
             v.extend(
+                DType::ALL
+                    .iter()
+                    .filter(|&&t| t != d)
+                    .map(|&t| MapOp::Cast(d, t)),
+            );
+            v.extend([false, true].map(|s| MapOp::Copy(d, s)));
+            // The 16-bit floats only move and convert on the GPU: the storage layer computes
+            // them in f32 (see `storage.rs`).
+            if d.is_half() {
+                continue;
+            }
+            v.extend(
                 UnaryOp::ALL
                     .iter()
                     .filter(|&&op| unary_expr(op, d).is_ok())
@@ -269,16 +332,9 @@ impl MapOp {
             for &op in CmpOp::ALL {
                 v.extend(sides.map(|s| MapOp::Cmp(op, d, s)));
             }
-            v.extend([false, true].map(|s| MapOp::Copy(d, s)));
             for (a, b) in [(false, false), (true, false), (false, true), (true, true)] {
                 v.push(MapOp::Where(d, a, b));
             }
-            v.extend(
-                DType::ALL
-                    .iter()
-                    .filter(|&&t| t != d)
-                    .map(|&t| MapOp::Cast(d, t)),
-            );
         }
         v
     }

@@ -23,25 +23,37 @@ const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
 const FILL: &str = include_str!("../../../shaders/fill.wgsl");
 const INT64: &str = include_str!("../../../shaders/int64.wgsl");
+const HALF: &str = include_str!("../../../shaders/half.wgsl");
 
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u32 = 256;
 
-/// The WGSL type holding a dtype on the GPU: I64 as two u32 words (low, high; see
-/// `shaders/int64.wgsl`), Bool as u32 0/1.
+/// The WGSL type of a dtype's values in a kernel: I64 as two u32 words (low, high; see
+/// `shaders/int64.wgsl`), Bool as u32 0/1, the 16-bit floats as the f32 they widen to (they
+/// are stored two to a u32 word: see `shaders/half.wgsl`).
 pub fn wgsl_type(d: DType) -> &'static str {
     match d {
-        DType::F32 => "f32",
+        DType::F32 | DType::F16 | DType::BF16 => "f32",
         DType::I64 => "vec2<u32>",
         DType::Bool => "u32",
     }
 }
 
-/// Bytes per element of a dtype on the GPU.
+/// Bytes per element of a dtype on the GPU (a buffer of a 16-bit dtype is rounded up to
+/// whole words).
 pub fn gpu_size(d: DType) -> u64 {
     match d {
         DType::I64 => 8,
         DType::F32 | DType::Bool => 4,
+        DType::F16 | DType::BF16 => 2,
+    }
+}
+
+/// The parameter words of one number of a dtype (a 16-bit float's travels as an f32).
+pub fn scalar_word_count(d: DType) -> usize {
+    match d {
+        DType::I64 => 2,
+        DType::F32 | DType::Bool | DType::F16 | DType::BF16 => 1,
     }
 }
 
@@ -60,7 +72,7 @@ fn t_nz(a: vec2<u32>) -> bool { return !i64_is_zero(a); }
     }
     let t = wgsl_type(d);
     // Non-zero is true, and so is NaN (by its bits: drivers may fold `a != a` to false).
-    let nz = if d == DType::F32 {
+    let nz = if d.compute_dtype() == DType::F32 {
         "a != 0.0 || is_nan_f32(a)".to_string()
     } else {
         format!("a != {t}(0)")
@@ -154,7 +166,7 @@ fn subgroup_combine(op: ReduceOp, d: DType) -> String {
     // The identities of max and min for the dtypes that have a subgroup variant (see
     // `subgroup_capable`; the arg reductions and I64 never reach here).
     let (lowest, highest) = match d {
-        DType::F32 => ("-inf_f32()", "inf_f32()"),
+        DType::F32 | DType::F16 | DType::BF16 => ("-inf_f32()", "inf_f32()"),
         DType::I64 | DType::Bool => ("0u", "1u"),
     };
     let reduced = match op {
@@ -189,7 +201,7 @@ fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str
             let (id, f) = match (op, d) {
                 (Sum, _) => ("t_zero()", "t_add"),
                 (_, DType::I64) => ("i64_from_u32(1u)", "t_mul"),
-                (_, DType::F32) => ("1.0", "t_mul"),
+                (_, DType::F32 | DType::F16 | DType::BF16) => ("1.0", "t_mul"),
                 (_, DType::Bool) => ("1u", "t_mul"),
             };
             (
@@ -255,7 +267,7 @@ pub fn partial_size(d: DType) -> u64 {
     match d {
         // vec2<u32> aligns the struct to 8 bytes.
         DType::I64 => 16,
-        DType::F32 | DType::Bool => 12,
+        DType::F32 | DType::Bool | DType::F16 | DType::BF16 => 12,
     }
 }
 
@@ -263,6 +275,13 @@ impl Kernel {
     /// The full WGSL source of this kernel, or `Err(Unsupported)` for an op the tables do
     /// not define on its dtype.
     pub fn source(&self) -> Result<String> {
+        if let Some(d) = self.half_operand() {
+            return Err(crate::error::Error::Unsupported {
+                op: "a 16-bit float kernel other than a copy or cast",
+                dtype: d,
+                backend: "gpu",
+            });
+        }
         let body = match *self {
             Kernel::Map(op, indexing) => op.source(indexing)?,
             Kernel::Reduce(op, d, stage, subgroups) => {
@@ -330,7 +349,7 @@ impl Kernel {
                         "    let low_before = atomicAdd(&out[2u * dst], x.x);
     atomicAdd(&out[2u * dst + 1u], x.y + select(0u, 1u, low_before + x.x < low_before));",
                     ),
-                    DType::Bool => {
+                    DType::Bool | DType::F16 | DType::BF16 => {
                         return Err(crate::error::Error::Unsupported {
                             op: "scatter_add",
                             dtype: d,
@@ -372,6 +391,21 @@ impl Kernel {
         matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4)
     }
 
+    /// The 16-bit float dtype of a kernel that only map kernels handle (their loads and stores
+    /// convert; the storage layer computes these dtypes in f32 everywhere else).
+    fn half_operand(&self) -> Option<DType> {
+        match *self {
+            Kernel::Map(..) | Kernel::MatmulVec4 => None,
+            Kernel::Reduce(_, d, _, _)
+            | Kernel::Matmul(d)
+            | Kernel::Cumsum(d)
+            | Kernel::ScanAdd(d)
+            | Kernel::Gather(d, _)
+            | Kernel::ScatterAdd(d)
+            | Kernel::Fill(_, d) => Some(d).filter(|d| d.is_half()),
+        }
+    }
+
     /// Whether the kernel reads or writes I64 values (and so needs `shaders/int64.wgsl`).
     fn uses_i64(&self) -> bool {
         match *self {
@@ -399,7 +433,7 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Map(op, Indexing::Strided));
         v.push(Kernel::Map(op, Indexing::Contiguous));
     }
-    for d in DType::ALL {
+    for d in DType::ALL.into_iter().filter(|d| !d.is_half()) {
         for &op in ReduceOp::ALL {
             // Sum and prod of bool run on I64 (see `op/reduce.rs`).
             if op.rule(d) != crate::op::Reduce::Native {

@@ -33,6 +33,9 @@ pub fn conv_transpose2d(
     args: ConvArgs,
     output_padding: usize,
 ) -> Result<Tensor> {
+    if let Some((x, w, b)) = crate::autocast::lowered_with_bias(x, w, b)? {
+        return conv_transpose2d(&x, &w, b.as_ref(), args, output_padding);
+    }
     const OP: &str = "conv_transpose2d";
     let ConvArgs {
         stride,

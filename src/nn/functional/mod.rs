@@ -147,6 +147,9 @@ pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tenso
 /// `w [O, C / groups, kh, kw]`, `b [O]`. One fused op on the CPU (`tensor/fused/conv.rs`), the
 /// windows times the weight elsewhere (`conv2d_composite`).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Result<Tensor> {
+    if let Some((x, w, b)) = crate::autocast::lowered_with_bias(x, w, b)? {
+        return conv2d(&x, &w, b.as_ref(), args);
+    }
     let (n, c, h, wd) = check_4d("conv2d", x)?;
     let (o, cw, kh, kw) = check_4d("conv2d", w)?;
     let g = args.groups;

@@ -15,6 +15,9 @@ pub fn layer_norm(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
+    if let Some([x]) = crate::autocast::widened([x])? {
+        return layer_norm(&x, normalized_shape, weight, bias, eps);
+    }
     let k = normalized_shape.len();
     if k == 0 || x.ndim() < k || x.shape()[x.ndim() - k..] != *normalized_shape {
         return Err(Error::shapes(
@@ -51,6 +54,9 @@ pub fn group_norm(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
+    if let Some([x]) = crate::autocast::widened([x])? {
+        return group_norm(&x, num_groups, weight, bias, eps);
+    }
     if x.ndim() < 2 || num_groups == 0 || !x.shape()[1].is_multiple_of(num_groups) {
         return Err(Error::bad_shape(
             "group_norm",
