@@ -4,7 +4,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
-use wgrad::{Device, Result};
+use wgrad::{DType, Device, Result};
 
 /// `--name value` options, with `--help` printing `usage`.
 pub struct Options {
@@ -65,6 +65,24 @@ impl Options {
             _ => Device::auto(),
         }
     }
+
+    /// `--precision f32|bf16|f16`: the autocast dtype of the forward passes (none for f32).
+    pub fn precision(&self) -> Option<DType> {
+        match self.get("precision", "f32").as_str() {
+            "f32" => None,
+            "bf16" => Some(DType::BF16),
+            "f16" => Some(DType::F16),
+            other => {
+                eprintln!("--precision takes f32, bf16 or f16, not {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+/// Open an autocast scope when `precision` names a 16-bit dtype (mixed precision).
+pub fn autocast(precision: Option<DType>) -> Result<Option<wgrad::AutocastGuard>> {
+    precision.map(wgrad::autocast).transpose()
 }
 
 /// A bar for one epoch of `batches` steps; on a pipe or a log it stays hidden and
