@@ -87,7 +87,7 @@ pub(crate) fn lowered<const N: usize>(operands: [&Tensor; N]) -> Result<Option<[
     convert_each(operands, |t| t.dtype().is_float(), d).map(Some)
 }
 
-/// [`lowered`] for a weighted op with an optional bias (convolutions).
+/// [`lowered`] for a weighted op with an optional bias (linear, convolutions).
 pub(crate) fn lowered_with_bias(
     x: &Tensor,
     w: &Tensor,

@@ -403,6 +403,10 @@ fn autocast_runs_matmuls_in_the_half_type_and_reductions_in_f32() -> Result<()> 
                 assert_eq!(out.1.softmax(1)?.dtype(), DType::F32);
                 assert_eq!(out.1.exp()?.dtype(), DType::F32);
                 assert_eq!(out.1.tanh()?.dtype(), d, "tanh runs in its input's dtype");
+                // linear is one op: an f32 bias joins in the 16-bit type.
+                let bias = Tensor::zeros_on([10], &dev)?;
+                let flat = x.flatten(1, -1)?.narrow(1, 0, 80)?;
+                assert_eq!(F::linear(&flat, &lw, Some(&bias))?.dtype(), d);
                 out
             };
             assert_eq!(wgrad::autocast_dtype(), None, "the scope closed");
@@ -485,5 +489,33 @@ fn the_grad_scaler_skips_an_overflowing_step_and_halves_its_scale() -> Result<()
         assert_eq!(scaler.get_scale(), 65536.0);
     }
     assert!(wgrad::optim::GradScaler::new().backoff(1.5).is_err());
+    Ok(())
+}
+
+#[test]
+fn host_side_ops_take_half_tensors() -> Result<()> {
+    for dev in common::devices() {
+        for d in HALVES {
+            let (x, xf) = sample(d, &[3, 6], 9, &dev);
+            let (v, i) = x.sort(1, true)?;
+            let (vf, i_f) = xf.sort(1, true)?;
+            assert_same(&v, &vf.to_dtype(d)?, "sort values");
+            assert_same(&i, &i_f, "sort indices");
+            let (v, i) = x.topk(2, 0, false)?;
+            assert_same(&v, &xf.topk(2, 0, false)?.0.to_dtype(d)?, "topk values");
+            assert_same(
+                &i,
+                &xf.argsort(0, false)?.narrow(0, 0, 2)?.contiguous()?,
+                "topk",
+            );
+            let picked = x.masked_select(&xf.gt_scalar(0.0)?)?;
+            assert_same(
+                &picked,
+                &xf.masked_select(&xf.gt_scalar(0.0)?)?.to_dtype(d)?,
+                "select",
+            );
+            assert_eq!(x.abs()?.multinomial(4, true)?.shape(), &[3, 4]);
+        }
+    }
     Ok(())
 }

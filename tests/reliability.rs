@@ -312,6 +312,14 @@ fn nan_is_nan_on_every_device() -> Result<()> {
             "where",
             Box::new(|x| Tensor::where_cond(&x.isnan()?, 0.0, x)),
         ),
+        // C's pow: x^0 and 1^y are 1 even for NaN, every other power of or to NaN is NaN.
+        ("pow", Box::new(|x| x.pow(&x.flip0()?))),
+        ("pow 0", Box::new(|x| x.pow_scalar(0.0))),
+        ("pow -3", Box::new(|x| x.pow_scalar(-3))),
+        (
+            "1 ^ x",
+            Box::new(|x| Tensor::ones([6])?.to_device(x.device())?.pow(x)),
+        ),
     ];
     for dev in common::devices().into_iter().filter(|d| !d.is_cpu()) {
         let cpu = Tensor::new(data)?;
@@ -319,6 +327,31 @@ fn nan_is_nan_on_every_device() -> Result<()> {
         for (name, f) in &programs {
             let (a, b) = (f(&cpu)?, f(&gpu)?.to_device(&wgrad::Device::Cpu)?);
             assert_eq!(format!("{a}"), format!("{b}"), "{name} on {dev}");
+        }
+    }
+    Ok(())
+}
+
+/// Small powers are exact (as C's pow gives them on the CPU), and a zero remainder keeps the
+/// dividend's sign (C's fmod, PyTorch's remainder): the GPU's results are the CPU's bits.
+#[test]
+fn powers_and_remainders_match_the_cpu_bit_for_bit() -> Result<()> {
+    let a = Tensor::new([3.0f32, 5.0, 7.0, 10.0, -1.5, 0.1, -1.0, 1.0, -0.0, 2.0])?;
+    let b = Tensor::new([1.0f32, 2.0, -1.0, 0.5, 2.0, 1.0, 1.0, -1.0, 1.0, -1.0])?;
+    for dev in common::devices().into_iter().filter(|d| !d.is_cpu()) {
+        let (ga, gb) = (a.to_device(&dev)?, b.to_device(&dev)?);
+        for (name, cpu, gpu) in [
+            ("pow", a.pow(&b)?, ga.pow(&gb)?),
+            ("remainder", a.remainder(&b)?, ga.remainder(&gb)?),
+        ] {
+            let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                Ok(t.to_device(&wgrad::Device::Cpu)?
+                    .to_vec::<f32>()?
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect())
+            };
+            assert_eq!(bits(&gpu)?, bits(&cpu)?, "{name} on {dev}: {gpu} vs {cpu}");
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ mod model;
 mod steps;
 
 use std::time::Instant;
-use wgrad::{Device, Result, Tensor};
+use wgrad::{DType, Device, Result, Tensor};
 
 struct Bench {
     json: bool,
@@ -213,7 +213,7 @@ fn main() -> Result<()> {
 
     if b.wants("mlp") {
         // One epoch of an MLP 784-256-10 (ReLU, cross-entropy, SGD lr 0.1, batch 256) on 60,000
-        // synthetic samples.
+        // synthetic samples, in f32 and with the model and data in bf16 (half the bytes).
         let mut g = wgrad::Generator::new(0);
         // A software adapter binds at most 128 MiB (60,000 x 784 f32 is 188 MB) and is slow:
         // a tenth of the samples there, the time scaled to the full epoch.
@@ -221,26 +221,11 @@ fn main() -> Result<()> {
         let n = if b.quick || software { 6_000 } else { 60_000 };
         let xs = on(Tensor::randn_with([n, 784], &mut g)?)?;
         let ys = on(Tensor::randint_with(0, 10, [n], &mut g)?)?;
-        let model = wgrad::nn::Sequential::new()
-            .add(wgrad::nn::Linear::new(784, 256, &device)?)
-            .add(wgrad::nn::ReLU)
-            .add(wgrad::nn::Linear::new(256, 10, &device)?);
-        use wgrad::nn::{Forward, Module};
-        use wgrad::optim::Optimizer;
-        let mut opt = wgrad::optim::Sgd::new(model.parameters(), 0.1);
-        let mut epoch = || -> Result<()> {
-            for start in (0..n).step_by(256) {
-                let len = 256.min(n - start);
-                let (x, y) = (xs.narrow(0, start, len)?, ys.narrow(0, start, len)?);
-                opt.zero_grad();
-                wgrad::nn::cross_entropy(&model.forward(&x)?, &y)?.backward()?;
-                opt.step()?;
-            }
-            sync()
-        };
-        let t = b.time(3, 1, &mut epoch)?;
-        b.report("mlp_epoch_s", t * 60_000.0 / n as f64, "s");
-        b.report("mlp_samples_per_s", n as f64 / t, "samples/s");
+        for (dtype, name) in [(DType::F32, "mlp"), (DType::BF16, "mlp_bf16")] {
+            let t = mlp_epoch(&b, &device, &xs.to_dtype(dtype)?, &ys, dtype, &sync)?;
+            b.report(&format!("{name}_epoch_s"), t * 60_000.0 / n as f64, "s");
+            b.report(&format!("{name}_samples_per_s"), n as f64 / t, "samples/s");
+        }
     }
 
     if b.wants("steps") || b.only.as_deref().is_some_and(|s| s.ends_with("_step_ms")) {
@@ -251,6 +236,36 @@ fn main() -> Result<()> {
 }
 
 /// CPU time of the calling thread in nanoseconds, where Linux reports it.
+/// The median time of one epoch of the MLP over `xs` (already in `dtype`) and labels `ys`.
+fn mlp_epoch(
+    b: &Bench,
+    device: &Device,
+    xs: &Tensor,
+    ys: &Tensor,
+    dtype: DType,
+    sync: &dyn Fn() -> Result<()>,
+) -> Result<f64> {
+    use wgrad::nn::{Forward, Module};
+    use wgrad::optim::Optimizer;
+    let n = xs.shape()[0];
+    let mut model = wgrad::nn::Sequential::new()
+        .add(wgrad::nn::Linear::new(784, 256, device)?)
+        .add(wgrad::nn::ReLU)
+        .add(wgrad::nn::Linear::new(256, 10, device)?);
+    model.to_dtype(dtype)?;
+    let mut opt = wgrad::optim::Sgd::new(model.parameters(), 0.1);
+    b.time(3, 1, || {
+        for start in (0..n).step_by(256) {
+            let len = 256.min(n - start);
+            let (x, y) = (xs.narrow(0, start, len)?, ys.narrow(0, start, len)?);
+            opt.zero_grad();
+            wgrad::nn::cross_entropy(&model.forward(&x)?, &y)?.backward()?;
+            opt.step()?;
+        }
+        sync()
+    })
+}
+
 fn thread_cpu_ns() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     stat.split_whitespace().next()?.parse().ok()

@@ -223,6 +223,37 @@ pub fn write(dst: &mut HostBuffer, dl: &Layout, src: Arg<'_, HostBuffer>) -> Res
     }
 }
 
+/// The 16-bit values of `v` seen through `l` as f32: a contiguous view converts in one call
+/// of the `half` crate, which uses the CPU's conversion instructions (F16C) where it has them.
+fn widened<T>(v: &[T], l: &Layout, one: impl Fn(T) -> f32 + Sync) -> Vec<f32>
+where
+    T: Copy + Sync,
+    [T]: half::slice::HalfFloatSliceExt,
+{
+    use half::slice::HalfFloatSliceExt;
+    if !l.is_contiguous() {
+        return map1(v, l, one);
+    }
+    let mut out = super::pool::take(l.numel());
+    v[l.offset..l.offset + l.numel()].convert_to_f32_slice(&mut out);
+    out
+}
+
+/// f32 values seen through `l` rounded to a 16-bit type (see [`widened`]).
+fn narrowed<T>(v: &[f32], l: &Layout, one: impl Fn(f32) -> T + Sync) -> Vec<T>
+where
+    T: Pooled,
+    [T]: half::slice::HalfFloatSliceExt,
+{
+    use half::slice::HalfFloatSliceExt;
+    if !l.is_contiguous() {
+        return map1(v, l, one);
+    }
+    let mut out = super::pool::take(l.numel());
+    out.convert_from_f32_slice(&v[l.offset..l.offset + l.numel()]);
+    out
+}
+
 /// Convert to another dtype (float to int truncates toward zero, as PyTorch; a float to a
 /// 16-bit float rounds to nearest even). The 16-bit floats convert through f32, which holds
 /// each of their values exactly.
@@ -232,18 +263,13 @@ pub fn cast(s: &HostBuffer, l: &Layout, to: DType) -> HostBuffer {
     match (s, to) {
         (H::F16(v), DType::F16) => H::F16(map1(v, l, |x| x)),
         (H::BF16(v), DType::BF16) => H::BF16(map1(v, l, |x| x)),
-        (H::F16(v), _) => cast(
-            &H::F32(map1(v, l, f16::to_f32)),
-            &Layout::contiguous(&l.shape),
-            to,
-        ),
-        (H::BF16(v), _) => cast(
-            &H::F32(map1(v, l, bf16::to_f32)),
-            &Layout::contiguous(&l.shape),
-            to,
-        ),
-        (H::F32(v), DType::F16) => H::F16(map1(v, l, f16::from_f32)),
-        (H::F32(v), DType::BF16) => H::BF16(map1(v, l, bf16::from_f32)),
+        (H::F16(v), DType::F32) => H::F32(widened(v, l, f16::to_f32)),
+        (H::BF16(v), DType::F32) => H::F32(widened(v, l, bf16::to_f32)),
+        (H::F16(_) | H::BF16(_), _) => {
+            cast(&cast(s, l, DType::F32), &Layout::contiguous(&l.shape), to)
+        }
+        (H::F32(v), DType::F16) => H::F16(narrowed(v, l, f16::from_f32)),
+        (H::F32(v), DType::BF16) => H::BF16(narrowed(v, l, bf16::from_f32)),
         (H::I64(_) | H::Bool(_), DType::F16 | DType::BF16) => {
             cast(&cast(s, l, DType::F32), &Layout::contiguous(&l.shape), to)
         }

@@ -147,12 +147,15 @@ impl Tensor {
             tensor: self.clone(),
             buffer,
             offset,
-            size: self.numel() as u64 * gpu_size(self.dtype()),
+            // Bindings come in whole words: an odd count of 16-bit values ends with the
+            // padding half of its last word.
+            size: (self.numel() as u64 * gpu_size(self.dtype())).next_multiple_of(4),
         })
     }
 
     /// A tensor over an application's storage buffer, with no copy: `shape` elements of
-    /// `dtype` from the buffer's start (f32; little-endian i64 for I64; u32 0/1 for Bool). The buffer must
+    /// `dtype` from the buffer's start (f32; little-endian i64 for I64; u32 0/1 for Bool;
+    /// little-endian 16-bit values for F16 and BF16, two to a word). The buffer must
     /// have been created on `device`'s wgpu device with `STORAGE` usage (and `COPY_SRC` to be
     /// read back), and be large enough. Writes by the application become visible to wgrad in
     /// queue order; wgrad's in-place ops write into it.

@@ -141,9 +141,17 @@ binary_ops! {
         bool: Binary::ViaInt,
         helpers: "
 fn op_pow(a: f32, b: f32) -> f32 {
-    // WGSL's pow is undefined for a <= 0; follow C's pow there, as PyTorch does.
-    if (b == 0.0) { return 1.0; }
+    // WGSL's pow is undefined for a <= 0 and for NaN; follow C's pow there, as PyTorch does:
+    // x^0 and 1^y are 1 even for NaN, any other power of or to NaN is NaN.
+    if (b == 0.0 || a == 1.0) { return 1.0; }
+    if (is_nan_f32(a) || is_nan_f32(b)) { return nan_f32(); }
+    // exp2(b * log2(a)) is a few ulps off; the common small powers are exact (or correctly
+    // rounded) on the CPU, so here too.
+    if (b == 1.0) { return a; }
+    if (b == 2.0) { return a * a; }
+    if (b == -1.0) { return 1.0 / a; }
     if (a == 0.0) { return select(inf_f32(), 0.0, b > 0.0); }
+    if (b == 0.5 && a > 0.0) { return sqrt(a); }
     if (a < 0.0) {
         if (b != floor(b)) { return nan_f32(); }
         let r = pow(-a, b);
@@ -188,7 +196,9 @@ fn op_atan2(y: f32, x: f32) -> f32 {
         helpers: "
 fn op_remainder(a: f32, b: f32) -> f32 {
     let r = a % b;
-    return select(r, r + b, r != 0.0 && ((r < 0.0) != (b < 0.0)));
+    // A zero remainder has the dividend's sign, as C's fmod (and PyTorch) give it.
+    if (r == 0.0) { return bitcast<f32>(bitcast<u32>(a) & 0x80000000u); }
+    return select(r, r + b, (r < 0.0) != (b < 0.0));
 }",
         grad_lhs: |g, _, _, _| Ok(g.clone()),
         // d/db (a - floor(a/b) b) = -floor(a/b).

@@ -1,5 +1,6 @@
 //! Reductions, scans and the softmax family.
 
+use super::fused::{given, through_f32};
 use super::Tensor;
 use crate::autograd::BackwardOp;
 use crate::dtype::DType;
@@ -342,6 +343,9 @@ impl Tensor {
         if let Some([x]) = crate::autocast::widened([self])? {
             return x.softmax(dim);
         }
+        if let Some(y) = through_f32([Some(self)], |[x]| given("softmax", x)?.softmax(dim))? {
+            return Ok(y);
+        }
         let x = self.as_float()?;
         let d = x.dims_of("softmax", [dim])?;
         let Some(&d) = d.first() else {
@@ -367,6 +371,11 @@ impl Tensor {
         self.live()?;
         if let Some([x]) = crate::autocast::widened([self])? {
             return x.log_softmax(dim);
+        }
+        if let Some(y) = through_f32([Some(self)], |[x]| {
+            given("log_softmax", x)?.log_softmax(dim)
+        })? {
+            return Ok(y);
         }
         let x = self.as_float()?;
         let d = x.dims_of("log_softmax", [dim])?;

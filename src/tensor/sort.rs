@@ -36,7 +36,12 @@ impl Tensor {
         // Rows along the last dim: move `d` there, sort each row, move it back.
         let moved = self.transpose(d as isize, -1)?;
         let n = moved.shape()[moved.ndim() - 1];
-        let host = moved.to_device(&Device::Cpu)?;
+        // The 16-bit floats compare as the f32 values they are exactly.
+        let host = if self.dtype().is_half() {
+            moved.to_device(&Device::Cpu)?.to_dtype(DType::F32)?
+        } else {
+            moved.to_device(&Device::Cpu)?
+        };
         // Integers are compared exactly (as f32 they would lose order past 2^24).
         let index = if self.dtype() == DType::I64 {
             sorted_rows(&host.to_vec::<i64>()?, n, descending, |a, b| a.cmp(b))

@@ -25,6 +25,10 @@ pub use resample::{interpolate, one_hot, pad, scaled_size, Interpolation, PadMod
 
 /// `x @ w.T + b` (`torch.nn.functional.linear`); `x` may have any leading dims.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    // One op under autocast, as PyTorch's: the bias joins in the 16-bit type too.
+    if let Some((x, w, b)) = crate::autocast::lowered_with_bias(x, w, b)? {
+        return linear(&x, &w, b.as_ref());
+    }
     let y = x.matmul(&w.t()?)?;
     match b {
         Some(b) => y.add(b),
@@ -149,6 +153,12 @@ pub fn unfold(x: &Tensor, kh: usize, kw: usize, args: ConvArgs) -> Result<(Tenso
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, args: ConvArgs) -> Result<Tensor> {
     if let Some((x, w, b)) = crate::autocast::lowered_with_bias(x, w, b)? {
         return conv2d(&x, &w, b.as_ref(), args);
+    }
+    if let Some(y) = crate::tensor::fused::through_f32([Some(x), Some(w), b], |[x, w, b]| {
+        let given = crate::tensor::fused::given;
+        conv2d(given("conv2d", x)?, given("conv2d", w)?, b, args)
+    })? {
+        return Ok(y);
     }
     let (n, c, h, wd) = check_4d("conv2d", x)?;
     let (o, cw, kh, kw) = check_4d("conv2d", w)?;

@@ -4,6 +4,7 @@
 
 use super::normalize;
 use crate::error::{Error, Result};
+use crate::tensor::fused::{given, through_f32};
 use crate::tensor::Tensor;
 
 /// Normalise over the trailing dims of shape `normalized_shape`, then `* weight + bias`.
@@ -17,6 +18,11 @@ pub fn layer_norm(
 ) -> Result<Tensor> {
     if let Some([x]) = crate::autocast::widened([x])? {
         return layer_norm(&x, normalized_shape, weight, bias, eps);
+    }
+    if let Some(y) = through_f32([Some(x), weight, bias], |[x, w, b]| {
+        layer_norm(given("layer_norm", x)?, normalized_shape, w, b, eps)
+    })? {
+        return Ok(y);
     }
     let k = normalized_shape.len();
     if k == 0 || x.ndim() < k || x.shape()[x.ndim() - k..] != *normalized_shape {
@@ -56,6 +62,11 @@ pub fn group_norm(
 ) -> Result<Tensor> {
     if let Some([x]) = crate::autocast::widened([x])? {
         return group_norm(&x, num_groups, weight, bias, eps);
+    }
+    if let Some(y) = through_f32([Some(x), weight, bias], |[x, w, b]| {
+        group_norm(given("group_norm", x)?, num_groups, w, b, eps)
+    })? {
+        return Ok(y);
     }
     if x.ndim() < 2 || num_groups == 0 || !x.shape()[1].is_multiple_of(num_groups) {
         return Err(Error::bad_shape(

@@ -48,6 +48,49 @@ pub(crate) fn on_host<const N: usize, R>(
     })
 }
 
+/// A fused op on 16-bit float operands (all of one dtype): the f32 op on the operands
+/// widened, its result rounded once to their dtype. PyTorch's kernels compute these ops in
+/// f32 (opmath) and round once, and one f32 kernel is faster and more accurate than a
+/// composite of 16-bit ops each rounding its own result. `None` when no operand is 16-bit
+/// or their float dtypes differ (the op then reports the mismatch itself). The casts are
+/// ordinary ops, so gradients flow back in the operands' dtype.
+pub(crate) fn through_f32<const N: usize>(
+    operands: [Option<&Tensor>; N],
+    op: impl FnOnce([Option<&Tensor>; N]) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    let mut floats = operands
+        .iter()
+        .flatten()
+        .map(|t| t.dtype())
+        .filter(|d| d.is_float());
+    let Some(dtype) = floats.next().filter(|d| d.is_half()) else {
+        return Ok(None);
+    };
+    if floats.any(|d| d != dtype) {
+        return Ok(None);
+    }
+    let mut wide: [Option<Tensor>; N] = std::array::from_fn(|_| None);
+    for (w, t) in wide.iter_mut().zip(operands) {
+        *w = match t {
+            Some(t) if t.dtype() == dtype => Some(t.to_dtype(DType::F32)?),
+            Some(t) => Some(t.clone()),
+            None => None,
+        };
+    }
+    // The f32 op is the 16-bit op's implementation: autocast, which may have chosen the
+    // 16-bit type for it, must not turn it back.
+    let result = {
+        let _as_written = crate::autocast::suspended();
+        op(std::array::from_fn(|k| wide[k].as_ref()))?
+    };
+    result.to_dtype(dtype).map(Some)
+}
+
+/// The operand `through_f32` was given as `Some` (an `Err` naming `op` otherwise).
+pub(crate) fn given<'a>(op: &'static str, t: Option<&'a Tensor>) -> Result<&'a Tensor> {
+    t.ok_or_else(|| crate::error::Error::invalid(op, "an operand is missing"))
+}
+
 /// A result of a fused kernel as a tensor without a graph (a gradient, a workspace).
 pub(crate) fn host_tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_storage(Storage::Cpu(HostBuffer::F32(v)), shape)
