@@ -5,12 +5,13 @@
 //   [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
 //   then A offset, A row stride, A col stride, B offset, B row stride, B col stride, and the
 //   index of the dispatch's first matrix (a batch past the workgroup limit takes several).
-// <T>: f32, or vec2<u32> for I64 (see int64.wgsl). Workgroup (16, 16); grid (N / 64,
-// M / 64, matrices of this dispatch).
+// <T>: f32, or vec2<u32> for I64 (see int64.wgsl); the 16-bit floats are read as <IN> u32
+// words and widened by load_a/load_b (half.wgsl), and accumulate and store in f32.
+// Workgroup (16, 16); grid (N / 64, M / 64, matrices of this dispatch).
 
 @group(0) @binding(1) var<storage, read_write> c: array<{{T}}>;
-@group(0) @binding(2) var<storage, read> a: array<{{T}}>;
-@group(0) @binding(3) var<storage, read> b: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> a: array<{{IN}}>;
+@group(0) @binding(3) var<storage, read> b: array<{{IN}}>;
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;
@@ -47,7 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gk = kk + ac;
             var av = t_zero();
             if (gr < m && gk < k) {
-                av = a[a_off + gr * ars + gk * acs];
+                av = load_a(a_off + gr * ars + gk * acs);
             }
             a_tile[ac][ar] = av;
             let br = idx / TILE;
@@ -56,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gc = col0 + bc;
             var bv = t_zero();
             if (gk2 < k && gc < n) {
-                bv = b[b_off + gk2 * brs + gc * bcs];
+                bv = load_b(b_off + gk2 * brs + gc * bcs);
             }
             b_tile[br][bc] = bv;
         }

@@ -571,16 +571,21 @@ impl Storage {
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
         if self.dtype().is_half() || rhs.dtype().is_half() {
-            let (wa, wb) = (widen(self, l)?, widen(rhs, rl)?);
-            let (a, al) = computed_buf(self, l, &wa);
-            let (b, bl) = computed_buf(rhs, rl, &wb);
-            let r = a.matmul(al, b, bl)?;
             let r_dims = l.rank();
             let n = l.shape[..r_dims - 1]
                 .iter()
                 .product::<usize>()
                 .saturating_mul(rl.shape[r_dims - 1]);
-            return narrow(r, self.dtype(), n);
+            // A GPU reads 16-bit operands in its matmul kernel and gives the f32 product.
+            if let (Storage::Gpu(a), Storage::Gpu(b)) = (self, rhs) {
+                if a.dtype == b.dtype && Arc::ptr_eq(a.ctx(), b.ctx()) {
+                    return narrow(Storage::Gpu(a.matmul(l, b, rl)?), self.dtype(), n);
+                }
+            }
+            let (wa, wb) = (widen(self, l)?, widen(rhs, rl)?);
+            let (a, al) = computed_buf(self, l, &wa);
+            let (b, bl) = computed_buf(rhs, rl, &wb);
+            return narrow(a.matmul(al, b, bl)?, self.dtype(), n);
         }
         pair!("matmul", self, rhs, |a, b| a.matmul(l, b, rl))
     }

@@ -519,3 +519,37 @@ fn host_side_ops_take_half_tensors() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn half_matmuls_of_every_layout_match_the_f32_product() -> Result<()> {
+    for dev in common::devices() {
+        for d in HALVES {
+            let (a, af) = sample(d, &[2, 71, 34], 11, &dev);
+            let (b, bf) = sample(d, &[65, 33], 12, &dev);
+            // Views starting in the high half of a word, a transposed operand, and a batch.
+            let cases = [
+                (a.narrow(2, 1, 33)?, b.t()?, af.narrow(2, 1, 33)?, bf.t()?),
+                (
+                    a.select(0, 1)?.narrow(1, 1, 33)?,
+                    b.t()?.contiguous()?,
+                    af.select(0, 1)?.narrow(1, 1, 33)?,
+                    bf.t()?.contiguous()?,
+                ),
+            ];
+            // A product large enough for the vec4 kernel, which takes 16-bit operands widened.
+            let (c, cf) = sample(d, &[128, 64], 13, &dev);
+            let (e, ef) = sample(d, &[256, 64], 14, &dev);
+            let cases = cases.into_iter().chain([(c, e.t()?, cf, ef.t()?)]);
+            for (x, y, xf, yf) in cases {
+                let got = wide(&x.matmul(&y)?);
+                let want = xf.matmul(&yf)?;
+                // One rounding of f32 sums taken in another order: within an ulp of the type.
+                let want_h: Vec<f64> = wide(&want.to_dtype(d)?).iter().map(|&v| v as f64).collect();
+                let ulp = if d == DType::F16 { 1e-3 } else { 8e-3 };
+                common::assert_close(&got, &want_h, ulp, 1e-3, &format!("{d:?} matmul on {dev}"));
+                assert_eq!(x.matmul(&y)?.dtype(), d);
+            }
+        }
+    }
+    Ok(())
+}

@@ -263,8 +263,13 @@ impl GpuStorage {
             }
         }
         let params = elementwise_params(op, shape, &layouts, &scalars)?;
-        let kernel = Kernel::Map(kernel, indexing(layouts.into_iter()));
-        let (x, y) = ctx.grid(n as u64, false)?;
+        let (indexing, threads) = match indexing(layouts.into_iter()) {
+            // The output is fresh: whole words, two values per thread.
+            Indexing::Contiguous if out_dtype.is_half() => (Indexing::Pairs, n.div_ceil(2)),
+            other => (other, n),
+        };
+        let kernel = Kernel::Map(kernel, indexing);
+        let (x, y) = ctx.grid(threads as u64, false)?;
         ctx.dispatch(kernel, &params, &bufs, (x, y, 1))?;
         Ok(out)
     }
@@ -443,16 +448,20 @@ impl GpuStorage {
         // the copy reads each element once, where the strided kernel would reload it from
         // every block row or column. Broadcast batch dims stay views (a copy would repeat
         // them).
-        let worth_copying = self.dtype == DType::F32
+        let worth_copying = matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
             && vec4_enabled()
             && k.is_multiple_of(4)
             && n.is_multiple_of(4)
             && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
             && ![la, lb].iter().any(|l| broadcasts_batch(l))
-            && !(vec4_layout(la) && vec4_layout(lb));
+            && (self.dtype.is_half() || !(vec4_layout(la) && vec4_layout(lb)));
         if worth_copying {
+            // 16-bit operands are widened on the way: the vec4 kernel is f32's (and the fastest
+            // here, 3x the strided kernel on lavapipe).
             let row_major = |s: &GpuStorage, l: &Layout| -> Result<Option<GpuStorage>> {
-                Ok(if vec4_layout(l) {
+                Ok(if s.dtype.is_half() {
+                    Some(s.cast(l, DType::F32)?)
+                } else if vec4_layout(l) {
                     None
                 } else {
                     Some(s.copy_strided(l)?)
@@ -469,13 +478,15 @@ impl GpuStorage {
             };
             return a.matmul_kernel(&la, b, &lb);
         }
-        let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, self.dtype)?;
+        // 16-bit operands give the f32 product (the storage layer rounds it once).
+        let out_dtype = self.dtype.compute_dtype();
+        let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, out_dtype)?;
         if batch * m * n == 0 {
             return Ok(out);
         }
         if k == 0 {
             let zero = [0, 0];
-            return GpuStorage::fill(&ctx, FillKind::Constant, self.dtype, batch * m * n, &zero);
+            return GpuStorage::fill(&ctx, FillKind::Constant, out_dtype, batch * m * n, &zero);
         }
         // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
         let vec4 = self.dtype == DType::F32

@@ -2,7 +2,7 @@
 //! generated from the op tables (`op/`). Rust numbers are operands too: they travel in the
 //! parameters, after the elementwise metadata, so `x * 2.0` is one dispatch with no buffer.
 
-use super::{arithmetic, wgsl_type, Indexing, MAP};
+use super::{arithmetic, wgsl_type, Indexing, MAP, MAP_PAIRS};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::op::{Binary, BinaryOp, CmpOp, ScalarSide, Unary, UnaryOp};
@@ -133,7 +133,7 @@ fn map_source(
         .count();
     let index = |k: usize| match indexing {
         Indexing::Strided => format!("offs[{k}]"),
-        Indexing::Contiguous => "i".to_string(),
+        Indexing::Contiguous | Indexing::Pairs => "i".to_string(),
     };
     let names: &[&str] = if in_place {
         &["b", "c"]
@@ -216,6 +216,14 @@ fn map_source(
     } else {
         helpers.to_string()
     };
+    if let (Indexing::Pairs, Some((_, round)), false) = (indexing, out_half, in_place) {
+        return MAP_PAIRS
+            .replace("{{ROUND}}", round)
+            .replace("{{INPUTS}}", &bindings)
+            .replace("{{LOADS}}", &loads)
+            .replace("{{EXPR}}", expr)
+            .replace("{{HELPERS}}", &helpers);
+    }
     MAP.replace("{{T0}}", out_type)
         .replace("{{STORE}}", &store)
         .replace("{{INPUTS}}", &bindings)

@@ -13,6 +13,7 @@ use crate::op::{FillKind, ReduceOp};
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MAP: &str = include_str!("../../../shaders/map.wgsl");
+const MAP_PAIRS: &str = include_str!("../../../shaders/map_pairs.wgsl");
 const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const REDUCE_COMBINE: &str = include_str!("../../../shaders/reduce_combine.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
@@ -107,6 +108,9 @@ pub enum Indexing {
     /// At `i` itself: every operand, the output included, is contiguous from its buffer's
     /// start. The common case, and worth a kernel of its own: no metadata reads per element.
     Contiguous,
+    /// As `Contiguous`, for a fresh output of a 16-bit float dtype: each thread computes two
+    /// elements and writes their word whole (`shaders/map_pairs.wgsl`).
+    Pairs,
 }
 
 /// One specialised kernel: the key of the pipeline cache.
@@ -321,7 +325,32 @@ impl Kernel {
                     .replace("{{STORE}}", store)
                     .replace("{{HELPERS}}", &h)
             }
-            Kernel::Matmul(d) => MATMUL.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
+            Kernel::Matmul(d) => {
+                let (stored, loads) = match d {
+                    DType::F16 | DType::BF16 => {
+                        let widen = if d == DType::F16 {
+                            "f16_bits_to_f32"
+                        } else {
+                            "bf16_bits_to_f32"
+                        };
+                        let load = |x: &str| {
+                            format!("fn load_{x}(i: u32) -> f32 {{ return {widen}(half_of_word({x}[i >> 1u], i)); }}\n")
+                        };
+                        ("u32", format!("{HALF}\n{}{}", load("a"), load("b")))
+                    }
+                    DType::F32 | DType::I64 | DType::Bool => {
+                        let t = wgsl_type(d);
+                        let load =
+                            |x: &str| format!("fn load_{x}(i: u32) -> {t} {{ return {x}[i]; }}\n");
+                        (t, load("a") + &load("b"))
+                    }
+                };
+                MATMUL
+                    .replace("{{T}}", wgsl_type(d))
+                    .replace("{{IN}}", stored)
+                    + &loads
+                    + &arithmetic(d)
+            }
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
@@ -395,9 +424,9 @@ impl Kernel {
     /// convert; the storage layer computes these dtypes in f32 everywhere else).
     fn half_operand(&self) -> Option<DType> {
         match *self {
-            Kernel::Map(..) | Kernel::MatmulVec4 => None,
+            // Matmul reads 16-bit operands itself and gives an f32 product.
+            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::Matmul(_) => None,
             Kernel::Reduce(_, d, _, _)
-            | Kernel::Matmul(d)
             | Kernel::Cumsum(d)
             | Kernel::ScanAdd(d)
             | Kernel::Gather(d, _)
@@ -432,6 +461,9 @@ pub fn all_variants() -> Vec<Kernel> {
     for op in MapOp::all() {
         v.push(Kernel::Map(op, Indexing::Strided));
         v.push(Kernel::Map(op, Indexing::Contiguous));
+        if matches!(op, MapOp::Cast(_, t) | MapOp::Copy(t, _) if t.is_half()) {
+            v.push(Kernel::Map(op, Indexing::Pairs));
+        }
     }
     for d in DType::ALL.into_iter().filter(|d| !d.is_half()) {
         for &op in ReduceOp::ALL {
@@ -466,6 +498,7 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
     v.push(Kernel::MatmulVec4);
+    v.extend([DType::F16, DType::BF16].map(Kernel::Matmul));
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));
     v.push(Kernel::Fill(FillKind::RandInt, DType::I64));
