@@ -251,8 +251,9 @@ pub fn load_module(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
 }
 
 /// [`load_module`] with PyTorch's `strict=`: when `false`, tensors missing from the file
-/// keep their values and extra ones are skipped (both are reported); shapes and dtypes must
-/// still match. On an error the module is unchanged.
+/// keep their values and extra ones are skipped (both are reported); shapes must still match,
+/// and dtypes too except that a float tensor converts to the module's float dtype. On an error
+/// the module is unchanged.
 pub fn load_module_with(
     module: &dyn Module,
     path: impl AsRef<Path>,
@@ -416,7 +417,10 @@ fn plan_load<'a>(
             report.missing.push(name.clone());
             continue;
         };
-        if src.shape() != dst.shape() || src.dtype() != dst.dtype() {
+        // A float tensor converts to the module's float dtype (an f32 file loads into a
+        // bf16 model, as PyTorch's `copy_` does); other dtypes must match.
+        let converts = src.dtype().is_float() && dst.dtype().is_float();
+        if src.shape() != dst.shape() || (src.dtype() != dst.dtype() && !converts) {
             return Err(Error::shapes(
                 op,
                 dst.shape(),
@@ -430,7 +434,7 @@ fn plan_load<'a>(
                 ),
             ));
         }
-        plan.push((dst, src.to_device(dst.device())?));
+        plan.push((dst, src.to_device(dst.device())?.to_dtype(dst.dtype())?));
     }
     for (extra, _) in tensors
         .iter()

@@ -553,3 +553,56 @@ fn half_matmuls_of_every_layout_match_the_f32_product() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn statistics_of_half_tensors_accumulate_in_f32() -> Result<()> {
+    for dev in common::devices() {
+        // 60000 fits f16; the sum of four does not, the mean does (PyTorch: 60000).
+        let big = Tensor::full_on([4], 60000.0, (DType::F16, &dev))?;
+        assert_eq!(wide(&big.mean()?), vec![60000.0]);
+        assert_eq!(wide(&big.mean_dims([0], false)?), vec![60000.0]);
+        // 2000^2 overflows f16; the norm (3464.1) does not.
+        let g = Tensor::full_on([3], 2000.0, (DType::F16, &dev))?;
+        assert_eq!(
+            wide(&g.norm()?),
+            vec![half::f16::from_f32(3464.1016).to_f32()]
+        );
+        let x = Tensor::new([300.0f32, 310.0, 320.0])?
+            .to_dtype(DType::F16)?
+            .to_device(&dev)?;
+        assert_eq!(wide(&x.var([0], 1, false)?), vec![100.0]);
+        // Clipping 16-bit gradients: the norm is taken in f32, the gradients are scaled, not
+        // zeroed by an infinite norm.
+        let w = g.requires_grad_(true)?;
+        w.mul_scalar(1000.0)?.sum()?.backward()?;
+        let norm = wgrad::optim::clip_grad_norm(&[w.clone()], 1.0)?.expect("a norm");
+        let n = wide(&norm)[0];
+        assert!((n - 1732.05).abs() < 1.0, "norm {n} on {dev}");
+        let clipped = wide(&w.grad().unwrap());
+        assert!(
+            clipped.iter().all(|&v| (v - 0.57735).abs() < 1e-3),
+            "{clipped:?} on {dev}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn an_f32_state_dict_loads_into_a_half_model() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("wgrad_half_load_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("f32.safetensors");
+    let f32_model = nn::Linear::new(3, 2, &Device::Cpu)?;
+    wgrad::io::save_module(&f32_model, &path)?;
+    let mut bf16_model = nn::Linear::new(3, 2, &Device::Cpu)?;
+    bf16_model.to_dtype(DType::BF16)?;
+    wgrad::io::load_module(&bf16_model, &path)?;
+    assert_eq!(bf16_model.weight.dtype(), DType::BF16);
+    assert_same(
+        &bf16_model.weight,
+        &f32_model.weight.to_dtype(DType::BF16)?,
+        "converted",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

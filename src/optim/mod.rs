@@ -593,9 +593,11 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<Option<Tensor>
     let Some(first) = grads.first() else {
         return Ok(None);
     };
-    let mut total = first.square()?.sum()?;
+    // The norm in f32 whatever the gradients' dtype: squares of 16-bit gradients overflow.
+    let squares = |g: &Tensor| g.to_dtype(DType::F32)?.square()?.sum();
+    let mut total = squares(first)?;
     for g in &grads[1..] {
-        total = total.add(&g.square()?.sum()?)?;
+        total = total.add(&squares(g)?.to_device(total.device())?)?;
     }
     let total = total.sqrt()?;
     let scale = total
@@ -604,7 +606,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<Option<Tensor>
         .mul_scalar(max_norm)?
         .clamp_max(1.0)?;
     for g in &grads {
-        g.mul_(&scale)?;
+        g.mul_(&scale.to_dtype(g.dtype())?.to_device(g.device())?)?;
     }
     Ok(Some(total))
 }

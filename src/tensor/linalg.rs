@@ -179,6 +179,13 @@ impl Tensor {
     /// `f64::INFINITY`, `f64::NEG_INFINITY` or 0 (count of non-zeros), `torch.linalg.vector_norm`.
     pub fn vector_norm(&self, p: f64, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
         self.live()?;
+        // 16-bit inputs: f32 throughout, one rounding (a square overflows f16 past 256).
+        let dims = dims.to_isize();
+        if let Some(n) = super::fused::through_f32([Some(self)], |[x]| {
+            super::fused::given("vector_norm", x)?.vector_norm(p, dims.as_slice(), keepdim)
+        })? {
+            return Ok(n);
+        }
         let x = if self.dtype().is_float() {
             self.clone()
         } else {

@@ -15,6 +15,12 @@ impl Tensor {
     pub fn var(&self, dims: impl IntList, correction: usize, keepdim: bool) -> Result<Tensor> {
         self.live()?;
         let dims = dims.to_isize();
+        // 16-bit inputs: f32 throughout, one rounding (squares overflow f16 early).
+        if let Some(v) = super::fused::through_f32([Some(self)], |[x]| {
+            super::fused::given("var", x)?.var(dims.as_slice(), correction, keepdim)
+        })? {
+            return Ok(v);
+        }
         let all: Vec<isize> = (0..self.ndim() as isize).collect();
         let dims = if dims.is_empty() { all } else { dims };
         let d = crate::shape::normalize_dims("var", &dims, self.shape())?;

@@ -132,6 +132,10 @@ impl Tensor {
     /// Mean of all elements (float tensors only, as in PyTorch).
     pub fn mean(&self) -> Result<Tensor> {
         self.require_float("mean")?;
+        // 16-bit inputs: the sum stays f32 until the division (PyTorch's accumulation).
+        if let Some(m) = through_f32([Some(self)], |[x]| given("mean", x)?.mean())? {
+            return Ok(m);
+        }
         self.sum()?.div_scalar(self.numel() as f64)
     }
 
@@ -139,6 +143,12 @@ impl Tensor {
     pub fn mean_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
         self.live()?;
         self.require_float("mean")?;
+        let dims = dims.to_isize();
+        if let Some(m) = through_f32([Some(self)], |[x]| {
+            given("mean", x)?.mean_dims(dims.as_slice(), keepdim)
+        })? {
+            return Ok(m);
+        }
         let d = self.dims_of("mean", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
