@@ -55,6 +55,15 @@ enum Step {
     Clamp(f64, f64),
     MaskedFill(f64),
     IndexSelect(isize, Vec<i64>),
+    LogSoftmax(isize),
+    Mean(isize, bool),
+    Var(isize),
+    Norm,
+    Sort(isize, bool),
+    Flip(isize),
+    Cumprod(isize),
+    Expand,
+    LayerNorm,
 }
 
 fn draw(r: &mut Rng) -> Step {
@@ -66,7 +75,7 @@ fn draw(r: &mut Rng) -> Step {
         Scalar::Float(-1e30),
     ];
     let s = scalars[r.below(scalars.len())];
-    match r.below(18) {
+    match r.below(27) {
         0 => Step::Unary(UnaryOp::ALL[r.below(UnaryOp::ALL.len())]),
         1 => Step::Binary(
             BinaryOp::ALL[r.below(BinaryOp::ALL.len())],
@@ -88,6 +97,15 @@ fn draw(r: &mut Rng) -> Step {
         14 => Step::Cat(r.dim()),
         15 => Step::Clamp(r.below(5) as f64 - 2.0, r.below(5) as f64 - 1.0),
         16 => Step::MaskedFill(r.below(5) as f64 - 2.0),
+        17 => Step::LogSoftmax(r.dim()),
+        18 => Step::Mean(r.dim(), r.below(2) == 0),
+        19 => Step::Var(r.dim()),
+        20 => Step::Norm,
+        21 => Step::Sort(r.dim(), r.below(2) == 0),
+        22 => Step::Flip(r.dim()),
+        23 => Step::Cumprod(r.dim()),
+        24 => Step::Expand,
+        25 => Step::LayerNorm,
         _ => Step::IndexSelect(
             r.dim(),
             (0..r.below(4)).map(|_| r.below(6) as i64 - 1).collect(),
@@ -127,6 +145,23 @@ fn apply(step: &Step, x: &Tensor) -> Result<Tensor> {
             let size = x.size(*d).unwrap_or(1).max(1) as i64;
             let idx: Vec<i64> = idx.iter().map(|i| i.rem_euclid(size)).collect();
             x.index_select(*d, &Tensor::new(idx)?.to_device(x.device())?)
+        }
+        Step::LogSoftmax(d) => x.log_softmax(*d),
+        Step::Mean(d, keep) => x.mean_dims([*d], *keep),
+        Step::Var(d) => x.var([*d], 1, false),
+        Step::Norm => x.norm(),
+        Step::Sort(d, descending) => Ok(x.sort(*d, *descending)?.0),
+        Step::Flip(d) => x.flip([*d]),
+        Step::Cumprod(d) => x.cumprod(*d),
+        // A new leading dim of 2 through a stride-0 view.
+        Step::Expand => {
+            let mut shape = vec![2];
+            shape.extend_from_slice(x.shape());
+            x.unsqueeze(0)?.expand(shape)
+        }
+        Step::LayerNorm => {
+            let last = x.shape().last().copied().unwrap_or(1);
+            wgrad::nn::functional::layer_norm(x, &[last], None, None, 1e-5)
         }
     }
 }

@@ -231,7 +231,8 @@ where
     [T]: half::slice::HalfFloatSliceExt,
 {
     use half::slice::HalfFloatSliceExt;
-    if !l.is_contiguous() {
+    // An empty view may start past the end of its (empty) buffer.
+    if !l.is_contiguous() || l.numel() == 0 {
         return map1(v, l, one);
     }
     let mut out = super::pool::take(l.numel());
@@ -246,7 +247,7 @@ where
     [T]: half::slice::HalfFloatSliceExt,
 {
     use half::slice::HalfFloatSliceExt;
-    if !l.is_contiguous() {
+    if !l.is_contiguous() || l.numel() == 0 {
         return map1(v, l, one);
     }
     let mut out = super::pool::take(l.numel());

@@ -62,7 +62,8 @@ impl HostBuffer {
 /// The elements of `l` in row-major order, copying only when the layout is not already a
 /// contiguous slice.
 pub fn contiguous_vec<T: pool::Pooled + Sync>(v: &[T], l: &Layout) -> Vec<T> {
-    if l.is_contiguous() {
+    // An empty view may start past the end of its buffer: the strided walk takes it.
+    if l.is_contiguous() && l.numel() > 0 {
         let mut out = pool::take(l.numel());
         out.copy_from_slice(&v[l.offset..l.offset + l.numel()]);
         out
@@ -76,7 +77,7 @@ pub fn contiguous_cow<'a, T: pool::Pooled + Sync>(
     v: &'a [T],
     l: &Layout,
 ) -> std::borrow::Cow<'a, [T]> {
-    if l.is_contiguous() {
+    if l.is_contiguous() && l.numel() > 0 {
         std::borrow::Cow::Borrowed(&v[l.offset..l.offset + l.numel()])
     } else {
         std::borrow::Cow::Owned(map::map1(v, l, |x| x))

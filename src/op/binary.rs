@@ -195,10 +195,27 @@ fn op_atan2(y: f32, x: f32) -> f32 {
         bool: Binary::Refused("remainder of bool tensors is not supported"),
         helpers: "
 fn op_remainder(a: f32, b: f32) -> f32 {
-    let r = a % b;
-    // A zero remainder has the dividend's sign, as C's fmod (and PyTorch) give it.
-    if (r == 0.0) { return bitcast<f32>(bitcast<u32>(a) & 0x80000000u); }
-    return select(r, r + b, (r < 0.0) != (b < 0.0));
+    let r = exact_fmod(a, b);
+    return select(r, r + b, r != 0.0 && ((r < 0.0) != (b < 0.0)));
+}
+
+// C's fmod, exact as on the CPU: WGSL's `a % b` is a - b * trunc(a / b), which loses
+// everything once a / b passes 2^24. |b| scaled by a power of two is subtracted while it
+// fits; each subtraction is exact (Sterbenz) and at least halves the remainder, so the
+// loop ends within the exponent range. The result has a's sign (a zero one too).
+fn exact_fmod(a: f32, b: f32) -> f32 {
+    if (is_nan_f32(a) || is_nan_f32(b) || b == 0.0 || abs(a) == inf_f32()) {
+        return nan_f32();
+    }
+    let d = abs(b);
+    var r = abs(a);
+    for (var i = 0u; i < 300u; i = i + 1u) {
+        if (r < d) { break; }
+        var t = ldexp(d, frexp(r).exp - frexp(d).exp);
+        if (t > r) { t = t * 0.5; }
+        r = r - t;
+    }
+    return bitcast<f32>(bitcast<u32>(r) | (bitcast<u32>(a) & 0x80000000u));
 }",
         grad_lhs: |g, _, _, _| Ok(g.clone()),
         // d/db (a - floor(a/b) b) = -floor(a/b).
