@@ -64,6 +64,16 @@ enum Step {
     Cumprod(isize),
     Expand,
     LayerNorm,
+    /// `x (op) y` with `y` the same values in another dtype (promotion).
+    Mixed(BinaryOp, DType),
+    Gather(isize),
+    Pad(usize, usize, bool),
+    Roll(isize, isize),
+    Repeat,
+    TopK(usize, isize, bool),
+    Tril(isize),
+    Prod(isize),
+    ArgMin(isize),
 }
 
 fn draw(r: &mut Rng) -> Step {
@@ -75,7 +85,7 @@ fn draw(r: &mut Rng) -> Step {
         Scalar::Float(-1e30),
     ];
     let s = scalars[r.below(scalars.len())];
-    match r.below(27) {
+    match r.below(36) {
         0 => Step::Unary(UnaryOp::ALL[r.below(UnaryOp::ALL.len())]),
         1 => Step::Binary(
             BinaryOp::ALL[r.below(BinaryOp::ALL.len())],
@@ -106,6 +116,18 @@ fn draw(r: &mut Rng) -> Step {
         23 => Step::Cumprod(r.dim()),
         24 => Step::Expand,
         25 => Step::LayerNorm,
+        26 => Step::Mixed(
+            BinaryOp::ALL[r.below(BinaryOp::ALL.len())],
+            DType::ALL[r.below(DType::ALL.len())],
+        ),
+        27 => Step::Gather(r.dim()),
+        28 => Step::Pad(r.below(3), r.below(3), r.below(2) == 0),
+        29 => Step::Roll(r.below(7) as isize - 3, r.dim()),
+        30 => Step::Repeat,
+        31 => Step::TopK(r.below(3), r.dim(), r.below(2) == 0),
+        32 => Step::Tril(r.below(3) as isize - 1),
+        33 => Step::Prod(r.dim()),
+        34 => Step::ArgMin(r.dim()),
         _ => Step::IndexSelect(
             r.dim(),
             (0..r.below(4)).map(|_| r.below(6) as i64 - 1).collect(),
@@ -142,8 +164,13 @@ fn apply(step: &Step, x: &Tensor) -> Result<Tensor> {
             // Indices in range: an out-of-range one is refused by the CPU at once and by a
             // GPU at the readback of what depends on it (tests/reliability.rs), so the two
             // cannot be compared step by step.
-            let size = x.size(*d).unwrap_or(1).max(1) as i64;
-            let idx: Vec<i64> = idx.iter().map(|i| i.rem_euclid(size)).collect();
+            // (A dim of size 0 takes no index.)
+            let size = x.size(*d).unwrap_or(1) as i64;
+            let idx: Vec<i64> = if size == 0 {
+                Vec::new()
+            } else {
+                idx.iter().map(|i| i.rem_euclid(size)).collect()
+            };
             x.index_select(*d, &Tensor::new(idx)?.to_device(x.device())?)
         }
         Step::LogSoftmax(d) => x.log_softmax(*d),
@@ -163,6 +190,45 @@ fn apply(step: &Step, x: &Tensor) -> Result<Tensor> {
             let last = x.shape().last().copied().unwrap_or(1);
             wgrad::nn::functional::layer_norm(x, &[last], None, None, 1e-5)
         }
+        Step::Mixed(op, d) => {
+            Tensor::binary_op(*op, x, &x.flatten_all()?.reshape(x.shape())?.to_dtype(*d)?)
+        }
+        // Indices in range, as for IndexSelect: each position takes its mirror along `d`.
+        Step::Gather(d) => {
+            let rank = x.ndim() as isize;
+            if rank == 0 || *d < -rank || *d >= rank {
+                // Only the dim can be wrong: the index (zeros of x's shape) is in range.
+                let zeros = Tensor::zeros_on(x.shape(), (DType::I64, x.device()))?;
+                return x.gather(*d, &zeros);
+            }
+            let k = d.rem_euclid(rank) as usize;
+            let n = x.shape()[k] as i64;
+            let idx = Tensor::arange_on(n - 1, -1i64, -1, x.device())?;
+            let mut view = vec![1isize; x.ndim()];
+            view[k] = -1;
+            let idx = idx.reshape(view)?.expand(x.shape())?.contiguous()?;
+            x.gather(*d, &idx)
+        }
+        Step::Pad(left, right, reflect) => {
+            let mode = if *reflect {
+                wgrad::nn::functional::PadMode::Reflect
+            } else {
+                wgrad::nn::functional::PadMode::Constant(1.5)
+            };
+            wgrad::nn::functional::pad(x, &[*left as isize, *right as isize], mode)
+        }
+        Step::Roll(shift, d) => x.roll([*shift], [*d]),
+        Step::Repeat => {
+            let mut times = vec![1usize; x.ndim()];
+            if let Some(first) = times.first_mut() {
+                *first = 2;
+            }
+            x.repeat(times)
+        }
+        Step::TopK(k, d, largest) => Ok(x.topk(*k, *d, *largest)?.0),
+        Step::Tril(diagonal) => x.tril(*diagonal as i64),
+        Step::Prod(d) => x.prod_dims([*d], false),
+        Step::ArgMin(d) => x.argmin_dim(*d, false),
     }
 }
 
