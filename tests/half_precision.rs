@@ -137,6 +137,10 @@ fn promotion_follows_pytorch() -> Result<()> {
     assert_eq!((&h + &f).dtype(), DType::F32);
     assert_eq!((&i + &b).dtype(), DType::BF16);
     assert_eq!(h.mul_scalar(2.5)?.dtype(), DType::F16);
+    assert_eq!(
+        (f.half()?.dtype(), f.bfloat16()?.dtype(), h.float()?.dtype()),
+        (DType::F16, DType::BF16, DType::F32)
+    );
     assert_eq!(i.to_dtype(DType::F16)?.dtype(), DType::F16);
     // A number past a 16-bit type's range is refused where it would be stored.
     assert!(Tensor::full_on([2], 1e6, (DType::F16, &Device::Cpu)).is_err());

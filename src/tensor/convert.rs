@@ -306,6 +306,21 @@ impl Tensor {
         })
     }
 
+    /// `x.half()`: [`Tensor::to_dtype`] F16.
+    pub fn half(&self) -> Result<Tensor> {
+        self.to_dtype(DType::F16)
+    }
+
+    /// `x.bfloat16()`: [`Tensor::to_dtype`] BF16.
+    pub fn bfloat16(&self) -> Result<Tensor> {
+        self.to_dtype(DType::BF16)
+    }
+
+    /// `x.float()`: [`Tensor::to_dtype`] F32.
+    pub fn float(&self) -> Result<Tensor> {
+        self.to_dtype(DType::F32)
+    }
+
     /// Move to a device (a copy unless it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         self.live()?;
