@@ -78,13 +78,12 @@ pub(crate) fn lowered<const N: usize>(operands: [&Tensor; N]) -> Result<Option<[
     let Some(d) = autocast_dtype() else {
         return Ok(None);
     };
-    if !operands
-        .iter()
-        .any(|t| t.dtype().is_float() && t.dtype() != d)
-    {
+    // F64 is left alone, as PyTorch's autocast leaves float64.
+    let eligible = |t: &Tensor| t.dtype().is_float() && t.dtype() != DType::F64;
+    if !operands.iter().any(|t| eligible(t) && t.dtype() != d) {
         return Ok(None);
     }
-    convert_each(operands, |t| t.dtype().is_float(), d).map(Some)
+    convert_each(operands, eligible, d).map(Some)
 }
 
 /// [`lowered`] for a weighted op with an optional bias (linear, convolutions).

@@ -19,6 +19,8 @@ pub enum DType {
     F16,
     /// bfloat16 (`torch.bfloat16`): f32's exponent range with 8 significand bits.
     BF16,
+    /// 64-bit floats (`torch.float64`).
+    F64,
 }
 
 /// The category of a dtype, in PyTorch's promotion order: a result takes the highest
@@ -54,7 +56,14 @@ pub struct DTypeInfo {
 
 impl DType {
     /// Every dtype, in table order (tests iterate it; promotion searches it).
-    pub const ALL: [DType; 5] = [DType::Bool, DType::I64, DType::F16, DType::BF16, DType::F32];
+    pub const ALL: [DType; 6] = [
+        DType::Bool,
+        DType::I64,
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+        DType::F64,
+    ];
 
     /// This dtype's row of the table.
     pub const fn info(self) -> DTypeInfo {
@@ -98,6 +107,14 @@ impl DType {
                 kind: Kind::Float,
                 mantissa_bits: 8,
                 exponent_bits: 8,
+            },
+            DType::F64 => DTypeInfo {
+                name: "f64",
+                torch_name: "torch.float64",
+                size_in_bytes: 8,
+                kind: Kind::Float,
+                mantissa_bits: 53,
+                exponent_bits: 11,
             },
         }
     }
@@ -205,7 +222,7 @@ fn round_to(d: DType, x: f64) -> f64 {
         DType::F16 => half::f16::from_f64(x).to_f64(),
         DType::BF16 => half::bf16::from_f64(x).to_f64(),
         DType::F32 => x as f32 as f64,
-        DType::I64 | DType::Bool => x,
+        DType::F64 | DType::I64 | DType::Bool => x,
     }
 }
 
@@ -395,6 +412,12 @@ impl Element for i64 {
         Scalar::Int(self)
     }
 }
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+    fn to_scalar(self) -> Scalar {
+        Scalar::Float(self)
+    }
+}
 impl Element for half::f16 {
     const DTYPE: DType = DType::F16;
     fn to_scalar(self) -> Scalar {
@@ -444,18 +467,9 @@ mod tests {
         assert_eq!(F16.promote(F32), F32);
         assert_eq!(I64.promote(BF16), BF16);
         assert_eq!(Bool.promote(F16), F16);
-        // f64 is not a dtype yet: its row joins above f32 with no new code.
-        let f64_row = DTypeInfo {
-            name: "f64",
-            torch_name: "torch.float64",
-            size_in_bytes: 8,
-            kind: Kind::Float,
-            mantissa_bits: 53,
-            exponent_bits: 11,
-        };
-        let rows = [F32.info(), f64_row, F16.info()];
-        assert_eq!(join(&rows, 0, 1), 1);
-        assert_eq!(join(&rows, 2, 1), 1);
+        assert_eq!(F32.promote(F64), F64);
+        assert_eq!(F16.promote(F64), F64);
+        assert_eq!(I64.promote(F64), F64);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub enum HostBuffer {
     Bool(Vec<bool>),
     F16(Vec<half::f16>),
     BF16(Vec<half::bf16>),
+    F64(Vec<f64>),
 }
 
 /// `$body` with `$v` bound to the vector of any host buffer `$b` (one arm per dtype).
@@ -22,6 +23,7 @@ macro_rules! with_vec {
             HostBuffer::Bool($v) => $body,
             HostBuffer::F16($v) => $body,
             HostBuffer::BF16($v) => $body,
+            HostBuffer::F64($v) => $body,
         }
     };
 }
@@ -35,6 +37,7 @@ impl HostBuffer {
             HostBuffer::Bool(_) => DType::Bool,
             HostBuffer::F16(_) => DType::F16,
             HostBuffer::BF16(_) => DType::BF16,
+            HostBuffer::F64(_) => DType::F64,
         }
     }
 
@@ -55,6 +58,7 @@ impl HostBuffer {
             HostBuffer::Bool(v) => v.get(offset).map(|&x| Scalar::Bool(x)),
             HostBuffer::F16(v) => v.get(offset).map(|&x| Scalar::Float(x.to_f64())),
             HostBuffer::BF16(v) => v.get(offset).map(|&x| Scalar::Float(x.to_f64())),
+            HostBuffer::F64(v) => v.get(offset).map(|&x| Scalar::Float(x)),
         }
     }
 
@@ -76,6 +80,7 @@ impl HostBuffer {
                     .map(|s| half::bf16::from_f64(s.to_f64()))
                     .collect(),
             ),
+            DType::F64 => HostBuffer::F64(values.iter().map(|s| s.to_f64()).collect()),
         }
     }
 }
@@ -132,9 +137,10 @@ macro_rules! cpu_element {
     )*};
 }
 cpu_element! {
-    f32 => F32 [I64, Bool, F16, BF16], |s: Scalar| s.to_f64() as f32;
-    i64 => I64 [F32, Bool, F16, BF16], |s: Scalar| s.to_i64();
-    bool => Bool [F32, I64, F16, BF16], |s: Scalar| s.to_bool();
-    half::f16 => F16 [F32, I64, Bool, BF16], |s: Scalar| half::f16::from_f64(s.to_f64());
-    half::bf16 => BF16 [F32, I64, Bool, F16], |s: Scalar| half::bf16::from_f64(s.to_f64());
+    f32 => F32 [I64, Bool, F16, BF16, F64], |s: Scalar| s.to_f64() as f32;
+    i64 => I64 [F32, Bool, F16, BF16, F64], |s: Scalar| s.to_i64();
+    bool => Bool [F32, I64, F16, BF16, F64], |s: Scalar| s.to_bool();
+    half::f16 => F16 [F32, I64, Bool, BF16, F64], |s: Scalar| half::f16::from_f64(s.to_f64());
+    half::bf16 => BF16 [F32, I64, Bool, F16, F64], |s: Scalar| half::bf16::from_f64(s.to_f64());
+    f64 => F64 [F32, I64, Bool, F16, BF16], |s: Scalar| s.to_f64();
 }

@@ -55,6 +55,13 @@ fn to_bytes(t: &Tensor) -> Result<Bytes> {
             Dtype::BOOL,
             cpu.to_vec::<bool>()?.iter().map(|&b| b as u8).collect(),
         ),
+        DType::F64 => (
+            Dtype::F64,
+            cpu.to_vec::<f64>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
         DType::F16 => (
             Dtype::F16,
             cpu.to_vec::<half::f16>()?
@@ -186,9 +193,9 @@ pub fn load_bytes(bytes: &[u8], source: &str) -> Result<Vec<(String, Tensor)>> {
                     .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
-            Dtype::F64 => HostBuffer::F32(
+            Dtype::F64 => HostBuffer::F64(
                 d.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
             Dtype::I64 => HostBuffer::I64(

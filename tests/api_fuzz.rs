@@ -299,6 +299,7 @@ fn outcome(t: Result<Tensor>) -> Outcome {
             .into_iter()
             .map(f64::from)
             .collect(),
+        DType::F64 => t.to_vec::<f64>().map_err(err)?,
     };
     Ok((t.dtype(), t.shape().to_vec(), values))
 }
@@ -309,7 +310,7 @@ fn close(dtype: DType, a: &[f64], b: &[f64]) -> bool {
     let rtol = match dtype {
         DType::F16 => 2e-3,
         DType::BF16 => 1.6e-2,
-        DType::F32 | DType::I64 | DType::Bool => 1e-4,
+        DType::F32 | DType::I64 | DType::Bool | DType::F64 => 1e-4,
     };
     a.len() == b.len()
         && a.iter().zip(b).all(|(&x, &y)| {

@@ -27,8 +27,8 @@ fn sample(dtype: DType, shift: usize) -> Tensor {
         DType::F32 => Tensor::from_vec((0..8).map(|k| f[rot(k)]).collect::<Vec<_>>(), [2, 4]),
         DType::I64 => Tensor::from_vec((0..8).map(|k| i[rot(k)]).collect::<Vec<_>>(), [2, 4]),
         DType::Bool => Tensor::from_vec((0..8).map(|k| b[rot(k)]).collect::<Vec<_>>(), [2, 4]),
-        // The float values are exact in both 16-bit types.
-        DType::F16 | DType::BF16 => {
+        // The float values are exact in both 16-bit types (and in f64).
+        DType::F16 | DType::BF16 | DType::F64 => {
             Tensor::from_vec((0..8).map(|k| f[rot(k)]).collect::<Vec<_>>(), [2, 4])
                 .and_then(|t| t.to_dtype(dtype))
         }
@@ -72,6 +72,13 @@ fn agree(what: &str, cpu: Result<Tensor>, gpu: Result<Tensor>) -> std::result::R
                     })
                 }
                 DType::I64 => c.to_vec::<i64>().unwrap() == g.to_vec::<i64>().unwrap(),
+                // A GPU computes F64 on the host: the CPU's bits.
+                DType::F64 => {
+                    let (a, b) = (c.to_vec::<f64>().unwrap(), g.to_vec::<f64>().unwrap());
+                    a.iter()
+                        .zip(&b)
+                        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+                }
                 DType::Bool => c.to_vec::<bool>().unwrap() == g.to_vec::<bool>().unwrap(),
                 // Both backends compute in f32 and round once: within an ulp of each other
                 // (the f32 results may differ by an ulp and round apart).

@@ -62,7 +62,7 @@ fn agree(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>)
                 expected.to_vec::<bool>().unwrap(),
                 "{name} on {dev}"
             ),
-            DType::F16 | DType::BF16 => assert_eq!(
+            DType::F16 | DType::BF16 | DType::F64 => assert_eq!(
                 got.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap(),
                 expected
                     .to_dtype(DType::F32)
@@ -824,7 +824,9 @@ fn random_base_and_views(g: &mut Generator, dtype: DType) -> (Tensor, Vec<View>)
         DType::F32 => Tensor::randn_with(shape, g),
         DType::I64 => Tensor::randint_with(-(1 << 40), 1 << 40, shape, g),
         DType::Bool => Tensor::randn_with(shape, g).and_then(|t| t.gt_scalar(0.0)),
-        DType::F16 | DType::BF16 => Tensor::randn_with(shape, g).and_then(|t| t.to_dtype(dtype)),
+        DType::F16 | DType::BF16 | DType::F64 => {
+            Tensor::randn_with(shape, g).and_then(|t| t.to_dtype(dtype))
+        }
     };
     (base.unwrap(), views)
 }

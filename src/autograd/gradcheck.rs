@@ -71,32 +71,37 @@ pub fn gradcheck(
             .collect(),
         out.shape(),
     )?
+    .to_dtype(DType::F64)?
     .to_device(out.device())?;
+    // The objective is summed in f64, so that an F64 function is checked to f64 precision.
     let objective = |xs: &[Tensor]| -> Result<f64> {
         let _g = crate::no_grad();
-        f(xs)?.to_dtype(DType::F32)?.mul(&w)?.sum()?.item::<f64>()
+        f(xs)?.to_dtype(DType::F64)?.mul(&w)?.sum()?.item::<f64>()
     };
-    out.mul(&w)?.sum()?.backward()?;
+    out.to_dtype(DType::F64)?.mul(&w)?.sum()?.backward()?;
 
     for (i, leaf) in leaves.iter().enumerate() {
         if !leaf.requires_grad() {
             continue;
         }
+        // Values of any float dtype, read as the f64 they hold exactly.
         let analytic = match leaf.grad() {
-            Some(g) => g.to_vec::<f32>()?,
+            Some(g) => g.to_dtype(DType::F64)?.to_vec::<f64>()?,
             None => vec![0.0; leaf.numel()],
         };
-        let base: Vec<f32> = leaf.to_vec()?;
+        let base: Vec<f64> = leaf.to_dtype(DType::F64)?.to_vec()?;
         for j in 0..base.len() {
             let probe = |delta: f64| -> Result<f64> {
                 let mut v = base.clone();
-                v[j] = (v[j] as f64 + delta) as f32;
+                v[j] += delta;
                 let mut xs = leaves.clone();
-                xs[i] = Tensor::from_vec(v, leaf.shape())?.to_device(leaf.device())?;
+                xs[i] = Tensor::from_vec(v, leaf.shape())?
+                    .to_dtype(leaf.dtype())?
+                    .to_device(leaf.device())?;
                 objective(&xs)
             };
             let numeric = (probe(opts.eps)? - probe(-opts.eps)?) / (2.0 * opts.eps);
-            let a = analytic[j] as f64;
+            let a = analytic[j];
             // Written so that a NaN on either side counts as a mismatch.
             let agrees = (a - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
             if !agrees {

@@ -46,6 +46,10 @@ impl Backend for HostBuffer {
                 let (s, st) = (start.to_f64(), step.to_f64());
                 HostBuffer::F32((0..n).map(|i| (s + i as f64 * st) as f32).collect())
             }
+            DType::F64 => {
+                let (s, st) = (start.to_f64(), step.to_f64());
+                HostBuffer::F64((0..n).map(|i| s + i as f64 * st).collect())
+            }
             DType::F16 | DType::BF16 => {
                 let values = Self::arange(&(), n, start, step, DType::F32)?;
                 elementwise::cast(&values, &Layout::contiguous(&[n]), dtype)

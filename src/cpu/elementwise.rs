@@ -88,6 +88,7 @@ pub fn unary(op: UnaryOp, s: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
         HostBuffer::F32(v) => on(def.name, &def.f32, v, l),
         HostBuffer::I64(v) => on(def.name, &def.i64, v, l),
         HostBuffer::Bool(v) => on(def.name, &def.bool, v, l),
+        HostBuffer::F64(v) => on(def.name, &def.f64, v, l),
         // The storage layer computes the 16-bit floats in f32.
         HostBuffer::F16(_) | HostBuffer::BF16(_) => Err(unsupported(def.name, s.dtype())),
     }
@@ -201,6 +202,7 @@ pub fn where_cond(
         DType::Bool => on::<bool>(shape, c, lc, a, b),
         DType::F16 => on::<half::f16>(shape, c, lc, a, b),
         DType::BF16 => on::<half::bf16>(shape, c, lc, a, b),
+        DType::F64 => on::<f64>(shape, c, lc, a, b),
     }
 }
 
@@ -220,6 +222,7 @@ pub fn write(dst: &mut HostBuffer, dl: &Layout, src: Arg<'_, HostBuffer>) -> Res
         DType::Bool => on::<bool>(dst, dl, src),
         DType::F16 => on::<half::f16>(dst, dl, src),
         DType::BF16 => on::<half::bf16>(dst, dl, src),
+        DType::F64 => on::<f64>(dst, dl, src),
     }
 }
 
@@ -262,6 +265,16 @@ pub fn cast(s: &HostBuffer, l: &Layout, to: DType) -> HostBuffer {
     use half::{bf16, f16};
     use HostBuffer as H;
     match (s, to) {
+        (H::F64(v), DType::F64) => H::F64(map1(v, l, |x| x)),
+        (H::F64(v), DType::F32) => H::F32(map1(v, l, |x| x as f32)),
+        (H::F64(v), DType::I64) => H::I64(map1(v, l, |x| x as i64)),
+        (H::F64(v), DType::Bool) => H::Bool(map1(v, l, |x| x != 0.0)),
+        // One rounding from f64 (through f32 would be two).
+        (H::F64(v), DType::F16) => H::F16(map1(v, l, f16::from_f64)),
+        (H::F64(v), DType::BF16) => H::BF16(map1(v, l, bf16::from_f64)),
+        (H::F32(v), DType::F64) => H::F64(map1(v, l, |x| x as f64)),
+        (H::I64(v), DType::F64) => H::F64(map1(v, l, |x| x as f64)),
+        (H::Bool(v), DType::F64) => H::F64(map1(v, l, |x| x as u8 as f64)),
         (H::F16(v), DType::F16) => H::F16(map1(v, l, |x| x)),
         (H::BF16(v), DType::BF16) => H::BF16(map1(v, l, |x| x)),
         (H::F16(v), DType::F32) => H::F32(widened(v, l, f16::to_f32)),

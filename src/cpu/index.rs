@@ -32,6 +32,7 @@ macro_rules! per_dtype {
             HostBuffer::Bool($v) => HostBuffer::Bool($body),
             HostBuffer::F16($v) => HostBuffer::F16($body),
             HostBuffer::BF16($v) => HostBuffer::BF16($body),
+            HostBuffer::F64($v) => HostBuffer::F64($body),
         }
     };
 }

@@ -8,6 +8,78 @@ use crate::layout::Layout;
 
 /// `a [batch.., m, k] @ b [batch.., k, n]` where both layouts have the same (already
 /// broadcast) batch dims. Returns a contiguous `[batch.., m, n]` buffer.
+/// `batch` products of `m x k` and `k x n` float matrices through gemm, the matrices of each
+/// at `offsets` with row and column strides `a_strides`, `b_strides`, into a fresh
+/// row-major `[batch, m, n]` (`zero` and `one` are the type's).
+#[allow(clippy::too_many_arguments)]
+fn float_batches<T: super::pool::Pooled + Sync + 'static>(
+    x: &[T],
+    y: &[T],
+    (m, k, n): (usize, usize, usize),
+    batch: usize,
+    (oa, ob): (&[usize], &[usize]),
+    (ars, acs): (usize, usize),
+    (brs, bcs): (usize, usize),
+    zero: T,
+    one: T,
+) -> Vec<T> {
+    // gemm overwrites every element (read_dst is false), so a recycled buffer is fine.
+    let mut out = super::pool::take::<T>(batch * m * n);
+    if m * n == 0 {
+        return out;
+    }
+    if k == 0 {
+        // An empty sum: gemm may leave dst untouched.
+        out.fill(zero);
+        return out;
+    }
+    let big = m * n * k >= 48 * 48 * 48;
+    let parallelism = if big && batch == 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let run = |bi: usize, dst: &mut [T]| {
+        // SAFETY: the offsets and strides come from layouts validated against the
+        // storage lengths, so every element gemm touches is in bounds; `dst` is a
+        // fresh m x n row-major block.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr().add(oa[bi]),
+                acs as isize,
+                ars as isize,
+                y.as_ptr().add(ob[bi]),
+                bcs as isize,
+                brs as isize,
+                zero,
+                one,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    };
+    if batch > 1 && big {
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, dst)| run(bi, dst));
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, dst)| run(bi, dst));
+    }
+    out
+}
+
 pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Result<HostBuffer> {
     let r = la.rank();
     let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
@@ -31,63 +103,28 @@ pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Resul
     let (ars, acs) = (la.strides[r - 2], la.strides[r - 1]);
     let (brs, bcs) = (lb.strides[r - 2], lb.strides[r - 1]);
     match (a, b) {
-        (HostBuffer::F32(x), HostBuffer::F32(y)) => {
-            // gemm overwrites every element (read_dst is false), so a recycled buffer is fine.
-            let mut out = super::pool::take::<f32>(batch * m * n);
-            if m * n == 0 {
-                return Ok(HostBuffer::F32(out));
-            }
-            if k == 0 {
-                // An empty sum: gemm may leave dst untouched.
-                out.fill(0.0);
-                return Ok(HostBuffer::F32(out));
-            }
-            let big = m * n * k >= 48 * 48 * 48;
-            let parallelism = if big && batch == 1 {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            };
-            let run = |bi: usize, dst: &mut [f32]| {
-                // SAFETY: the offsets and strides come from layouts validated against the
-                // storage lengths, so every element gemm touches is in bounds; `dst` is a
-                // fresh m x n row-major block.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr().add(oa[bi]),
-                        acs as isize,
-                        ars as isize,
-                        y.as_ptr().add(ob[bi]),
-                        bcs as isize,
-                        brs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    )
-                }
-            };
-            if batch > 1 && big {
-                use rayon::prelude::*;
-                out.par_chunks_mut(m * n)
-                    .enumerate()
-                    .for_each(|(bi, dst)| run(bi, dst));
-            } else {
-                out.chunks_mut(m * n)
-                    .enumerate()
-                    .for_each(|(bi, dst)| run(bi, dst));
-            }
-            Ok(HostBuffer::F32(out))
-        }
+        (HostBuffer::F32(x), HostBuffer::F32(y)) => Ok(HostBuffer::F32(float_batches(
+            x,
+            y,
+            (m, k, n),
+            batch,
+            (&oa, &ob),
+            (ars, acs),
+            (brs, bcs),
+            0.0,
+            1.0,
+        ))),
+        (HostBuffer::F64(x), HostBuffer::F64(y)) => Ok(HostBuffer::F64(float_batches(
+            x,
+            y,
+            (m, k, n),
+            batch,
+            (&oa, &ob),
+            (ars, acs),
+            (brs, bcs),
+            0.0,
+            1.0,
+        ))),
         (HostBuffer::I64(x), HostBuffer::I64(y)) => {
             let mut out = vec![0i64; batch * m * n];
             for bi in 0..batch {

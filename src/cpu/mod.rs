@@ -39,6 +39,7 @@ impl HostBuffer {
             DType::Bool => HostBuffer::Bool(filled(n, value.to_bool())),
             DType::F16 => HostBuffer::F16(filled(n, half::f16::from_f64(value.to_f64()))),
             DType::BF16 => HostBuffer::BF16(filled(n, half::bf16::from_f64(value.to_f64()))),
+            DType::F64 => HostBuffer::F64(filled(n, value.to_f64())),
         }
     }
 
@@ -55,6 +56,7 @@ impl HostBuffer {
             HostBuffer::Bool(v) => HostBuffer::Bool(contiguous_vec(v, l)),
             HostBuffer::F16(v) => HostBuffer::F16(contiguous_vec(v, l)),
             HostBuffer::BF16(v) => HostBuffer::BF16(contiguous_vec(v, l)),
+            HostBuffer::F64(v) => HostBuffer::F64(contiguous_vec(v, l)),
         }
     }
 }

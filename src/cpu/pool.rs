@@ -43,7 +43,7 @@ macro_rules! pooled {
         }
     };
 }
-pooled!(f32, i64, bool, half::f16, half::bf16);
+pooled!(f32, i64, bool, half::f16, half::bf16, f64);
 
 fn clear_cache<T: Pooled>() {
     let mut cache = T::cache().lock().unwrap_or_else(|e| e.into_inner());

@@ -41,6 +41,12 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
                     .map(|x| (x as f64 * repeats as f64) as f32)
                     .collect(),
             ),
+            (Prod, HostBuffer::F64(v)) => {
+                HostBuffer::F64(v.into_iter().map(|x| x.powf(repeats as f64)).collect())
+            }
+            (Sum, HostBuffer::F64(v)) => {
+                HostBuffer::F64(v.into_iter().map(|x| x * repeats as f64).collect())
+            }
             (Sum, HostBuffer::I64(v)) => HostBuffer::I64(
                 // Wrapping, as a sum of that many terms wraps.
                 v.into_iter()
@@ -75,42 +81,28 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
                 |a, b| a * b,
                 |a, _| a as f32,
             )),
-            Max => HostBuffer::F32(fold(
+            Max | Min | ArgMax | ArgMin => float_extremum(op, v, l, dims, f32::INFINITY, f32::NAN)?,
+        },
+        HostBuffer::F64(v) => match op {
+            Sum => HostBuffer::F64(fold(
                 v,
                 l,
                 dims,
-                f32::NEG_INFINITY,
-                |a, x, _| x.iter().fold(a, |a, &x| max_nan(a, x)),
-                max_nan,
+                0f64,
+                |a, x, _| x.iter().fold(a, |a, &x| a + x),
+                |a, b| a + b,
                 |a, _| a,
             )),
-            Min => HostBuffer::F32(fold(
+            Prod => HostBuffer::F64(fold(
                 v,
                 l,
                 dims,
-                f32::INFINITY,
-                |a, x, _| x.iter().fold(a, |a, &x| min_nan(a, x)),
-                min_nan,
+                1f64,
+                |a, x, _| x.iter().fold(a, |a, &x| a * x),
+                |a, b| a * b,
                 |a, _| a,
             )),
-            ArgMax => HostBuffer::I64(fold(
-                v,
-                l,
-                dims,
-                (f32::NAN, -1i64),
-                |a, x, i| arg_run(a, x, i, |n, b| n > b),
-                |a, b| arg_merge(a, b, |n, b| n > b),
-                |a, _| a.1.max(0),
-            )),
-            ArgMin => HostBuffer::I64(fold(
-                v,
-                l,
-                dims,
-                (f32::NAN, -1i64),
-                |a, x, i| arg_run(a, x, i, |n, b| n < b),
-                |a, b| arg_merge(a, b, |n, b| n < b),
-                |a, _| a.1.max(0),
-            )),
+            Max | Min | ArgMax | ArgMin => float_extremum(op, v, l, dims, f64::INFINITY, f64::NAN)?,
         },
         HostBuffer::I64(v) => match op {
             Sum => HostBuffer::I64(fold(
@@ -224,6 +216,65 @@ pub fn reduce(op: ReduceOp, s: &HostBuffer, l: &Layout, dims: &[usize]) -> Resul
     })
 }
 
+/// max, min, argmax or argmin of a float dtype (NaN wins; ties keep the first index).
+fn float_extremum<T>(
+    op: ReduceOp,
+    v: &[T],
+    l: &Layout,
+    dims: &[usize],
+    infinity: T,
+    nan: T,
+) -> Result<HostBuffer>
+where
+    T: crate::host::CpuElement + Default + Sync + Send + std::ops::Neg<Output = T>,
+{
+    use ReduceOp::*;
+    Ok(match op {
+        Max => T::wrap(fold(
+            v,
+            l,
+            dims,
+            -infinity,
+            |a, x, _| x.iter().fold(a, |a, &x| max_nan(a, x)),
+            max_nan,
+            |a, _| a,
+        )),
+        Min => T::wrap(fold(
+            v,
+            l,
+            dims,
+            infinity,
+            |a, x, _| x.iter().fold(a, |a, &x| min_nan(a, x)),
+            min_nan,
+            |a, _| a,
+        )),
+        ArgMax => HostBuffer::I64(fold(
+            v,
+            l,
+            dims,
+            (nan, -1i64),
+            |a, x, i| arg_run(a, x, i, |n, b| n > b),
+            |a, b| arg_merge(a, b, |n, b| n > b),
+            |a, _| a.1.max(0),
+        )),
+        ArgMin => HostBuffer::I64(fold(
+            v,
+            l,
+            dims,
+            (nan, -1i64),
+            |a, x, i| arg_run(a, x, i, |n, b| n < b),
+            |a, b| arg_merge(a, b, |n, b| n < b),
+            |a, _| a.1.max(0),
+        )),
+        Sum | Prod => {
+            return Err(Error::invalid(
+                op.name(),
+                "not an extremum (the float reduction handles it)",
+            ))
+        }
+    })
+}
+
 /// Rows summed in f32 before their sum joins the f64 total in [`sum_leading_dims`].
 const BLOCK: usize = 32;
 
@@ -280,16 +331,19 @@ fn sum_leading_dims(v: &[f32], l: &Layout, dims: &[usize]) -> Option<Vec<f32>> {
 
 /// NaN-propagating maximum, as PyTorch's reductions.
 #[inline]
-fn max_nan(a: f32, x: f32) -> f32 {
-    if a.is_nan() || !(x > a || x.is_nan()) {
+#[allow(clippy::eq_op)]
+fn max_nan<T: Copy + PartialOrd>(a: T, x: T) -> T {
+    // `v != v` is NaN, for f32 and f64 alike.
+    if a != a || !(x > a || x != x) {
         a
     } else {
         x
     }
 }
 #[inline]
-fn min_nan(a: f32, x: f32) -> f32 {
-    if a.is_nan() || !(x < a || x.is_nan()) {
+#[allow(clippy::eq_op)]
+fn min_nan<T: Copy + PartialOrd>(a: T, x: T) -> T {
+    if a != a || !(x < a || x != x) {
         a
     } else {
         x
@@ -521,6 +575,7 @@ pub fn cumsum(s: &HostBuffer, l: &Layout, dim: usize) -> Result<HostBuffer> {
             |a, x| a + x as f64,
             |a| a as f32,
         ))),
+        HostBuffer::F64(v) => Ok(HostBuffer::F64(scan(v, l, dim, 0f64, |a, x| a + x, |a| a))),
         HostBuffer::I64(v) => Ok(HostBuffer::I64(scan(
             v,
             l,

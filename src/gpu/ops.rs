@@ -93,6 +93,10 @@ pub(crate) fn scalar_words(value: Scalar, dtype: DType) -> Vec<u32> {
         DType::F32 => vec![(value.to_f64() as f32).to_bits()],
         DType::I64 => i64_words(value.to_i64()).to_vec(),
         DType::Bool => vec![value.to_bool() as u32],
+        DType::F64 => {
+            let bits = value.to_f64().to_bits();
+            vec![bits as u32, (bits >> 32) as u32]
+        }
         // The number rounded once to the 16-bit type, as the f32 that holds it exactly.
         DType::F16 => vec![half::f16::from_f64(value.to_f64()).to_f32().to_bits()],
         DType::BF16 => vec![half::bf16::from_f64(value.to_f64()).to_f32().to_bits()],
@@ -184,6 +188,7 @@ impl GpuStorage {
             HostBuffer::F32(v) => bytemuck::cast_slice(v).to_vec(),
             HostBuffer::I64(v) => bytemuck::cast_slice(v).to_vec(),
             HostBuffer::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+            HostBuffer::F64(v) => bytemuck::cast_slice(v).to_vec(),
             HostBuffer::F16(v) => whole_words(bytemuck::cast_slice(v)),
             HostBuffer::BF16(v) => whole_words(bytemuck::cast_slice(v)),
         };
@@ -214,6 +219,7 @@ impl GpuStorage {
                     .map(|x| x != 0)
                     .collect(),
             ),
+            DType::F64 => HostBuffer::F64(bytemuck::pod_collect_to_vec(&bytes)),
             DType::F16 => HostBuffer::F16(bytemuck::pod_collect_to_vec(&bytes[..2 * n])),
             DType::BF16 => HostBuffer::BF16(bytemuck::pod_collect_to_vec(&bytes[..2 * n])),
         })
@@ -697,9 +703,10 @@ impl Backend for GpuStorage {
     type Device = Arc<GpuContext>;
 
     fn full(ctx: &Arc<GpuContext>, n: usize, value: Scalar, dtype: DType) -> Result<Self> {
-        if dtype.is_half() {
-            // A fill of the words would need the value twice per word; a copy kernel with the
-            // number as its parameter writes each half.
+        if dtype.is_half() || dtype == DType::F64 {
+            // A fill of the words would need a 16-bit value twice per word (and the fill
+            // kernel computes in its dtype, which F64 has none of here); a copy kernel with
+            // the number as its parameter writes each element's bits.
             let mut out = GpuStorage::alloc(ctx, "full", n, dtype)?;
             out.update(
                 MapOp::Copy(dtype, true),
@@ -735,6 +742,10 @@ impl Backend for GpuStorage {
         if dtype.is_half() {
             let values = GpuStorage::arange(ctx, n, start, step, DType::F32)?;
             return values.cast(&Layout::contiguous(&[n]), dtype);
+        }
+        if dtype == DType::F64 {
+            // No f64 arithmetic in WGSL: the values are made on the host.
+            return GpuStorage::upload(ctx, &HostBuffer::arange(&(), n, start, step, dtype)?);
         }
         let words = [scalar_words(start, dtype), scalar_words(step, dtype)].concat();
         GpuStorage::fill(ctx, FillKind::Arange, dtype, n, &words)

@@ -33,6 +33,9 @@ pub struct BinaryDef {
     pub name: &'static str,
     /// What the op does when the operands are F32, I64 or Bool (after promotion).
     pub f32: Binary<f32>,
+    /// What the op does when the operands are F64 (the CPU's f64 math; a GPU runs F64 on the
+    /// host).
+    pub f64: Binary<f64>,
     #[allow(missing_docs)]
     pub i64: Binary<i64>,
     #[allow(missing_docs)]
@@ -91,6 +94,7 @@ binary_ops! {
     Add add add_scalar {
         name: "add",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a + b, "a + b")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| a + b, "a + b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_add, "i64_add(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
         helpers: "",
@@ -102,6 +106,7 @@ binary_ops! {
     Sub sub sub_scalar {
         name: "sub",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a - b, "a - b")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| a - b, "a - b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_sub, "i64_sub(a, b)")),
         bool: Binary::Refused("subtraction of bool tensors is not supported; use logical_xor"),
         helpers: "",
@@ -113,6 +118,7 @@ binary_ops! {
     Mul mul mul_scalar {
         name: "mul",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a * b, "a * b")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| a * b, "a * b")),
         i64: Binary::Map(arith!(i64, i64::wrapping_mul, "i64_mul(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),
         helpers: "",
@@ -124,6 +130,7 @@ binary_ops! {
     Div div div_scalar {
         name: "div",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| a / b, "a / b")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| a / b, "a / b")),
         i64: Binary::ViaFloat,
         bool: Binary::ViaFloat,
         helpers: "",
@@ -137,6 +144,7 @@ binary_ops! {
     Pow pow pow_scalar {
         name: "pow",
         f32: Binary::Map(arith!(f32, f32::powf, "op_pow(a, b)")),
+        f64: Binary::Map(arith!(f64, f64::powf, "op_pow(a, b)")),
         i64: Binary::Map(arith!(i64, int_pow, "i64_pow(a, b)")),
         bool: Binary::ViaInt,
         helpers: "
@@ -167,6 +175,7 @@ fn op_pow(a: f32, b: f32) -> f32 {
     Atan2 atan2 atan2_scalar {
         name: "atan2",
         f32: Binary::Map(arith!(f32, f32::atan2, "op_atan2(a, b)")),
+        f64: Binary::Map(arith!(f64, f64::atan2, "op_atan2(a, b)")),
         i64: Binary::ViaFloat,
         bool: Binary::ViaFloat,
         helpers: "
@@ -189,6 +198,8 @@ fn op_atan2(y: f32, x: f32) -> f32 {
     Remainder remainder remainder_scalar {
         name: "remainder",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| { let r = a % b; if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r } },
+            "op_remainder(a, b)")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| { let r = a % b; if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r } },
             "op_remainder(a, b)")),
         i64: Binary::Map(arith!(i64, |a: i64, b: i64| if b == 0 { a } else { let r = a.wrapping_rem(b); if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r } },
             "i64_sub(a, i64_mul(i64_floordiv(a, b), b))")),
@@ -227,6 +238,7 @@ fn exact_fmod(a: f32, b: f32) -> f32 {
     FloorDivide floor_divide floor_divide_scalar {
         name: "floor_divide",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| (a / b).floor(), "floor(a / b)")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| (a / b).floor(), "floor(a / b)")),
         i64: Binary::Map(arith!(i64, |a: i64, b: i64| {
                 if b == 0 {
                     return 0;
@@ -245,6 +257,8 @@ fn exact_fmod(a: f32, b: f32) -> f32 {
         name: "maximum",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a > b { a } else { b },
             "select(select(b, a, a > b), a, is_nan_f32(a))")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| if a.is_nan() || a > b { a } else { b },
+            "select(select(b, a, a > b), a, is_nan_f32(a))")),
         i64: Binary::Map(arith!(i64, i64::max, "i64_max(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
         helpers: "",
@@ -256,6 +270,8 @@ fn exact_fmod(a: f32, b: f32) -> f32 {
     Minimum minimum minimum_scalar {
         name: "minimum",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a < b { a } else { b },
+            "select(select(b, a, a < b), a, is_nan_f32(a))")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| if a.is_nan() || a < b { a } else { b },
             "select(select(b, a, a < b), a, is_nan_f32(a))")),
         i64: Binary::Map(arith!(i64, i64::min, "i64_min(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),
@@ -270,6 +286,8 @@ fn exact_fmod(a: f32, b: f32) -> f32 {
         name: "clamp_min",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a >= b { a } else { b },
             "select(b, a, is_nan_f32(a) || a >= b)")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| if a.is_nan() || a >= b { a } else { b },
+            "select(b, a, is_nan_f32(a) || a >= b)")),
         i64: Binary::Map(arith!(i64, i64::max, "i64_max(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a | b, "a | b")),
         helpers: "",
@@ -281,6 +299,8 @@ fn exact_fmod(a: f32, b: f32) -> f32 {
     ClampMax clamp_max clamp_max_scalar {
         name: "clamp_max",
         f32: Binary::Map(arith!(f32, |a: f32, b: f32| if a.is_nan() || a <= b { a } else { b },
+            "select(b, a, is_nan_f32(a) || a <= b)")),
+        f64: Binary::Map(arith!(f64, |a: f64, b: f64| if a.is_nan() || a <= b { a } else { b },
             "select(b, a, is_nan_f32(a) || a <= b)")),
         i64: Binary::Map(arith!(i64, i64::min, "i64_min(a, b)")),
         bool: Binary::Map(arith!(bool, |a: bool, b: bool| a & b, "a & b")),

@@ -14,6 +14,8 @@ pub struct CmpDef {
     /// The kernels for F32, I64 and Bool operands (one closure and condition, see above).
     pub f32: Kern2<f32, bool>,
     #[allow(missing_docs)]
+    pub f64: Kern2<f64, bool>,
+    #[allow(missing_docs)]
     pub i64: Kern2<i64, bool>,
     #[allow(missing_docs)]
     pub bool: Kern2<bool, bool>,
@@ -25,6 +27,11 @@ pub trait Truthy {
     fn truthy(self) -> bool;
 }
 impl Truthy for f32 {
+    fn truthy(self) -> bool {
+        self != 0.0
+    }
+}
+impl Truthy for f64 {
     fn truthy(self) -> bool {
         self != 0.0
     }
@@ -59,6 +66,7 @@ macro_rules! cmp_ops {
                         const DEF: CmpDef = CmpDef {
                             name: $name,
                             f32: map2!(f32 => bool, $f, $wgsl),
+                            f64: map2!(f64 => bool, $f, $wgsl),
                             i64: map2!(i64 => bool, $f, $wgsl),
                             bool: map2!(bool => bool, $f, $wgsl),
                         };

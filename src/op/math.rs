@@ -97,6 +97,36 @@ pub fn gelu_derivative(x: f32) -> f32 {
     0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * exp(-0.5 * x * x) * DENSITY
 }
 
+/// The error function in f64 (libm's; std has none).
+#[inline(always)]
+pub fn erf64(x: f64) -> f64 {
+    libm::erf(x)
+}
+
+/// `1 / (1 + e^-x)` in f64, without overflow for large `|x|`.
+#[inline(always)]
+pub fn sigmoid64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Exact GELU in f64.
+#[inline(always)]
+pub fn gelu64(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf64(x * std::f64::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's derivative in f64.
+#[inline(always)]
+pub fn gelu_derivative64(x: f64) -> f64 {
+    let density = 0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+    0.5 * (1.0 + erf64(x * std::f64::consts::FRAC_1_SQRT_2)) + x * (-0.5 * x * x).exp() * density
+}
+
 #[cfg(test)]
 mod tests {
     /// The largest relative error of `f` against the f64 `reference` at `n` points evenly

@@ -24,6 +24,10 @@ macro_rules! entry_for {
                 let $e = &$def.f32;
                 $body
             }
+            $crate::dtype::DType::F64 => {
+                let $e = &$def.f64;
+                $body
+            }
             $crate::dtype::DType::I64 => {
                 let $e = &$def.i64;
                 $body

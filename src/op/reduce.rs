@@ -17,6 +17,8 @@ pub struct ReduceDef {
     pub name: &'static str,
     /// The rule for F32, I64 and Bool inputs.
     pub f32: Reduce,
+    /// The rule for F64 inputs.
+    pub f64: Reduce,
     #[allow(missing_docs)]
     pub i64: Reduce,
     #[allow(missing_docs)]
@@ -54,17 +56,17 @@ macro_rules! reduce_ops {
 
 reduce_ops! {
     /// Sum (of bools: the count of true).
-    Sum { name: "sum", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::ViaInt, gives_index: false, needs_elements: false },
+    Sum { name: "sum", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::ViaInt, gives_index: false, needs_elements: false },
     /// Product.
-    Prod { name: "prod", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::ViaInt, gives_index: false, needs_elements: false },
+    Prod { name: "prod", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::ViaInt, gives_index: false, needs_elements: false },
     /// Maximum; NaN propagates.
-    Max { name: "max", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: false, needs_elements: true },
+    Max { name: "max", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: false, needs_elements: true },
     /// Minimum; NaN propagates.
-    Min { name: "min", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: false, needs_elements: true },
+    Min { name: "min", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: false, needs_elements: true },
     /// Index of the first maximum (NaN counts as the maximum).
-    ArgMax { name: "argmax", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: true, needs_elements: true },
+    ArgMax { name: "argmax", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: true, needs_elements: true },
     /// Index of the first minimum.
-    ArgMin { name: "argmin", f32: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: true, needs_elements: true },
+    ArgMin { name: "argmin", f32: Reduce::Native, f64: Reduce::Native, i64: Reduce::Native, bool: Reduce::Native, gives_index: true, needs_elements: true },
 }
 
 impl ReduceOp {
@@ -81,6 +83,7 @@ impl ReduceOp {
             crate::dtype::DType::F32 | crate::dtype::DType::F16 | crate::dtype::DType::BF16 => {
                 d.f32
             }
+            crate::dtype::DType::F64 => d.f64,
             crate::dtype::DType::I64 => d.i64,
             crate::dtype::DType::Bool => d.bool,
         }

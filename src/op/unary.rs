@@ -8,7 +8,9 @@
 //! every dtype and backend.
 
 use super::kernel::{map1, Kern1};
-use super::math::{erf, exp, gelu, gelu_derivative, sigmoid, tanh};
+use super::math::{
+    erf, erf64, exp, gelu, gelu64, gelu_derivative, gelu_derivative64, sigmoid, sigmoid64, tanh,
+};
 use super::Reads;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -37,6 +39,8 @@ pub struct UnaryDef {
     pub name: &'static str,
     /// What the op does with F32, I64 and Bool inputs.
     pub f32: Unary<f32>,
+    /// What the op does with F64 inputs (the CPU's f64 math; a GPU runs F64 on the host).
+    pub f64: Unary<f64>,
     #[allow(missing_docs)]
     pub i64: Unary<i64>,
     #[allow(missing_docs)]
@@ -111,6 +115,7 @@ unary_ops! {
     Neg neg {
         name: "neg",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| -x, "-a")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| -x, "-a")),
         i64: Unary::Map(map1!(i64 => i64, i64::wrapping_neg, "i64_neg(a)")),
         bool: Unary::Refused("a numeric tensor (use logical_not for bool)"),
         helpers: "",
@@ -121,6 +126,7 @@ unary_ops! {
     Abs abs {
         name: "abs",
         f32: Unary::Map(map1!(f32 => f32, f32::abs, "abs(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::abs, "abs(a)")),
         i64: Unary::Map(map1!(i64 => i64, i64::wrapping_abs, "i64_abs(a)")),
         bool: SAME_BOOL,
         helpers: "",
@@ -131,6 +137,7 @@ unary_ops! {
     Exp exp {
         name: "exp",
         f32: Unary::Map(map1!(f32 => f32, exp, "exp(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::exp, "exp(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -141,6 +148,7 @@ unary_ops! {
     Expm1 expm1 {
         name: "expm1",
         f32: Unary::Map(map1!(f32 => f32, f32::exp_m1, "op_expm1(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::exp_m1, "op_expm1(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -160,6 +168,7 @@ fn op_expm1(x: f32) -> f32 {
     Log log {
         name: "log",
         f32: Unary::Map(map1!(f32 => f32, f32::ln, "op_log(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::ln, "op_log(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -175,6 +184,7 @@ fn op_log(x: f32) -> f32 {
     Log1p log1p {
         name: "log1p",
         f32: Unary::Map(map1!(f32 => f32, f32::ln_1p, "op_log1p(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::ln_1p, "op_log1p(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -198,6 +208,7 @@ fn op_log1p(x: f32) -> f32 {
     Sqrt sqrt {
         name: "sqrt",
         f32: Unary::Map(map1!(f32 => f32, f32::sqrt, "op_sqrt(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::sqrt, "op_sqrt(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -212,6 +223,7 @@ fn op_sqrt(x: f32) -> f32 {
     Sin sin {
         name: "sin",
         f32: Unary::Map(map1!(f32 => f32, f32::sin, "sin(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::sin, "sin(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -222,6 +234,7 @@ fn op_sqrt(x: f32) -> f32 {
     Cos cos {
         name: "cos",
         f32: Unary::Map(map1!(f32 => f32, f32::cos, "cos(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::cos, "cos(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -232,6 +245,7 @@ fn op_sqrt(x: f32) -> f32 {
     Atan atan {
         name: "atan",
         f32: Unary::Map(map1!(f32 => f32, f32::atan, "atan(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::atan, "atan(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -242,6 +256,7 @@ fn op_sqrt(x: f32) -> f32 {
     Asin asin {
         name: "asin",
         f32: Unary::Map(map1!(f32 => f32, f32::asin, "op_asin(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::asin, "op_asin(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -258,6 +273,7 @@ fn op_asin(x: f32) -> f32 {
     Acos acos {
         name: "acos",
         f32: Unary::Map(map1!(f32 => f32, f32::acos, "op_acos(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::acos, "op_acos(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -272,6 +288,7 @@ fn op_acos(x: f32) -> f32 {
     Sinh sinh {
         name: "sinh",
         f32: Unary::Map(map1!(f32 => f32, f32::sinh, "sinh(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::sinh, "sinh(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -282,6 +299,7 @@ fn op_acos(x: f32) -> f32 {
     Cosh cosh {
         name: "cosh",
         f32: Unary::Map(map1!(f32 => f32, f32::cosh, "cosh(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::cosh, "cosh(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -293,6 +311,7 @@ fn op_acos(x: f32) -> f32 {
     Erf erf {
         name: "erf",
         f32: Unary::Map(map1!(f32 => f32, erf, "op_erf(a)")),
+        f64: Unary::Map(map1!(f64 => f64, erf64, "op_erf(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: erf_wgsl!(),
@@ -305,6 +324,7 @@ fn op_acos(x: f32) -> f32 {
     Gelu gelu {
         name: "gelu",
         f32: Unary::Map(map1!(f32 => f32, gelu, "op_gelu(a)")),
+        f64: Unary::Map(map1!(f64 => f64, gelu64, "op_gelu(a)")),
         i64: Unary::Refused("a float tensor"),
         bool: Unary::Refused("a float tensor"),
         helpers: concat!(erf_wgsl!(), "
@@ -319,6 +339,7 @@ fn op_gelu(x: f32) -> f32 {
     GeluDerivative gelu_derivative {
         name: "gelu_derivative",
         f32: Unary::Map(map1!(f32 => f32, gelu_derivative, "op_gelu_derivative(a)")),
+        f64: Unary::Map(map1!(f64 => f64, gelu_derivative64, "op_gelu_derivative(a)")),
         i64: Unary::Refused("a float tensor"),
         bool: Unary::Refused("a float tensor"),
         helpers: concat!(erf_wgsl!(), "
@@ -336,6 +357,7 @@ fn op_gelu_derivative(x: f32) -> f32 {
     Silu silu {
         name: "silu",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| x * sigmoid(x), "a * op_sigmoid(a)")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| x * sigmoid64(x), "a * op_sigmoid(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -354,6 +376,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Tanh tanh {
         name: "tanh",
         f32: Unary::Map(map1!(f32 => f32, tanh, "op_tanh(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::tanh, "op_tanh(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -371,6 +394,7 @@ fn op_tanh(x: f32) -> f32 {
     Sigmoid sigmoid {
         name: "sigmoid",
         f32: Unary::Map(map1!(f32 => f32, sigmoid, "op_sigmoid(a)")),
+        f64: Unary::Map(map1!(f64 => f64, sigmoid64, "op_sigmoid(a)")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "
@@ -386,6 +410,8 @@ fn op_sigmoid(x: f32) -> f32 {
         name: "relu",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 || x.is_nan() { x } else { 0.0 },
             "select(0.0, a, a > 0.0 || is_nan_f32(a))")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| if x > 0.0 || x.is_nan() { x } else { 0.0 },
+            "select(0.0, a, a > 0.0 || is_nan_f32(a))")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x.max(0), "i64_max(a, i64_zero())")),
         bool: SAME_BOOL,
         helpers: "",
@@ -396,6 +422,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Reciprocal reciprocal {
         name: "reciprocal",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| 1.0 / x, "1.0 / a")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| 1.0 / x, "1.0 / a")),
         i64: Unary::ViaFloat,
         bool: Unary::ViaFloat,
         helpers: "",
@@ -406,6 +433,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Square square {
         name: "square",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| x * x, "a * a")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| x * x, "a * a")),
         i64: Unary::Map(map1!(i64 => i64, |x: i64| x.wrapping_mul(x), "i64_mul(a, a)")),
         bool: SAME_BOOL,
         helpers: "",
@@ -417,6 +445,8 @@ fn op_sigmoid(x: f32) -> f32 {
         name: "sign",
         f32: Unary::Map(map1!(f32 => f32, |x: f32| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
             "select(select(a, -1.0, a < 0.0), 1.0, a > 0.0)")),
+        f64: Unary::Map(map1!(f64 => f64, |x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+            "select(select(a, -1.0, a < 0.0), 1.0, a > 0.0)")),
         i64: Unary::Map(map1!(i64 => i64, i64::signum, "i64_sign(a)")),
         bool: SAME_BOOL,
         helpers: "",
@@ -427,6 +457,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Floor floor {
         name: "floor",
         f32: Unary::Map(map1!(f32 => f32, f32::floor, "floor(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::floor, "floor(a)")),
         i64: SAME_I64,
         bool: SAME_BOOL,
         helpers: "",
@@ -437,6 +468,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Ceil ceil {
         name: "ceil",
         f32: Unary::Map(map1!(f32 => f32, f32::ceil, "ceil(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::ceil, "ceil(a)")),
         i64: SAME_I64,
         bool: SAME_BOOL,
         helpers: "",
@@ -447,6 +479,7 @@ fn op_sigmoid(x: f32) -> f32 {
     Round round {
         name: "round",
         f32: Unary::Map(map1!(f32 => f32, f32::round_ties_even, "round(a)")),
+        f64: Unary::Map(map1!(f64 => f64, f64::round_ties_even, "round(a)")),
         i64: SAME_I64,
         bool: SAME_BOOL,
         helpers: "",
@@ -457,6 +490,7 @@ fn op_sigmoid(x: f32) -> f32 {
     LogicalNot logical_not {
         name: "logical_not",
         f32: Unary::Test(map1!(f32 => bool, |x: f32| x == 0.0, "a == 0.0")),
+        f64: Unary::Test(map1!(f64 => bool, |x: f64| x == 0.0, "a == 0.0")),
         i64: Unary::Test(map1!(i64 => bool, |x: i64| x == 0, "i64_is_zero(a)")),
         bool: Unary::Test(map1!(bool => bool, |x: bool| !x, "a == 0u")),
         helpers: "",
@@ -467,6 +501,7 @@ fn op_sigmoid(x: f32) -> f32 {
     IsNan isnan {
         name: "isnan",
         f32: Unary::Test(map1!(f32 => bool, f32::is_nan, "is_nan_f32(a)")),
+        f64: Unary::Test(map1!(f64 => bool, f64::is_nan, "is_nan_f32(a)")),
         i64: Unary::Test(map1!(i64 => bool, |_: i64| false, "false")),
         bool: Unary::Test(map1!(bool => bool, |_: bool| false, "false")),
         helpers: "",

@@ -228,6 +228,7 @@ impl Tensor {
                     DType::F32 => "F32 (to_vec::<f32>)",
                     DType::I64 => "I64 (to_vec::<i64>)",
                     DType::Bool => "Bool (to_vec::<bool>)",
+                    DType::F64 => "F64 (to_vec::<f64>)",
                     DType::F16 => "F16 (to_vec::<half::f16>)",
                     DType::BF16 => "BF16 (to_vec::<half::bf16>)",
                 },

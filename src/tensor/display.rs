@@ -21,12 +21,8 @@ enum Style {
 }
 
 impl Style {
-    fn for_floats(values: &[f32]) -> Style {
-        let finite: Vec<f64> = values
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|&v| v as f64)
-            .collect();
+    fn for_floats(values: &[f64]) -> Style {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         let int_mode = finite.iter().all(|v| v.ceil() == *v);
         let nonzero: Vec<f64> = finite
             .iter()
@@ -55,14 +51,13 @@ impl Style {
         }
     }
 
-    fn float(&self, v: f32) -> String {
+    fn float(&self, v: f64) -> String {
         if v.is_nan() {
             return "nan".into();
         }
         if v.is_infinite() {
             return if v > 0.0 { "inf".into() } else { "-inf".into() };
         }
-        let v = v as f64;
         match self {
             Style::FloatInt => format!("{v:.0}."),
             Style::Fixed => format!("{v:.PRECISION$}"),
@@ -162,7 +157,7 @@ fn body(
 
 /// The elements shown when summarising: the first and last `EDGE_ITEMS` of every long dim.
 /// Every value in the one style chosen from all of them.
-fn float_strings(v: &[f32]) -> Vec<String> {
+fn float_strings(v: &[f64]) -> Vec<String> {
     let style = Style::for_floats(v);
     v.iter().map(|&x| style.float(x)).collect()
 }
@@ -199,10 +194,11 @@ fn render(t: &Tensor) -> crate::Result<String> {
         let shown = if summarize { summarized(t)? } else { t.clone() };
         let values = shown.with_storage(|s, l| s.to_host(l))?;
         let mut strings: Vec<String> = match &values {
-            HostBuffer::F32(v) => float_strings(v),
+            HostBuffer::F32(v) => float_strings(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()),
+            HostBuffer::F64(v) => float_strings(v),
             // Each 16-bit value is exactly an f32, and PyTorch prints them alike.
-            HostBuffer::F16(v) => float_strings(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
-            HostBuffer::BF16(v) => float_strings(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
+            HostBuffer::F16(v) => float_strings(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>()),
+            HostBuffer::BF16(v) => float_strings(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>()),
             HostBuffer::I64(v) => {
                 let _ = Style::Int;
                 v.iter().map(|x| x.to_string()).collect()
@@ -227,7 +223,7 @@ fn render(t: &Tensor) -> crate::Result<String> {
         out.push_str(&body(&strings, t.shape(), width, prefix.len(), summarize));
     }
     // PyTorch names every dtype but its defaults (float32, int64, bool).
-    if t.dtype().is_half() {
+    if t.dtype().is_half() || t.dtype() == crate::DType::F64 {
         out.push_str(&format!(", dtype={}", t.dtype().torch_name()));
     }
     if let Some(name) = t.grad_fn_name() {

@@ -36,17 +36,14 @@ impl Tensor {
         // Rows along the last dim: move `d` there, sort each row, move it back.
         let moved = self.transpose(d as isize, -1)?;
         let n = moved.shape()[moved.ndim() - 1];
-        // The 16-bit floats compare as the f32 values they are exactly.
-        let host = if self.dtype().is_half() {
-            moved.to_device(&Device::Cpu)?.to_dtype(DType::F32)?
-        } else {
-            moved.to_device(&Device::Cpu)?
-        };
-        // Integers are compared exactly (as f32 they would lose order past 2^24).
+        let host = moved.to_device(&Device::Cpu)?;
+        // Integers are compared exactly (as floats they would lose order past 2^53); every
+        // float dtype compares as the f64 values it holds exactly.
         let index = if self.dtype() == DType::I64 {
             sorted_rows(&host.to_vec::<i64>()?, n, descending, |a, b| a.cmp(b))
         } else {
-            sorted_rows(&host.to_vec::<f32>()?, n, descending, nan_largest)
+            let keys = host.to_dtype(DType::F64)?.to_vec::<f64>()?;
+            sorted_rows(&keys, n, descending, nan_largest)
         };
         Tensor::from_vec(index, moved.shape())?
             .to_device(self.device())?
@@ -80,7 +77,7 @@ impl Tensor {
 }
 
 /// NaN after every number, as PyTorch sorts it.
-fn nan_largest(a: &f32, b: &f32) -> std::cmp::Ordering {
+fn nan_largest(a: &f64, b: &f64) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,

@@ -95,6 +95,9 @@ fn cast_expr(from: DType, to: DType) -> &'static str {
         (Bool, I64) => "i64_from_u32(a)",
         (F32, F32) | (I64, I64) | (Bool, Bool) => "a",
         (F16 | BF16, _) | (_, F16 | BF16) => "a",
+        // F64 only moves on a GPU (its bits as a vec2<u32>): `MapOp::source` refuses a
+        // conversion of it.
+        (F64, _) | (_, F64) => "a",
     }
 }
 
@@ -102,7 +105,7 @@ fn cast_expr(from: DType, to: DType) -> &'static str {
 fn float_helpers(d: DType, helpers: &'static str) -> &'static str {
     match d {
         DType::F32 | DType::F16 | DType::BF16 => helpers,
-        DType::I64 | DType::Bool => "",
+        DType::I64 | DType::Bool | DType::F64 => "",
     }
 }
 
@@ -111,7 +114,7 @@ fn half_conversions(d: DType) -> Option<(&'static str, &'static str)> {
     match d {
         DType::F16 => Some(("f16_bits_to_f32", "f32_bits_to_f16")),
         DType::BF16 => Some(("bf16_bits_to_f32", "f32_bits_to_bf16")),
-        DType::F32 | DType::I64 | DType::Bool => None,
+        DType::F32 | DType::I64 | DType::Bool | DType::F64 => None,
     }
 }
 
@@ -184,7 +187,8 @@ fn map_source(
                     DType::F32 | DType::F16 | DType::BF16 => {
                         format!("bitcast<f32>(params[sp + {word}u])")
                     }
-                    DType::I64 => format!(
+                    // An F64 number travels as its bits (a copy's only).
+                    DType::I64 | DType::F64 => format!(
                         "vec2<u32>(params[sp + {word}u], params[sp + {}u])",
                         word + 1
                     ),
@@ -251,6 +255,12 @@ fn operand(d: DType, scalar: bool) -> Input {
 
 impl MapOp {
     pub(super) fn source(self, indexing: Indexing) -> Result<String> {
+        if let Some(d) = self.f64_compute() {
+            return Err(unsupported(
+                "a GPU kernel computing in F64 (it runs on the host)",
+                d,
+            ));
+        }
         let map = |out: DType, inputs: &[Input], expr: &str, helpers: &str| {
             map_source(indexing, out, inputs, expr, helpers, false)
         };
@@ -295,6 +305,21 @@ impl MapOp {
         })
     }
 
+    /// F64 when this kernel would compute with F64 values rather than copy their bits: the
+    /// storage layer runs those ops on the host (WGSL has no f64).
+    fn f64_compute(self) -> Option<DType> {
+        let computes = match self {
+            MapOp::Copy(..) => false,
+            MapOp::Unary(_, d)
+            | MapOp::Binary(_, d, _)
+            | MapOp::BinaryInplace(_, d, _)
+            | MapOp::Cmp(_, d, _)
+            | MapOp::Where(d, _, _) => d == DType::F64,
+            MapOp::Cast(from, to) => from == DType::F64 || to == DType::F64,
+        };
+        computes.then_some(DType::F64)
+    }
+
     pub(super) fn uses_i64(self) -> bool {
         match self {
             MapOp::Unary(_, d)
@@ -315,13 +340,13 @@ impl MapOp {
             v.extend(
                 DType::ALL
                     .iter()
-                    .filter(|&&t| t != d)
+                    .filter(|&&t| t != d && t != DType::F64 && d != DType::F64)
                     .map(|&t| MapOp::Cast(d, t)),
             );
             v.extend([false, true].map(|s| MapOp::Copy(d, s)));
             // The 16-bit floats only move and convert on the GPU: the storage layer computes
-            // them in f32 (see `storage.rs`).
-            if d.is_half() {
+            // them in f32 (see `storage.rs`); F64 only moves.
+            if d.is_half() || d == DType::F64 {
                 continue;
             }
             v.extend(

@@ -35,7 +35,8 @@ pub const WG: u32 = 256;
 pub fn wgsl_type(d: DType) -> &'static str {
     match d {
         DType::F32 | DType::F16 | DType::BF16 => "f32",
-        DType::I64 => "vec2<u32>",
+        // F64 values only move on a GPU: their bits, as I64's.
+        DType::I64 | DType::F64 => "vec2<u32>",
         DType::Bool => "u32",
     }
 }
@@ -44,7 +45,7 @@ pub fn wgsl_type(d: DType) -> &'static str {
 /// whole words).
 pub fn gpu_size(d: DType) -> u64 {
     match d {
-        DType::I64 => 8,
+        DType::I64 | DType::F64 => 8,
         DType::F32 | DType::Bool => 4,
         DType::F16 | DType::BF16 => 2,
     }
@@ -53,7 +54,7 @@ pub fn gpu_size(d: DType) -> u64 {
 /// The parameter words of one number of a dtype (a 16-bit float's travels as an f32).
 pub fn scalar_word_count(d: DType) -> usize {
     match d {
-        DType::I64 => 2,
+        DType::I64 | DType::F64 => 2,
         DType::F32 | DType::Bool | DType::F16 | DType::BF16 => 1,
     }
 }
@@ -171,7 +172,7 @@ fn subgroup_combine(op: ReduceOp, d: DType) -> String {
     // `subgroup_capable`; the arg reductions and I64 never reach here).
     let (lowest, highest) = match d {
         DType::F32 | DType::F16 | DType::BF16 => ("-inf_f32()", "inf_f32()"),
-        DType::I64 | DType::Bool => ("0u", "1u"),
+        DType::I64 | DType::Bool | DType::F64 => ("0u", "1u"),
     };
     let reduced = match op {
         ReduceOp::Sum => "Partial(subgroupAdd(acc.v), 0u, 1u)".to_string(),
@@ -204,7 +205,7 @@ fn reduce_helpers(op: ReduceOp, d: DType) -> (String, &'static str, &'static str
         Sum | Prod => {
             let (id, f) = match (op, d) {
                 (Sum, _) => ("t_zero()", "t_add"),
-                (_, DType::I64) => ("i64_from_u32(1u)", "t_mul"),
+                (_, DType::I64 | DType::F64) => ("i64_from_u32(1u)", "t_mul"),
                 (_, DType::F32 | DType::F16 | DType::BF16) => ("1.0", "t_mul"),
                 (_, DType::Bool) => ("1u", "t_mul"),
             };
@@ -270,7 +271,7 @@ fn finish(p: Partial) -> {out} {{ return {finish}; }}",
 pub fn partial_size(d: DType) -> u64 {
     match d {
         // vec2<u32> aligns the struct to 8 bytes.
-        DType::I64 => 16,
+        DType::I64 | DType::F64 => 16,
         DType::F32 | DType::Bool | DType::F16 | DType::BF16 => 12,
     }
 }
@@ -279,9 +280,9 @@ impl Kernel {
     /// The full WGSL source of this kernel, or `Err(Unsupported)` for an op the tables do
     /// not define on its dtype.
     pub fn source(&self) -> Result<String> {
-        if let Some(d) = self.half_operand() {
+        if let Some(d) = self.unsupported_dtype() {
             return Err(crate::error::Error::Unsupported {
-                op: "a 16-bit float kernel other than a copy or cast",
+                op: "a GPU kernel of this dtype (the storage layer computes it elsewhere)",
                 dtype: d,
                 backend: "gpu",
             });
@@ -338,7 +339,7 @@ impl Kernel {
                         };
                         ("u32", format!("{HALF}\n{}{}", load("a"), load("b")))
                     }
-                    DType::F32 | DType::I64 | DType::Bool => {
+                    DType::F32 | DType::I64 | DType::Bool | DType::F64 => {
                         let t = wgsl_type(d);
                         let load =
                             |x: &str| format!("fn load_{x}(i: u32) -> {t} {{ return {x}[i]; }}\n");
@@ -378,7 +379,7 @@ impl Kernel {
                         "    let low_before = atomicAdd(&out[2u * dst], x.x);
     atomicAdd(&out[2u * dst + 1u], x.y + select(0u, 1u, low_before + x.x < low_before));",
                     ),
-                    DType::Bool | DType::F16 | DType::BF16 => {
+                    DType::Bool | DType::F16 | DType::BF16 | DType::F64 => {
                         return Err(crate::error::Error::Unsupported {
                             op: "scatter_add",
                             dtype: d,
@@ -420,18 +421,20 @@ impl Kernel {
         matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4)
     }
 
-    /// The 16-bit float dtype of a kernel that only map kernels handle (their loads and stores
-    /// convert; the storage layer computes these dtypes in f32 everywhere else).
-    fn half_operand(&self) -> Option<DType> {
+    /// A dtype this kernel family does not take: the 16-bit floats outside map kernels and
+    /// matmul (their loads and stores convert; the storage layer computes them in f32
+    /// everywhere else), and F64 everywhere (the storage layer runs its ops on the host).
+    fn unsupported_dtype(&self) -> Option<DType> {
         match *self {
+            Kernel::Map(..) | Kernel::MatmulVec4 => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
-            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::Matmul(_) => None,
+            Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
             | Kernel::Cumsum(d)
             | Kernel::ScanAdd(d)
             | Kernel::Gather(d, _)
             | Kernel::ScatterAdd(d)
-            | Kernel::Fill(_, d) => Some(d).filter(|d| d.is_half()),
+            | Kernel::Fill(_, d) => Some(d).filter(|d| d.is_half() || *d == DType::F64),
         }
     }
 
@@ -465,7 +468,10 @@ pub fn all_variants() -> Vec<Kernel> {
             v.push(Kernel::Map(op, Indexing::Pairs));
         }
     }
-    for d in DType::ALL.into_iter().filter(|d| !d.is_half()) {
+    for d in DType::ALL
+        .into_iter()
+        .filter(|&d| !d.is_half() && d != DType::F64)
+    {
         for &op in ReduceOp::ALL {
             // Sum and prod of bool run on I64 (see `op/reduce.rs`).
             if op.rule(d) != crate::op::Reduce::Native {

@@ -3,6 +3,8 @@
 //! backend means a variant here, an arm in `on_backend!` and `pair!`, and an
 //! implementation of `Backend`.
 
+mod detour;
+
 use crate::backend::{Arg, Backend};
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
@@ -12,6 +14,7 @@ use crate::host::HostBuffer;
 use crate::layout::{split_reduced, Layout};
 use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, UnaryOp};
 use crate::rng::Generator;
+use detour::{computed, computed_buf, Detour};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -294,54 +297,6 @@ macro_rules! elementwise {
     }};
 }
 
-/// The 16-bit floats (`F16`, `BF16`) are storage types: every compute op reads them widened
-/// to f32, runs the f32 kernel and rounds its float result once to the 16-bit type (PyTorch's
-/// CPU kernels do the same: `opmath` is f32 for them). Moves and conversions (copies, writes,
-/// casts, readbacks) are native on each backend. This is the one place where that happens.
-type Widened = Option<(Storage, Layout)>;
-
-/// `s` seen through `l` as a contiguous f32 buffer, when it holds a 16-bit float.
-fn widen(s: &Storage, l: &Layout) -> Result<Widened> {
-    if !s.dtype().is_half() {
-        return Ok(None);
-    }
-    Ok(Some((s.cast(l, DType::F32)?, Layout::contiguous(&l.shape))))
-}
-
-/// An operand with a 16-bit buffer widened to f32 (numbers stay: kernels take them in f32).
-fn widen_arg(a: StorageArg<'_>) -> Result<Widened> {
-    match a {
-        Arg::Buf(s, l) => widen(s, l),
-        Arg::Scalar(_) => Ok(None),
-    }
-}
-
-/// The operand to compute with: its widened copy when it has one.
-fn computed<'a>(a: StorageArg<'a>, wide: &'a Widened) -> StorageArg<'a> {
-    match wide {
-        Some((s, l)) => Arg::Buf(s, l),
-        None => a,
-    }
-}
-
-/// The buffer to compute with, and its layout.
-fn computed_buf<'a>(s: &'a Storage, l: &'a Layout, wide: &'a Widened) -> (&'a Storage, &'a Layout) {
-    match wide {
-        Some((w, wl)) => (w, wl),
-        None => (s, l),
-    }
-}
-
-/// A result computed in f32 for a 16-bit `dtype`, rounded to it; other results (bool,
-/// indices) and results of other dtypes unchanged.
-fn narrow(result: Storage, dtype: DType, n: usize) -> Result<Storage> {
-    if dtype.is_half() && result.dtype() == DType::F32 {
-        result.cast(&Layout::contiguous(&[n]), dtype)
-    } else {
-        Ok(result)
-    }
-}
-
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
@@ -454,8 +409,10 @@ impl Storage {
     }
 
     pub fn unary(&self, op: UnaryOp, l: &Layout) -> Result<Storage> {
-        if let Some((w, wl)) = widen(self, l)? {
-            return narrow(w.unary(op, &wl)?, self.dtype(), l.numel());
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let moved = d.take(self, l)?;
+            let (s, sl) = computed_buf(self, l, &moved);
+            return d.back(s.unary(op, sl)?, l.numel());
         }
         on_backend!(self, |s| s.unary(op, l))
     }
@@ -468,11 +425,10 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
-        if dtype.is_half() {
-            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
-            let (a, b) = (computed(a, &wa), computed(b, &wb));
-            let r = elementwise!(op.name(), a, b, binary(op, shape, DType::F32))?;
-            return narrow(r, dtype, shape.iter().product());
+        if let Some(d) = Detour::of_args(dtype, [a, b]) {
+            return d.elementwise(shape, [a, b], |[a, b]| {
+                Storage::binary(op, shape, dtype.compute_dtype(), a, b)
+            });
         }
         elementwise!(op.name(), a, b, binary(op, shape, dtype))
     }
@@ -484,8 +440,8 @@ impl Storage {
         dst: &Layout,
         src: StorageArg<'_>,
     ) -> Result<()> {
-        if self.dtype().is_half() {
-            // Computed in f32 and rounded once, then written through the view.
+        if Detour::of(self.dtype(), self).is_some() {
+            // Computed where the dtype computes, then written through the view.
             let dtype = self.dtype();
             let r = Storage::binary(op, &dst.shape, dtype, Arg::Buf(self, dst), src)?;
             return self.write(dst, Arg::Buf(&r, &Layout::contiguous(&dst.shape)));
@@ -507,10 +463,10 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
-        if dtype.is_half() {
-            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
-            let (a, b) = (computed(a, &wa), computed(b, &wb));
-            return elementwise!(op.name(), a, b, cmp(op, shape, DType::F32));
+        if let Some(d) = Detour::of_args(dtype, [a, b]) {
+            return d.elementwise(shape, [a, b], |[a, b]| {
+                Storage::cmp(op, shape, dtype.compute_dtype(), a, b)
+            });
         }
         elementwise!(op.name(), a, b, cmp(op, shape, dtype))
     }
@@ -522,11 +478,13 @@ impl Storage {
         a: StorageArg<'_>,
         b: StorageArg<'_>,
     ) -> Result<Storage> {
-        if dtype.is_half() {
-            let (wa, wb) = (widen_arg(a)?, widen_arg(b)?);
-            let (a, b) = (computed(a, &wa), computed(b, &wb));
-            let r = Storage::where_cond(shape, DType::F32, cond, a, b)?;
-            return narrow(r, dtype, shape.iter().product());
+        if let Some(d) = Detour::of(dtype, cond.0) {
+            let (ma, mb) = (d.take_arg(a)?, d.take_arg(b)?);
+            let mc = d.take(cond.0, cond.1)?;
+            let (a, b) = (computed(a, &ma), computed(b, &mb));
+            let cond = computed_buf(cond.0, cond.1, &mc);
+            let r = Storage::where_cond(shape, dtype.compute_dtype(), cond, a, b)?;
+            return d.back(r, shape.iter().product());
         }
         let (c, lc) = cond;
         match c {
@@ -551,41 +509,52 @@ impl Storage {
     }
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<Storage> {
+        // A conversion from or to F64 on a GPU runs on the host.
+        if let Some(d) = Detour::of(DType::F64, self)
+            .filter(|_| self.dtype() != to && (self.dtype() == DType::F64 || to == DType::F64))
+        {
+            let moved = d.take(self, l)?;
+            let (s, sl) = computed_buf(self, l, &moved);
+            return d.back(s.cast(sl, to)?, l.numel());
+        }
         on_backend!(self, |s| s.cast(l, to))
     }
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Storage> {
-        if let Some((w, wl)) = widen(self, l)? {
-            let r = w.reduce(op, &wl, dims)?;
-            return narrow(r, self.dtype(), split_reduced(l, dims).0.numel());
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let moved = d.take(self, l)?;
+            let (s, sl) = computed_buf(self, l, &moved);
+            return d.back(s.reduce(op, sl, dims)?, split_reduced(l, dims).0.numel());
         }
         on_backend!(self, |s| s.reduce(op, l, dims))
     }
 
     pub fn cumsum(&self, l: &Layout, dim: usize) -> Result<Storage> {
-        if let Some((w, wl)) = widen(self, l)? {
-            return narrow(w.cumsum(&wl, dim)?, self.dtype(), l.numel());
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let moved = d.take(self, l)?;
+            let (s, sl) = computed_buf(self, l, &moved);
+            return d.back(s.cumsum(sl, dim)?, l.numel());
         }
         on_backend!(self, |s| s.cumsum(l, dim))
     }
 
     pub fn matmul(&self, l: &Layout, rhs: &Storage, rl: &Layout) -> Result<Storage> {
-        if self.dtype().is_half() || rhs.dtype().is_half() {
+        if let Some(d) = Detour::of(self.dtype(), self) {
             let r_dims = l.rank();
             let n = l.shape[..r_dims - 1]
                 .iter()
                 .product::<usize>()
                 .saturating_mul(rl.shape[r_dims - 1]);
             // A GPU reads 16-bit operands in its matmul kernel and gives the f32 product.
-            if let (Storage::Gpu(a), Storage::Gpu(b)) = (self, rhs) {
+            if let (Detour::Widen(_), Storage::Gpu(a), Storage::Gpu(b)) = (&d, self, rhs) {
                 if a.dtype == b.dtype && Arc::ptr_eq(a.ctx(), b.ctx()) {
-                    return narrow(Storage::Gpu(a.matmul(l, b, rl)?), self.dtype(), n);
+                    return d.back(Storage::Gpu(a.matmul(l, b, rl)?), n);
                 }
             }
-            let (wa, wb) = (widen(self, l)?, widen(rhs, rl)?);
-            let (a, al) = computed_buf(self, l, &wa);
-            let (b, bl) = computed_buf(rhs, rl, &wb);
-            return narrow(a.matmul(al, b, bl)?, self.dtype(), n);
+            let (ma, mb) = (d.take(self, l)?, d.take(rhs, rl)?);
+            let (a, al) = computed_buf(self, l, &ma);
+            let (b, bl) = computed_buf(rhs, rl, &mb);
+            return d.back(a.matmul(al, b, bl)?, n);
         }
         pair!("matmul", self, rhs, |a, b| a.matmul(l, b, rl))
     }
@@ -597,21 +566,27 @@ impl Storage {
         index: &Storage,
         il: &Layout,
     ) -> Result<Storage> {
-        if let Some((w, wl)) = widen(self, l)? {
-            let r = w.index_select(&wl, dim, index, il)?;
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let (ms, mi) = (d.take(self, l)?, d.take(index, il)?);
+            let (s, sl) = computed_buf(self, l, &ms);
+            let (i, il) = computed_buf(index, il, &mi);
+            let r = s.index_select(sl, dim, i, il)?;
             let rows: usize = (0..l.rank())
-                .filter(|&d| d != dim)
-                .map(|d| l.shape[d])
+                .filter(|&k| k != dim)
+                .map(|k| l.shape[k])
                 .product();
-            return narrow(r, self.dtype(), rows * il.numel());
+            return d.back(r, rows * il.numel());
         }
         pair!("index_select", self, index, |s, i| s
             .index_select(l, dim, i, il))
     }
 
     pub fn gather(&self, l: &Layout, dim: usize, index: &Storage, il: &Layout) -> Result<Storage> {
-        if let Some((w, wl)) = widen(self, l)? {
-            return narrow(w.gather(&wl, dim, index, il)?, self.dtype(), il.numel());
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let (ms, mi) = (d.take(self, l)?, d.take(index, il)?);
+            let (s, sl) = computed_buf(self, l, &ms);
+            let (i, il) = computed_buf(index, il, &mi);
+            return d.back(s.gather(sl, dim, i, il)?, il.numel());
         }
         pair!("gather", self, index, |s, i| s.gather(l, dim, i, il))
     }
@@ -625,12 +600,12 @@ impl Storage {
         src: &Storage,
         sl: &Layout,
     ) -> Result<Storage> {
-        if self.dtype().is_half() || src.dtype().is_half() {
-            let (wb, ws) = (widen(self, l)?, widen(src, sl)?);
-            let (b, bl) = computed_buf(self, l, &wb);
-            let (s, sl) = computed_buf(src, sl, &ws);
-            let r = b.scatter_add(bl, dim, index, il, s, sl)?;
-            return narrow(r, self.dtype(), l.numel());
+        if let Some(d) = Detour::of(self.dtype(), self) {
+            let (mb, ms, mi) = (d.take(self, l)?, d.take(src, sl)?, d.take(index, il)?);
+            let (b, bl) = computed_buf(self, l, &mb);
+            let (s, sl) = computed_buf(src, sl, &ms);
+            let (i, il) = computed_buf(index, il, &mi);
+            return d.back(b.scatter_add(bl, dim, i, il, s, sl)?, l.numel());
         }
         match (self, index, src) {
             (Storage::Cpu(b), Storage::Cpu(i), Storage::Cpu(s)) => {
