@@ -89,6 +89,23 @@ fn f64_tensors_compute_in_f64_on_every_device() -> Result<()> {
         assert_eq!(got[1], 0.1);
         assert_eq!(got[11], 0.1 + 1e-12);
         assert_eq!(got[10], 1e-12);
+        // Scatters (an index line, as an embedding's gradient, and a general index).
+        let table = Tensor::zeros_on([4, 2], (d, &dev))?.requires_grad_(true)?;
+        let ids = Tensor::new([1i64, 3, 1])?.to_device(&dev)?;
+        table
+            .index_select(0, &ids)?
+            .mul_scalar(0.5)?
+            .sum()?
+            .backward()?;
+        assert_eq!(
+            table.grad().unwrap().to_vec::<f64>()?,
+            vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5]
+        );
+        let base = Tensor::zeros_on([2, 3], (d, &dev))?;
+        let index = Tensor::new([[2i64, 0, 2], [1, 1, 0]])?.to_device(&dev)?;
+        let src = Tensor::full_on([2, 3], 0.25, (d, &dev))?;
+        let added = base.scatter_add(1, &index, &src)?.to_vec::<f64>()?;
+        assert_eq!(added, vec![0.25, 0.0, 0.5, 0.25, 0.5, 0.0]);
         // gradcheck at f64 precision.
         let x = Tensor::from_vec(vec![0.5f64, -0.25, 1.5, 2.0], [2, 2])?.to_device(&dev)?;
         let tight = GradcheckOptions {

@@ -136,6 +136,13 @@ pub fn scatter_add(
             }
             HostBuffer::F32(out)
         }
+        (HostBuffer::F64(b), HostBuffer::F64(s)) => {
+            let mut out = super::contiguous_vec(b, bl);
+            for (&o, x) in dst_offsets.iter().zip(super::contiguous_vec(s, &src_view)) {
+                out[o] += x;
+            }
+            HostBuffer::F64(out)
+        }
         (HostBuffer::I64(b), HostBuffer::I64(s)) => {
             let mut out = super::contiguous_vec(b, bl);
             for (&o, x) in dst_offsets.iter().zip(super::contiguous_vec(s, &src_view)) {
@@ -228,6 +235,13 @@ fn scatter_add_rows(
     let sizes = (outer, n, k, inner);
     Ok(match (base, src) {
         (HostBuffer::F32(b), HostBuffer::F32(s)) => HostBuffer::F32(scatter(
+            (b, bl),
+            &super::contiguous_cow(s, &src_view),
+            &rows,
+            sizes,
+            |a, x| a + x,
+        )),
+        (HostBuffer::F64(b), HostBuffer::F64(s)) => HostBuffer::F64(scatter(
             (b, bl),
             &super::contiguous_cow(s, &src_view),
             &rows,
