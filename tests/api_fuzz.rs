@@ -253,11 +253,12 @@ fn base(r: &mut Rng) -> Tensor {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| (r.below(13) as f32 - 6.0) * 0.5).collect();
     let t = Tensor::from_vec(values, shape).unwrap();
-    let t = match r.below(5) {
+    let t = match r.below(6) {
         0 => t.to_dtype(DType::I64).unwrap(),
         1 => t.gt_scalar(0.0).unwrap(),
         2 => t.to_dtype(DType::F16).unwrap(),
         3 => t.to_dtype(DType::BF16).unwrap(),
+        4 => t.to_dtype(DType::F64).unwrap(),
         _ => t,
     };
     if t.ndim() >= 2 && r.below(2) == 0 {
