@@ -31,6 +31,7 @@ pub(super) enum Detour {
 
 impl Detour {
     /// The detour of an op computing in `dtype` on the device of `first`, if it needs one.
+    #[inline]
     pub(super) fn of(dtype: DType, first: &Storage) -> Option<Detour> {
         if dtype.is_half() {
             Some(Detour::Widen(dtype))
@@ -42,7 +43,13 @@ impl Detour {
     }
 
     /// [`Detour::of`] for an elementwise op: the first buffer operand decides the device.
+    #[inline]
     pub(super) fn of_args(dtype: DType, args: [StorageArg<'_>; 2]) -> Option<Detour> {
+        // Every other dtype computes where it is: decided before looking at the operands,
+        // since every elementwise op asks.
+        if !dtype.is_half() && dtype != DType::F64 {
+            return None;
+        }
         let first = args.iter().find_map(|a| match a {
             Arg::Buf(s, _) => Some(*s),
             Arg::Scalar(_) => None,
