@@ -1,4 +1,4 @@
-//! Batched matrix multiply. f32 goes through the `gemm` crate, which reads operands through
+//! Batched matrix multiply. f32 and f64 go through the `gemm` crate, which reads operands through
 //! arbitrary row and column strides (so transposed views need no copy) and uses all cores.
 
 use super::HostBuffer;
@@ -6,23 +6,38 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 
-/// `a [batch.., m, k] @ b [batch.., k, n]` where both layouts have the same (already
-/// broadcast) batch dims. Returns a contiguous `[batch.., m, n]` buffer.
-/// `batch` products of `m x k` and `k x n` float matrices through gemm, the matrices of each
-/// at `offsets` with row and column strides `a_strides`, `b_strides`, into a fresh
-/// row-major `[batch, m, n]` (`zero` and `one` are the type's).
-#[allow(clippy::too_many_arguments)]
+/// The geometry of `batch` products of `m x k` and `k x n` matrices: where each product's
+/// operands start in their buffers, and their row and column strides.
+struct Products {
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: usize,
+    oa: Vec<usize>,
+    ob: Vec<usize>,
+    a_strides: (usize, usize),
+    b_strides: (usize, usize),
+}
+
+/// The products of float matrices through gemm, into a fresh row-major `[batch, m, n]`
+/// (`zero` and `one` are the type's).
 fn float_batches<T: super::pool::Pooled + Sync + 'static>(
     x: &[T],
     y: &[T],
-    (m, k, n): (usize, usize, usize),
-    batch: usize,
-    (oa, ob): (&[usize], &[usize]),
-    (ars, acs): (usize, usize),
-    (brs, bcs): (usize, usize),
+    p: &Products,
     zero: T,
     one: T,
 ) -> Vec<T> {
+    let Products {
+        m,
+        k,
+        n,
+        batch,
+        ref oa,
+        ref ob,
+        a_strides: (ars, acs),
+        b_strides: (brs, bcs),
+    } = *p;
     // gemm overwrites every element (read_dst is false), so a recycled buffer is fine.
     let mut out = super::pool::take::<T>(batch * m * n);
     if m * n == 0 {
@@ -80,6 +95,8 @@ fn float_batches<T: super::pool::Pooled + Sync + 'static>(
     out
 }
 
+/// `a [batch.., m, k] @ b [batch.., k, n]` where both layouts have the same (already
+/// broadcast) batch dims. Returns a contiguous `[batch.., m, n]` buffer.
 pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Result<HostBuffer> {
     let r = la.rank();
     let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
@@ -102,38 +119,34 @@ pub fn matmul(a: &HostBuffer, la: &Layout, b: &HostBuffer, lb: &Layout) -> Resul
     let (oa, ob) = (offsets(la), offsets(lb));
     let (ars, acs) = (la.strides[r - 2], la.strides[r - 1]);
     let (brs, bcs) = (lb.strides[r - 2], lb.strides[r - 1]);
+    let products = Products {
+        m,
+        k,
+        n,
+        batch,
+        oa,
+        ob,
+        a_strides: (ars, acs),
+        b_strides: (brs, bcs),
+    };
     match (a, b) {
-        (HostBuffer::F32(x), HostBuffer::F32(y)) => Ok(HostBuffer::F32(float_batches(
-            x,
-            y,
-            (m, k, n),
-            batch,
-            (&oa, &ob),
-            (ars, acs),
-            (brs, bcs),
-            0.0,
-            1.0,
-        ))),
-        (HostBuffer::F64(x), HostBuffer::F64(y)) => Ok(HostBuffer::F64(float_batches(
-            x,
-            y,
-            (m, k, n),
-            batch,
-            (&oa, &ob),
-            (ars, acs),
-            (brs, bcs),
-            0.0,
-            1.0,
-        ))),
+        (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+            Ok(HostBuffer::F32(float_batches(x, y, &products, 0.0, 1.0)))
+        }
+        (HostBuffer::F64(x), HostBuffer::F64(y)) => {
+            Ok(HostBuffer::F64(float_batches(x, y, &products, 0.0, 1.0)))
+        }
         (HostBuffer::I64(x), HostBuffer::I64(y)) => {
             let mut out = vec![0i64; batch * m * n];
             for bi in 0..batch {
                 for i in 0..m {
                     for p in 0..k {
-                        let av = x[oa[bi] + i * ars + p * acs];
+                        let av = x[products.oa[bi] + i * ars + p * acs];
                         for j in 0..n {
                             let o = &mut out[(bi * m + i) * n + j];
-                            *o = o.wrapping_add(av.wrapping_mul(y[ob[bi] + p * brs + j * bcs]));
+                            *o = o.wrapping_add(
+                                av.wrapping_mul(y[products.ob[bi] + p * brs + j * bcs]),
+                            );
                         }
                     }
                 }

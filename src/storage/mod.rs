@@ -510,9 +510,9 @@ impl Storage {
 
     pub fn cast(&self, l: &Layout, to: DType) -> Result<Storage> {
         // A conversion from or to F64 on a GPU runs on the host.
-        if let Some(d) = Detour::of(DType::F64, self)
-            .filter(|_| self.dtype() != to && (self.dtype() == DType::F64 || to == DType::F64))
-        {
+        let involves_f64 = self.dtype() != to && (self.dtype() == DType::F64 || to == DType::F64);
+        if involves_f64 && matches!(self, Storage::Gpu(_)) {
+            let d = Detour::Host(self.device());
             let moved = d.take(self, l)?;
             let (s, sl) = computed_buf(self, l, &moved);
             return d.back(s.cast(sl, to)?, l.numel());

@@ -143,13 +143,12 @@ impl Tensor {
     pub fn mean_dims(&self, dims: impl IntList, keepdim: bool) -> Result<Tensor> {
         self.live()?;
         self.require_float("mean")?;
-        let dims = dims.to_isize();
+        let d = self.dims_of("mean", dims)?;
         if let Some(m) = through_f32([Some(self)], |[x]| {
-            given("mean", x)?.mean_dims(dims.as_slice(), keepdim)
+            given("mean", x)?.mean_dims(d.as_slice(), keepdim)
         })? {
             return Ok(m);
         }
-        let d = self.dims_of("mean", dims)?;
         if d.is_empty() {
             return Ok(self.clone());
         }
