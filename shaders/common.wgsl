@@ -69,6 +69,35 @@ fn batch_offsets(batch: u32, r: u32) -> vec2<u32> {
     return off;
 }
 
+// The strided matmul kernels (matmul.wgsl, matmul_coop.wgsl): where the matrices of the
+// dispatch's `z`-th batch entry start, and how A's and B's rows and columns step, from the
+// metadata layout described in matmul.wgsl.
+struct StridedOperands {
+    batch: u32,
+    a_off: u32,
+    ars: u32,
+    acs: u32,
+    b_off: u32,
+    brs: u32,
+    bcs: u32,
+}
+
+fn strided_operands(z: u32) -> StridedOperands {
+    let r = params[3];
+    let tail = 4u + 3u * r;
+    let batch = z + params[tail + 6u];
+    let off = batch_offsets(batch, r);
+    return StridedOperands(
+        batch,
+        params[tail] + off.x,
+        params[tail + 1u],
+        params[tail + 2u],
+        params[tail + 3u] + off.y,
+        params[tail + 4u],
+        params[tail + 5u],
+    );
+}
+
 fn nan_f32() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }

@@ -24,15 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let m = params[0];
     let n = params[1];
     let k = params[2];
-    let r = params[3];
-    let batch = wid.z + params[4u + 3u * r + 6u];
-    let batch_off = batch_offsets(batch, r);
-    let a_off = params[4u + 3u * r] + batch_off.x;
-    let b_off = params[4u + 3u * r + 3u] + batch_off.y;
-    let ars = params[4u + 3u * r + 1u];
-    let acs = params[4u + 3u * r + 2u];
-    let brs = params[4u + 3u * r + 4u];
-    let bcs = params[4u + 3u * r + 5u];
+    let ops = strided_operands(wid.z);
 
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
@@ -48,7 +40,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gk = kk + ac;
             var av = t_zero();
             if (gr < m && gk < k) {
-                av = load_a(a_off + gr * ars + gk * acs);
+                av = load_a(ops.a_off + gr * ops.ars + gk * ops.acs);
             }
             a_tile[ac][ar] = av;
             let br = idx / TILE;
@@ -57,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gc = col0 + bc;
             var bv = t_zero();
             if (gk2 < k && gc < n) {
-                bv = load_b(b_off + gk2 * brs + gc * bcs);
+                bv = load_b(ops.b_off + gk2 * ops.brs + gc * ops.bcs);
             }
             b_tile[br][bc] = bv;
         }
@@ -82,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var j = 0u; j < 4u; j = j + 1u) {
             let gc = col0 + lid.x * 4u + j;
             if (gr < m && gc < n) {
-                c[(batch * m + gr) * n + gc] = acc[i][j];
+                c[(ops.batch * m + gr) * n + gc] = acc[i][j];
             }
         }
     }

@@ -610,3 +610,20 @@ fn an_f32_state_dict_loads_into_a_half_model() -> Result<()> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// F16 matmul takes tensor cores (WGSL cooperative matrices) only where the device has them
+/// and the kernel passed its self-test there; a software adapter has none, so on lavapipe the
+/// tiled kernel runs (the matmul tests above check it), and on a GPU with tensor cores the
+/// same tests check the cooperative kernel.
+#[test]
+fn tensor_cores_only_where_the_device_has_them() {
+    for dev in common::devices() {
+        if let Device::Gpu(g) = &dev {
+            let uses = g.uses_tensor_cores();
+            eprintln!("{dev}: F16 matmul on tensor cores: {uses}");
+            if g.is_software() {
+                assert!(!uses, "{dev} has no cooperative matrices");
+            }
+        }
+    }
+}

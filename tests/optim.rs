@@ -123,3 +123,46 @@ fn optimizer_trajectories_from_environment() {
         &path,
     );
 }
+
+/// Optimizers update their state in place (as PyTorch's do), so `load_state` keeps a copy:
+/// stepping after a load leaves the caller's tensors as they were, and the state then
+/// differs from them.
+#[test]
+fn loaded_state_is_copied_before_it_is_updated_in_place() -> wgrad::Result<()> {
+    for dev in common::devices() {
+        let p = Tensor::new([1.0f32, -2.0, 3.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let step = |opt: &mut Adam| -> wgrad::Result<()> {
+            opt.zero_grad();
+            p.square()?.sum()?.backward()?;
+            opt.step()
+        };
+        let mut first = Adam::new(vec![p.clone()], 0.1);
+        step(&mut first)?;
+        let saved = first.state();
+        let before: Vec<Vec<f32>> = saved
+            .iter()
+            .map(|(_, t)| {
+                t.to_vec::<f32>()
+                    .or_else(|_| Ok(vec![t.item::<i64>()? as f32]))
+            })
+            .collect::<wgrad::Result<_>>()?;
+        let mut second = Adam::new(vec![p.clone()], 0.1);
+        second.load_state(&saved)?;
+        step(&mut second)?;
+        for ((name, t), was) in saved.iter().zip(&before) {
+            let now = t
+                .to_vec::<f32>()
+                .or_else(|_| Ok(vec![t.item::<i64>()? as f32]))?;
+            assert_eq!(&now, was, "{name} changed under the caller on {dev}");
+        }
+        let (_, m) = second
+            .state()
+            .into_iter()
+            .find(|(n, _)| n == "0.exp_avg")
+            .expect("Adam keeps exp_avg");
+        assert_ne!(m.to_vec::<f32>()?, before[0], "exp_avg moved on {dev}");
+    }
+    Ok(())
+}

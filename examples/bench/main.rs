@@ -5,6 +5,7 @@
 //!
 //! Each figure is the median of several timed repetitions after a warm-up.
 
+mod engine;
 #[path = "../chargpt/model.rs"]
 mod model;
 mod steps;
@@ -15,7 +16,7 @@ use wgrad::{DType, Device, Result, Tensor};
 struct Bench {
     json: bool,
     quick: bool,
-    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps)
+    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps, engine)
     /// or one step by name (`--only lstm_step_ms`).
     only: Option<String>,
 }
@@ -130,6 +131,26 @@ fn main() -> Result<()> {
             2.0 * (n * n * n) as f64 / t / 1e9,
             "GFLOP/s",
         );
+
+        // F16 operands, f32 accumulation, one rounding: on tensor cores where the GPU has
+        // them (`GpuDevice::uses_tensor_cores`), else the tiled kernel or the CPU's f32 gemm.
+        let n = *matmul_sizes.last().unwrap_or(&1024);
+        let x = on(Tensor::randn([n, n])?.half()?)?;
+        let y = on(Tensor::randn([n, n])?.half()?)?;
+        if let Device::Gpu(g) = &device {
+            if !b.json {
+                println!("F16 matmul on tensor cores: {}", g.uses_tensor_cores());
+            }
+        }
+        let t = b.time(5, 1, || {
+            x.matmul(&y)?;
+            sync()
+        })?;
+        b.report(
+            &format!("matmul_f16_{n}"),
+            2.0 * (n * n * n) as f64 / t / 1e9,
+            "GFLOP/s",
+        );
     }
 
     if b.wants("elementwise") {
@@ -230,6 +251,10 @@ fn main() -> Result<()> {
 
     if b.wants("steps") || b.only.as_deref().is_some_and(|s| s.ends_with("_step_ms")) {
         steps::run(&b, &device)?;
+    }
+
+    if b.wants("engine") {
+        engine::run(&b, &device)?;
     }
 
     Ok(())

@@ -35,7 +35,7 @@ fn step(
 }
 
 /// d2l's LeNet with BatchNorm after every convolution and hidden linear layer.
-fn lenet(dev: &Device) -> Result<nn::Sequential> {
+pub fn lenet(dev: &Device) -> Result<nn::Sequential> {
     Ok(nn::Sequential::new()
         .add(nn::Conv2d::new(1, 6, 5, dev)?)
         .add(nn::BatchNorm2d::new(6, dev)?)

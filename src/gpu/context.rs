@@ -25,6 +25,8 @@ pub struct GpuStats {
     pub readbacks: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
+    /// Bind groups created (the rest of the dispatches reused a kept one).
+    pub bind_groups: u64,
     /// Bytes in freed buffers kept for reuse (released by `Device::empty_cache`).
     pub pooled_bytes: u64,
 }
@@ -37,11 +39,15 @@ struct Counters {
     submits: AtomicU64,
     readbacks: AtomicU64,
     dispatches: AtomicU64,
+    bind_groups: AtomicU64,
     pooled_bytes: AtomicU64,
 }
 
 /// Bytes of kernel parameters one batch can hold.
 const ARENA_BYTES: u64 = 256 << 10;
+
+/// The smallest window of the arena a kernel binds (most parameter lists fit in it).
+const PARAM_WINDOW_MIN: u64 = 256;
 
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
@@ -110,6 +116,10 @@ pub struct GpuContext {
     spare_arenas: Mutex<Vec<wgpu::Buffer>>,
     /// Whether the device has subgroup operations (used by reductions; the tree otherwise).
     pub(crate) subgroups: bool,
+    /// Bind groups kept for reuse (see `bindings.rs`).
+    bind_groups: Mutex<super::bindings::BindGroupCache>,
+    /// F16 matmul on tensor cores (see `tensor_cores.rs`).
+    pub(super) tensor_cores: super::tensor_cores::TensorCores,
 }
 
 /// Out-of-range indices met by GPU index kernels, which cannot stop. Each index kernel gets
@@ -189,6 +199,27 @@ impl Drop for GpuBuffer {
     }
 }
 
+/// Whether a dispatch's bind group is kept for later dispatches on the same buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupUse {
+    Kept,
+    /// Built and dropped: the dispatch binds a buffer no later one binds (an index
+    /// kernel's fresh flag).
+    Once,
+}
+
+/// Of the free buffers that fit (the flag), the position of the first in wgpu's order of
+/// buffers. Taking the first rather than the last freed makes the buffers an allocation gets
+/// depend only on which are free, not on the order they were freed in: a training step that
+/// allocates as the one before it did gets the same buffers, and so binds the same bind
+/// groups (`bindings.rs`), where the order of frees would shuffle them from step to step.
+fn first_free<'a>(free: impl Iterator<Item = (&'a wgpu::Buffer, bool)>) -> Option<usize> {
+    free.enumerate()
+        .filter(|(_, (_, fits))| *fits)
+        .min_by(|(_, (a, _)), (_, (b, _))| a.cmp(b))
+        .map(|(i, _)| i)
+}
+
 /// Size classes: powers of two from 256 bytes, so freed buffers fit later requests.
 fn size_class(bytes: u64) -> u64 {
     bytes.max(256).next_power_of_two()
@@ -226,12 +257,22 @@ impl GpuContext {
         .map_err(|e| Error::NoAdapter(e.to_string()))?;
         // The adapter's own limits, not the defaults: the default storage binding cap is 128 MiB.
         let limits = adapter.limits();
+        // Subgroup operations speed up reductions where the adapter has them; cooperative
+        // matrices run F16 matmul on tensor cores.
+        let tensor_cores = super::tensor_cores::features_to_request(&adapter);
+        let experimental_features = if tensor_cores.is_empty() {
+            wgpu::ExperimentalFeatures::disabled()
+        } else {
+            // SAFETY: wgpu marks cooperative matrices experimental (they may have bugs);
+            // wgrad uses them in one kernel only after it passed a self-test on this device
+            // (`tensor_cores.rs`), and `WGRAD_NO_TENSOR_CORES=1` keeps them unrequested.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgrad"),
-            // Subgroup operations speed up reductions where the adapter has them.
-            required_features: adapter.features() & wgpu::Features::SUBGROUP,
+            required_features: (adapter.features() & wgpu::Features::SUBGROUP) | tensor_cores,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -266,6 +307,7 @@ impl GpuContext {
         });
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
             && std::env::var("WGRAD_NO_SUBGROUPS").is_err();
+        let tensor_cores = super::tensor_cores::TensorCores::new(&device, &info);
         Arc::new(GpuContext {
             device,
             queue,
@@ -283,6 +325,8 @@ impl GpuContext {
             }),
             spare_arenas: Mutex::new(Vec::new()),
             subgroups,
+            tensor_cores,
+            bind_groups: Mutex::new(Default::default()),
             counters: Counters::default(),
             uncaptured,
             lost,
@@ -299,6 +343,7 @@ impl GpuContext {
             submits: c.submits.load(Ordering::Relaxed),
             readbacks: c.readbacks.load(Ordering::Relaxed),
             dispatches: c.dispatches.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
             pooled_bytes: c.pooled_bytes.load(Ordering::Relaxed),
         }
     }
@@ -306,6 +351,11 @@ impl GpuContext {
     /// Give the buffers kept for reuse back to the driver (PyTorch's `empty_cache`).
     pub fn empty_cache(&self) {
         self.flush();
+        // The kept bind groups hold references to pooled buffers.
+        self.bind_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.clear();
         self.counters.pooled_bytes.store(0, Ordering::Relaxed);
@@ -364,7 +414,7 @@ impl GpuContext {
         let mut reused = None;
         if written_by_commands {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = batch.released.iter().position(|(c, _)| *c == class) {
+            if let Some(i) = first_free(batch.released.iter().map(|(c, b)| (b, *c == class))) {
                 reused = Some(batch.released.swap_remove(i).1);
             }
         }
@@ -372,7 +422,9 @@ impl GpuContext {
             // The count changes under the pool's lock, so `empty_cache` never sees it
             // half-updated.
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            reused = pool.get_mut(&class).and_then(|v| v.pop());
+            reused = pool
+                .get_mut(&class)
+                .and_then(|v| first_free(v.iter().map(|b| (b, true))).map(|i| v.swap_remove(i)));
             if reused.is_some() {
                 self.counters
                     .pooled_bytes
@@ -445,7 +497,7 @@ impl GpuContext {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some(&kernel.label()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
         };
         let module = if kernel.in_bounds_by_construction() && !checked_shaders() {
             // SAFETY: `in_bounds_by_construction` lists the kernels whose every buffer and
@@ -464,11 +516,26 @@ impl GpuContext {
         } else {
             self.device.create_shader_module(descriptor)
         };
+        // An explicit layout: the parameters sit at a dynamic offset, so a bind group
+        // serves every dispatch on the same buffers (`bindings.rs`).
+        let bind_group_layout =
+            self.device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&kernel.label()),
+                    entries: &super::bindings::layout_entries(&source),
+                });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&kernel.label()),
+                bind_group_layouts: &[Some(&bind_group_layout)],
+                immediate_size: 0,
+            });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&kernel.label()),
-                layout: None,
+                layout: Some(&layout),
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),
@@ -481,7 +548,7 @@ impl GpuContext {
             ));
         }
         let p = Arc::new(Pipeline {
-            bind_group_layout: pipeline.get_bind_group_layout(0),
+            bind_group_layout,
             pipeline,
         });
         self.pipelines
@@ -518,6 +585,18 @@ impl GpuContext {
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        self.dispatch_with(kernel, params, buffers, groups, GroupUse::Kept)
+    }
+
+    /// [`GpuContext::dispatch`], saying whether the bind group is worth keeping.
+    pub fn dispatch_with(
+        self: &Arc<Self>,
+        kernel: Kernel,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+        group_use: GroupUse,
+    ) -> Result<()> {
         let max = self.limits.max_compute_workgroups_per_dimension;
         if [groups.0, groups.1, groups.2].iter().any(|&g| g > max) {
             return Err(Error::invalid(
@@ -532,29 +611,36 @@ impl GpuContext {
         // One lock from staging the parameters to recording the pass, so that no other
         // thread can submit the batch in between.
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let (arena, offset, size) = self.stage_params(&mut batch, params);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &arena,
-                offset,
-                size: std::num::NonZeroU64::new(size),
-            }),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
+        let (arena, offset, window) = self.stage_params(&mut batch, params);
+        let (bind_group, built) = if group_use == GroupUse::Kept {
+            self.bind_groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(
+                    &self.device,
+                    &pipeline.bind_group_layout,
+                    kernel,
+                    &arena,
+                    window,
+                    buffers,
+                )
+        } else {
+            let group = super::bindings::build(
+                &self.device,
+                &pipeline.bind_group_layout,
+                &arena,
+                window,
+                buffers,
+            );
+            (group, true)
+        };
+        if built {
+            self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
         }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.bind_group_layout,
-            entries: &entries,
-        });
         let pass = batch.pass(&self.device);
         pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
+        // `offset` is a multiple of the adapter's storage offset alignment (`stage_params`).
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         batch.dispatches += 1;
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
@@ -564,14 +650,17 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Place kernel parameters in this batch's arena: (arena, offset, size). A full arena
-    /// submits the batch first.
+    /// Place kernel parameters in this batch's arena: (arena, offset, window), where the
+    /// kernel binds `window` bytes from `offset` (the parameters' size rounded up to a power
+    /// of two, so that groups are shared by dispatches of different parameter counts). A
+    /// full arena submits the batch first.
     fn stage_params(&self, batch: &mut Batch, params: &[u32]) -> (wgpu::Buffer, u64, u64) {
         let bytes: &[u8] = bytemuck::cast_slice(params);
         let size = (bytes.len() as u64).max(4);
+        let window = size.next_power_of_two().max(PARAM_WINDOW_MIN);
         let align = self.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         let mut offset = (batch.params.len() as u64).div_ceil(align) * align;
-        if offset + size > ARENA_BYTES {
+        if offset + window > ARENA_BYTES {
             self.flush_locked(batch);
             offset = 0;
         }
@@ -594,7 +683,11 @@ impl GpuContext {
         batch.params.resize(offset as usize, 0);
         batch.params.extend_from_slice(bytes);
         batch.params.resize((offset + size) as usize, 0);
-        (batch.arena.clone().expect("arena set above"), offset, size)
+        (
+            batch.arena.clone().expect("arena set above"),
+            offset,
+            window,
+        )
     }
 
     /// Record a buffer-to-buffer copy in the current batch.

@@ -2,10 +2,12 @@
 //! DX12 adapter. Work is recorded into a shared command encoder and submitted in batches;
 //! only a readback waits for the GPU.
 
+mod bindings;
 mod context;
 mod interop;
 pub(crate) mod kernels;
 mod ops;
+mod tensor_cores;
 
 pub(crate) use context::GpuContext;
 pub use context::GpuStats;
@@ -57,6 +59,13 @@ impl GpuDevice {
     /// `WGRAD_NO_SUBGROUPS=1` forces the tree, to test the fallback.
     pub fn uses_subgroups(&self) -> bool {
         self.0.subgroups
+    }
+
+    /// Whether F16 matmul runs on tensor cores (WGSL cooperative matrices) on this device:
+    /// the adapter has them and the kernel passed its self-test here (see
+    /// `WGRAD_NO_TENSOR_CORES` in the README). The first call may run that test.
+    pub fn uses_tensor_cores(&self) -> bool {
+        self.0.tensor_cores()
     }
 
     /// The largest buffer a kernel can bind on this device, in bytes.

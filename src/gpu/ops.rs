@@ -1,6 +1,6 @@
 //! The primitive ops on GPU buffers: metadata packing and one dispatch per op.
 
-use super::context::{GpuBuffer, GpuContext};
+use super::context::{GpuBuffer, GpuContext, GroupUse};
 use super::kernels::{
     gpu_size, partial_size, subgroup_capable, unary_output, Indexing, Kernel, MapOp, ReduceStage,
 };
@@ -447,14 +447,15 @@ impl GpuStorage {
         let ctx = self.ctx().clone();
         let r = la.rank();
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
-        let batch_shape = &la.shape[..r - 2];
-        let batch: usize = batch_shape.iter().product();
+        // F16 products run on tensor cores where the device has them (they read any strides).
+        let tensor_cores = self.dtype == DType::F16 && ctx.tensor_cores();
         // A transposed f32 operand of a large product (`x @ w.T` in a linear layer, `g.T @ x`
         // in its backward pass) is first copied row-major so that the vec4 kernel takes it:
         // the copy reads each element once, where the strided kernel would reload it from
         // every block row or column. Broadcast batch dims stay views (a copy would repeat
         // them).
         let worth_copying = matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
+            && !tensor_cores
             && vec4_enabled()
             && k.is_multiple_of(4)
             && n.is_multiple_of(4)
@@ -484,7 +485,39 @@ impl GpuStorage {
             };
             return a.matmul_kernel(&la, b, &lb);
         }
-        // 16-bit operands give the f32 product (the storage layer rounds it once).
+        // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
+        let vec4 = self.dtype == DType::F32
+            && vec4_layout(la)
+            && vec4_layout(lb)
+            && [self.buf.raw().size(), b.buf.raw().size()]
+                .iter()
+                .all(|&s| s % 16 == 0)
+            && vec4_enabled();
+        let kernel = if vec4 {
+            Kernel::MatmulVec4
+        } else if tensor_cores {
+            Kernel::MatmulCoop
+        } else {
+            Kernel::Matmul(self.dtype)
+        };
+        self.matmul_with(kernel, la, b, lb)
+    }
+
+    /// The product of `self` (viewed as `la`) and `b` (as `lb`) by `kernel`, which must take
+    /// their dtype and layouts (`Kernel::MatmulVec4`: F32 operands with `vec4_layout`). 16-bit
+    /// operands give the f32 product (the storage layer rounds it once).
+    pub(super) fn matmul_with(
+        &self,
+        kernel: Kernel,
+        la: &Layout,
+        b: &GpuStorage,
+        lb: &Layout,
+    ) -> Result<GpuStorage> {
+        let ctx = self.ctx().clone();
+        let r = la.rank();
+        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+        let batch_shape = &la.shape[..r - 2];
+        let batch: usize = batch_shape.iter().product();
         let out_dtype = self.dtype.compute_dtype();
         let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, out_dtype)?;
         if batch * m * n == 0 {
@@ -494,18 +527,7 @@ impl GpuStorage {
             let zero = [0, 0];
             return GpuStorage::fill(&ctx, FillKind::Constant, out_dtype, batch * m * n, &zero);
         }
-        // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
-        let vec4 = self.dtype == DType::F32
-            && vec4_layout(la)
-            && vec4_layout(lb)
-            && [
-                self.buf.raw().size(),
-                b.buf.raw().size(),
-                out.buf.raw().size(),
-            ]
-            .iter()
-            .all(|&s| s % 16 == 0)
-            && vec4_enabled();
+        let vec4 = kernel == Kernel::MatmulVec4;
         let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
         p.extend(batch_shape.iter().map(|&s| s as u32));
         // The vec4 kernel counts offsets and strides in vec4s.
@@ -513,9 +535,9 @@ impl GpuStorage {
         for &s in la.strides[..r - 2].iter().chain(&lb.strides[..r - 2]) {
             p.push(u32_of("matmul", s / unit)?);
         }
-        let (kernel, block, tail) = if vec4 {
+        let (block, tail) = if vec4 {
             let tail = [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]];
-            (Kernel::MatmulVec4, 128, tail.to_vec())
+            (128, tail.to_vec())
         } else {
             let tail = [
                 la.offset,
@@ -525,7 +547,7 @@ impl GpuStorage {
                 lb.strides[r - 2],
                 lb.strides[r - 1],
             ];
-            (Kernel::Matmul(self.dtype), 64, tail.to_vec())
+            (64, tail.to_vec())
         };
         for v in tail {
             p.push(u32_of("matmul", v / unit)?);
@@ -599,11 +621,12 @@ impl GpuStorage {
         p.push(l.shape[dim] as u32);
         let (x, y) = ctx.grid(n as u64, false)?;
         let (id, flag) = ctx.index_flag();
-        ctx.dispatch(
+        ctx.dispatch_with(
             Kernel::Gather(self.dtype, is_gather),
             &p,
             &[out.buf.raw(), self.buf.raw(), index.buf.raw(), &flag],
             (x, y, 1),
+            GroupUse::Once,
         )?;
         let mut out = out.with_lineage_of([self, index]);
         out.checks.push(id);
@@ -647,11 +670,12 @@ impl GpuStorage {
         );
         let (x, y) = ctx.grid(n as u64, false)?;
         let (id, flag) = ctx.index_flag();
-        ctx.dispatch(
+        ctx.dispatch_with(
             Kernel::ScatterAdd(self.dtype),
             &p,
             &[out.buf.raw(), src.buf.raw(), index.buf.raw(), &flag],
             (x, y, 1),
+            GroupUse::Once,
         )?;
         let mut out = out.with_lineage_of([src, index]);
         out.checks.push(id);

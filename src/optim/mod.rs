@@ -141,7 +141,15 @@ fn load_slots(
             .iter_mut()
             .find(|(n, _)| *n == name)
             .ok_or_else(|| Error::invalid(op, format!("unexpected state entry {key:?}")))?;
-        slot.1[i] = Some(t.to_device(p.device())?);
+        // A copy of its own, in the dtype the optimizer keeps state in (f32 for a 16-bit
+        // parameter), since the state is updated in place (as PyTorch's `load_state_dict`
+        // copies).
+        let dtype = if p.dtype().is_half() {
+            DType::F32
+        } else {
+            p.dtype()
+        };
+        slot.1[i] = Some(t.to_device(p.device())?.to_dtype(dtype)?.deep_clone()?);
     }
     Ok(())
 }
@@ -255,7 +263,11 @@ impl Optimizer for Sgd {
             if m != 0.0 {
                 let buf = match buffers[i].take() {
                     None => g.deep_clone()?,
-                    Some(b) => b.mul_scalar(m)?.add(&g.mul_scalar(1.0 - d)?)?,
+                    Some(b) => {
+                        b.mul_(m)?;
+                        b.add_(&g.mul_scalar(1.0 - d)?)?;
+                        b
+                    }
                 };
                 g = if nesterov {
                     g.add(&buf.mul_scalar(m)?)?
@@ -366,11 +378,19 @@ impl Optimizer for Adam {
             };
             let m = match ms[i].take() {
                 None => g.mul_scalar(1.0 - b1)?,
-                Some(m) => m.mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?,
+                Some(m) => {
+                    m.mul_(b1)?;
+                    m.add_(&g.mul_scalar(1.0 - b1)?)?;
+                    m
+                }
             };
             let v = match vs[i].take() {
                 None => g.square()?.mul_scalar(1.0 - b2)?,
-                Some(v) => v.mul_scalar(b2)?.add(&g.square()?.mul_scalar(1.0 - b2)?)?,
+                Some(v) => {
+                    v.mul_(b2)?;
+                    v.add_(&g.square()?.mul_scalar(1.0 - b2)?)?;
+                    v
+                }
             };
             let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
             let denom = v.sqrt()?.div_scalar(c2.sqrt())?.add_scalar(eps)?;
@@ -465,13 +485,21 @@ impl Optimizer for RmsProp {
             let g = add_weight_decay(g, p, wd)?;
             let s = match sq[i].take() {
                 None => g.square()?.mul_scalar(1.0 - a)?,
-                Some(s) => s.mul_scalar(a)?.add(&g.square()?.mul_scalar(1.0 - a)?)?,
+                Some(s) => {
+                    s.mul_(a)?;
+                    s.add_(&g.square()?.mul_scalar(1.0 - a)?)?;
+                    s
+                }
             };
             let update = g.div(&s.sqrt()?.add_scalar(eps)?)?;
             let update = if mom > 0.0 {
                 let b = match bufs[i].take() {
                     None => update,
-                    Some(b) => b.mul_scalar(mom)?.add(&update)?,
+                    Some(b) => {
+                        b.mul_(mom)?;
+                        b.add_(&update)?;
+                        b
+                    }
                 };
                 bufs[i] = Some(b.clone());
                 b
@@ -556,7 +584,10 @@ impl Optimizer for Adagrad {
             let g = add_weight_decay(g, p, wd)?;
             let s = match sums[i].take() {
                 None => g.square()?,
-                Some(s) => s.add(&g.square()?)?,
+                Some(s) => {
+                    s.add_(&g.square()?)?;
+                    s
+                }
             };
             p.sub_(&g.div(&s.sqrt()?.add_scalar(eps)?)?.mul_scalar(clr)?)?;
             sums[i] = Some(s);

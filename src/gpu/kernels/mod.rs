@@ -18,6 +18,7 @@ const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 const REDUCE_COMBINE: &str = include_str!("../../../shaders/reduce_combine.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATMUL_VEC4: &str = include_str!("../../../shaders/matmul_vec4.wgsl");
+const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
@@ -123,6 +124,9 @@ pub enum Kernel {
     Matmul(DType),
     /// f32 matmul of row-major operands with rows of a multiple of 4 elements.
     MatmulVec4,
+    /// F16 matmul on tensor cores (cooperative matrices; see `shaders/matmul_coop.wgsl`),
+    /// with an f32 product. Only on adapters where `GpuContext` enabled it.
+    MatmulCoop,
     Cumsum(DType),
     /// The last step of the parallel scan.
     ScanAdd(DType),
@@ -353,6 +357,7 @@ impl Kernel {
                     + &arithmetic(d)
             }
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
+            Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::Gather(d, gather) => format!(
@@ -409,7 +414,15 @@ impl Kernel {
         // naga takes subgroup builtins without an `enable` directive (it rejects
         // `enable subgroups;` as not yet supported); the device feature gates them.
         let int64 = if self.uses_i64() { INT64 } else { "" };
-        Ok(format!("const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}"))
+        // An `enable` directive must come before every declaration.
+        let enables = if *self == Kernel::MatmulCoop {
+            "enable f16;\nenable wgpu_cooperative_matrix;\n"
+        } else {
+            ""
+        };
+        Ok(format!(
+            "{enables}const WG: u32 = {WG}u;\n{COMMON}\n{int64}\n{body}"
+        ))
     }
 
     /// Kernels that may run without wgpu's runtime checks (see `GpuContext::pipeline`): the
@@ -426,7 +439,7 @@ impl Kernel {
     /// everywhere else), and F64 everywhere (the storage layer runs its ops on the host).
     fn unsupported_dtype(&self) -> Option<DType> {
         match *self {
-            Kernel::Map(..) | Kernel::MatmulVec4 => None,
+            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::MatmulCoop => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -446,7 +459,7 @@ impl Kernel {
             Kernel::Reduce(op, d, _, _) => {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
-            Kernel::MatmulVec4 => false,
+            Kernel::MatmulVec4 | Kernel::MatmulCoop => false,
             // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
             Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
         }
@@ -504,6 +517,7 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
     v.push(Kernel::MatmulVec4);
+    v.push(Kernel::MatmulCoop);
     v.extend([DType::F16, DType::BF16].map(Kernel::Matmul));
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));
