@@ -29,6 +29,7 @@ extern crate self as wgrad;
 mod autocast;
 mod autograd;
 mod backend;
+pub mod capture;
 mod cpu;
 pub mod data;
 mod device;
@@ -52,6 +53,7 @@ pub use autograd::{
     gradcheck, is_grad_enabled, no_grad, no_grad_scope, set_grad_enabled, GradModeGuard,
     GradcheckOptions,
 };
+pub use capture::{capture, CapturedStep};
 pub use device::Device;
 pub use dtype::{DType, DTypeInfo, Element, FromScalar, Kind, Scalar};
 pub use error::{Error, Result};

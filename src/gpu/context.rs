@@ -1,10 +1,11 @@
 //! The wgpu device and everything shared by its kernels: the pipeline cache, the buffer
 //! pool, command batching, readback, error capture and statistics.
 
+use super::capture::{Held, Recording};
 use super::kernels::{Kernel, WG};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before a batch is submitted without waiting for a readback.
@@ -65,9 +66,9 @@ struct Batch {
 }
 
 /// A built kernel and its bind group layout (asked for once, not per dispatch).
-struct Pipeline {
-    pipeline: wgpu::ComputePipeline,
-    bind_group_layout: wgpu::BindGroupLayout,
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
 }
 
 impl Batch {
@@ -118,6 +119,13 @@ pub struct GpuContext {
     pub(crate) subgroups: bool,
     /// Bind groups kept for reuse (see `bindings.rs`).
     bind_groups: Mutex<super::bindings::BindGroupCache>,
+    /// The capture being recorded, if any (`capture.rs`), and whether there is one (read
+    /// by every dispatch without taking the lock).
+    recording: Mutex<Option<Recording>>,
+    recording_active: AtomicBool,
+    /// Buffers held by live captures: never pooled (`capture.rs`).
+    held: Mutex<Held>,
+    any_held: AtomicBool,
     /// F16 matmul on tensor cores (see `tensor_cores.rs`).
     pub(super) tensor_cores: super::tensor_cores::TensorCores,
 }
@@ -132,6 +140,8 @@ pub struct GpuContext {
 pub(crate) struct IndexChecks {
     next: u64,
     pending: Vec<(u64, wgpu::Buffer)>,
+    /// Ids of flags set again by replayed captures (no tensor carries them).
+    replayed: std::collections::HashSet<u64>,
     /// Every id below this has been read.
     resolved_below: u64,
     bad: std::collections::HashSet<u64>,
@@ -189,6 +199,18 @@ impl Drop for GpuBuffer {
                 .counters
                 .live_bytes
                 .fetch_sub(self.class, Ordering::Relaxed);
+            // A buffer a capture replays into stays with the capture (a recording in
+            // progress may still reuse it, as its replays will).
+            if self.ctx.any_held.load(Ordering::Acquire)
+                && self
+                    .ctx
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&b)
+            {
+                return;
+            }
             self.ctx
                 .batch
                 .lock()
@@ -197,6 +219,15 @@ impl Drop for GpuBuffer {
                 .push((self.class, b));
         }
     }
+}
+
+/// The bytes of the parameter buffer a kernel with `params` binds: their size rounded up
+/// to a power of two, so that groups are shared by dispatches of different parameter counts.
+pub(super) fn param_window(params: &[u32]) -> u64 {
+    (4 * params.len() as u64)
+        .max(4)
+        .next_power_of_two()
+        .max(PARAM_WINDOW_MIN)
 }
 
 /// Whether a dispatch's bind group is kept for later dispatches on the same buffers.
@@ -327,6 +358,10 @@ impl GpuContext {
             subgroups,
             tensor_cores,
             bind_groups: Mutex::new(Default::default()),
+            recording: Mutex::new(None),
+            recording_active: AtomicBool::new(false),
+            held: Mutex::new(Held::default()),
+            any_held: AtomicBool::new(false),
             counters: Counters::default(),
             uncaptured,
             lost,
@@ -412,13 +447,17 @@ impl GpuContext {
             class
         };
         let mut reused = None;
-        if written_by_commands {
+        // Set-up inside a capture that its replays skip (`capture::unrecorded`) gets a new
+        // buffer: a pooled one may be an intermediate of the recorded commands, which a
+        // replay would write over the set-up's value.
+        let unrecorded = self.recording_active.load(Ordering::Acquire) && crate::capture::paused();
+        if written_by_commands && !unrecorded {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = first_free(batch.released.iter().map(|(c, b)| (b, *c == class))) {
                 reused = Some(batch.released.swap_remove(i).1);
             }
         }
-        if reused.is_none() {
+        if reused.is_none() && !unrecorded {
             // The count changes under the pool's lock, so `empty_cache` never sees it
             // half-updated.
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -479,6 +518,7 @@ impl GpuContext {
     pub fn upload(self: &Arc<Self>, op: &'static str, data: &[u8]) -> Result<GpuBuffer> {
         let buf = self.alloc_inner(op, data.len() as u64, false)?;
         if !data.is_empty() {
+            self.record(|rec| rec.upload(buf.raw(), data));
             self.queue.write_buffer(buf.raw(), 0, data);
         }
         Ok(buf)
@@ -611,6 +651,15 @@ impl GpuContext {
         // One lock from staging the parameters to recording the pass, so that no other
         // thread can submit the batch in between.
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if self.recording_active.load(Ordering::Acquire) && !crate::capture::paused() {
+            let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rec) = rec
+                .as_mut()
+                .filter(|r| r.thread == std::thread::current().id())
+            {
+                rec.dispatch(kernel, &pipeline, params, buffers, groups)?;
+            }
+        }
         let (arena, offset, window) = self.stage_params(&mut batch, params);
         let (bind_group, built) = if group_use == GroupUse::Kept {
             self.bind_groups
@@ -650,15 +699,19 @@ impl GpuContext {
         Ok(())
     }
 
+    /// The alignment of a dynamic offset into a parameter buffer.
+    fn param_align(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment.max(4) as u64
+    }
+
     /// Place kernel parameters in this batch's arena: (arena, offset, window), where the
-    /// kernel binds `window` bytes from `offset` (the parameters' size rounded up to a power
-    /// of two, so that groups are shared by dispatches of different parameter counts). A
-    /// full arena submits the batch first.
+    /// kernel binds `window` bytes from `offset` (see `param_window`). A full arena submits
+    /// the batch first.
     fn stage_params(&self, batch: &mut Batch, params: &[u32]) -> (wgpu::Buffer, u64, u64) {
         let bytes: &[u8] = bytemuck::cast_slice(params);
         let size = (bytes.len() as u64).max(4);
-        let window = size.next_power_of_two().max(PARAM_WINDOW_MIN);
-        let align = self.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let window = param_window(params);
+        let align = self.param_align();
         let mut offset = (batch.params.len() as u64).div_ceil(align) * align;
         if offset + window > ARENA_BYTES {
             self.flush_locked(batch);
@@ -700,6 +753,15 @@ impl GpuContext {
         bytes: u64,
     ) {
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        self.record(|rec| {
+            rec.commands.push(super::capture::Command::Copy {
+                src: src.clone(),
+                src_offset,
+                dst: dst.clone(),
+                dst_offset,
+                bytes,
+            })
+        });
         batch
             .encoder(&self.device)
             .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
@@ -751,8 +813,15 @@ impl GpuContext {
         let flag = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad index check"),
             size: 4,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            // COPY_DST: a replayed capture clears it before the kernel runs again.
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
+        });
+        self.record(|rec| {
+            rec.commands
+                .push(super::capture::Command::ClearFlag(flag.clone()))
         });
         let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         let id = checks.next;
@@ -775,6 +844,14 @@ impl GpuContext {
     /// an out-of-range index spoiled this result, which is then an `Err`.
     pub fn read(&self, src: &wgpu::Buffer, bytes: u64, lineage: &[u64]) -> Result<Vec<u8>> {
         self.check()?;
+        if self.recording_here() {
+            return Err(Error::invalid(
+                "capture",
+                "a captured step cannot read GPU data back (item, to_vec, printing, or an op \
+                 the GPU runs on the host such as an F64 op): a replay would not run it; read \
+                 the step's results after replaying it",
+            ));
+        }
         self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
         let pending = std::mem::take(
             &mut self
@@ -826,6 +903,22 @@ impl GpuContext {
                 }
                 checks.resolved_below = checks.resolved_below.max(id + 1);
             }
+            let replayed_bad: Vec<u64> = pending
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| checks.replayed.contains(id) && checks.bad.contains(id))
+                .collect();
+            for (id, _) in &pending {
+                checks.replayed.remove(id);
+            }
+            if !replayed_bad.is_empty() {
+                return Err(Error::invalid(
+                    "gather/index_select/scatter_add (GPU, a replayed captured step)",
+                    "an index of a replayed step was out of range for its dimension: the \
+                     step's results are invalid (no tensor records which replay they came \
+                     from, so the next readback after the replay reports it)",
+                ));
+            }
             lineage.iter().any(|id| checks.bad.contains(id))
         };
         if spoiled {
@@ -841,4 +934,128 @@ impl GpuContext {
 /// `WGRAD_CHECKED_SHADERS=1` keeps wgpu's runtime checks in every kernel (for debugging).
 fn checked_shaders() -> bool {
     std::env::var_os("WGRAD_CHECKED_SHADERS").is_some()
+}
+
+/// Captures (see `capture.rs`): the device side of `wgrad::capture`.
+impl GpuContext {
+    /// Start recording the commands of the calling thread.
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        if rec.is_some() {
+            return Err(Error::invalid(
+                "capture",
+                "this device is already capturing a step (captures do not nest)",
+            ));
+        }
+        *rec = Some(Recording::new(self.param_align()));
+        self.recording_active.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stop recording; the recording, if one was in progress.
+    pub(crate) fn end_capture(&self) -> Option<Recording> {
+        let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        self.recording_active.store(false, Ordering::Release);
+        rec.take()
+    }
+
+    /// Whether the calling thread is recording a capture on this device.
+    fn recording_here(&self) -> bool {
+        self.recording_active.load(Ordering::Acquire)
+            && self
+                .recording
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|r| r.thread == std::thread::current().id())
+    }
+
+    /// Let the calling thread's recording, if any, record something.
+    fn record(&self, f: impl FnOnce(&mut Recording)) {
+        if self.recording_active.load(Ordering::Acquire) && !crate::capture::paused() {
+            let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rec) = rec
+                .as_mut()
+                .filter(|r| r.thread == std::thread::current().id())
+            {
+                f(rec);
+            }
+        }
+    }
+
+    pub(crate) fn count_bind_group(&self) {
+        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keep `buffers` from the pool while a capture needs them: taken out of it (and out of
+    /// the buffers released in this batch) now, never put back by a dropped tensor.
+    pub(crate) fn hold(&self, buffers: &[wgpu::Buffer]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.add(buffers);
+        self.any_held.store(true, Ordering::Release);
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        batch.released.retain(|(_, b)| !held.contains(b));
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for (&class, list) in pool.iter_mut() {
+            let before = list.len();
+            list.retain(|b| !held.contains(b));
+            let taken = (before - list.len()) as u64;
+            self.counters
+                .pooled_bytes
+                .fetch_sub(taken * class, Ordering::Relaxed);
+        }
+    }
+
+    /// A capture is gone: its buffers may be pooled again once their tensors drop (those
+    /// only the capture held are freed with it).
+    pub(crate) fn release_held(&self, buffers: &[wgpu::Buffer]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(buffers);
+        self.any_held.store(!held.is_empty(), Ordering::Release);
+    }
+
+    /// Record commands into the current batch through `f`, count them as dispatches, and
+    /// submit.
+    pub(crate) fn replay(&self, f: impl FnOnce(&mut ReplayTarget<'_>)) {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut target = ReplayTarget {
+            batch: &mut batch,
+            device: &self.device,
+            dispatches: 0,
+        };
+        f(&mut target);
+        let n = target.dispatches;
+        self.counters.dispatches.fetch_add(n, Ordering::Relaxed);
+        self.flush_locked(&mut batch);
+    }
+
+    /// The flags of a replay's index kernels: read with the next readback, which fails if
+    /// one is set.
+    pub(crate) fn replayed_flags(&self, flags: &[wgpu::Buffer]) {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        for f in flags {
+            let id = checks.next;
+            checks.next += 1;
+            checks.pending.push((id, f.clone()));
+            checks.replayed.insert(id);
+        }
+    }
+}
+
+/// Where a replay records: the batch's compute pass, or its encoder for copies.
+pub(crate) struct ReplayTarget<'a> {
+    batch: &'a mut Batch,
+    device: &'a wgpu::Device,
+    dispatches: u64,
+}
+
+impl ReplayTarget<'_> {
+    pub(crate) fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        self.dispatches += 1;
+        self.batch.pass(self.device)
+    }
+
+    pub(crate) fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.batch.encoder(self.device)
+    }
 }

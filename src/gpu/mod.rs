@@ -3,6 +3,7 @@
 //! only a readback waits for the GPU.
 
 mod bindings;
+pub(crate) mod capture;
 mod context;
 mod interop;
 pub(crate) mod kernels;

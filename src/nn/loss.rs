@@ -451,8 +451,14 @@ impl Labels {
             ));
         }
         let c = input.shape()[1];
-        // The labels are few (one per position); they are read on the host to check them.
-        let host = target.to_device(&crate::Device::Cpu)?.to_vec::<i64>()?;
+        // The labels are few (one per position); they are read on the host to check them,
+        // except in a captured step on a GPU, which cannot read back: there the index
+        // kernel's own check reports a bad label (at the next readback; `crate::capture`).
+        let host = if crate::capture::capturing() && !target.device().is_cpu() {
+            Vec::new()
+        } else {
+            target.to_device(&crate::Device::Cpu)?.to_vec::<i64>()?
+        };
         if let Some(&bad) = host
             .iter()
             .find(|&&l| l != ignore_index && !(0..c as i64).contains(&l))

@@ -119,4 +119,12 @@ impl FillKind {
         FillKind::Normal,
         FillKind::RandInt,
     ];
+
+    /// Whether the kernel draws random numbers.
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            FillKind::Uniform | FillKind::Normal | FillKind::RandInt
+        )
+    }
 }

@@ -17,6 +17,7 @@
 
 mod grad_scaler;
 mod schedulers;
+mod step_scalars;
 
 pub use grad_scaler::GradScaler;
 pub use schedulers::{CosineAnnealingLr, LrScheduler, SchedulerState, StepLr};
@@ -24,6 +25,7 @@ pub use schedulers::{CosineAnnealingLr, LrScheduler, SchedulerState, StepLr};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use step_scalars::StepScalars;
 
 /// An optimizer over a fixed list of parameters.
 pub trait Optimizer {
@@ -70,6 +72,9 @@ macro_rules! common_accessors {
         }
         fn set_lr(&mut self, lr: f64) {
             self.lr = lr;
+            if let Some(s) = &self.scalars {
+                s.set_lr(lr);
+            }
         }
     };
 }
@@ -154,6 +159,16 @@ fn load_slots(
     Ok(())
 }
 
+/// The `step` entry of a state list: the count on the device once a step was captured
+/// (replays count there), else the Rust one.
+fn step_entry(step: u64, scalars: &Option<StepScalars>) -> Option<(String, Tensor)> {
+    let t = match scalars {
+        Some(s) => s.step.to_dtype(DType::I64),
+        None => Tensor::scalar(step as i64),
+    };
+    t.ok().map(|t| ("step".to_string(), t))
+}
+
 /// Take the `step` entry out of a state list.
 fn take_step(state: &[(String, Tensor)], step: &mut u64) -> Result<Vec<(String, Tensor)>> {
     let mut rest = Vec::new();
@@ -201,6 +216,8 @@ pub struct Sgd {
     weight_decay: f64,
     nesterov: bool,
     buffers: Vec<Option<Tensor>>,
+    /// Device copies of the numbers that change between steps, once captured.
+    scalars: Option<StepScalars>,
 }
 
 impl Sgd {
@@ -215,6 +232,7 @@ impl Sgd {
             weight_decay: 0.0,
             nesterov: false,
             buffers: vec![None; n],
+            scalars: None,
         }
     }
     /// Nesterov momentum.
@@ -257,6 +275,9 @@ impl Optimizer for Sgd {
             self.weight_decay,
             self.nesterov,
         );
+        let ready = m == 0.0 || step_scalars::ready(&self.params, &self.buffers);
+        let scalars = StepScalars::for_step(&mut self.scalars, "Sgd", &self.params, ready, lr, 0)?;
+        let lr_dev = scalars.map(|s| &s.lr);
         let buffers = &mut self.buffers;
         with_grads(&self.params, |i, p, g| {
             let mut g = add_weight_decay(g, p, wd)?;
@@ -276,7 +297,7 @@ impl Optimizer for Sgd {
                 };
                 buffers[i] = Some(buf);
             }
-            p.sub_(&g.mul_scalar(lr)?)?;
+            p.sub_(&step_scalars::times(&g, lr, lr_dev)?)?;
             Ok(())
         })
     }
@@ -305,6 +326,8 @@ pub struct Adam {
     step: u64,
     m: Vec<Option<Tensor>>,
     v: Vec<Option<Tensor>>,
+    /// Device copies of the numbers that change between steps, once captured.
+    scalars: Option<StepScalars>,
 }
 
 impl Adam {
@@ -321,6 +344,7 @@ impl Adam {
             step: 0,
             m: vec![None; n],
             v: vec![None; n],
+            scalars: None,
         }
     }
     /// AdamW: weight decay applied to the parameters, not the gradient (default 0.01).
@@ -357,6 +381,15 @@ impl Optimizer for Adam {
                 ("weight decay", self.weight_decay, None),
             ],
         )?;
+        let ready = step_scalars::ready(&self.params, &self.m);
+        let scalars = StepScalars::for_step(
+            &mut self.scalars,
+            "Adam",
+            &self.params,
+            ready,
+            self.lr,
+            self.step,
+        )?;
         self.step += 1;
         let (lr, (b1, b2), eps, wd, decoupled, t) = (
             self.lr,
@@ -366,11 +399,28 @@ impl Optimizer for Adam {
             self.decoupled,
             self.step as i32,
         );
+        // The step size lr / (1 - b1^t), 1 - b2^t and the decoupled decay 1 - lr wd: Rust
+        // numbers, or tensors on the device once the step is captured.
+        let on_device = match scalars {
+            Some(s) => {
+                s.advance()?;
+                let c2 = s.bias_correction(b2)?.sqrt()?;
+                Some((
+                    s.lr.div(&s.bias_correction(b1)?)?,
+                    c2,
+                    s.lr.mul_scalar(-wd)?.add_scalar(1.0)?,
+                ))
+            }
+            None => None,
+        };
         let (ms, vs) = (&mut self.m, &mut self.v);
         with_grads(&self.params, |i, p, g| {
             let g = if decoupled {
                 if wd != 0.0 {
-                    p.mul_(1.0 - lr * wd)?;
+                    match &on_device {
+                        Some((_, _, decay)) => p.mul_(decay)?,
+                        None => p.mul_(1.0 - lr * wd)?,
+                    };
                 }
                 g
             } else {
@@ -392,9 +442,18 @@ impl Optimizer for Adam {
                     v
                 }
             };
-            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-            let denom = v.sqrt()?.div_scalar(c2.sqrt())?.add_scalar(eps)?;
-            p.sub_(&m.div(&denom)?.mul_scalar(lr / c1)?)?;
+            let update = match &on_device {
+                Some((step_size, c2_sqrt, _)) => {
+                    let denom = v.sqrt()?.div(c2_sqrt)?.add_scalar(eps)?;
+                    m.div(&denom)?.mul(step_size)?
+                }
+                None => {
+                    let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+                    let denom = v.sqrt()?.div_scalar(c2.sqrt())?.add_scalar(eps)?;
+                    m.div(&denom)?.mul_scalar(lr / c1)?
+                }
+            };
+            p.sub_(&update)?;
             ms[i] = Some(m);
             vs[i] = Some(v);
             Ok(())
@@ -403,15 +462,14 @@ impl Optimizer for Adam {
     common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut s = named_slots(&[("exp_avg", &self.m), ("exp_avg_sq", &self.v)]);
-        s.extend(
-            Tensor::scalar(self.step as i64)
-                .ok()
-                .map(|t| ("step".to_string(), t)),
-        );
+        s.extend(step_entry(self.step, &self.scalars));
         s
     }
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         let rest = take_step(state, &mut self.step)?;
+        if let Some(s) = &self.scalars {
+            s.step.fill_(self.step as f64)?;
+        }
         load_slots(
             "Adam::load_state",
             &rest,
@@ -431,6 +489,8 @@ pub struct RmsProp {
     momentum: f64,
     square_avg: Vec<Option<Tensor>>,
     buffers: Vec<Option<Tensor>>,
+    /// Device copies of the numbers that change between steps, once captured.
+    scalars: Option<StepScalars>,
 }
 
 impl RmsProp {
@@ -446,6 +506,7 @@ impl RmsProp {
             momentum: 0.0,
             square_avg: vec![None; n],
             buffers: vec![None; n],
+            scalars: None,
         }
     }
 }
@@ -480,6 +541,11 @@ impl Optimizer for RmsProp {
             self.weight_decay,
             self.momentum,
         );
+        let ready = step_scalars::ready(&self.params, &self.square_avg)
+            && (mom == 0.0 || step_scalars::ready(&self.params, &self.buffers));
+        let scalars =
+            StepScalars::for_step(&mut self.scalars, "RmsProp", &self.params, ready, lr, 0)?;
+        let lr_dev = scalars.map(|s| &s.lr);
         let (sq, bufs) = (&mut self.square_avg, &mut self.buffers);
         with_grads(&self.params, |i, p, g| {
             let g = add_weight_decay(g, p, wd)?;
@@ -506,7 +572,7 @@ impl Optimizer for RmsProp {
             } else {
                 update
             };
-            p.sub_(&update.mul_scalar(lr)?)?;
+            p.sub_(&step_scalars::times(&update, lr, lr_dev)?)?;
             sq[i] = Some(s);
             Ok(())
         })
@@ -540,6 +606,8 @@ pub struct Adagrad {
     lr_decay: f64,
     step: u64,
     sums: Vec<Option<Tensor>>,
+    /// Device copies of the numbers that change between steps, once captured.
+    scalars: Option<StepScalars>,
 }
 
 impl Adagrad {
@@ -554,6 +622,7 @@ impl Adagrad {
             lr_decay: 0.0,
             step: 0,
             sums: vec![None; n],
+            scalars: None,
         }
     }
 }
@@ -576,6 +645,24 @@ impl Optimizer for Adagrad {
                 ("weight decay", self.weight_decay, None),
             ],
         )?;
+        let ready = step_scalars::ready(&self.params, &self.sums);
+        let scalars = StepScalars::for_step(
+            &mut self.scalars,
+            "Adagrad",
+            &self.params,
+            ready,
+            self.lr,
+            self.step,
+        )?;
+        // lr / (1 + (t - 1) lr_decay): a Rust number, or a tensor once captured.
+        let clr_dev = match scalars {
+            Some(s) => {
+                let decayed = s.step.mul_scalar(self.lr_decay)?.add_scalar(1.0)?;
+                s.advance()?;
+                Some(s.lr.div(&decayed)?)
+            }
+            None => None,
+        };
         self.step += 1;
         let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
         let (eps, wd) = (self.eps, self.weight_decay);
@@ -589,7 +676,8 @@ impl Optimizer for Adagrad {
                     s
                 }
             };
-            p.sub_(&g.div(&s.sqrt()?.add_scalar(eps)?)?.mul_scalar(clr)?)?;
+            let update = g.div(&s.sqrt()?.add_scalar(eps)?)?;
+            p.sub_(&step_scalars::times(&update, clr, clr_dev.as_ref())?)?;
             sums[i] = Some(s);
             Ok(())
         })
@@ -597,15 +685,14 @@ impl Optimizer for Adagrad {
     common_accessors!();
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut s = named_slots(&[("sum", &self.sums)]);
-        s.extend(
-            Tensor::scalar(self.step as i64)
-                .ok()
-                .map(|t| ("step".to_string(), t)),
-        );
+        s.extend(step_entry(self.step, &self.scalars));
         s
     }
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         let rest = take_step(state, &mut self.step)?;
+        if let Some(s) = &self.scalars {
+            s.step.fill_(self.step as f64)?;
+        }
         load_slots(
             "Adagrad::load_state",
             &rest,

@@ -235,6 +235,7 @@ impl Tensor {
         g: &mut Generator,
         range: (i64, i64),
     ) -> Result<Tensor> {
+        crate::capture::refuse_random("a random tensor (rand, randn, randint, dropout)")?;
         let shape = shape.into();
         Ok(Tensor::from_storage(
             Storage::random(device, kind, shape.numel(), g, range)?,
@@ -337,6 +338,7 @@ impl Tensor {
 
     /// A random permutation from an explicit generator.
     pub fn randperm_with(n: usize, g: &mut Generator) -> Result<Tensor> {
+        crate::capture::refuse_random("randperm")?;
         // The keys and the indices being sorted: three words per element.
         crate::storage::host_room("randperm", n.saturating_mul(3), DType::I64)?;
         Tensor::from_vec(g.permutation(n), [n])

@@ -14,6 +14,7 @@ impl Tensor {
     /// (`torch.multinomial`). The weights are read on the host; the result is I64 on their
     /// device.
     pub fn multinomial(&self, num_samples: usize, replacement: bool) -> Result<Tensor> {
+        crate::capture::refuse_random("multinomial")?;
         self.live()?;
         const OP: &str = "multinomial";
         if !self.dtype().is_float() || !(1..=2).contains(&self.ndim()) {
