@@ -360,3 +360,55 @@ fn a_replayed_out_of_range_index_fails_the_next_readback() -> Result<()> {
     assert!(loss.item::<f32>()?.is_finite());
     Ok(())
 }
+
+/// A capture ends however its closure does (after a panic inside it the device works and
+/// captures again), and another thread's work during a capture is neither recorded nor
+/// given the capture's buffers.
+#[test]
+fn a_capture_survives_a_panic_and_other_threads() -> Result<()> {
+    let _serial = serial();
+    let Some((dev, _)) = gpu_device() else {
+        return Ok(());
+    };
+    let x = Tensor::ones_on([64], &dev)?;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = wgrad::capture(&dev, || -> Result<()> {
+            x.mul_scalar(3.0)?;
+            panic!("inside a capture")
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(x.sum()?.item::<f32>()?, 64.0);
+
+    // Another thread allocates while the capture's intermediates lie freed in the pool:
+    // its tensors must not share a buffer with them, or every replay would overwrite them.
+    let mut kept = Vec::new();
+    let (step, out) = wgrad::capture(&dev, || {
+        let mut y = x.clone();
+        for _ in 0..50 {
+            y = y.mul_scalar(1.0)?.add_scalar(1.0)?;
+        }
+        kept = std::thread::scope(|s| {
+            s.spawn(|| {
+                (0..8)
+                    .map(|i| Tensor::full_on([64], i as f64, &dev))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .join()
+            .expect("the other thread")
+        })?;
+        Ok(y)
+    })?;
+    for _ in 0..20 {
+        step.replay()?;
+    }
+    for (i, t) in kept.iter().enumerate() {
+        assert_eq!(
+            t.to_vec::<f32>()?,
+            vec![i as f32; 64],
+            "the other thread's tensor {i}"
+        );
+    }
+    assert_eq!(out.to_vec::<f32>()?, vec![51.0; 64]);
+    Ok(())
+}

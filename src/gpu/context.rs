@@ -447,10 +447,11 @@ impl GpuContext {
             class
         };
         let mut reused = None;
-        // Set-up inside a capture that its replays skip (`capture::unrecorded`) gets a new
-        // buffer: a pooled one may be an intermediate of the recorded commands, which a
-        // replay would write over the set-up's value.
-        let unrecorded = self.recording_active.load(Ordering::Acquire) && crate::capture::paused();
+        // While a capture records, what it does not record gets a new buffer: set-up that its
+        // replays skip (`capture::unrecorded`) and other threads' work. A pooled buffer may be
+        // an intermediate of the recorded commands, which every replay writes over.
+        let unrecorded = self.recording_active.load(Ordering::Acquire)
+            && (crate::capture::paused() || !self.recording_here());
         if written_by_commands && !unrecorded {
             let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = first_free(batch.released.iter().map(|(c, b)| (b, *c == class))) {
