@@ -181,6 +181,18 @@ impl Replayable {
             .max()
             .unwrap_or(4);
         params.resize((widest as usize).max(params.len()), 0);
+        for (op, bytes) in [
+            ("capture (the parameters of its dispatches)", params.len()),
+            ("capture (the data it uploaded)", rec.uploads.len()),
+        ] {
+            if bytes as u64 > ctx.limits.max_buffer_size {
+                return Err(Error::BufferTooLarge {
+                    op,
+                    bytes: bytes as u64,
+                    limit: ctx.limits.max_buffer_size,
+                });
+            }
+        }
         let params = buffer(
             "wgrad captured params",
             &params,
@@ -216,8 +228,6 @@ impl Replayable {
                 _ => None,
             })
             .collect();
-        let held = rec.buffers();
-        ctx.hold(&held);
         let flags = rec
             .commands
             .iter()
@@ -226,7 +236,10 @@ impl Replayable {
                 _ => None,
             })
             .collect();
+        // Checked before the buffers are held: a failed capture holds nothing.
         ctx.check()?;
+        let held = rec.buffers();
+        ctx.hold(&held);
         Ok(Replayable {
             ctx: ctx.clone(),
             commands: rec.commands,

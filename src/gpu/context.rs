@@ -961,7 +961,7 @@ impl GpuContext {
     }
 
     /// Whether the calling thread is recording a capture on this device.
-    fn recording_here(&self) -> bool {
+    pub(super) fn recording_here(&self) -> bool {
         self.recording_active.load(Ordering::Acquire)
             && self
                 .recording

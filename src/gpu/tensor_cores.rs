@@ -70,11 +70,21 @@ impl GpuContext {
     /// Whether F16 matmul runs on tensor cores here: the device has them and the kernel
     /// passed its self-test on it (run on the first call).
     pub(crate) fn tensor_cores(self: &Arc<Self>) -> bool {
-        self.tensor_cores.enabled
-            && *self
-                .tensor_cores
-                .verified
-                .get_or_init(|| exact_product(self, Kernel::MatmulCoop).unwrap_or(false))
+        if !self.tensor_cores.enabled {
+            return false;
+        }
+        if let Some(&verified) = self.tensor_cores.verified.get() {
+            return verified;
+        }
+        // The self-test reads its product back, which a capture cannot: a step captured
+        // before any F16 product ran takes the tiled kernel, and the test runs later.
+        if self.recording_here() {
+            return false;
+        }
+        *self
+            .tensor_cores
+            .verified
+            .get_or_init(|| exact_product(self, Kernel::MatmulCoop).unwrap_or(false))
     }
 }
 
