@@ -107,18 +107,25 @@ impl CapturedStep {
     /// replay. A source of another shape or dtype than its target is an `Err`, before
     /// anything runs.
     pub fn replay_with(&self, inputs: &[(&Tensor, &Tensor)]) -> Result<()> {
+        const OP: &str = "CapturedStep::replay_with";
         for (target, source) in inputs {
-            if target.shape() != source.shape() || target.dtype() != source.dtype() {
+            if target.shape() != source.shape() {
                 return Err(Error::shapes(
-                    "CapturedStep::replay_with",
+                    OP,
                     target.shape(),
                     source.shape(),
-                    format!(
-                        "the step was captured with a {:?} input; this one is {:?} (capture again for new shapes)",
-                        target.dtype(),
-                        source.dtype()
-                    ),
+                    "the step was captured with inputs of the first shape (capture again for another)",
                 ));
+            }
+            if target.dtype() != source.dtype() {
+                return Err(Error::DTypeMismatch {
+                    op: OP,
+                    lhs: target.dtype(),
+                    rhs: source.dtype(),
+                    lhs_shape: target.shape().to_vec(),
+                    rhs_shape: source.shape().to_vec(),
+                    detail: "the step was captured with an input of the first dtype".into(),
+                });
             }
         }
         for (target, source) in inputs {
