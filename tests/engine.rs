@@ -412,3 +412,95 @@ fn a_capture_survives_a_panic_and_other_threads() -> Result<()> {
     assert_eq!(out.to_vec::<f32>()?, vec![51.0; 64]);
     Ok(())
 }
+
+/// On a GPU the optimizers' updates run as one fused kernel per parameter (`optim/fused.rs`)
+/// and give what the ops give on the CPU; a gradient computed through an index kernel
+/// (cross-entropy's labels) does not keep them from fusing.
+#[test]
+fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
+    let _serial = serial();
+    let Some((dev, gpu)) = gpu_device() else {
+        return Ok(());
+    };
+    type MakeOpt = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
+    let optimizers: [(&str, MakeOpt, u64); 5] = [
+        ("sgd", |p| Box::new(Sgd::new(p, 0.1)), 1),
+        (
+            "sgd momentum",
+            |p| Box::new(Sgd::new(p, 0.1).momentum(0.9).dampening(0.1)),
+            1,
+        ),
+        (
+            "sgd nesterov",
+            |p| Box::new(Sgd::new(p, 0.1).momentum(0.9).nesterov(true)),
+            1,
+        ),
+        ("adam", |p| Box::new(Adam::new(p, 1e-2)), 3),
+        (
+            "adamw",
+            |p| Box::new(Adam::adamw(p, 1e-2).weight_decay(0.1)),
+            3,
+        ),
+    ];
+    let x = Tensor::randn([16, 10])?;
+    let labels = Tensor::randint(0, 4, [16])?;
+    for (name, make, step_scalars) in optimizers {
+        let mut runs = Vec::new();
+        for d in [Device::Cpu, dev.clone()] {
+            let model = mlp(&d, 3)?;
+            let mut opt = make(model.parameters());
+            let (x, labels) = (x.to_device(&d)?, labels.to_device(&d)?);
+            let mut fused_dispatches = 0;
+            for step in 0..4 {
+                opt.zero_grad();
+                nn::cross_entropy(&model.forward(&x)?, &labels)?.backward()?;
+                let before = gpu.stats().dispatches;
+                opt.step()?;
+                if step > 0 && !d.is_cpu() {
+                    fused_dispatches = gpu.stats().dispatches - before;
+                }
+            }
+            if !d.is_cpu() {
+                if std::env::var_os("WGRAD_NO_FUSION").is_none() {
+                    // One kernel per parameter and the step's scalars, once the state exists.
+                    assert_eq!(
+                        fused_dispatches,
+                        4 + step_scalars,
+                        "{name} dispatches per step"
+                    );
+                } else {
+                    // At least two ops per parameter.
+                    assert!(
+                        fused_dispatches >= 8,
+                        "{name} ran fused with WGRAD_NO_FUSION"
+                    );
+                }
+            }
+            runs.push(flat_params(&model)?);
+        }
+        let expected: Vec<f64> = runs[0].iter().map(|&v| v as f64).collect();
+        common::assert_close(&runs[1], &expected, 1e-5, 1e-6, name);
+    }
+    Ok(())
+}
+
+/// `WGRAD_NO_FUSION=1` runs the ops instead (the test above, in a child process with it set,
+/// checks both that and that the ops give the same parameters).
+#[test]
+fn without_fusion_the_ops_run() {
+    if std::env::var_os("WGRAD_NO_FUSION").is_some() || gpu_device().is_none() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "optimizer_updates_are_fused_and_match_the_ops"])
+        .env("WGRAD_NO_FUSION", "1")
+        .output()
+        .expect("running the test binary");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,10 +15,12 @@
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 
+mod fused;
 mod grad_scaler;
 mod schedulers;
 mod step_scalars;
 
+pub(crate) use fused::FUSED_PROGRAMS;
 pub use grad_scaler::GradScaler;
 pub use schedulers::{CosineAnnealingLr, LrScheduler, SchedulerState, StepLr};
 
@@ -159,6 +161,22 @@ fn load_slots(
     Ok(())
 }
 
+/// Whether the update of `params` runs fused (`fused.rs`): on a GPU, with fusion on.
+fn fusable(params: &[Tensor]) -> bool {
+    params.first().is_some_and(|p| !p.device().is_cpu())
+        && !crate::storage::fused::fusion_disabled()
+}
+
+/// A number as the one-element tensor a fused update of `params` reads: `kept` when the
+/// optimizer keeps it on the device already (`StepScalars`), else a new one.
+fn scalar_tensor(params: &[Tensor], kept: Option<&Tensor>, value: f64) -> Result<Tensor> {
+    match (kept, params.first()) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(p)) => Tensor::full_on([], value, p.device()),
+        (None, None) => Tensor::scalar(value as f32),
+    }
+}
+
 /// The `step` entry of a state list: the count on the device once a step was captured
 /// (replays count there), else the Rust one.
 fn step_entry(step: u64, scalars: &Option<StepScalars>) -> Option<(String, Tensor)> {
@@ -278,8 +296,23 @@ impl Optimizer for Sgd {
         let ready = m == 0.0 || step_scalars::ready(&self.params, &self.buffers);
         let scalars = StepScalars::for_step(&mut self.scalars, "Sgd", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
+        let fused_lr = if wd == 0.0 && fusable(&self.params) {
+            Some(scalar_tensor(&self.params, lr_dev, lr)?)
+        } else {
+            None
+        };
         let buffers = &mut self.buffers;
         with_grads(&self.params, |i, p, g| {
+            if let Some(lr_t) = &fused_lr {
+                let done = match &buffers[i] {
+                    _ if m == 0.0 => fused::sgd(p, &g, lr_t)?,
+                    Some(b) => fused::sgd_momentum(p, &g, b, lr_t, (m, d, nesterov))?,
+                    None => false,
+                };
+                if done {
+                    return Ok(());
+                }
+            }
             let mut g = add_weight_decay(g, p, wd)?;
             if m != 0.0 {
                 let buf = match buffers[i].take() {
@@ -413,8 +446,33 @@ impl Optimizer for Adam {
             }
             None => None,
         };
+        // The fused update's step size, sqrt(1 - b2^t) and decay as one-element tensors
+        // (L2 weight decay, which changes the gradient, takes the ops).
+        let fused_scalars = if (decoupled || wd == 0.0) && fusable(&self.params) {
+            Some(match &on_device {
+                Some((step_size, c2_sqrt, decay)) => {
+                    [step_size.clone(), c2_sqrt.clone(), decay.clone()]
+                }
+                None => {
+                    let host = |v: f64| scalar_tensor(&self.params, None, v);
+                    [
+                        host(lr / (1.0 - b1.powi(t)))?,
+                        host((1.0 - b2.powi(t)).sqrt())?,
+                        host(if decoupled { 1.0 - lr * wd } else { 1.0 })?,
+                    ]
+                }
+            })
+        } else {
+            None
+        };
         let (ms, vs) = (&mut self.m, &mut self.v);
         with_grads(&self.params, |i, p, g| {
+            if let (Some(sc), Some(m), Some(v)) = (&fused_scalars, &ms[i], &vs[i]) {
+                let scalars = [&sc[0], &sc[1], &sc[2]];
+                if fused::adam(p, &g, m, v, scalars, (b1, b2, eps))? {
+                    return Ok(());
+                }
+            }
             let g = if decoupled {
                 if wd != 0.0 {
                     match &on_device {

@@ -4,6 +4,7 @@
 //! implementation of `Backend`.
 
 mod detour;
+pub(crate) mod fused;
 
 use crate::backend::{Arg, Backend};
 use crate::device::Device;

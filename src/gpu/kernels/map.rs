@@ -41,7 +41,7 @@ fn unsupported(op: &'static str, dtype: DType) -> Error {
 }
 
 /// The WGSL of a unary op on a dtype, and the result dtype.
-fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
+pub(super) fn unary_expr(op: UnaryOp, d: DType) -> Result<(String, DType)> {
     fn entry<T>(e: &Unary<T>, own: DType) -> Option<(String, DType)> {
         match e {
             // NaN in, NaN out, as IEEE (and the CPU) have it: WGSL leaves builtins on NaN
@@ -64,7 +64,7 @@ pub fn unary_output(op: UnaryOp, d: DType) -> Result<DType> {
 }
 
 /// The WGSL of a binary op on a dtype.
-fn binary_expr(op: BinaryOp, d: DType) -> Result<&'static str> {
+pub(super) fn binary_expr(op: BinaryOp, d: DType) -> Result<&'static str> {
     fn entry<T>(e: &Binary<T>) -> Option<&'static str> {
         match e {
             Binary::Map(k) => Some(k.wgsl),

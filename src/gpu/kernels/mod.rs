@@ -3,6 +3,7 @@
 //! `all_variants` lists every variant the crate can generate, so a test can validate each
 //! with naga without a GPU.
 
+pub mod fused;
 mod map;
 
 pub use map::{unary_output, MapOp};
@@ -124,6 +125,8 @@ pub enum Kernel {
     Matmul(DType),
     /// f32 matmul of row-major operands with rows of a multiple of 4 elements.
     MatmulVec4,
+    /// A fused elementwise program (`fused.rs`).
+    Fused(&'static fused::Program),
     /// F16 matmul on tensor cores (cooperative matrices; see `shaders/matmul_coop.wgsl`),
     /// with an f32 product. Only on adapters where `GpuContext` enabled it.
     MatmulCoop,
@@ -358,6 +361,7 @@ impl Kernel {
             }
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
+            Kernel::Fused(program) => program.source()?,
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::Gather(d, gather) => format!(
@@ -439,7 +443,7 @@ impl Kernel {
     /// everywhere else), and F64 everywhere (the storage layer runs its ops on the host).
     fn unsupported_dtype(&self) -> Option<DType> {
         match *self {
-            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::MatmulCoop => None,
+            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -459,7 +463,7 @@ impl Kernel {
             Kernel::Reduce(op, d, _, _) => {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
-            Kernel::MatmulVec4 | Kernel::MatmulCoop => false,
+            Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) => false,
             // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
             Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
         }
@@ -467,7 +471,10 @@ impl Kernel {
 
     /// A readable label for the pipeline.
     pub fn label(&self) -> String {
-        format!("{self:?}")
+        match self {
+            Kernel::Fused(p) => format!("Fused({})", p.name),
+            k => format!("{k:?}"),
+        }
     }
 }
 
@@ -518,6 +525,11 @@ pub fn all_variants() -> Vec<Kernel> {
     }
     v.push(Kernel::MatmulVec4);
     v.push(Kernel::MatmulCoop);
+    v.extend(
+        crate::optim::FUSED_PROGRAMS
+            .iter()
+            .map(|&p| Kernel::Fused(p)),
+    );
     v.extend([DType::F16, DType::BF16].map(Kernel::Matmul));
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));
