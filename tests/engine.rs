@@ -3,7 +3,7 @@
 mod common;
 
 use wgrad::nn::{self, Forward, Module};
-use wgrad::optim::{Adam, Optimizer, Sgd};
+use wgrad::optim::{Adagrad, Adam, Optimizer, RmsProp, Sgd};
 use wgrad::{Device, Result, Tensor};
 
 /// The tests of this file read the device's counters, which every test's work moves: one
@@ -423,7 +423,7 @@ fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
         return Ok(());
     };
     type MakeOpt = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
-    let optimizers: [(&str, MakeOpt, u64); 5] = [
+    let optimizers: [(&str, MakeOpt, u64); 8] = [
         ("sgd", |p| Box::new(Sgd::new(p, 0.1)), 1),
         (
             "sgd momentum",
@@ -440,6 +440,17 @@ fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
             "adamw",
             |p| Box::new(Adam::adamw(p, 1e-2).weight_decay(0.1)),
             3,
+        ),
+        ("rmsprop", |p| Box::new(RmsProp::new(p, 1e-2)), 1),
+        (
+            "rmsprop momentum",
+            |p| Box::new(RmsProp::new(p, 1e-2).momentum(0.5)),
+            1,
+        ),
+        (
+            "adagrad",
+            |p| Box::new(Adagrad::new(p, 1e-1).lr_decay(0.01)),
+            1,
         ),
     ];
     let x = Tensor::randn([16, 10])?;

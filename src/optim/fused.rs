@@ -120,8 +120,110 @@ static ADAM: Program = Program {
     ],
 };
 
+/// RMSprop: `s = s a + g^2 (1 - a); p -= g / (sqrt(s) + eps) * lr`. Operands: p, g, s, lr;
+/// parameters: a, 1 - a, eps.
+static RMSPROP: Program = Program {
+    name: "rmsprop",
+    operands: &[
+        Operand::Write(15),
+        Operand::Read,
+        Operand::Write(10),
+        Operand::Read,
+    ],
+    params: 3,
+    nodes: &[
+        Node::Load(0),
+        Node::Load(1),
+        Node::Load(2),
+        Node::LoadScalar(3),
+        Node::Param(0),
+        Node::Param(1),
+        Node::Param(2),
+        Node::Binary(Mul, 2, 4),
+        Node::Unary(UnaryOp::Square, 1),
+        Node::Binary(Mul, 8, 5),
+        Node::Binary(Add, 7, 9),
+        Node::Unary(UnaryOp::Sqrt, 10),
+        Node::Binary(Add, 11, 6),
+        Node::Binary(Div, 1, 12),
+        Node::Binary(Mul, 13, 3),
+        Node::Binary(Sub, 0, 14),
+    ],
+};
+
+/// RMSprop with momentum: the same `s` and update, then `b = b momentum + update;
+/// p -= b lr`. Operands: p, g, s, b, lr; parameters: a, 1 - a, eps, momentum.
+static RMSPROP_MOMENTUM: Program = Program {
+    name: "rmsprop_momentum",
+    operands: &[
+        Operand::Write(19),
+        Operand::Read,
+        Operand::Write(12),
+        Operand::Write(17),
+        Operand::Read,
+    ],
+    params: 4,
+    nodes: &[
+        Node::Load(0),
+        Node::Load(1),
+        Node::Load(2),
+        Node::Load(3),
+        Node::LoadScalar(4),
+        Node::Param(0),
+        Node::Param(1),
+        Node::Param(2),
+        Node::Param(3),
+        Node::Binary(Mul, 2, 5),
+        Node::Unary(UnaryOp::Square, 1),
+        Node::Binary(Mul, 10, 6),
+        Node::Binary(Add, 9, 11),
+        Node::Unary(UnaryOp::Sqrt, 12),
+        Node::Binary(Add, 13, 7),
+        Node::Binary(Div, 1, 14),
+        Node::Binary(Mul, 3, 8),
+        Node::Binary(Add, 16, 15),
+        Node::Binary(Mul, 17, 4),
+        Node::Binary(Sub, 0, 18),
+    ],
+};
+
+/// Adagrad: `s += g^2; p -= g / (sqrt(s) + eps) * clr`. Operands: p, g, s, clr;
+/// parameter: eps.
+static ADAGRAD: Program = Program {
+    name: "adagrad",
+    operands: &[
+        Operand::Write(11),
+        Operand::Read,
+        Operand::Write(6),
+        Operand::Read,
+    ],
+    params: 1,
+    nodes: &[
+        Node::Load(0),
+        Node::Load(1),
+        Node::Load(2),
+        Node::LoadScalar(3),
+        Node::Param(0),
+        Node::Unary(UnaryOp::Square, 1),
+        Node::Binary(Add, 2, 5),
+        Node::Unary(UnaryOp::Sqrt, 6),
+        Node::Binary(Add, 7, 4),
+        Node::Binary(Div, 1, 8),
+        Node::Binary(Mul, 9, 3),
+        Node::Binary(Sub, 0, 10),
+    ],
+};
+
 /// Every fused program of the optimizers (validated with naga in `tests/shaders.rs`).
-pub static FUSED_PROGRAMS: &[&Program] = &[&SGD, &SGD_MOMENTUM, &SGD_NESTEROV, &ADAM];
+pub static FUSED_PROGRAMS: &[&Program] = &[
+    &SGD,
+    &SGD_MOMENTUM,
+    &SGD_NESTEROV,
+    &ADAM,
+    &RMSPROP,
+    &RMSPROP_MOMENTUM,
+    &ADAGRAD,
+];
 
 /// Plain SGD's update of `p`, fused where it can be (`Ok(false)`: use the ops).
 pub(super) fn sgd(p: &Tensor, g: &Tensor, lr: &Tensor) -> Result<bool> {
@@ -169,4 +271,30 @@ pub(super) fn adam(
             eps as f32,
         ],
     )
+}
+
+/// RMSprop's update of `p` with its square average `s` (and momentum buffer `b`), made by a
+/// first step.
+pub(super) fn rmsprop(
+    p: &Tensor,
+    g: &Tensor,
+    s: &Tensor,
+    b: Option<&Tensor>,
+    lr: &Tensor,
+    (alpha, eps, momentum): (f64, f64, f64),
+) -> Result<bool> {
+    let shared = [alpha as f32, (1.0 - alpha) as f32, eps as f32];
+    match b {
+        Some(b) => run(
+            &RMSPROP_MOMENTUM,
+            &[p, g, s, b, lr],
+            &[shared[0], shared[1], shared[2], momentum as f32],
+        ),
+        None => run(&RMSPROP, &[p, g, s, lr], &shared),
+    }
+}
+
+/// Adagrad's update of `p` with its sum of squares `s` (made by a first step).
+pub(super) fn adagrad(p: &Tensor, g: &Tensor, s: &Tensor, clr: &Tensor, eps: f64) -> Result<bool> {
+    run(&ADAGRAD, &[p, g, s, clr], &[eps as f32])
 }

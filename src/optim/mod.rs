@@ -604,8 +604,20 @@ impl Optimizer for RmsProp {
         let scalars =
             StepScalars::for_step(&mut self.scalars, "RmsProp", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
+        let fused_lr = if wd == 0.0 && fusable(&self.params) {
+            Some(scalar_tensor(&self.params, lr_dev, lr)?)
+        } else {
+            None
+        };
         let (sq, bufs) = (&mut self.square_avg, &mut self.buffers);
         with_grads(&self.params, |i, p, g| {
+            if let (Some(lr_t), Some(s)) = (&fused_lr, &sq[i]) {
+                let b = if mom > 0.0 { bufs[i].as_ref() } else { None };
+                if (mom == 0.0 || b.is_some()) && fused::rmsprop(p, &g, s, b, lr_t, (a, eps, mom))?
+                {
+                    return Ok(());
+                }
+            }
             let g = add_weight_decay(g, p, wd)?;
             let s = match sq[i].take() {
                 None => g.square()?.mul_scalar(1.0 - a)?,
@@ -724,8 +736,18 @@ impl Optimizer for Adagrad {
         self.step += 1;
         let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
         let (eps, wd) = (self.eps, self.weight_decay);
+        let fused_clr = if wd == 0.0 && fusable(&self.params) {
+            Some(scalar_tensor(&self.params, clr_dev.as_ref(), clr)?)
+        } else {
+            None
+        };
         let sums = &mut self.sums;
         with_grads(&self.params, |i, p, g| {
+            if let (Some(clr_t), Some(s)) = (&fused_clr, &sums[i]) {
+                if fused::adagrad(p, &g, s, clr_t, eps)? {
+                    return Ok(());
+                }
+            }
             let g = add_weight_decay(g, p, wd)?;
             let s = match sums[i].take() {
                 None => g.square()?,
