@@ -419,8 +419,19 @@ fn a_capture_survives_a_panic_and_other_threads() -> Result<()> {
 #[test]
 fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
     let _serial = serial();
+    for line in optimizer_runs()? {
+        // Read by `without_fusion_the_ops_run` from a child process.
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Every optimizer for four cross-entropy steps on the CPU and the GPU: checks the GPU's
+/// dispatches and that both devices agree, and returns the CPU's parameters as
+/// `cpu bits <optimizer>: <bits>` lines.
+fn optimizer_runs() -> Result<Vec<String>> {
     let Some((dev, gpu)) = gpu_device() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     type MakeOpt = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
     let optimizers: [(&str, MakeOpt, u64); 8] = [
@@ -453,22 +464,36 @@ fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
             1,
         ),
     ];
-    let x = Tensor::randn([16, 10])?;
-    let labels = Tensor::randint(0, 4, [16])?;
+    let x = wgrad::seeded(11, || Tensor::randn([16, 10]))?;
+    let labels = wgrad::seeded(12, || Tensor::randint(0, 4, [16]))?;
+    let mut lines = Vec::new();
     for (name, make, step_scalars) in optimizers {
         let mut runs = Vec::new();
         for d in [Device::Cpu, dev.clone()] {
             let model = mlp(&d, 3)?;
             let mut opt = make(model.parameters());
             let (x, labels) = (x.to_device(&d)?, labels.to_device(&d)?);
-            let mut fused_dispatches = 0;
+            let (mut fused_dispatches, mut cpu_buffers) = (0, 0);
             for step in 0..4 {
                 opt.zero_grad();
                 nn::cross_entropy(&model.forward(&x)?, &labels)?.backward()?;
-                let before = gpu.stats().dispatches;
+                let before = (
+                    gpu.stats().dispatches,
+                    Device::Cpu.memory_stats().allocations,
+                );
                 opt.step()?;
-                if step > 0 && !d.is_cpu() {
-                    fused_dispatches = gpu.stats().dispatches - before;
+                if step > 0 {
+                    fused_dispatches = gpu.stats().dispatches - before.0;
+                    cpu_buffers = Device::Cpu.memory_stats().allocations - before.1;
+                }
+            }
+            if d.is_cpu() {
+                // Fused, the CPU makes only the step's scalars; the ops make one or more
+                // buffers per parameter.
+                if std::env::var_os("WGRAD_NO_FUSION").is_none() {
+                    assert_eq!(cpu_buffers, step_scalars, "{name} CPU buffers per step");
+                } else {
+                    assert!(cpu_buffers >= 4, "{name} ran fused with WGRAD_NO_FUSION");
                 }
             }
             if !d.is_cpu() {
@@ -491,20 +516,34 @@ fn optimizer_updates_are_fused_and_match_the_ops() -> Result<()> {
         }
         let expected: Vec<f64> = runs[0].iter().map(|&v| v as f64).collect();
         common::assert_close(&runs[1], &expected, 1e-5, 1e-6, name);
+        let bits: Vec<String> = runs[0]
+            .iter()
+            .map(|v| format!("{:08x}", v.to_bits()))
+            .collect();
+        lines.push(format!("cpu bits {name}: {}", bits.join(" ")));
     }
-    Ok(())
+    Ok(lines)
 }
 
-/// `WGRAD_NO_FUSION=1` runs the ops instead (the test above, in a child process with it set,
-/// checks both that and that the ops give the same parameters).
+/// `WGRAD_NO_FUSION=1` runs the ops instead: the test above, in a child process with it set,
+/// checks that the GPU then makes more dispatches and still agrees with the CPU, and its CPU
+/// parameters, computed by the ops, equal the fused CPU pass's here to the bit.
 #[test]
-fn without_fusion_the_ops_run() {
+fn without_fusion_the_ops_run() -> Result<()> {
     if std::env::var_os("WGRAD_NO_FUSION").is_some() || gpu_device().is_none() {
-        return;
+        return Ok(());
     }
+    let fused = {
+        let _serial = serial();
+        optimizer_runs()?
+    };
     let exe = std::env::current_exe().expect("the test binary");
     let out = std::process::Command::new(exe)
-        .args(["--exact", "optimizer_updates_are_fused_and_match_the_ops"])
+        .args([
+            "--exact",
+            "optimizer_updates_are_fused_and_match_the_ops",
+            "--nocapture",
+        ])
         .env("WGRAD_NO_FUSION", "1")
         .output()
         .expect("running the test binary");
@@ -514,4 +553,13 @@ fn without_fusion_the_ops_run() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let unfused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("cpu bits "))
+        .collect();
+    assert_eq!(unfused.len(), fused.len());
+    for (a, b) in fused.iter().zip(&unfused) {
+        assert_eq!(a, b, "the fused CPU update differs from the ops");
+    }
+    Ok(())
 }

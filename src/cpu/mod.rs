@@ -5,6 +5,7 @@ mod backend;
 pub(crate) mod cells;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 mod index;
 pub(crate) mod lanes;
 pub(crate) mod layer_norm;

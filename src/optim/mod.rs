@@ -161,10 +161,10 @@ fn load_slots(
     Ok(())
 }
 
-/// Whether the update of `params` runs fused (`fused.rs`): on a GPU, with fusion on.
+/// Whether the update of `params` runs fused (`fused.rs`): fusion is on, and there are
+/// parameters.
 fn fusable(params: &[Tensor]) -> bool {
-    params.first().is_some_and(|p| !p.device().is_cpu())
-        && !crate::storage::fused::fusion_disabled()
+    !params.is_empty() && !crate::storage::fused::fusion_disabled()
 }
 
 /// A number as the one-element tensor a fused update of `params` reads: `kept` when the

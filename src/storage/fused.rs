@@ -1,15 +1,16 @@
 //! Running a fused elementwise program (`gpu/kernels/fused.rs`) over tensors in place: one
-//! dispatch for what would be a dozen ops. Only where it computes exactly what those ops
-//! would: GPU tensors of F32, contiguous from their buffer's start, of one element count
-//! (one-element tensors for the program's scalar loads), each with a storage of its own.
-//! Anything else is left to the ops (`Ok(false)`); so is everything when
-//! `WGRAD_NO_FUSION=1`.
+//! dispatch on a GPU, one pass on the CPU (`cpu/fused.rs`), for what would be a dozen ops.
+//! Only where it computes exactly what those ops would: F32 tensors of one device,
+//! contiguous from their buffer's start, of one element count (one-element tensors for the
+//! program's scalar loads), each with a storage of its own. Anything else is left to the ops
+//! (`Ok(false)`); so is everything when `WGRAD_NO_FUSION=1`.
 
 use super::{Storage, StorageCell};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::gpu::kernels::fused::{Node, Operand, Program};
 use crate::gpu::kernels::Kernel;
+use crate::host::HostBuffer;
 use crate::tensor::Tensor;
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
@@ -71,7 +72,6 @@ pub(crate) fn run(program: &'static Program, tensors: &[&Tensor], params: &[f32]
         let l = t.layout();
         let fits = t.dtype() == DType::F32
             && t.device() == device
-            && !device.is_cpu()
             && l.is_contiguous()
             && l.offset == 0
             && t.numel() == if scalar_operand(k) { 1 } else { n };
@@ -102,6 +102,26 @@ pub(crate) fn run(program: &'static Program, tensors: &[&Tensor], params: &[f32]
         })
         .collect();
     guards.sort_by_key(|(k, _)| *k);
+    if device.is_cpu() {
+        if !crate::cpu::fused::supports(program) {
+            return Ok(false);
+        }
+        let mut slices = Vec::with_capacity(guards.len());
+        for (_, g) in &mut guards {
+            slices.push(match g {
+                Guard::Read(r) => match &**r {
+                    Storage::Cpu(HostBuffer::F32(v)) => crate::cpu::fused::Slice::Read(v),
+                    _ => return Ok(false),
+                },
+                Guard::Write(w) => match &mut **w {
+                    Storage::Cpu(HostBuffer::F32(v)) => crate::cpu::fused::Slice::Write(v),
+                    _ => return Ok(false),
+                },
+            });
+        }
+        crate::cpu::fused::run(program, slices, n, params);
+        return Ok(true);
+    }
     let mut buffers = Vec::with_capacity(guards.len());
     let mut ctx = None;
     // The open index checks of every operand: the written ones are computed from them all.
