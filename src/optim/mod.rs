@@ -162,7 +162,8 @@ fn load_slots(
 }
 
 /// Whether the update of `params` runs fused (`fused.rs`): fusion is on, and there are
-/// parameters.
+/// parameters. Callers also ask that the state exist (a first step creates it with the
+/// ops), so that no step makes scalar tensors that no fused update reads.
 fn fusable(params: &[Tensor]) -> bool {
     !params.is_empty() && !crate::storage::fused::fusion_disabled()
 }
@@ -296,7 +297,7 @@ impl Optimizer for Sgd {
         let ready = m == 0.0 || step_scalars::ready(&self.params, &self.buffers);
         let scalars = StepScalars::for_step(&mut self.scalars, "Sgd", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
-        let fused_lr = if wd == 0.0 && fusable(&self.params) {
+        let fused_lr = if ready && wd == 0.0 && fusable(&self.params) {
             Some(scalar_tensor(&self.params, lr_dev, lr)?)
         } else {
             None
@@ -448,7 +449,7 @@ impl Optimizer for Adam {
         };
         // The fused update's step size, sqrt(1 - b2^t) and decay as one-element tensors
         // (L2 weight decay, which changes the gradient, takes the ops).
-        let fused_scalars = if (decoupled || wd == 0.0) && fusable(&self.params) {
+        let fused_scalars = if ready && (decoupled || wd == 0.0) && fusable(&self.params) {
             Some(match &on_device {
                 Some((step_size, c2_sqrt, decay)) => {
                     [step_size.clone(), c2_sqrt.clone(), decay.clone()]
@@ -604,7 +605,7 @@ impl Optimizer for RmsProp {
         let scalars =
             StepScalars::for_step(&mut self.scalars, "RmsProp", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
-        let fused_lr = if wd == 0.0 && fusable(&self.params) {
+        let fused_lr = if ready && wd == 0.0 && fusable(&self.params) {
             Some(scalar_tensor(&self.params, lr_dev, lr)?)
         } else {
             None
@@ -736,7 +737,7 @@ impl Optimizer for Adagrad {
         self.step += 1;
         let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
         let (eps, wd) = (self.eps, self.weight_decay);
-        let fused_clr = if wd == 0.0 && fusable(&self.params) {
+        let fused_clr = if ready && wd == 0.0 && fusable(&self.params) {
             Some(scalar_tensor(&self.params, clr_dev.as_ref(), clr)?)
         } else {
             None
