@@ -100,6 +100,8 @@ impl CapturedStep {
     /// Run the recorded commands again (submitted; like any GPU work, a readback waits for
     /// them).
     pub fn replay(&self) -> Result<()> {
+        // A pending value made before the replay reads what the replay overwrites.
+        crate::storage::lazy::settle_all();
         self.inner.replay()
     }
 
@@ -155,6 +157,9 @@ pub fn capture<T>(device: &Device, step: impl FnOnce() -> Result<T>) -> Result<(
     if capturing() {
         return Err(Error::invalid("capture", "captures do not nest"));
     }
+    // Values pending before the capture are computed outside it; those made inside, before
+    // it ends, so that a replay repeats them.
+    crate::storage::lazy::settle_all();
     ctx.begin_capture()?;
     // Stop recording even if `step` panics.
     struct Stop<'a>(&'a std::sync::Arc<crate::gpu::GpuContext>);
@@ -167,6 +172,7 @@ pub fn capture<T>(device: &Device, step: impl FnOnce() -> Result<T>) -> Result<(
     let stop = Stop(ctx);
     CAPTURING.with(|c| c.set(true));
     let out = step();
+    crate::storage::lazy::settle_all();
     let recording = ctx.end_capture();
     drop(stop);
     let out = out?;

@@ -50,11 +50,15 @@ impl Device {
     pub fn synchronize(&self) -> crate::Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Gpu(g) => g.0.synchronize(),
+            Device::Gpu(g) => {
+                crate::storage::lazy::settle_all();
+                g.0.synchronize()
+            }
         }
     }
 
-    /// Submit the work recorded for this device (a no-op on the CPU).
+    /// Submit the work recorded for this device (a no-op on the CPU), fused elementwise
+    /// values not computed yet included.
     pub fn flush(&self) {
         if let Device::Gpu(g) = self {
             g.flush()

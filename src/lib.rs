@@ -65,6 +65,9 @@ pub use shape::{IntList, Shape};
 pub use storage::MemoryStats;
 pub use tensor::{grad, CpuElement, NdArray, NdLeaf, SliceItem, Source, Tensor, TensorOptions};
 
+#[doc(hidden)]
+pub use storage::fused::without_fusion;
+
 /// Every WGSL kernel variant the crate can generate, as (label, source): for validating the
 /// shaders without a GPU (see `tests/shaders.rs`).
 #[doc(hidden)]

@@ -10,28 +10,7 @@ use std::time::Duration;
 use wgrad::op::{BinaryOp, CmpOp, UnaryOp};
 use wgrad::{DType, Device, Result, Scalar, Tensor};
 
-/// A small deterministic generator (xorshift64*), so that a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    /// A dim: usually one that exists (-1, 0, 1), sometimes one that does not.
-    fn dim(&mut self) -> isize {
-        if self.below(8) == 0 {
-            self.below(9) as isize - 4
-        } else {
-            self.below(3) as isize - 1
-        }
-    }
-}
+use common::Rng;
 
 /// One step of a program: an op with its arguments drawn beforehand, so that the CPU and
 /// the GPU run the same thing.

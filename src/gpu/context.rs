@@ -172,6 +172,12 @@ impl GpuBuffer {
         &self.ctx
     }
 
+    /// Whether the application lent this buffer (`Tensor::from_wgpu_buffer`): it may write
+    /// it between wgrad's ops.
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
     /// Wrap an application's buffer: used in place, never returned to the pool.
     pub fn external(ctx: &Arc<GpuContext>, buffer: wgpu::Buffer) -> GpuBuffer {
         GpuBuffer {

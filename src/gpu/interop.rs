@@ -115,6 +115,8 @@ impl Tensor {
                 ),
             ));
         }
+        // The application may write the buffer: values that read it are computed first.
+        crate::storage::lazy::settle_all();
         let buffer = match &*self.storage().read() {
             Storage::Gpu(g) => g.buf.raw().clone(),
             Storage::Failed(e) => return Err(e.clone()),

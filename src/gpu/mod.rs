@@ -7,6 +7,7 @@ pub(crate) mod capture;
 mod context;
 mod interop;
 pub(crate) mod kernels;
+pub(crate) mod lazy;
 mod ops;
 mod tensor_cores;
 
@@ -74,8 +75,10 @@ impl GpuDevice {
         self.0.max_binding()
     }
 
-    /// Submit all recorded work to the queue now.
+    /// Submit all recorded work to the queue now, fused elementwise values not computed yet
+    /// included (`storage/lazy.rs`).
     pub fn flush(&self) {
+        crate::storage::lazy::settle_all();
         self.0.flush()
     }
 }

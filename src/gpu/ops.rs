@@ -13,6 +13,53 @@ use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, ScalarSide, UnaryOp};
 use crate::rng::Generator;
 use std::sync::Arc;
 
+/// Where a reduction reads its input.
+pub(crate) enum ReduceInput<'a> {
+    /// A buffer, through the reduction's layout.
+    Buffer(&'a wgpu::Buffer),
+    /// Fused program `program` (`kernels/lazy.rs`), computed as it is read from `reads`
+    /// with `metadata` (elementwise metadata over the reduction's input shape).
+    Fused {
+        program: u32,
+        reads: Vec<&'a wgpu::Buffer>,
+        metadata: Vec<u32>,
+    },
+}
+
+impl<'a> ReduceInput<'a> {
+    /// The kernel of a reduction stage reading this input into `out`, its parameters (the
+    /// reduction's `p`, then a program's metadata) and its buffers.
+    fn reading(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        stage: ReduceStage,
+        subgroups: bool,
+        mut p: Vec<u32>,
+        out: &'a wgpu::Buffer,
+    ) -> (Kernel, Vec<u32>, Vec<&'a wgpu::Buffer>) {
+        match self {
+            ReduceInput::Buffer(b) => {
+                (Kernel::Reduce(op, dtype, stage, subgroups), p, vec![out, b])
+            }
+            ReduceInput::Fused {
+                program,
+                reads,
+                metadata,
+            } => {
+                p.extend_from_slice(metadata);
+                let mut buffers = vec![out];
+                buffers.extend(reads.iter().copied());
+                (
+                    Kernel::ReduceFused(op, stage, subgroups, *program),
+                    p,
+                    buffers,
+                )
+            }
+        }
+    }
+}
+
 /// Elements per workgroup slice of a long reduction.
 const SLICE: usize = 8192;
 
@@ -36,7 +83,7 @@ fn u32_of(op: &'static str, v: usize) -> Result<u32> {
 
 /// Elementwise metadata: count, rank, merged shape, then offset and strides per buffer
 /// operand (operand 0 is the output), then the words of the scalar operands.
-fn elementwise_params(
+pub(super) fn elementwise_params(
     op: &'static str,
     shape: &[usize],
     layouts: &[&Layout],
@@ -52,10 +99,15 @@ fn elementwise_params(
         2 => merged::<2>(shape, layouts).into_parts(),
         3 => merged::<3>(shape, layouts).into_parts(),
         4 => merged::<4>(shape, layouts).into_parts(),
+        5 => merged::<5>(shape, layouts).into_parts(),
+        6 => merged::<6>(shape, layouts).into_parts(),
+        7 => merged::<7>(shape, layouts).into_parts(),
+        8 => merged::<8>(shape, layouts).into_parts(),
+        9 => merged::<9>(shape, layouts).into_parts(),
         n => {
             return Err(Error::invalid(
                 op,
-                format!("a map kernel takes one to four buffers, not {n}"),
+                format!("an elementwise kernel takes one to nine buffers, not {n}"),
             ))
         }
     };
@@ -169,7 +221,7 @@ impl GpuStorage {
         self.buf.ctx_ref()
     }
 
-    fn alloc(
+    pub(super) fn alloc(
         ctx: &Arc<GpuContext>,
         op: &'static str,
         len: usize,
@@ -317,15 +369,27 @@ impl GpuStorage {
     }
 
     fn reduce_kernel(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<GpuStorage> {
-        let ctx = self.ctx().clone();
+        let input = ReduceInput::Buffer(self.buf.raw());
+        GpuStorage::reduce_with(self.ctx(), op, self.dtype, l, dims, &input)
+    }
+
+    /// Reduce the `dtype` elements of `l` over `dims`, read from `input`.
+    pub(super) fn reduce_with(
+        ctx: &Arc<GpuContext>,
+        op: ReduceOp,
+        dtype: DType,
+        l: &Layout,
+        dims: &[usize],
+        input: &ReduceInput<'_>,
+    ) -> Result<GpuStorage> {
         let (outer, inner) = split_reduced(l, dims);
         let n_out = outer.numel();
         let out_dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
             DType::I64
         } else {
-            self.dtype
+            dtype
         };
-        let out = GpuStorage::alloc(&ctx, op.name(), n_out, out_dtype)?;
+        let out = GpuStorage::alloc(ctx, op.name(), n_out, out_dtype)?;
         if n_out == 0 {
             return Ok(out);
         }
@@ -352,44 +416,26 @@ impl GpuStorage {
         } else {
             1
         };
+        let subgroups = ctx.subgroups && subgroup_capable(op, dtype);
         if slices == 1 {
             let (x, y) = ctx.grid(n_out as u64, true)?;
-            ctx.dispatch(
-                Kernel::Reduce(
-                    op,
-                    self.dtype,
-                    ReduceStage::Direct,
-                    ctx.subgroups && subgroup_capable(op, self.dtype),
-                ),
-                &p,
-                &[out.buf.raw(), self.buf.raw()],
-                (x, y, 1),
-            )?;
+            let (kernel, p, buffers) =
+                input.reading(op, dtype, ReduceStage::Direct, subgroups, p, out.buf.raw());
+            ctx.dispatch(kernel, &p, &buffers, (x, y, 1))?;
             return Ok(out);
         }
         let slice_len = n_in.div_ceil(slices);
         p.push(slices as u32);
         p.push(slice_len as u32);
         // One Partial (value, index, flag) per slice.
-        let partials = ctx.alloc(
-            op.name(),
-            (n_out * slices) as u64 * partial_size(self.dtype),
-        )?;
+        let partials = ctx.alloc(op.name(), (n_out * slices) as u64 * partial_size(dtype))?;
         let (x, y) = ctx.grid((n_out * slices) as u64, true)?;
-        ctx.dispatch(
-            Kernel::Reduce(
-                op,
-                self.dtype,
-                ReduceStage::Split,
-                ctx.subgroups && subgroup_capable(op, self.dtype),
-            ),
-            &p,
-            &[partials.raw(), self.buf.raw()],
-            (x, y, 1),
-        )?;
+        let (kernel, p, buffers) =
+            input.reading(op, dtype, ReduceStage::Split, subgroups, p, partials.raw());
+        ctx.dispatch(kernel, &p, &buffers, (x, y, 1))?;
         let (x, y) = ctx.grid(n_out as u64, true)?;
         ctx.dispatch(
-            Kernel::Reduce(op, self.dtype, ReduceStage::Combine, false),
+            Kernel::Reduce(op, dtype, ReduceStage::Combine, false),
             &[n_out as u32, slices as u32],
             &[out.buf.raw(), partials.raw()],
             (x, y, 1),

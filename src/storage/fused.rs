@@ -14,10 +14,29 @@ use crate::host::HostBuffer;
 use crate::tensor::Tensor;
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
-/// Whether fusion is off (`WGRAD_NO_FUSION=1`, read once), to compare with the ops.
+/// Whether fusion is off: `WGRAD_NO_FUSION=1` (read once), or inside [`without_fusion`]
+/// on this thread; to compare with the ops.
 pub(crate) fn fusion_disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var_os("WGRAD_NO_FUSION").is_some_and(|v| v != "0"))
+        || OFF_HERE.with(|off| off.get())
+}
+
+thread_local! {
+    static OFF_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with fusion off on this thread (every op its own kernel, as with
+/// `WGRAD_NO_FUSION=1`), to compare fused and unfused results in one process.
+pub fn without_fusion<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OFF_HERE.with(|off| off.set(self.0));
+        }
+    }
+    let _restore = Restore(OFF_HERE.with(|off| off.replace(true)));
+    f()
 }
 
 enum Guard<'a> {
@@ -91,12 +110,19 @@ pub(crate) fn run(program: &'static Program, tensors: &[&Tensor], params: &[f32]
     // Locks in address order, as everywhere two storages are locked (no deadlock with an
     // in-place op on another thread).
     cells.sort_by_key(|(_, c)| Arc::as_ptr(c));
+    // Pending values are computed before any lock is held (see `with_reads`).
+    for &(k, c) in &cells {
+        match program.operands[k] {
+            Operand::Read => c.settle(),
+            Operand::Write(_) => c.settle_for_write(),
+        }
+    }
     let mut guards: Vec<(usize, Guard<'_>)> = cells
         .iter()
         .map(|&(k, c)| {
             let g = match program.operands[k] {
-                Operand::Read => Guard::Read(c.read()),
-                Operand::Write(_) => Guard::Write(c.write()),
+                Operand::Read => Guard::Read(c.read_settled()),
+                Operand::Write(_) => Guard::Write(c.write_settled()),
             };
             (k, g)
         })

@@ -5,6 +5,7 @@
 
 mod detour;
 pub(crate) mod fused;
+pub(crate) mod lazy;
 
 use crate::backend::{Arg, Backend};
 use crate::device::Device;
@@ -16,7 +17,7 @@ use crate::layout::{split_reduced, Layout};
 use crate::op::{BinaryOp, CmpOp, FillKind, ReduceOp, UnaryOp};
 use crate::rng::Generator;
 use detour::{computed, computed_buf, Detour};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -38,9 +39,13 @@ pub struct StorageCell {
     data: RwLock<Storage>,
     version: AtomicU64,
     bytes: usize,
-    /// Whether this holds a failed expression's error ([`Storage::Failed`]); never changes, so
-    /// ops check it without taking the lock.
-    failed: bool,
+    /// Whether this holds a failed expression's error ([`Storage::Failed`]); set once (when
+    /// the cell is made, or when its pending value fails), so ops check it without the lock.
+    failed: AtomicBool,
+    /// A value not computed yet (`lazy.rs`): computed before the data is read or written.
+    lazy: lazy::Slot,
+    /// Whether a pending expression may read this cell: a write computes those first.
+    read_lazily: AtomicBool,
 }
 
 impl Drop for StorageCell {
@@ -104,25 +109,76 @@ impl StorageCell {
             data: RwLock::new(s),
             version: AtomicU64::new(0),
             bytes,
-            failed,
+            failed: AtomicBool::new(failed),
+            lazy: lazy::Slot::default(),
+            read_lazily: AtomicBool::new(false),
         }
+    }
+
+    /// A cell whose value a fused expression will compute (`lazy.rs`).
+    fn pending(slot: lazy::Slot) -> Self {
+        LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        StorageCell {
+            // Never seen: every access computes the value first.
+            data: RwLock::new(Storage::Cpu(HostBuffer::F32(Vec::new()))),
+            version: AtomicU64::new(0),
+            bytes: 0,
+            failed: AtomicBool::new(false),
+            lazy: slot,
+            read_lazily: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this holds an error instead of data.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The error of a failed expression, if this cell holds one.
     pub fn failure(&self) -> Option<Error> {
-        if !self.failed {
+        if !self.failed() {
             return None;
         }
         self.read().failure().cloned()
     }
 
+    /// Compute the value if it is pending (`lazy.rs`); a no-op otherwise.
+    pub fn settle(&self) {
+        if self.lazy.is_pending() {
+            let mut slot = self.lazy.lock();
+            lazy::settle(self, &mut slot);
+        }
+    }
+
+    /// Make ready for a write: the value computed, and so is every pending expression that
+    /// may read it (they were made before the write and must not see it).
+    fn settle_for_write(&self) {
+        self.settle();
+        if self.read_lazily.load(Ordering::Acquire) {
+            lazy::settle_all();
+        }
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Storage> {
+        self.settle();
+        self.read_settled()
+    }
+
+    /// The read lock of a cell whose value is not pending (see [`with_reads`]).
+    fn read_settled(&self) -> RwLockReadGuard<'_, Storage> {
         // A poisoned lock only means another thread panicked mid-write; the data is plain
         // numbers, so keep going rather than propagate the panic.
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.settle_for_write();
+        self.write_settled()
+    }
+
+    /// The write lock of a cell made ready with `settle_for_write`.
+    fn write_settled(&self) -> RwLockWriteGuard<'_, Storage> {
         self.version.fetch_add(1, Ordering::Relaxed);
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -178,10 +234,14 @@ pub fn with_reads<R, const N: usize>(
     });
     let mut order: [usize; N] = std::array::from_fn(|k| k);
     order.sort_unstable_by_key(|&k| address[k]);
+    // Pending values are computed before any lock is held: computing one reads other cells.
+    for c in cells.iter().flatten() {
+        c.settle();
+    }
     let mut guards: [Option<RwLockReadGuard<'_, Storage>>; N] = std::array::from_fn(|_| None);
     for k in order {
         if owner[k] == k {
-            guards[k] = cells[k].map(|c| c.read());
+            guards[k] = cells[k].map(|c| c.read_settled());
         }
     }
     f(std::array::from_fn(|k| guards[owner[k]].as_deref()))
@@ -194,13 +254,16 @@ pub fn with_write_read<R>(
     src: &Arc<StorageCell>,
     f: impl FnOnce(&mut Storage, &Storage) -> R,
 ) -> R {
+    // Pending values are computed before any lock is held (see `with_reads`).
+    dst.settle_for_write();
+    src.settle();
     if Arc::as_ptr(dst) < Arc::as_ptr(src) {
-        let mut d = dst.write();
-        let s = src.read();
+        let mut d = dst.write_settled();
+        let s = src.read_settled();
         f(&mut d, &s)
     } else {
-        let s = src.read();
-        let mut d = dst.write();
+        let s = src.read_settled();
+        let mut d = dst.write_settled();
         f(&mut d, &s)
     }
 }

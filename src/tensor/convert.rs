@@ -299,7 +299,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = self.with_storage(|s, l| s.cast(l, dtype))?;
+        let s = super::elementwise::cast_storage(self, dtype)?;
         Ok(if dtype.is_float() {
             Tensor::from_op(s, self.shape(), || BackwardOp::Cast, &[self])?
         } else {

@@ -9,11 +9,12 @@ use crate::backend::Arg;
 use crate::device::Device;
 use crate::dtype::{DType, Scalar};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::lazy::FusedOp;
 use crate::op::{Binary, BinaryOp, CmpOp, ScalarSide, Unary, UnaryOp};
 use crate::shape::broadcast_shapes;
-use crate::storage::Storage;
+use crate::storage::{lazy, Storage};
 
-use super::Source;
+use super::{Fresh, Source};
 
 /// The dtype rule of a table entry, without its kernel.
 enum Rule {
@@ -144,6 +145,54 @@ impl<'a> Prepared<'a> {
             Prepared::Scalar(_) => None,
         }
     }
+
+    fn lazy_input(&self) -> lazy::Input<'_> {
+        match self {
+            Prepared::Tensor(t, l) => lazy::Input::Tensor(t.storage(), l, t.dtype()),
+            Prepared::Scalar(v) => lazy::Input::Scalar(*v),
+        }
+    }
+}
+
+/// `t` converted to `dtype`, as fresh storage (see [`fused_or`]).
+pub(super) fn cast_storage(t: &Tensor, dtype: DType) -> Result<Fresh> {
+    fused_or(
+        FusedOp::Cast,
+        (t.shape(), t.dtype(), dtype),
+        t.device(),
+        &[lazy::Input::Tensor(t.storage(), t.layout(), t.dtype())],
+        || t.with_storage(|s, l| s.cast(l, dtype)),
+    )
+}
+
+/// The device of an op over `operands`: the first tensor's (the CPU for numbers alone).
+fn device_of(operands: &[&Prepared<'_>]) -> Device {
+    operands
+        .iter()
+        .find_map(|p| p.tensor())
+        .map_or(Device::Cpu, |t| t.device().clone())
+}
+
+/// The result of an elementwise op of dtype `out` over `inputs` (value operands of dtype
+/// `input`) broadcast to `shape`: on a GPU a pending fused value where the op fuses
+/// (`storage/lazy.rs`), otherwise computed now by `eager`.
+fn fused_or(
+    op: FusedOp,
+    (shape, input, out): (&[usize], DType, DType),
+    device: &Device,
+    inputs: &[lazy::Input<'_>],
+    eager: impl FnOnce() -> Result<Storage>,
+) -> Result<Fresh> {
+    if !device.is_cpu() {
+        if let Some(cell) = lazy::try_build(op, shape, input, out, inputs) {
+            return Ok(Fresh {
+                cell,
+                dtype: out,
+                device: device.clone(),
+            });
+        }
+    }
+    eager().map(Fresh::from)
 }
 
 /// Lock the storages of the prepared operands (see [`crate::storage::with_reads`]) and call
@@ -234,8 +283,19 @@ impl Tensor {
                 })
             }
         }
-        let s = self.with_storage(|s, l| s.unary(op, l))?;
-        if !s.dtype().is_float() {
+        let out = crate::gpu::kernels::unary_output(op, self.dtype()).unwrap_or(self.dtype());
+        let s = fused_or(
+            FusedOp::Unary(op),
+            (self.shape(), self.dtype(), out),
+            self.device(),
+            &[lazy::Input::Tensor(
+                self.storage(),
+                self.layout(),
+                self.dtype(),
+            )],
+            || self.with_storage(|s, l| s.unary(op, l)),
+        )?;
+        if !s.dtype.is_float() {
             return Ok(Tensor::from_storage(s, self.shape()));
         }
         Tensor::from_op(s, self.shape(), || BackwardOp::Unary(op), &[self])
@@ -273,9 +333,17 @@ impl Tensor {
             Prepared::new(name, a, dtype, &shape)?,
             Prepared::new(name, b, dtype, &shape)?,
         );
-        let s = with_args([&pa, &pb], |[a, b]| {
-            Storage::binary(op, &shape, dtype, a, b)
-        })?;
+        let s = fused_or(
+            FusedOp::Binary(op),
+            (&shape, dtype, dtype),
+            &device_of(&[&pa, &pb]),
+            &[pa.lazy_input(), pb.lazy_input()],
+            || {
+                with_args([&pa, &pb], |[a, b]| {
+                    Storage::binary(op, &shape, dtype, a, b)
+                })
+            },
+        )?;
         if !dtype.is_float() {
             return Ok(Tensor::from_storage(s, &shape));
         }
@@ -358,7 +426,13 @@ impl Tensor {
             Prepared::new(name, a, dtype, &shape)?,
             Prepared::new(name, rhs, dtype, &shape)?,
         );
-        let s = with_args([&pa, &pb], |[a, b]| Storage::cmp(op, &shape, dtype, a, b))?;
+        let s = fused_or(
+            FusedOp::Cmp(op),
+            (&shape, dtype, DType::Bool),
+            self.device(),
+            &[pa.lazy_input(), pb.lazy_input()],
+            || with_args([&pa, &pb], |[a, b]| Storage::cmp(op, &shape, dtype, a, b)),
+        )?;
         Ok(Tensor::from_storage(s, &shape))
     }
 
@@ -432,10 +506,18 @@ impl Tensor {
             Prepared::new(OP, a, dtype, &shape)?,
             Prepared::new(OP, b, dtype, &shape)?,
         );
-        let s = with_args([&pc, &pa, &pb], |[c, a, b]| match c {
-            Arg::Buf(c, lc) => Storage::where_cond(&shape, dtype, (c, lc), a, b),
-            Arg::Scalar(_) => Err(Error::invalid(OP, "the condition must be a tensor")),
-        })?;
+        let s = fused_or(
+            FusedOp::Where,
+            (&shape, dtype, dtype),
+            cond.device(),
+            &[pc.lazy_input(), pa.lazy_input(), pb.lazy_input()],
+            || {
+                with_args([&pc, &pa, &pb], |[c, a, b]| match c {
+                    Arg::Buf(c, lc) => Storage::where_cond(&shape, dtype, (c, lc), a, b),
+                    Arg::Scalar(_) => Err(Error::invalid(OP, "the condition must be a tensor")),
+                })
+            },
+        )?;
         if !dtype.is_float() {
             return Ok(Tensor::from_storage(s, &shape));
         }

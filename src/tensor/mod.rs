@@ -65,16 +65,33 @@ pub(crate) struct TensorInner {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The fresh storage of an op's result: computed data, or a pending fused value
+/// (`storage/lazy.rs`), with its dtype and device.
+pub(crate) struct Fresh {
+    pub(crate) cell: Arc<StorageCell>,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+}
+
+impl From<Storage> for Fresh {
+    fn from(s: Storage) -> Fresh {
+        Fresh {
+            dtype: s.dtype(),
+            device: s.device(),
+            cell: Arc::new(StorageCell::new(s)),
+        }
+    }
+}
+
 impl Tensor {
     /// A tensor over fresh storage, with no autograd history.
-    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
-        let dtype = storage.dtype();
-        let device = storage.device();
+    pub(crate) fn from_storage(storage: impl Into<Fresh>, shape: &[usize]) -> Tensor {
+        let f = storage.into();
         Tensor::view_of(
-            Arc::new(StorageCell::new(storage)),
+            f.cell,
             Layout::contiguous(shape),
-            dtype,
-            device,
+            f.dtype,
+            f.device,
             None,
             None,
         )
@@ -106,19 +123,17 @@ impl Tensor {
     /// on and an input requires grad, and carrying the forward-mode tangent when an input
     /// has one.
     pub(crate) fn from_op(
-        storage: Storage,
+        storage: impl Into<Fresh>,
         shape: &[usize],
         backward: impl FnOnce() -> autograd::BackwardOp,
         inputs: &[&Tensor],
     ) -> Result<Tensor> {
-        let dtype = storage.dtype();
-        let device = storage.device();
-        let cell = Arc::new(StorageCell::new(storage));
+        let f = storage.into();
         Tensor::made_by(
-            cell,
+            f.cell,
             Layout::contiguous(shape),
-            dtype,
-            device,
+            f.dtype,
+            f.device,
             backward,
             inputs,
         )

@@ -36,7 +36,12 @@ impl Tensor {
                 }
             })
             .collect();
-        let s = self.with_storage(|s, l| s.reduce(op, l, &dims))?;
+        // A fused elementwise value is computed as the reduction reads it.
+        let fused = crate::storage::lazy::reduce(self.storage(), self.layout(), op, &dims);
+        let s = match fused {
+            Some(s) => s?,
+            None => self.with_storage(|s, l| s.reduce(op, l, &dims))?,
+        };
         Ok(Tensor::from_storage(s, &shape))
     }
 

@@ -46,3 +46,35 @@ pub fn assert_close(actual: &[f32], expected: &[f64], rtol: f64, atol: f64, what
 pub fn floats(t: &Tensor) -> Vec<f32> {
     t.to_vec::<f32>().unwrap()
 }
+
+/// A small deterministic generator (xorshift64*) for the random-program tests, so that a
+/// failing seed can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// In [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// A dim: usually one that exists (-1, 0, 1), sometimes one that does not.
+    pub fn dim(&mut self) -> isize {
+        if self.below(8) == 0 {
+            self.below(9) as isize - 4
+        } else {
+            self.below(3) as isize - 1
+        }
+    }
+}

@@ -97,16 +97,10 @@ impl Program {
 {bindings}
 {helpers}
 {functions}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
-    let i = linear_index(gid, nwg);
-    if (i >= params[0]) {{
-        return;
-    }}
-{body}}}
-",
+{main}",
             name = self.name,
             helpers = helpers.join("\n"),
+            main = super::per_element_main(&body),
         ))
     }
 }

@@ -75,13 +75,13 @@ pub(super) fn binary_expr(op: BinaryOp, d: DType) -> Result<&'static str> {
     crate::op::entry_for!(d, def, |e| entry(e)).ok_or_else(|| unsupported(def.name, d))
 }
 
-fn cmp_expr(op: CmpOp) -> String {
+pub(super) fn cmp_expr(op: CmpOp) -> String {
     // One condition for every dtype (see `op/compare.rs`); the dtype's `arithmetic` defines
     // t_lt, t_eq and t_nz.
     format!("select(0u, 1u, {})", op.def().f32.wgsl)
 }
 
-fn cast_expr(from: DType, to: DType) -> &'static str {
+pub(super) fn cast_expr(from: DType, to: DType) -> &'static str {
     use DType::*;
     // A 16-bit value is an f32 between its load and its store (see `map_source`).
     match (from.compute_dtype(), to.compute_dtype()) {

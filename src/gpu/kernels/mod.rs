@@ -4,6 +4,7 @@
 //! with naga without a GPU.
 
 pub mod fused;
+pub mod lazy;
 mod map;
 
 pub use map::{unary_output, MapOp};
@@ -92,6 +93,21 @@ fn t_nz(a: {t}) -> bool {{ return {nz}; }}
     )
 }
 
+/// The entry point of a kernel with one thread per element: `body` runs for each `i` below
+/// the element count, `params[0]`.
+fn per_element_main(body: &str) -> String {
+    format!(
+        "@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+    let i = linear_index(gid, nwg);
+    if (i >= params[0]) {{
+        return;
+    }}
+{body}}}
+"
+    )
+}
+
 /// How a reduction is split across workgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReduceStage {
@@ -127,6 +143,11 @@ pub enum Kernel {
     MatmulVec4,
     /// A fused elementwise program (`fused.rs`).
     Fused(&'static fused::Program),
+    /// A lazily fused elementwise expression (`lazy.rs`), by its interned id.
+    Lazy(u32),
+    /// An f32 reduction whose input is a fused expression (`lazy.rs`) computed as it is
+    /// read (a prologue): the stage and subgroup flag as `Reduce`'s, then the program.
+    ReduceFused(ReduceOp, ReduceStage, bool, u32),
     /// F16 matmul on tensor cores (cooperative matrices; see `shaders/matmul_coop.wgsl`),
     /// with an f32 product. Only on adapters where `GpuContext` enabled it.
     MatmulCoop,
@@ -287,6 +308,18 @@ impl Kernel {
     /// The full WGSL source of this kernel, or `Err(Unsupported)` for an op the tables do
     /// not define on its dtype.
     pub fn source(&self) -> Result<String> {
+        if let Kernel::ReduceFused(op, stage, subgroups, id) = *self {
+            let reduce = Kernel::Reduce(op, DType::F32, stage, subgroups).source()?;
+            // The expression's metadata follows the reduction's (see `shaders/reduce.wgsl`
+            // and `GpuStorage::reduce_kernel`).
+            let base = match stage {
+                ReduceStage::Split => "6u + 2u * params[1] + 2u * params[3u + 2u * params[1]]",
+                ReduceStage::Direct | ReduceStage::Combine => {
+                    "4u + 2u * params[1] + 2u * params[3u + 2u * params[1]]"
+                }
+            };
+            return lazy::LazyProgram::get(id)?.as_prologue(&reduce, base);
+        }
         if let Some(d) = self.unsupported_dtype() {
             return Err(crate::error::Error::Unsupported {
                 op: "a GPU kernel of this dtype (the storage layer computes it elsewhere)",
@@ -362,6 +395,13 @@ impl Kernel {
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
+            Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
+            Kernel::ReduceFused(..) => {
+                return Err(crate::error::Error::invalid(
+                    "fused reduction",
+                    "its source is built above",
+                ))
+            }
             Kernel::Cumsum(d) => SCAN.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::ScanAdd(d) => SCAN_ADD.replace("{{T}}", wgsl_type(d)) + &arithmetic(d),
             Kernel::Gather(d, gather) => format!(
@@ -443,7 +483,12 @@ impl Kernel {
     /// everywhere else), and F64 everywhere (the storage layer runs its ops on the host).
     fn unsupported_dtype(&self) -> Option<DType> {
         match *self {
-            Kernel::Map(..) | Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) => None,
+            Kernel::Map(..)
+            | Kernel::MatmulVec4
+            | Kernel::MatmulCoop
+            | Kernel::Fused(_)
+            | Kernel::Lazy(_)
+            | Kernel::ReduceFused(..) => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -463,7 +508,8 @@ impl Kernel {
             Kernel::Reduce(op, d, _, _) => {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
-            Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) => false,
+            Kernel::ReduceFused(op, ..) => matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin),
+            Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) | Kernel::Lazy(_) => false,
             // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
             Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
         }
@@ -473,6 +519,15 @@ impl Kernel {
     pub fn label(&self) -> String {
         match self {
             Kernel::Fused(p) => format!("Fused({})", p.name),
+            Kernel::Lazy(id) => lazy::LazyProgram::get(*id)
+                .map(|p| p.label())
+                .unwrap_or_else(|_| format!("Lazy({id})")),
+            Kernel::ReduceFused(op, stage, _, id) => {
+                let program = lazy::LazyProgram::get(*id)
+                    .map(|p| p.label())
+                    .unwrap_or_else(|_| format!("Lazy({id})"));
+                format!("Reduce({op:?}, {stage:?}) of {program}")
+            }
             k => format!("{k:?}"),
         }
     }
@@ -534,5 +589,24 @@ pub fn all_variants() -> Vec<Kernel> {
     v.push(Kernel::Fill(FillKind::Uniform, DType::F32));
     v.push(Kernel::Fill(FillKind::Normal, DType::F32));
     v.push(Kernel::Fill(FillKind::RandInt, DType::I64));
+    // The fused expressions this process has generated so far, and each one that gives one
+    // f32 value as a reduction's prologue (two of the reduction variants).
+    for id in lazy::LazyProgram::all_ids() {
+        v.push(Kernel::Lazy(id));
+        if lazy::LazyProgram::get(id).is_ok_and(|p| p.is_prologue()) {
+            v.push(Kernel::ReduceFused(
+                ReduceOp::Sum,
+                ReduceStage::Direct,
+                false,
+                id,
+            ));
+            v.push(Kernel::ReduceFused(
+                ReduceOp::Max,
+                ReduceStage::Split,
+                true,
+                id,
+            ));
+        }
+    }
     v
 }

@@ -1,0 +1,397 @@
+//! Kernels of lazily fused elementwise expressions (`storage/lazy.rs`): a DAG of table ops
+//! over strided tensor reads and numbers, written out as one kernel with one or more
+//! contiguous outputs. The WGSL of each node is the op table's own expression, the one the
+//! op's map kernel runs (`map.rs`), so a fused value is computed by the same float
+//! operations as the ops one by one. Programs are interned: `Kernel::Lazy(id)` names one.
+
+use super::map::{binary_expr, cast_expr, cmp_expr, unary_expr};
+use super::{arithmetic, wgsl_type};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// An elementwise op a fused kernel can compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FusedOp {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// A comparison or logical connective (a bool result).
+    Cmp(CmpOp),
+    /// `cond ? a : b`.
+    Where,
+    /// A conversion to the node's dtype.
+    Cast,
+}
+
+/// The dtypes fused kernels compute in: f32 values and bools (u32 0/1). Integers (two-word
+/// emulation), the 16-bit floats and F64 (computed elsewhere) run their ops one by one.
+pub fn fusable_dtype(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::Bool)
+}
+
+/// Whether `op` on operands of dtype `input` (the value operands' dtype; `where`'s
+/// condition is bool) giving `out` has a fused form.
+pub fn supports(op: FusedOp, input: DType, out: DType) -> bool {
+    if !fusable_dtype(input) || !fusable_dtype(out) {
+        return false;
+    }
+    match op {
+        FusedOp::Unary(u) => unary_expr(u, input).is_ok_and(|(_, o)| o == out),
+        FusedOp::Binary(b) => input == out && binary_expr(b, input).is_ok(),
+        FusedOp::Cmp(_) => out == DType::Bool,
+        FusedOp::Where => input == out,
+        FusedOp::Cast => true,
+    }
+}
+
+/// One value of a program; operands are earlier nodes, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// Element `i` of tensor operand `k` (of the node's dtype).
+    Load(u8),
+    /// Scalar parameter `k` (of the node's dtype).
+    Param(u8),
+    /// `op` over operand nodes of dtype `input`.
+    Op(FusedOp, DType, Vec<u16>),
+}
+
+/// A fused kernel: its nodes with their dtypes, which tensor operands are read through
+/// strides (the others are contiguous from their buffer's start), and which nodes it stores,
+/// each to an output of its own, contiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LazyProgram {
+    pub nodes: Vec<(Node, DType)>,
+    /// Per tensor operand: read at strided offsets (`true`) or at `i`.
+    pub strided: Vec<bool>,
+    /// The dtypes of the scalar parameters, in order.
+    pub params: Vec<DType>,
+    pub outputs: Vec<u16>,
+}
+
+struct Interned {
+    ids: HashMap<Arc<LazyProgram>, u32>,
+    programs: Vec<Arc<LazyProgram>>,
+}
+
+fn interned() -> &'static Mutex<Interned> {
+    static TABLE: OnceLock<Mutex<Interned>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        Mutex::new(Interned {
+            ids: HashMap::new(),
+            programs: Vec::new(),
+        })
+    })
+}
+
+impl LazyProgram {
+    /// The program's id (`Kernel::Lazy`), the same for equal programs.
+    pub fn intern(self) -> u32 {
+        let mut t = interned().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = t.ids.get(&self) {
+            return id;
+        }
+        let id = t.programs.len() as u32;
+        let p = Arc::new(self);
+        t.programs.push(p.clone());
+        t.ids.insert(p, id);
+        id
+    }
+
+    /// The program interned as `id`.
+    pub fn get(id: u32) -> Result<Arc<LazyProgram>> {
+        let t = interned().lock().unwrap_or_else(|e| e.into_inner());
+        t.programs
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| Error::invalid("fused kernel", format!("no fused program {id}")))
+    }
+
+    /// Every program interned so far (for validating them with naga in the tests).
+    pub fn all_ids() -> Vec<u32> {
+        let t = interned().lock().unwrap_or_else(|e| e.into_inner());
+        (0..t.programs.len() as u32).collect()
+    }
+
+    /// The kernel's WGSL body. Bindings: the parameters (0), the outputs (1..), then the
+    /// tensor operands. Metadata as the map kernels' (`common.wgsl`): operand 0 stands for
+    /// the outputs (all contiguous), tensor operand `k` is metadata operand `k + 1`; the
+    /// scalar parameters follow.
+    pub(super) fn source(&self) -> Result<String> {
+        let mut bindings = String::new();
+        for (k, &n) in self.outputs.iter().enumerate() {
+            let t = wgsl_type(self.dtype_of(n)?);
+            bindings += &format!(
+                "@group(0) @binding({}) var<storage, read_write> o{k}: array<{t}>;\n",
+                k + 1
+            );
+        }
+        let parts = self.parts(1 + self.outputs.len(), "0u")?;
+        let mut body = parts.body;
+        for (k, n) in self.outputs.iter().enumerate() {
+            body += &format!("    o{k}[i] = v{n};\n");
+        }
+        Ok(format!(
+            "// A fused elementwise expression (storage/lazy.rs).
+{bindings}{reads}
+{functions}
+{main}",
+            reads = parts.bindings,
+            functions = parts.functions,
+            main = super::per_element_main(&body),
+        ))
+    }
+
+    /// The WGSL that a reduction kernel's source `reduce` needs to read this program's
+    /// (first) output as its input: the read bindings from 2 (in place of its `src`), and
+    /// `prologue(i)`, the value of element `i`, from metadata that starts at the parameter
+    /// `base` (a WGSL expression).
+    pub(super) fn as_prologue(&self, reduce: &str, base: &str) -> Result<String> {
+        let binding = "@group(0) @binding(2) var<storage, read> src: array<f32>;";
+        let load = "src[base + reduced_offset(j)]";
+        let root = *self
+            .outputs
+            .first()
+            .ok_or_else(|| Error::invalid("fused reduction", "a prologue without a value"))?;
+        if !reduce.contains(binding) || !reduce.contains(load) || self.dtype_of(root)? != DType::F32
+        {
+            return Err(Error::invalid(
+                "fused reduction",
+                "the reduction kernel does not read an f32 `src` as expected",
+            ));
+        }
+        let parts = self.parts(2, "e")?;
+        Ok(format!(
+            "{}
+{functions}
+// The reduction's input element i, computed.
+fn prologue(i: u32) -> f32 {{
+    let e = {base};
+{body}    return v{root};
+}}
+",
+            reduce
+                .replace(binding, &parts.bindings)
+                .replace(load, "prologue(base + reduced_offset(j))"),
+            functions = parts.functions,
+            body = parts.body,
+        ))
+    }
+
+    /// The read bindings (from `first_binding`), the functions, and the statements that
+    /// compute every node `v{j}` for element `i` from the metadata at parameter `base`.
+    fn parts(&self, first_binding: usize, base: &str) -> Result<Parts> {
+        let loads = self.strided.len();
+        let mut load_types = vec![None; loads];
+        for (node, d) in &self.nodes {
+            if let Node::Load(k) = node {
+                load_types[*k as usize] = Some(*d);
+            }
+        }
+        let mut bindings = String::new();
+        for (k, d) in load_types.iter().enumerate() {
+            let t = wgsl_type(d.unwrap_or(DType::F32));
+            bindings += &format!(
+                "@group(0) @binding({}) var<storage, read> l{k}: array<{t}>;\n",
+                first_binding + k
+            );
+        }
+        let mut helpers: Vec<String> = Vec::new();
+        let mut functions = String::new();
+        let mut body = String::new();
+        if self.strided.iter().any(|&s| s) || !self.params.is_empty() {
+            body += &format!("    let rank = params[{base} + 1u];\n");
+        }
+        if !self.params.is_empty() {
+            body += &format!(
+                "    let sp = {base} + 2u + rank + {}u * (rank + 1u);\n",
+                loads + 1
+            );
+        }
+        let mut words = Vec::with_capacity(self.params.len());
+        let mut word = 0usize;
+        for &d in &self.params {
+            words.push(word);
+            word += super::scalar_word_count(d);
+        }
+        let mut used = vec![0u32; self.nodes.len()];
+        for (j, (node, d)) in self.nodes.iter().enumerate() {
+            let t = wgsl_type(*d);
+            let value = match node {
+                Node::Load(k) => {
+                    if self.strided[*k as usize] {
+                        format!("l{k}[operand_offset(i, {base}, rank, {}u)]", *k as u32 + 1)
+                    } else {
+                        format!("l{k}[i]")
+                    }
+                }
+                Node::Param(k) => {
+                    let at = words[*k as usize];
+                    match d {
+                        DType::F32 => format!("bitcast<f32>(params[sp + {at}u])"),
+                        _ => format!("params[sp + {at}u]"),
+                    }
+                }
+                Node::Op(op, input, args) => {
+                    let ti = wgsl_type(*input);
+                    let (signature, expr, helper) = match *op {
+                        FusedOp::Unary(u) => {
+                            let (expr, _) = unary_expr(u, *input)?;
+                            let h = if *input == DType::F32 {
+                                u.def().helpers
+                            } else {
+                                ""
+                            };
+                            (format!("a: {ti}"), expr, h.to_string())
+                        }
+                        FusedOp::Binary(b) => {
+                            let h = if *input == DType::F32 {
+                                b.def().helpers
+                            } else {
+                                ""
+                            };
+                            (
+                                format!("a: {ti}, b: {ti}"),
+                                binary_expr(b, *input)?.to_string(),
+                                h.to_string(),
+                            )
+                        }
+                        FusedOp::Cmp(c) => {
+                            // The dtype's t_lt/t_eq/t_nz, named apart from another dtype's.
+                            let p = prefix(*input);
+                            (
+                                format!("a: {ti}, b: {ti}"),
+                                renamed(&cmp_expr(c), p),
+                                renamed(&arithmetic(*input), p),
+                            )
+                        }
+                        FusedOp::Where => (
+                            format!("c: u32, a: {t}, b: {t}"),
+                            "select(b, a, c != 0u)".to_string(),
+                            String::new(),
+                        ),
+                        FusedOp::Cast => (
+                            format!("a: {ti}"),
+                            cast_expr(*input, *d).to_string(),
+                            String::new(),
+                        ),
+                    };
+                    if !helper.is_empty() {
+                        helpers.push(helper);
+                    }
+                    functions += &format!("fn node{j}({signature}) -> {t} {{ return {expr}; }}\n");
+                    // A value's second and later uses go through `keep`, which the compiler
+                    // cannot see through: drivers may fold `x - x` to 0 (WGSL allows them to
+                    // assume no inf or NaN), which one op per kernel never showed them.
+                    let args: Vec<String> = args
+                        .iter()
+                        .map(|&a| {
+                            let uses = &mut used[a as usize];
+                            *uses += 1;
+                            match (*uses, self.nodes[a as usize].1) {
+                                (1, _) => format!("v{a}"),
+                                (_, DType::F32) => format!("keep_f32(v{a})"),
+                                _ => format!("keep_u32(v{a})"),
+                            }
+                        })
+                        .collect();
+                    format!("node{j}({})", args.join(", "))
+                }
+            };
+            body += &format!("    let v{j} = {value};\n");
+        }
+        helpers.sort_unstable();
+        helpers.dedup();
+        Ok(Parts {
+            bindings,
+            functions: format!(
+                "{helpers}
+{functions}
+// x, as far as any compiler can tell only at run time (no rank is that large).
+fn keep_f32(x: f32) -> f32 {{
+    return select(x, 0.0, params[1] > 4096u);
+}}
+fn keep_u32(x: u32) -> u32 {{
+    return select(x, 0u, params[1] > 4096u);
+}}
+
+// The offset of element i of metadata operand k, the metadata starting at params[base].
+fn operand_offset(i: u32, base: u32, rank: u32, k: u32) -> u32 {{
+    let at = base + 2u + rank + k * (rank + 1u);
+    return params[at] + strided_offset(i, rank, base + 2u, at + 1u);
+}}
+",
+                helpers = helpers.join("\n"),
+            ),
+            body,
+        })
+    }
+
+    /// Whether this program can be a reduction's prologue: one f32 value.
+    pub fn is_prologue(&self) -> bool {
+        self.outputs.len() == 1
+            && self
+                .dtype_of(self.outputs[0])
+                .is_ok_and(|d| d == DType::F32)
+    }
+
+    fn dtype_of(&self, n: u16) -> Result<DType> {
+        self.nodes
+            .get(n as usize)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| Error::invalid("fused kernel", format!("no node {n}")))
+    }
+
+    /// A label for the pipeline: the ops, in order.
+    pub fn label(&self) -> String {
+        let ops: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(n, _)| match n {
+                Node::Op(FusedOp::Unary(u), ..) => Some(u.name().to_string()),
+                Node::Op(FusedOp::Binary(b), ..) => Some(b.name().to_string()),
+                Node::Op(FusedOp::Cmp(c), ..) => Some(c.name().to_string()),
+                Node::Op(FusedOp::Where, ..) => Some("where".into()),
+                Node::Op(FusedOp::Cast, ..) => Some("cast".into()),
+                Node::Load(_) | Node::Param(_) => None,
+            })
+            .collect();
+        format!("Fused[{}]", ops.join(","))
+    }
+}
+
+/// A program's WGSL, in the pieces a kernel assembles.
+struct Parts {
+    bindings: String,
+    functions: String,
+    body: String,
+}
+
+/// The prefix that names a dtype's comparison helpers apart.
+fn prefix(d: DType) -> &'static str {
+    match d {
+        DType::Bool => "tb_",
+        _ => "tf_",
+    }
+}
+
+/// `text` with each identifier starting `t_` renamed to start with `prefix`.
+fn renamed(text: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut previous: Option<char> = None;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let starts_identifier = !previous.is_some_and(|p| p.is_alphanumeric() || p == '_');
+        if starts_identifier && rest.starts_with("t_") {
+            out += prefix;
+            rest = &rest[2..];
+            previous = Some('_');
+            continue;
+        }
+        out.push(c);
+        previous = Some(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}

@@ -1,0 +1,100 @@
+//! Running a fused elementwise expression (`storage/lazy.rs`, `kernels/lazy.rs`): one
+//! dispatch computing every output from the tensor operands, or a reduction reading the
+//! expression's value as it computes it.
+
+use super::context::GpuContext;
+use super::kernels::lazy::LazyProgram;
+use super::kernels::Kernel;
+use super::ops::{elementwise_params, scalar_words, GpuStorage, ReduceInput};
+use crate::dtype::{DType, Scalar};
+use crate::error::Result;
+use crate::layout::Layout;
+use crate::op::ReduceOp;
+use std::sync::Arc;
+
+/// A tensor operand of a fused kernel: its buffer, the view read, and the open index checks
+/// of its values.
+pub(crate) struct FusedRead {
+    pub buffer: wgpu::Buffer,
+    pub layout: Layout,
+    pub checks: Vec<u64>,
+}
+
+/// Compute `program` over `shape` (its `Load(k)` reads `reads[k]`, its `Param(k)` is
+/// `scalars[k]`) and return its outputs, fresh and contiguous.
+pub(crate) fn run(
+    ctx: &Arc<GpuContext>,
+    program: LazyProgram,
+    shape: &[usize],
+    reads: &[FusedRead],
+    scalars: &[(Scalar, DType)],
+) -> Result<Vec<GpuStorage>> {
+    const OP: &str = "fused elementwise";
+    let n: usize = shape.iter().product();
+    let lineage: Vec<u64> = reads
+        .iter()
+        .flat_map(|r| r.checks.iter().copied())
+        .collect();
+    let checks = if lineage.is_empty() {
+        Vec::new()
+    } else {
+        ctx.open_checks(lineage.into_iter())
+    };
+    let mut outputs = Vec::with_capacity(program.outputs.len());
+    for &node in &program.outputs {
+        let dtype = program.nodes[node as usize].1;
+        let mut out = GpuStorage::alloc(ctx, OP, n, dtype)?;
+        out.checks = checks.clone();
+        outputs.push(out);
+    }
+    if n == 0 {
+        return Ok(outputs);
+    }
+    let out_layout = Layout::contiguous(shape);
+    let mut layouts = vec![&out_layout];
+    layouts.extend(reads.iter().map(|r| &r.layout));
+    let words: Vec<u32> = scalars
+        .iter()
+        .flat_map(|&(v, d)| scalar_words(v, d))
+        .collect();
+    let params = elementwise_params(OP, shape, &layouts, &words)?;
+    let mut buffers: Vec<&wgpu::Buffer> = outputs.iter().map(|o| o.buf.raw()).collect();
+    buffers.extend(reads.iter().map(|r| &r.buffer));
+    let kernel = Kernel::Lazy(program.intern());
+    let (x, y) = ctx.grid(n as u64, false)?;
+    ctx.dispatch(kernel, &params, &buffers, (x, y, 1))?;
+    Ok(outputs)
+}
+
+/// Reduce the value of `program` (its first output, over `shape`) over `dims` with `op`,
+/// computing each element as the reduction reads it: the value is never stored.
+pub(crate) fn reduce(
+    ctx: &Arc<GpuContext>,
+    program: LazyProgram,
+    (shape, reads, scalars): (&[usize], &[FusedRead], &[(Scalar, DType)]),
+    op: ReduceOp,
+    dims: &[usize],
+) -> Result<GpuStorage> {
+    const OP: &str = "fused reduction";
+    let layout = Layout::contiguous(shape);
+    let mut layouts = vec![&layout];
+    layouts.extend(reads.iter().map(|r| &r.layout));
+    let words: Vec<u32> = scalars
+        .iter()
+        .flat_map(|&(v, d)| scalar_words(v, d))
+        .collect();
+    let input = ReduceInput::Fused {
+        program: program.intern(),
+        reads: reads.iter().map(|r| &r.buffer).collect(),
+        metadata: elementwise_params(OP, shape, &layouts, &words)?,
+    };
+    let mut out = GpuStorage::reduce_with(ctx, op, DType::F32, &layout, dims, &input)?;
+    let lineage: Vec<u64> = reads
+        .iter()
+        .flat_map(|r| r.checks.iter().copied())
+        .collect();
+    if !lineage.is_empty() {
+        out.checks = ctx.open_checks(lineage.into_iter());
+    }
+    Ok(out)
+}
