@@ -21,7 +21,7 @@
 use super::{fused::fusion_disabled, Storage, StorageCell};
 use crate::dtype::{DType, Scalar};
 use crate::error::Result;
-use crate::gpu::kernels::lazy::{supports, FusedOp, LazyProgram, Node};
+use crate::gpu::kernels::lazy::{fusable_dtype, supports, FusedOp, LazyProgram, Node};
 use crate::gpu::lazy::FusedRead;
 use crate::gpu::GpuContext;
 use crate::layout::Layout;
@@ -187,7 +187,8 @@ pub(crate) fn try_build(
     out: DType,
     inputs: &[Input<'_>],
 ) -> Option<Arc<StorageCell>> {
-    if fusion_disabled() || !supports(op, input, out) {
+    // Work a capture must not record is done now: computed later, it would be recorded.
+    if fusion_disabled() || crate::capture::paused() || !supports(op, input, out) {
         return None;
     }
     let n: usize = shape.iter().product();
@@ -197,7 +198,7 @@ pub(crate) fn try_build(
     let mut ctx: Option<Arc<GpuContext>> = None;
     for i in inputs {
         if let Input::Tensor(cell, _, dtype) = i {
-            if cell.failed() || !crate::gpu::kernels::lazy::fusable_dtype(*dtype) {
+            if cell.failed() || !fusable_dtype(*dtype) {
                 return None;
             }
             let c = fusable_device(cell)?;
@@ -264,6 +265,11 @@ pub(crate) fn try_build(
         size,
         cell: OnceLock::new(),
     });
+    Some(pending(expr, shape, ctx))
+}
+
+/// A new pending cell computing `expr` over `shape`.
+fn pending(expr: Arc<Expr>, shape: &[usize], ctx: Arc<GpuContext>) -> Arc<StorageCell> {
     let cell = Arc::new(StorageCell::pending(Slot::with(Pending {
         expr: expr.clone(),
         shape: shape.to_vec(),
@@ -271,7 +277,7 @@ pub(crate) fn try_build(
     })));
     let _ = expr.cell.set(Arc::downgrade(&cell));
     register(&cell);
-    Some(cell)
+    cell
 }
 
 fn leaf(kind: Kind, dtype: DType) -> Arc<Expr> {
