@@ -559,6 +559,7 @@ fn reductions_compute_their_fused_input_as_they_read_it() -> Result<()> {
             assert_eq!(a.to_bits(), u.to_bits(), "{name}: element {i}: {a} vs {u}");
         }
         if fusion_on() {
+            println!("{name}: {dispatched} kernels");
             assert_eq!(dispatched, *kernels as u64, "{name}: kernels");
         }
     }

@@ -436,6 +436,23 @@ pub(super) fn settle(cell: &StorageCell, slot: &mut Option<Pending>) {
     cell.lazy.flag.store(false, Ordering::Release);
 }
 
+/// Whether an op is a few instructions: moves, comparisons, arithmetic without roots or
+/// transcendental functions.
+fn cheap_op(op: &FusedOp) -> bool {
+    use crate::op::{BinaryOp as B, UnaryOp as U};
+    match op {
+        FusedOp::Unary(u) => matches!(
+            u,
+            U::Neg | U::Abs | U::Relu | U::Square | U::Sign | U::LogicalNot
+        ),
+        FusedOp::Binary(b) => matches!(
+            b,
+            B::Add | B::Sub | B::Mul | B::Div | B::Maximum | B::Minimum | B::ClampMin | B::ClampMax
+        ),
+        FusedOp::Cmp(_) | FusedOp::Where | FusedOp::Cast => true,
+    }
+}
+
 /// An expression laid out as a kernel's program.
 #[derive(Default)]
 struct Plan {
@@ -493,6 +510,16 @@ impl Plan {
         n
     }
 
+    /// Whether node `n` and every node it is computed from are cheap to compute again: moves,
+    /// comparisons and the arithmetic of a few instructions (no division, root or
+    /// transcendental function).
+    fn cheap(&self, n: u16) -> bool {
+        match &self.nodes[n as usize].0 {
+            Node::Load(_) | Node::Param(_) => true,
+            Node::Op(op, _, args) => cheap_op(op) && args.iter().all(|&a| self.cheap(a)),
+        }
+    }
+
     /// The tensor reads of the program, their buffers looked up now.
     fn fused_reads(&self) -> Result<Vec<FusedRead>> {
         let mut reads = Vec::with_capacity(self.reads.len());
@@ -544,12 +571,19 @@ impl Plan {
 /// is never stored (if something else needs it, it is computed again then). `None` where
 /// that does not apply: the reduction reads the computed value.
 pub(crate) fn reduce(
-    cell: &StorageCell,
+    cell: &Arc<StorageCell>,
     layout: &Layout,
     op: ReduceOp,
     dims: &[usize],
 ) -> Option<Result<Storage>> {
-    if fusion_disabled() || op.rule(DType::F32) != Reduce::Native || !cell.lazy.is_pending() {
+    // Only a value that nothing but the reduced tensor holds: one that autograd keeps is
+    // stored anyway, and computing it here too would only repeat the work.
+    let alone = Arc::strong_count(cell) == 1;
+    if !alone
+        || fusion_disabled()
+        || op.rule(DType::F32) != Reduce::Native
+        || !cell.lazy.is_pending()
+    {
         return None;
     }
     let (expr, shape, ctx) = {
@@ -563,6 +597,17 @@ pub(crate) fn reduce(
     }
     let mut plan = Plan::default();
     let root = plan.node(&expr);
+    // A value of the expression that a tensor still holds may be read again, and computed
+    // again then (a backward rule's intermediates; also a chain's temporaries, which live
+    // until their statement ends): if that would repeat costly math, it is stored once
+    // instead, and the reduction reads it.
+    let repeats_costly_math = plan.standing.iter().any(|(n, w)| {
+        w.upgrade()
+            .is_some_and(|c| !Arc::ptr_eq(&c, cell) && c.lazy.is_pending() && !plan.cheap(*n))
+    });
+    if repeats_costly_math {
+        return None;
+    }
     let reads = match plan.fused_reads() {
         Ok(r) => r,
         Err(e) => return Some(Err(e)),

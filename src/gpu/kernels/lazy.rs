@@ -209,6 +209,34 @@ fn prologue(i: u32) -> f32 {{
                 loads + 1
             );
         }
+        // The strided reads' offsets, from one pass over the coordinates of `i` (integer
+        // division is slow on GPUs, and scalar on a CPU's vector units).
+        let strided: Vec<usize> = (0..loads).filter(|&k| self.strided[k]).collect();
+        if !strided.is_empty() {
+            let operands: Vec<String> = strided.iter().map(|k| format!("{}u", k + 1)).collect();
+            body += &format!(
+                "    let operands = array<u32, {n}>({list});
+    var offs = array<u32, {n}>();
+    for (var m = 0u; m < {n}u; m = m + 1u) {{
+        offs[m] = params[{base} + 2u + rank + operands[m] * (rank + 1u)];
+    }}
+    var rem = i;
+    for (var d = rank; d > 0u; d = d - 1u) {{
+        var c = rem;
+        if (d > 1u) {{
+            let size = params[{base} + 1u + d];
+            c = rem % size;
+            rem = rem / size;
+        }}
+        for (var m = 0u; m < {n}u; m = m + 1u) {{
+            offs[m] = offs[m] + c * params[{base} + 2u + rank + operands[m] * (rank + 1u) + d];
+        }}
+    }}
+",
+                n = strided.len(),
+                list = operands.join(", "),
+            );
+        }
         let mut words = Vec::with_capacity(self.params.len());
         let mut word = 0usize;
         for &d in &self.params {
@@ -220,8 +248,8 @@ fn prologue(i: u32) -> f32 {{
             let t = wgsl_type(*d);
             let value = match node {
                 Node::Load(k) => {
-                    if self.strided[*k as usize] {
-                        format!("l{k}[operand_offset(i, {base}, rank, {}u)]", *k as u32 + 1)
+                    if let Some(m) = strided.iter().position(|&s| s == *k as usize) {
+                        format!("l{k}[offs[{m}]]")
                     } else {
                         format!("l{k}[i]")
                     }
@@ -314,12 +342,6 @@ fn keep_f32(x: f32) -> f32 {{
 }}
 fn keep_u32(x: u32) -> u32 {{
     return select(x, 0u, params[1] > 4096u);
-}}
-
-// The offset of element i of metadata operand k, the metadata starting at params[base].
-fn operand_offset(i: u32, base: u32, rank: u32, k: u32) -> u32 {{
-    let at = base + 2u + rank + k * (rank + 1u);
-    return params[at] + strided_offset(i, rank, base + 2u, at + 1u);
 }}
 ",
                 helpers = helpers.join("\n"),
