@@ -8,10 +8,12 @@
 //!
 //! That kernel stores the value asked for and every other value of the DAG that a pending
 //! tensor still stands for (autograd keeps many); values nothing holds any more are never
-//! written to memory. A reduction of a pending f32 value ([`reduce`]) computes it as it
-//! reads it (a prologue), without storing it: `sum((x - y)^2)` is one kernel. A value asked for later is computed from the tensors the DAG reads,
-//! which cannot have changed: a write to a tensor that a pending expression reads first
-//! computes every pending expression ([`settle_all`]).
+//! written to memory. A small pending value read broadcast is computed again where it is
+//! read. A reduction of a pending f32 value that only the reduced tensor holds ([`reduce`])
+//! computes it as it reads it (a prologue), without storing it: `sum((x - y)^2)` is one
+//! kernel. A value asked for later is computed from the tensors the DAG reads, which cannot
+//! have changed: a write to a tensor that a pending expression reads first computes every
+//! pending expression ([`settle_all`]).
 //!
 //! What stays eager: integer, 16-bit and F64 math, empty tensors, tensors the application
 //! lent (`Tensor::from_wgpu_buffer`: it may write them between ops), and everything when
