@@ -31,15 +31,7 @@ pub(crate) fn run(
 ) -> Result<Vec<GpuStorage>> {
     const OP: &str = "fused elementwise";
     let n: usize = shape.iter().product();
-    let lineage: Vec<u64> = reads
-        .iter()
-        .flat_map(|r| r.checks.iter().copied())
-        .collect();
-    let checks = if lineage.is_empty() {
-        Vec::new()
-    } else {
-        ctx.open_checks(lineage.into_iter())
-    };
+    let checks = lineage(ctx, reads);
     let mut outputs = Vec::with_capacity(program.outputs.len());
     for &node in &program.outputs {
         let dtype = program.nodes[node as usize].1;
@@ -50,14 +42,7 @@ pub(crate) fn run(
     if n == 0 {
         return Ok(outputs);
     }
-    let out_layout = Layout::contiguous(shape);
-    let mut layouts = vec![&out_layout];
-    layouts.extend(reads.iter().map(|r| &r.layout));
-    let words: Vec<u32> = scalars
-        .iter()
-        .flat_map(|&(v, d)| scalar_words(v, d))
-        .collect();
-    let params = elementwise_params(OP, shape, &layouts, &words)?;
+    let params = metadata(OP, shape, reads, scalars)?;
     let mut buffers: Vec<&wgpu::Buffer> = outputs.iter().map(|o| o.buf.raw()).collect();
     buffers.extend(reads.iter().map(|r| &r.buffer));
     let kernel = Kernel::Lazy(program.intern());
@@ -76,25 +61,43 @@ pub(crate) fn reduce(
     dims: &[usize],
 ) -> Result<GpuStorage> {
     const OP: &str = "fused reduction";
+    let input = ReduceInput::Fused {
+        program: program.intern(),
+        reads: reads.iter().map(|r| &r.buffer).collect(),
+        metadata: metadata(OP, shape, reads, scalars)?,
+    };
     let layout = Layout::contiguous(shape);
-    let mut layouts = vec![&layout];
+    let mut out = GpuStorage::reduce_with(ctx, op, DType::F32, &layout, dims, &input)?;
+    out.checks = lineage(ctx, reads);
+    Ok(out)
+}
+
+/// A program's parameters over `shape`: the elementwise metadata (operand 0 for its
+/// contiguous outputs, then its reads) and its numbers' words.
+fn metadata(
+    op: &'static str,
+    shape: &[usize],
+    reads: &[FusedRead],
+    scalars: &[(Scalar, DType)],
+) -> Result<Vec<u32>> {
+    let out = Layout::contiguous(shape);
+    let mut layouts = vec![&out];
     layouts.extend(reads.iter().map(|r| &r.layout));
     let words: Vec<u32> = scalars
         .iter()
         .flat_map(|&(v, d)| scalar_words(v, d))
         .collect();
-    let input = ReduceInput::Fused {
-        program: program.intern(),
-        reads: reads.iter().map(|r| &r.buffer).collect(),
-        metadata: elementwise_params(OP, shape, &layouts, &words)?,
-    };
-    let mut out = GpuStorage::reduce_with(ctx, op, DType::F32, &layout, dims, &input)?;
+    elementwise_params(op, shape, &layouts, &words)
+}
+
+/// The open index checks of the values a program reads: those of what it computes.
+fn lineage(ctx: &Arc<GpuContext>, reads: &[FusedRead]) -> Vec<u64> {
     let lineage: Vec<u64> = reads
         .iter()
         .flat_map(|r| r.checks.iter().copied())
         .collect();
-    if !lineage.is_empty() {
-        out.checks = ctx.open_checks(lineage.into_iter());
+    if lineage.is_empty() {
+        return lineage;
     }
-    Ok(out)
+    ctx.open_checks(lineage.into_iter())
 }
