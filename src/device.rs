@@ -45,6 +45,28 @@ impl Device {
         crate::gpu::default_gpu().map(Device::Gpu)
     }
 
+    /// Every GPU adapter wgpu finds (on the backends `WGPU_BACKEND` allows), hardware GPUs
+    /// before virtual and software ones such as lavapipe; empty when there is none. The
+    /// index of an adapter here is the one [`Device::gpu_at`] takes.
+    ///
+    /// ```no_run
+    /// for (i, adapter) in wgrad::Device::gpus().iter().enumerate() {
+    ///     println!("{i}: {} ({:?})", adapter.name, adapter.device_type);
+    /// }
+    /// ```
+    pub fn gpus() -> Vec<wgpu::AdapterInfo> {
+        crate::gpu::adapter_infos()
+    }
+
+    /// Open a new device on the adapter at `index` of [`Device::gpus`]; `Err(NoAdapter)` when
+    /// there is no such adapter. Every call opens another device, so two calls with one
+    /// index give two devices on one adapter (tensors of the two never mix, as on two GPUs);
+    /// keep the `Device` and clone it to share one. [`Device::gpu`] is the process-wide
+    /// default device and is not among the devices this opens.
+    pub fn gpu_at(index: usize) -> crate::Result<Device> {
+        crate::gpu::open_at(index).map(Device::Gpu)
+    }
+
     /// Wait until all work recorded for this device has finished (for timing; a no-op on the
     /// CPU, whose ops finish before they return).
     pub fn synchronize(&self) -> crate::Result<()> {
@@ -110,7 +132,7 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
-            Device::Gpu(g) => write!(f, "gpu ({})", g.adapter_info().name),
+            Device::Gpu(g) => write!(f, "gpu:{} ({})", g.ordinal(), g.adapter_info().name),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod capture;
 mod cpu;
 pub mod data;
 mod device;
+pub mod distributed;
 mod dtype;
 mod error;
 pub mod func;

@@ -8,6 +8,7 @@
 mod engine;
 #[path = "../chargpt/model.rs"]
 mod model;
+mod parallel;
 mod steps;
 
 use std::time::Instant;
@@ -16,7 +17,8 @@ use wgrad::{DType, Device, Result, Tensor};
 struct Bench {
     json: bool,
     quick: bool,
-    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps, engine)
+    /// `--only SECTION`: run one section (matmul, elementwise, tiny, mlp, steps, engine,
+    /// parallel)
     /// or one step by name (`--only lstm_step_ms`).
     only: Option<String>,
 }
@@ -255,6 +257,10 @@ fn main() -> Result<()> {
 
     if b.wants("engine") {
         engine::run(&b, &device)?;
+    }
+
+    if b.wants("parallel") {
+        parallel::run(&b, &device)?;
     }
 
     Ok(())

@@ -5,7 +5,7 @@ use super::capture::{Held, Recording};
 use super::kernels::{Kernel, WG};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before a batch is submitted without waiting for a readback.
@@ -105,6 +105,8 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
+    /// The order in which this process opened the device (0 first): `gpu:0`, `gpu:1`, ...
+    pub(crate) ordinal: usize,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     batch: Mutex<Batch>,
@@ -279,24 +281,48 @@ fn quiet_device_select_layer() {
     });
 }
 
+/// A wgpu instance on the backends `WGPU_BACKEND` allows (all compiled in by default).
+pub(crate) fn instance() -> wgpu::Instance {
+    quiet_device_select_layer();
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter wgpu finds, hardware GPUs before virtual and software ones (wgpu's order
+/// within each kind).
+pub(crate) fn adapters() -> Vec<wgpu::Adapter> {
+    let mut all = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    all.sort_by_key(|a| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    });
+    all
+}
+
 impl GpuContext {
     /// Open the best adapter (a hardware GPU when there is one).
     pub fn new() -> Result<Arc<GpuContext>> {
-        quiet_device_select_layer();
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
-            apply_limit_buckets: false,
-        }))
-        .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let adapter =
+            pollster::block_on(instance().request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            }))
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        GpuContext::open(&adapter)
+    }
+
+    /// Open a new device on `adapter`, with the adapter's own limits and the features wgrad
+    /// uses where it has them.
+    pub fn open(adapter: &wgpu::Adapter) -> Result<Arc<GpuContext>> {
         // The adapter's own limits, not the defaults: the default storage binding cap is 128 MiB.
         let limits = adapter.limits();
         // Subgroup operations speed up reductions where the adapter has them; cooperative
         // matrices run F16 matmul on tensor cores.
-        let tensor_cores = super::tensor_cores::features_to_request(&adapter);
+        let tensor_cores = super::tensor_cores::features_to_request(adapter);
         let experimental_features = if tensor_cores.is_empty() {
             wgpu::ExperimentalFeatures::disabled()
         } else {
@@ -345,11 +371,13 @@ impl GpuContext {
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
             && std::env::var("WGRAD_NO_SUBGROUPS").is_err();
         let tensor_cores = super::tensor_cores::TensorCores::new(&device, &info);
+        static OPENED: AtomicUsize = AtomicUsize::new(0);
         Arc::new(GpuContext {
             device,
             queue,
             info,
             limits,
+            ordinal: OPENED.fetch_add(1, Ordering::Relaxed),
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             batch: Mutex::new(Batch {

@@ -35,8 +35,8 @@ impl std::fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "GpuDevice({:?}, {:?})",
-            self.0.info.name, self.0.info.device_type
+            "GpuDevice(gpu:{}, {:?}, {:?})",
+            self.0.ordinal, self.0.info.name, self.0.info.device_type
         )
     }
 }
@@ -45,6 +45,12 @@ impl GpuDevice {
     /// The adapter's name and type as wgpu reports them.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.0.info
+    }
+
+    /// The order in which this process opened the device, counting from 0: the `N` of
+    /// `gpu:N` in messages. Two devices opened on one adapter have different ordinals.
+    pub fn ordinal(&self) -> usize {
+        self.0.ordinal
     }
 
     /// Whether the adapter is a software rasteriser (such as lavapipe).
@@ -81,6 +87,23 @@ impl GpuDevice {
         crate::storage::lazy::settle_all();
         self.0.flush()
     }
+}
+
+/// The adapters wgpu finds, hardware GPUs first (`Device::gpus`).
+pub(crate) fn adapter_infos() -> Vec<wgpu::AdapterInfo> {
+    context::adapters().iter().map(|a| a.get_info()).collect()
+}
+
+/// A new device on the adapter at `index` of `adapter_infos()` (`Device::gpu_at`).
+pub(crate) fn open_at(index: usize) -> Result<GpuDevice> {
+    let mut adapters = context::adapters();
+    if index >= adapters.len() {
+        return Err(Error::NoAdapter(format!(
+            "Device::gpu_at({index}): wgpu finds {} adapter(s)",
+            adapters.len()
+        )));
+    }
+    GpuContext::open(&adapters.swap_remove(index)).map(GpuDevice)
 }
 
 /// The process-wide default GPU, opened on first use.

@@ -51,6 +51,32 @@ pub trait Optimizer {
     }
 }
 
+/// A boxed optimizer is one, so that the optimizer can be chosen at run time
+/// (`Box<dyn Optimizer + Send>`).
+impl<O: Optimizer + ?Sized> Optimizer for Box<O> {
+    fn step(&mut self) -> Result<()> {
+        (**self).step()
+    }
+    fn params(&self) -> &[Tensor] {
+        (**self).params()
+    }
+    fn lr(&self) -> f64 {
+        (**self).lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        (**self).set_lr(lr)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        (**self).state()
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        (**self).load_state(state)
+    }
+    fn zero_grad(&self) {
+        (**self).zero_grad()
+    }
+}
+
 /// Builder methods that each set one f64 hyper-parameter.
 macro_rules! setters {
     ($t:ty { $($(#[$doc:meta])* $name:ident: $field:ident),* $(,)? }) => {

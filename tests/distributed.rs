@@ -1,0 +1,334 @@
+//! Several devices: listing and opening adapters, keeping their tensors apart, and
+//! data-parallel training that reaches one device's parameters (MLP, CNN, chargpt), with
+//! DDP's buffers and errors that reach every replica instead of a hang.
+
+mod common;
+
+#[path = "../examples/chargpt/model.rs"]
+mod model;
+
+use std::time::Duration;
+use wgrad::distributed::{Collective, DataParallel, DistributedDataParallel, ThreadGroup};
+use wgrad::nn::{self, Forward, Module};
+use wgrad::optim::{Adam, Optimizer, Sgd};
+use wgrad::{Device, Error, Result, Tensor};
+
+/// Two devices opened on the first adapter (lavapipe in CI), or None where there is no GPU
+/// (a failure with `WGRAD_REQUIRE_GPU=1`).
+fn two_gpus() -> Option<(Device, Device)> {
+    match (Device::gpu_at(0), Device::gpu_at(0)) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        (Err(e), _) | (_, Err(e)) => {
+            if std::env::var("WGRAD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("WGRAD_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("note: no GPU adapter ({e}); the two-GPU tests are skipped");
+            None
+        }
+    }
+}
+
+#[test]
+fn adapters_are_listed_hardware_first_and_open_as_separate_devices() -> Result<()> {
+    let listed = Device::gpus();
+    let rank = |t: wgpu::DeviceType| t == wgpu::DeviceType::Cpu;
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| rank(w[0].device_type) <= rank(w[1].device_type)),
+        "software adapters after hardware ones: {listed:?}"
+    );
+    let missing = Device::gpu_at(listed.len()).unwrap_err();
+    assert!(matches!(missing, Error::NoAdapter(_)), "{missing}");
+    let Some((a, b)) = two_gpus() else {
+        return Ok(());
+    };
+    assert!(!listed.is_empty());
+    assert_ne!(a, b, "two opens are two devices");
+    assert_ne!(a.to_string(), b.to_string(), "messages tell them apart");
+    let (Device::Gpu(ga), Device::Gpu(gb)) = (&a, &b) else {
+        panic!("gpu_at gave a CPU device");
+    };
+    assert_eq!(ga.adapter_info().name, listed[0].name);
+    assert_ne!(ga.ordinal(), gb.ordinal());
+
+    // Tensors of the two never mix: the error names both devices, eagerly and through a
+    // fused (pending) value.
+    let x = Tensor::new_on([1.0f32, 2.0, 3.0], &a)?;
+    let y = Tensor::new_on([1.0f32, 2.0, 3.0], &b)?;
+    for e in [
+        (&x + &y).check().unwrap_err(),
+        (&(&x * 2.0).exp()? + &(&y * 2.0)).check().unwrap_err(),
+        x.matmul(&y).unwrap_err(),
+    ] {
+        let msg = e.to_string();
+        assert!(matches!(e.root(), Error::DeviceMismatch { .. }), "{e}");
+        assert!(
+            msg.contains(&a.to_string()) && msg.contains(&b.to_string()),
+            "{msg}"
+        );
+    }
+
+    // Moving between the two works both ways, with gradients.
+    let w = Tensor::new_on([0.5f32, -1.0, 2.0], &a)?.requires_grad_(true)?;
+    let on_b = (&w * 3.0).to_device(&b)?;
+    assert_eq!(on_b.device(), &b);
+    let loss = (&on_b * &y).sum()?;
+    loss.backward()?;
+    let g = w.grad().expect("a gradient across devices");
+    assert_eq!(g.device(), &a);
+    assert_eq!(g.to_vec::<f32>()?, vec![3.0, 6.0, 9.0]);
+    assert_eq!(on_b.to_device(&a)?.to_vec::<f32>()?, vec![1.5, -3.0, 6.0]);
+    Ok(())
+}
+
+/// Train `steps` steps on one device with the whole batch and with `DataParallel` over
+/// `devices`, from the same initial parameters; the largest parameter difference.
+fn one_vs_many<M: Module, O: Optimizer + Send>(
+    devices: &[Device],
+    steps: usize,
+    build: impl Fn(&Device) -> Result<M>,
+    opt: impl Fn(Vec<Tensor>) -> O,
+    batch: &[Tensor],
+    loss: impl Fn(&M, &[Tensor]) -> Result<Tensor> + Sync,
+) -> Result<f32> {
+    let one_dev = &devices[0];
+    let single = wgrad::seeded(7, || build(one_dev))?;
+    let mut single_opt = opt(single.parameters());
+    let on_one: Vec<Tensor> = batch
+        .iter()
+        .map(|t| t.to_device(one_dev))
+        .collect::<Result<_>>()?;
+    let mut dp = wgrad::seeded(7, || DataParallel::new(devices, &build, &opt))?;
+    let refs: Vec<&Tensor> = batch.iter().collect();
+    for _ in 0..steps {
+        single_opt.zero_grad();
+        let l = loss(&single, &on_one)?;
+        l.backward()?;
+        single_opt.step()?;
+        let report = dp.step(&refs, &loss)?;
+        let expected = l.item::<f64>()?;
+        assert!(
+            (report.loss - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+            "global loss {} vs one device's {expected}",
+            report.loss
+        );
+    }
+    let mut worst = 0.0f32;
+    for replica in dp.replicas() {
+        for (p, q) in replica.parameters().iter().zip(single.parameters()) {
+            let (p, q) = (common::floats(p), common::floats(&q));
+            for (a, b) in p.iter().zip(&q) {
+                worst = worst.max((a - b).abs() / (1.0 + b.abs()));
+            }
+        }
+    }
+    Ok(worst)
+}
+
+fn mlp(dev: &Device) -> Result<nn::Sequential> {
+    Ok(nn::Sequential::new()
+        .add(nn::Linear::new(20, 32, dev)?)
+        .add(nn::ReLU)
+        .add(nn::Linear::new(32, 5, dev)?))
+}
+
+fn classify<M: Forward>(m: &M, batch: &[Tensor]) -> Result<Tensor> {
+    nn::cross_entropy(&m.forward(&batch[0])?, &batch[1])
+}
+
+/// The device sets the MLP is trained on: two CPU replicas with an uneven batch always;
+/// with a GPU, two lavapipe devices and a CPU + GPU pair.
+fn device_sets() -> Vec<Vec<Device>> {
+    let mut sets = vec![vec![Device::Cpu, Device::Cpu, Device::Cpu]];
+    if let Some((a, b)) = two_gpus() {
+        sets.push(vec![a.clone(), b]);
+        sets.push(vec![Device::Cpu, a]);
+    }
+    sets
+}
+
+/// Train a classifier `steps` steps on every set of `device_sets`; it must reach one
+/// device's parameters within 1e-5.
+fn classifier_matches_one_device<M: Module + Forward, O: Optimizer + Send>(
+    build: impl Fn(&Device) -> Result<M>,
+    opt: impl Fn(Vec<Tensor>) -> O,
+    (x, y): (Tensor, Tensor),
+    steps: usize,
+) -> Result<()> {
+    for devices in device_sets() {
+        let batch = [x.clone(), y.clone()];
+        let worst = one_vs_many(&devices, steps, &build, &opt, &batch, classify)?;
+        assert!(worst < 1e-5, "{devices:?}: parameters differ by {worst}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_mlp_trains_to_one_devices_parameters() -> Result<()> {
+    let x = wgrad::seeded(1, || Tensor::randn([25, 20]))?;
+    let y = wgrad::seeded(2, || Tensor::randint(0, 5, [25]))?;
+    classifier_matches_one_device(mlp, |p| Sgd::new(p, 0.2).momentum(0.9), (x, y), 5)
+}
+
+#[test]
+fn a_cnn_trains_to_one_devices_parameters() -> Result<()> {
+    let cnn = |dev: &Device| -> Result<nn::Sequential> {
+        Ok(nn::Sequential::new()
+            .add(nn::Conv2d::new(1, 4, 3, dev)?)
+            .add(nn::Sigmoid)
+            .add(nn::AvgPool2d::new(2))
+            .add(nn::Flatten)
+            .add(nn::Linear::new(4 * 3 * 3, 10, dev)?))
+    };
+    let x = wgrad::seeded(3, || Tensor::randn([12, 1, 8, 8]))?;
+    let y = wgrad::seeded(4, || Tensor::randint(0, 10, [12]))?;
+    classifier_matches_one_device(cnn, |p| Sgd::new(p, 0.5), (x, y), 4)
+}
+
+#[test]
+fn chargpt_trains_to_one_devices_parameters() -> Result<()> {
+    let vocab = 11;
+    let text = wgrad::seeded(5, || Tensor::randint(0, vocab as i64, [400]))?;
+    let (x, y) = wgrad::seeded(6, || model::windows(&text, 6, 8))?;
+    let mut sets = vec![vec![Device::Cpu, Device::Cpu]];
+    if let Some((a, b)) = two_gpus() {
+        sets.push(vec![a, b]);
+    }
+    for devices in sets {
+        let train = |opt: &dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer + Send>| {
+            one_vs_many(
+                &devices,
+                3,
+                |dev| model::Gpt::new(vocab, 8, 16, 1, 2, dev),
+                opt,
+                &[x.clone(), y.clone()],
+                |m, b| model::loss_of(m, &b[0], &b[1]),
+            )
+        };
+        // SGD moves by the gradient itself, so a wrong average shows.
+        let worst = train(&|p| Box::new(Sgd::new(p, 0.5)))?;
+        assert!(
+            worst < 1e-5,
+            "{devices:?}, SGD: parameters differ by {worst}"
+        );
+        // Adam (chargpt's optimizer) divides by the gradients' own size: blind to their
+        // scale, and rounding differences of tiny gradients grow to a few 1e-4.
+        let worst = train(&|p| Box::new(Adam::adamw(p, 1e-2).weight_decay(0.1)))?;
+        assert!(
+            worst < 1e-3,
+            "{devices:?}, AdamW: parameters differ by {worst}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn batch_norm_buffers_are_the_first_replicas_as_in_ddp() -> Result<()> {
+    let net = |dev: &Device| -> Result<nn::Sequential> {
+        Ok(nn::Sequential::new()
+            .add(nn::Linear::new(6, 4, dev)?)
+            .add(nn::BatchNorm1d::new(4, dev)?))
+    };
+    let x = wgrad::seeded(8, || Tensor::randn([10, 6]))?;
+    let mut devices = vec![Device::Cpu, Device::Cpu];
+    if let Some((a, _)) = two_gpus() {
+        devices[1] = a;
+    }
+    let mut dp = wgrad::seeded(9, || DataParallel::new(&devices, net, |p| Sgd::new(p, 0.0)))?;
+    // With lr 0 the parameters stay the initial ones, so rank 0's statistics are those of
+    // a copy of the model that sees only the first shard (rows 0..5).
+    let alone = wgrad::seeded(9, || net(&Device::Cpu))?;
+    for _ in 0..3 {
+        dp.step(&[&x], |m, b| m.forward(&b[0])?.square()?.mean())?;
+        alone.forward(&x.narrow(0, 0, 5)?)?;
+    }
+    let expected = alone.named_buffers();
+    for replica in dp.replicas() {
+        for ((name, got), (_, want)) in replica.named_buffers().iter().zip(&expected) {
+            let got = got.to_device(&Device::Cpu)?.to_dtype(wgrad::DType::F64)?;
+            let want = want.to_dtype(wgrad::DType::F64)?;
+            let (got, want) = (got.to_vec::<f64>()?, want.to_vec::<f64>()?);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{name}: {got:?} vs {want:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failing_replica_is_an_error_everywhere_and_changes_nothing() -> Result<()> {
+    let mut devices = vec![Device::Cpu, Device::Cpu];
+    if let Some((a, b)) = two_gpus() {
+        devices = vec![a, b];
+    }
+    let mut dp = wgrad::seeded(10, || {
+        DataParallel::new(&devices, mlp, |p| Sgd::new(p, 0.1))
+    })?;
+    let before: Vec<Vec<f32>> = dp
+        .module()
+        .parameters()
+        .iter()
+        .map(common::floats)
+        .collect();
+    let x = Tensor::randn([8, 20])?;
+    // A label out of range in the second shard only.
+    let bad = Tensor::new([0i64, 1, 2, 3, 4, 0, 9, 1])?;
+    let e = dp.step(&[&x, &bad], classify).unwrap_err();
+    assert!(matches!(e.root(), Error::IndexOutOfRange { .. }), "{e}");
+    // A panic in one replica's loss.
+    let good = Tensor::new([0i64, 1, 2, 3, 4, 0, 1, 1])?;
+    let e = dp
+        .step(&[&x, &good], |m, b| {
+            if b[0].device() == &devices[1] {
+                panic!("replica 1 fails");
+            }
+            classify(m, b)
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("replica 1 fails"), "{e}");
+    // A batch whose tensors do not line up.
+    assert!(dp.step(&[&x, &good.narrow(0, 0, 7)?], classify).is_err());
+    for replica in dp.replicas() {
+        let now: Vec<Vec<f32>> = replica.parameters().iter().map(common::floats).collect();
+        assert_eq!(now, before, "a failed step changed a replica");
+    }
+    // The group is still usable.
+    dp.step(&[&x, &good], classify)?;
+    let after: Vec<Vec<f32>> = dp
+        .module()
+        .parameters()
+        .iter()
+        .map(common::floats)
+        .collect();
+    assert_ne!(after, before);
+    Ok(())
+}
+
+#[test]
+fn ranks_with_different_models_fail_instead_of_hanging() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ranks = ThreadGroup::ranks(2).unwrap();
+        let outcomes: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|rank| {
+                    s.spawn(move || {
+                        let width = 3 + rank.rank();
+                        let m = nn::Linear::new(width, 2, &Device::Cpu).unwrap();
+                        let o = Sgd::new(m.parameters(), 0.1);
+                        DistributedDataParallel::new(rank, m, o).is_err()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        tx.send(outcomes).unwrap();
+    });
+    let outcomes = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the ranks hung");
+    assert_eq!(outcomes, vec![true, true]);
+}
