@@ -332,3 +332,111 @@ fn ranks_with_different_models_fail_instead_of_hanging() {
         .expect("the ranks hung");
     assert_eq!(outcomes, vec![true, true]);
 }
+
+#[test]
+fn a_lost_device_fails_every_replica_instead_of_hanging() -> Result<()> {
+    let Some((first, _)) = two_gpus() else {
+        return Ok(());
+    };
+    // The second replica's device is one this test can destroy, as a driver reset would.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("an adapter (two_gpus found one)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .expect("request_device");
+    let second = Device::from_wgpu(device.clone(), queue)?;
+    let devices = [first, second];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = (|| -> Result<(bool, Error)> {
+            let mut dp = DataParallel::new(&devices, mlp, |p| Sgd::new(p, 0.1))?;
+            let x = Tensor::randn([8, 20])?;
+            let y = Tensor::randint(0, 5, [8])?;
+            dp.step(&[&x, &y], classify)?;
+            let before: Vec<Vec<f32>> = dp
+                .module()
+                .parameters()
+                .iter()
+                .map(common::floats)
+                .collect();
+            device.destroy();
+            let e = dp.step(&[&x, &y], classify).unwrap_err();
+            let after: Vec<Vec<f32>> = dp
+                .module()
+                .parameters()
+                .iter()
+                .map(common::floats)
+                .collect();
+            Ok((before == after, e))
+        })();
+        tx.send(outcome.map_err(|e| e.to_string())).unwrap();
+    });
+    let (unchanged, e) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the replicas hung")
+        .expect("the steps before the loss");
+    assert!(matches!(e.root(), Error::DeviceLost(_)), "{e}");
+    assert!(unchanged, "the surviving replica stepped");
+    Ok(())
+}
+
+/// A one-rank group that notes, at each exchange, how many parameters had a gradient.
+struct Watch {
+    rank: wgrad::distributed::ThreadRank,
+    params: Vec<Tensor>,
+    seen: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Collective for Watch {
+    fn rank(&self) -> usize {
+        self.rank.rank()
+    }
+    fn world_size(&self) -> usize {
+        self.rank.world_size()
+    }
+    fn all_reduce_sum(&self, data: &mut [f64]) -> Result<()> {
+        let with_grad = self.params.iter().filter(|p| p.grad().is_some()).count();
+        self.seen.lock().unwrap().push(with_grad);
+        self.rank.all_reduce_sum(data)
+    }
+}
+
+#[test]
+fn buckets_are_exchanged_while_backward_runs() -> Result<()> {
+    // The last layer's bias is a bucket of its own (the first bucket is at most 1 MiB and
+    // the last weight does not fit), complete at the start of backward; the first layer's
+    // weight gradient, a 2048 x 2048 x 2048 product, comes tenths of a second later.
+    let net = wgrad::seeded(11, || -> Result<nn::Sequential> {
+        Ok(nn::Sequential::new()
+            .add(nn::Linear::new(2048, 2048, &Device::Cpu)?)
+            .add(nn::ReLU)
+            .add(nn::Linear::new(2048, 512, &Device::Cpu)?))
+    })?;
+    let params = net.parameters();
+    let rank = ThreadGroup::ranks(1)?.remove(0);
+    let watch = Watch {
+        rank,
+        params: params.clone(),
+        seen: Default::default(),
+    };
+    let opt = Sgd::new(params.clone(), 0.1);
+    let mut ddp = DistributedDataParallel::new(watch, net, opt)?;
+    ddp.group().seen.lock().unwrap().clear();
+    let x = Tensor::randn([2048, 2048])?;
+    let report = ddp.step(2048, |m| m.forward(&x)?.square()?.mean())?;
+    let seen = ddp.group().seen.lock().unwrap().clone();
+    assert_eq!(report.buckets, 2);
+    assert_eq!(report.overlapped, 2);
+    // Two buckets, then the closing exchange with every gradient there.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen[0] < params.len(),
+        "the first bucket waited for all of backward: {seen:?}"
+    );
+    assert_eq!(seen[2], params.len());
+    Ok(())
+}

@@ -17,12 +17,39 @@ pub(crate) use rules::{BackwardOp, EmbedView};
 use crate::error::{Error, Result};
 use crate::storage::StorageCell;
 use crate::tensor::Tensor;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Called with each leaf as a backward pass on this thread completes its `.grad`.
+type LeafObserver = Box<dyn FnMut(&Tensor)>;
+
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static LEAF_OBSERVER: RefCell<Option<LeafObserver>> = const { RefCell::new(None) };
+}
+
+/// Run `f` (a backward pass) with `observer` told of every leaf whose `.grad` the pass
+/// completes, as it completes it (a leaf's gradient is final then: every use of the leaf
+/// came earlier in the pass). Data parallelism starts exchanging gradients with this while
+/// the rest of backward runs (PyTorch's post-accumulate-grad hooks).
+pub(crate) fn with_leaf_observer<T>(observer: LeafObserver, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<LeafObserver>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LEAF_OBSERVER.with(|o| *o.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(LEAF_OBSERVER.with(|o| o.borrow_mut().replace(observer)));
+    f()
+}
+
+fn leaf_completed(t: &Tensor) {
+    LEAF_OBSERVER.with(|o| {
+        if let Some(observe) = o.borrow_mut().as_mut() {
+            observe(t)
+        }
+    })
 }
 
 /// Whether ops record the graph on this thread.
@@ -295,6 +322,7 @@ fn run(
         let Some(node) = &t.0.grad_fn else {
             if let Sink::Leaves = sink {
                 accumulate_leaf(t, g, create_graph)?;
+                leaf_completed(t);
             }
             continue;
         };
@@ -465,7 +493,12 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         stack.push((t.clone(), true));
         if let Some(node) = &t.0.grad_fn {
             node.with_inputs(|inputs| {
-                for input in inputs {
+                // Last input pushed first, so the first input (a layer's activations) is
+                // explored first and its other inputs (the layer's weight and bias) come
+                // right after the layer in the reversed order: backward completes a
+                // layer's parameter gradients as it passes the layer, not after every layer
+                // before it (data parallelism exchanges them while backward goes on).
+                for input in inputs.iter().rev() {
                     if input.requires_grad() && !visited.contains(&input.id()) {
                         stack.push((input.clone(), false));
                     }

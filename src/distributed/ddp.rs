@@ -1,10 +1,12 @@
 //! One rank of a data-parallel group: its replica, its optimizer, and the exchange of
 //! gradients and buffers with the other ranks.
 
+use super::buckets::{bucket_observer, buckets, Bucket, ExchangeThread, Signal};
 use super::Collective;
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::{DType, Device, Error, Result, Tensor};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One rank of data-parallel training with PyTorch's DistributedDataParallel semantics: a
@@ -50,57 +52,100 @@ use std::time::{Duration, Instant};
 pub struct DistributedDataParallel<M, O, C> {
     module: M,
     optimizer: O,
-    group: C,
+    group: Arc<C>,
+    /// The parameters' gradients in exchange order, bucket by bucket.
+    buckets: Vec<Bucket>,
+    exchange: ExchangeThread,
     /// The last step failed on this rank itself (not only on another).
     failed_here: bool,
 }
 
-/// What one data-parallel step did, the same on every rank.
+/// What one data-parallel step did, the same on every rank but for the times.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
     /// The mean loss over the global batch (each rank's loss weighted by its shard length).
     pub loss: f64,
     /// The global batch: the sum of every rank's shard length.
     pub samples: usize,
-    /// This rank's time in the exchange: reading its gradients back, waiting for and summing
-    /// with the other ranks, and writing the averaged gradients and buffers.
+    /// The time this rank's step spent on the exchange after its backward pass had ended:
+    /// the buckets not done by then (reading gradients back, waiting for the other ranks,
+    /// summing), the closing exchange, and writing the averages and buffers. What ran
+    /// beside backward (see `overlapped`) is not in it.
     pub exchange: Duration,
+    /// Gradient buckets exchanged.
+    pub buckets: usize,
+    /// Buckets whose exchange began while this rank's backward pass was still running.
+    pub overlapped: usize,
 }
 
-/// The exchange's first, fixed-length vector: who failed, how many samples and how much
-/// loss each rank brings, and the length of its gradients-and-buffers vector (with its
-/// square, so that a sum tells whether every rank's length is the same).
+/// The closing exchange's sums: who failed, how many samples and how much loss.
 struct Header {
     failed: Vec<usize>,
     samples: f64,
     loss: f64,
 }
 
-impl<M: Module, O: Optimizer, C: Collective> DistributedDataParallel<M, O, C> {
-    /// Join `group` with this rank's replica and optimizer. Every rank of the group calls
-    /// this, and every rank's replica then holds rank 0's parameters and buffers (DDP's
-    /// broadcast at construction). An `Err` on every rank when the replicas' parameters and
-    /// buffers differ in number of elements.
+impl<M: Module, O: Optimizer, C: Collective + Send + Sync + 'static>
+    DistributedDataParallel<M, O, C>
+{
+    /// Join `group` with this rank's replica and optimizer, gradients exchanged in buckets
+    /// of at most 25 MiB of f32 (DDP's `bucket_cap_mb` default). Every rank of the group
+    /// calls this, and every rank's replica then holds rank 0's parameters and buffers
+    /// (DDP's broadcast at construction). An `Err` on every rank when the replicas'
+    /// parameters, buffers or buckets differ in size.
     pub fn new(group: C, module: M, optimizer: O) -> Result<Self> {
+        Self::with_bucket_cap_mb(group, module, optimizer, 25.0)
+    }
+
+    /// [`DistributedDataParallel::new`] with buckets of at most `cap_mb` MiB of f32
+    /// gradients (smaller buckets start exchanging sooner; each costs a readback).
+    pub fn with_bucket_cap_mb(group: C, module: M, optimizer: O, cap_mb: f64) -> Result<Self> {
+        if cap_mb.is_nan() || cap_mb <= 0.0 {
+            return Err(Error::invalid(
+                "DistributedDataParallel",
+                format!("bucket_cap_mb must be positive, got {cap_mb}"),
+            ));
+        }
+        let cap = ((cap_mb * 262_144.0) as usize).max(1);
+        let params = module.parameters();
+        let layout = buckets(&params, cap);
+        let group = Arc::new(group);
         let ddp = DistributedDataParallel {
+            exchange: ExchangeThread::start(group.clone(), layout.clone())?,
+            buckets: layout,
             module,
             optimizer,
             group,
             failed_here: false,
         };
-        let params = ddp.module.parameters();
         let buffers = buffers(&ddp.module);
         let len = numel(&params) + numel(&buffers);
-        let header = ddp.exchange_header(false, 0, 0.0, len)?;
-        ddp.check(&header, Ok(()))?;
-        let mut payload = vec![0.0; len];
+        // The bucket layout, folded into one number every rank must share.
+        let layout: f64 = ddp
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(k, b)| ((k + 1) * b.len) as f64)
+            .sum();
+        ddp.agree(&[len as f64, layout])?;
+        // Rank 0's state to every rank; a first element says whether rank 0 could read it
+        // (the others must not wait for a rank that gave up).
+        let mut payload = vec![0.0; 1 + len];
+        let mut own = Ok(());
         if ddp.group.rank() == 0 {
-            let (p, b) = payload.split_at_mut(numel(&params));
-            read_into(&params, p)?;
-            read_into(&buffers, b)?;
+            let (p, b) = payload[1..].split_at_mut(numel(&params));
+            own = read_into(&params, p).and_then(|()| read_into(&buffers, b));
+            payload[0] = f64::from(u8::from(own.is_err()));
         }
         ddp.group.all_reduce_sum(&mut payload)?;
-        let (p, b) = payload.split_at(numel(&params));
+        own?;
+        if payload[0] != 0.0 {
+            return Err(Error::invalid(
+                "DistributedDataParallel",
+                "rank 0 could not read its parameters to share them",
+            ));
+        }
+        let (p, b) = payload[1..].split_at(numel(&params));
         let _no_grad = crate::no_grad();
         write_into(&params, p)?;
         write_into(&buffers, b)?;
@@ -110,8 +155,10 @@ impl<M: Module, O: Optimizer, C: Collective> DistributedDataParallel<M, O, C> {
     /// One training step on this rank's shard of the batch: `samples` rows, `loss` computes
     /// their mean loss from the replica. Every rank of the group calls `step` once per
     /// step. The gradients are averaged across the ranks, weighted by shard length (a rank
-    /// with `samples == 0` runs no forward pass and brings none); every rank takes its
-    /// optimizer's step with them, and ends with rank 0's buffers.
+    /// with `samples == 0` runs no forward pass and brings none); each bucket's exchange
+    /// starts on the rank's exchange thread as soon as backward has completed its
+    /// gradients, while backward goes on. Every rank then takes its optimizer's step with the averages, and
+    /// ends with rank 0's buffers.
     ///
     /// An `Err` on every rank when any rank's `loss`, backward pass or reading of its
     /// gradients fails or panics: that rank's own error there, one naming the failed ranks
@@ -124,55 +171,71 @@ impl<M: Module, O: Optimizer, C: Collective> DistributedDataParallel<M, O, C> {
         self.optimizer.zero_grad();
         let params = self.module.parameters();
         let buffers = buffers(&self.module);
-        let (grad_len, buffer_len) = (numel(&params), numel(&buffers));
+        let rank = self.group.rank();
+        let signals = self.exchange.begin(params.clone(), samples)?;
         let local = if samples == 0 {
-            Ok((0.0, None))
+            Ok(0.0)
         } else {
-            guarded(self.group.rank(), || {
-                let value = loss(&self.module)?;
+            let observer = bucket_observer(&params, &self.buckets, signals.clone());
+            let module = &self.module;
+            guarded(rank, || {
+                let value = loss(module)?;
                 let mean = value.item::<f64>()?;
-                value.backward()?;
-                Ok((mean, Some(flat_grads(&params)?)))
+                crate::autograd::with_leaf_observer(observer, || value.backward())?;
+                Ok(mean)
             })
         };
-        let started = Instant::now();
-        let (loss_sum, failed) = match &local {
-            Ok((mean, _)) => (mean * samples as f64, false),
-            Err(_) => (0.0, true),
+        // The exchange thread takes the buckets not reported yet as they are now (a send
+        // fails only if the thread has ended, which `finish` reports).
+        let backward_ended = Instant::now();
+        let _ = signals.send(Signal::Finished);
+        let exchanged = self.exchange.finish()?;
+        // The closing exchange: who failed, samples and loss, and rank 0's buffers.
+        let world = self.group.world_size();
+        let mut closing = vec![0.0; world + 2 + numel(&buffers)];
+        let buffers_read = match rank {
+            0 => read_into(&buffers, &mut closing[world + 2..]),
+            _ => Ok(()),
         };
-        self.failed_here = failed;
-        let header = self.exchange_header(failed, samples, loss_sum, grad_len + buffer_len)?;
-        let (_, grads) = self.check(&header, local)?;
+        // This rank's own failure: its loss or backward, else reading its gradients or
+        // buffers.
+        let local = match (local, exchanged.read_error, buffers_read) {
+            (Ok(_), Some(e), _) | (Ok(_), None, Err(e)) => Err(e),
+            (local, _, _) => local,
+        };
+        self.failed_here = local.is_err();
+        if self.failed_here {
+            closing[rank] = 1.0;
+        }
+        closing[world] = samples as f64;
+        closing[world + 1] = local.as_ref().map_or(0.0, |mean| mean * samples as f64);
+        self.group.all_reduce_sum(&mut closing)?;
+        let header = Header {
+            failed: (0..world).filter(|&r| closing[r] != 0.0).collect(),
+            samples: closing[world],
+            loss: closing[world + 1],
+        };
+        self.check(&header, local)?;
         if header.samples == 0.0 {
             return Err(Error::invalid(
                 "DistributedDataParallel::step",
                 "every rank's shard is empty",
             ));
         }
-        let mut payload = vec![0.0; grad_len + buffer_len];
-        let (g, b) = payload.split_at_mut(grad_len);
-        if let Some(grads) = grads {
-            let weight = samples as f64 / header.samples;
-            for (out, x) in g.iter_mut().zip(grads) {
-                *out = x as f64 * weight;
-            }
-        }
-        if self.group.rank() == 0 {
-            read_into(&buffers, b)?;
-        }
-        self.group.all_reduce_sum(&mut payload)?;
-        let (g, b) = payload.split_at(grad_len);
-        set_grads(&params, g)?;
+        let mean: Vec<f64> = exchanged.sums.iter().map(|x| x / header.samples).collect();
+        set_grads(&params, &mean)?;
         {
             let _no_grad = crate::no_grad();
-            write_into(&buffers, b)?;
+            write_into(&buffers, &closing[world + 2..])?;
         }
-        let exchange = started.elapsed();
+        let exchange = backward_ended.elapsed();
         self.optimizer.step()?;
         Ok(StepReport {
             loss: header.loss / header.samples,
             samples: header.samples as usize,
             exchange,
+            buckets: self.buckets.len(),
+            overlapped: exchanged.overlapped,
         })
     }
 
@@ -201,41 +264,29 @@ impl<M: Module, O: Optimizer, C: Collective> DistributedDataParallel<M, O, C> {
         (self.module, self.optimizer)
     }
 
-    /// Sum the header across the group: `[failed flag per rank.., samples, loss sum, len,
-    /// len²]`. The lengths are exact in f64 up to 2^26 elements per rank for the square; a
-    /// larger model is still checked through the plain sum.
-    fn exchange_header(
-        &self,
-        failed: bool,
-        samples: usize,
-        loss_sum: f64,
-        len: usize,
-    ) -> Result<Header> {
-        let world = self.group.world_size();
-        let mut v = vec![0.0; world + 4];
-        if failed {
-            v[self.group.rank()] = 1.0;
-        }
-        let len = len as f64;
-        v[world..].copy_from_slice(&[samples as f64, loss_sum, len, len * len]);
+    /// An `Err` on every rank unless every rank brings the same `values`: each is summed
+    /// with its square, and `n` equal numbers are exactly those whose sum squared is `n`
+    /// times the sum of their squares (Cauchy-Schwarz).
+    fn agree(&self, values: &[f64]) -> Result<()> {
+        let mut v: Vec<f64> = values.iter().flat_map(|&x| [x, x * x]).collect();
         self.group.all_reduce_sum(&mut v)?;
-        let n = world as f64;
-        // Equal lengths exactly when sum(len)² = n * sum(len²) (Cauchy-Schwarz).
-        if v[world + 2] != n * len || v[world + 3] * n != v[world + 2] * v[world + 2] {
+        let n = self.group.world_size() as f64;
+        let same = v
+            .chunks(2)
+            .zip(values)
+            .all(|(s, &x)| s[0] == n * x && s[1] * n == s[0] * s[0]);
+        if !same {
             return Err(Error::invalid(
                 "DistributedDataParallel",
                 format!(
-                    "the ranks' replicas differ: rank {} has {len} elements of parameters and buffers, the group's mean is {}",
+                    "the ranks' replicas differ: rank {} has {} elements of parameters and buffers in {} gradient buckets, and another rank a different size or layout",
                     self.group.rank(),
-                    v[world + 2] / n
+                    values[0],
+                    self.buckets.len()
                 ),
             ));
         }
-        Ok(Header {
-            failed: (0..world).filter(|&r| v[r] != 0.0).collect(),
-            samples: v[world],
-            loss: v[world + 1],
-        })
+        Ok(())
     }
 
     /// This rank's result when no rank failed; else this rank's own error, or one naming
@@ -278,33 +329,8 @@ fn buffers(module: &impl Module) -> Vec<Tensor> {
     module.named_buffers().into_iter().map(|(_, t)| t).collect()
 }
 
-fn numel(tensors: &[Tensor]) -> usize {
+pub(super) fn numel(tensors: &[Tensor]) -> usize {
     tensors.iter().map(Tensor::numel).sum()
-}
-
-/// Every parameter's gradient, flattened one after the other as f32 (zeros for a parameter
-/// the loss did not reach), read back in one transfer per device.
-fn flat_grads(params: &[Tensor]) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; numel(params)];
-    let mut pieces = vec![];
-    let mut at = 0;
-    for p in params {
-        if let Some(g) = p.grad() {
-            pieces.push((at, g.to_dtype(DType::F32)?.reshape([-1])?));
-        }
-        at += p.numel();
-    }
-    if pieces.is_empty() {
-        return Ok(out);
-    }
-    let refs: Vec<&Tensor> = pieces.iter().map(|(_, t)| t).collect();
-    let all = Tensor::cat(&refs, 0)?.to_vec::<f32>()?;
-    let mut from = 0;
-    for (at, t) in &pieces {
-        out[*at..*at + t.numel()].copy_from_slice(&all[from..from + t.numel()]);
-        from += t.numel();
-    }
-    Ok(out)
 }
 
 /// The tensors' elements, one after the other, as f64 (integers exactly up to 2^53).

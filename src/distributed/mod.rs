@@ -12,12 +12,14 @@
 //!   vector across ranks (a [`Collective`]): threads of one process ([`ThreadGroup`]) or
 //!   processes through MPI (`MpiGroup`, with the `mpi` cargo feature).
 //!
-//! wgpu has no copies between devices, so gradients meet in host memory: each rank reads
-//! its gradients back as one flat vector, the group sums it, and each rank uploads the sum.
-//! A rank whose forward or backward pass fails (a bad shard, a lost device) still joins the
-//! group's exchange, flagged: every rank then returns an `Err` naming it, instead of waiting
-//! forever for it.
+//! wgpu has no copies between devices, so gradients meet in host memory: each rank's
+//! exchange thread reads its gradients back bucket by bucket (`buckets.rs`) as backward
+//! completes them, the group sums each bucket while backward goes on, and each rank uploads
+//! the averages. A rank whose forward or backward pass fails (a bad shard, a lost device)
+//! still joins every exchange, flagged: every rank then returns an `Err` naming it, instead
+//! of waiting forever for it.
 
+mod buckets;
 mod data_parallel;
 mod ddp;
 #[cfg(feature = "mpi")]
