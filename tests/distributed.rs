@@ -126,6 +126,11 @@ fn one_vs_many<M: Module, O: Optimizer + Send>(
     Ok(worst)
 }
 
+/// Every parameter's values, in order.
+fn values(m: &impl Module) -> Vec<Vec<f32>> {
+    m.parameters().iter().map(common::floats).collect()
+}
+
 fn mlp(dev: &Device) -> Result<nn::Sequential> {
     Ok(nn::Sequential::new()
         .add(nn::Linear::new(20, 32, dev)?)
@@ -266,12 +271,7 @@ fn a_failing_replica_is_an_error_everywhere_and_changes_nothing() -> Result<()> 
     let mut dp = wgrad::seeded(10, || {
         DataParallel::new(&devices, mlp, |p| Sgd::new(p, 0.1))
     })?;
-    let before: Vec<Vec<f32>> = dp
-        .module()
-        .parameters()
-        .iter()
-        .map(common::floats)
-        .collect();
+    let before = values(dp.module());
     let x = Tensor::randn([8, 20])?;
     // A label out of range in the second shard only.
     let bad = Tensor::new([0i64, 1, 2, 3, 4, 0, 9, 1])?;
@@ -291,17 +291,12 @@ fn a_failing_replica_is_an_error_everywhere_and_changes_nothing() -> Result<()> 
     // A batch whose tensors do not line up.
     assert!(dp.step(&[&x, &good.narrow(0, 0, 7)?], classify).is_err());
     for replica in dp.replicas() {
-        let now: Vec<Vec<f32>> = replica.parameters().iter().map(common::floats).collect();
+        let now = values(replica);
         assert_eq!(now, before, "a failed step changed a replica");
     }
     // The group is still usable.
     dp.step(&[&x, &good], classify)?;
-    let after: Vec<Vec<f32>> = dp
-        .module()
-        .parameters()
-        .iter()
-        .map(common::floats)
-        .collect();
+    let after = values(dp.module());
     assert_ne!(after, before);
     Ok(())
 }
@@ -357,20 +352,10 @@ fn a_lost_device_fails_every_replica_instead_of_hanging() -> Result<()> {
             let x = Tensor::randn([8, 20])?;
             let y = Tensor::randint(0, 5, [8])?;
             dp.step(&[&x, &y], classify)?;
-            let before: Vec<Vec<f32>> = dp
-                .module()
-                .parameters()
-                .iter()
-                .map(common::floats)
-                .collect();
+            let before = values(dp.module());
             device.destroy();
             let e = dp.step(&[&x, &y], classify).unwrap_err();
-            let after: Vec<Vec<f32>> = dp
-                .module()
-                .parameters()
-                .iter()
-                .map(common::floats)
-                .collect();
+            let after = values(dp.module());
             Ok((before == after, e))
         })();
         tx.send(outcome.map_err(|e| e.to_string())).unwrap();
@@ -438,5 +423,74 @@ fn buckets_are_exchanged_while_backward_runs() -> Result<()> {
         "the first bucket waited for all of backward: {seen:?}"
     );
     assert_eq!(seen[2], params.len());
+    Ok(())
+}
+
+/// A model with a layer its forward pass never uses, and a frozen one.
+#[derive(Module)]
+struct Partly {
+    frozen: nn::Linear,
+    used: nn::Linear,
+    unused: nn::Linear,
+}
+
+impl Forward for Partly {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.used.forward(&self.frozen.forward(x)?.relu()?)
+    }
+}
+
+#[test]
+fn frozen_unused_and_missing_shards_train_as_on_one_device() -> Result<()> {
+    let partly = |dev: &Device| -> Result<Partly> {
+        let m = Partly {
+            frozen: nn::Linear::new(20, 16, dev)?,
+            used: nn::Linear::new(16, 5, dev)?,
+            unused: nn::Linear::new(3, 3, dev)?,
+        };
+        for p in m.frozen.parameters() {
+            p.requires_grad_(false)?;
+        }
+        Ok(m)
+    };
+    // Weight decay and momentum would move a parameter that got a zero gradient; one
+    // that got none stays, on one device as on several.
+    let sgd = |p| Sgd::new(p, 0.1).momentum(0.9).weight_decay(0.01);
+    let x = wgrad::seeded(12, || Tensor::randn([9, 20]))?;
+    let y = wgrad::seeded(13, || Tensor::randint(0, 5, [9]))?;
+    for devices in device_sets() {
+        let worst = one_vs_many(&devices, 3, partly, sgd, &[x.clone(), y.clone()], classify)?;
+        assert!(worst < 1e-5, "{devices:?}: parameters differ by {worst}");
+        // One row for three replicas: two take no shard.
+        let one = [x.narrow(0, 0, 1)?, y.narrow(0, 0, 1)?];
+        let worst = one_vs_many(&devices, 2, partly, sgd, &one, classify)?;
+        assert!(
+            worst < 1e-5,
+            "{devices:?}, one row: parameters differ by {worst}"
+        );
+    }
+    let initial = wgrad::seeded(7, || partly(&Device::Cpu))?;
+    let mut dp = wgrad::seeded(7, || {
+        DataParallel::new(&[Device::Cpu, Device::Cpu], partly, sgd)
+    })?;
+    dp.step(&[&x, &y], classify)?;
+    for (m, name) in [
+        (&dp.module().frozen, "frozen"),
+        (&dp.module().unused, "unused"),
+    ] {
+        let was = if name == "frozen" {
+            &initial.frozen
+        } else {
+            &initial.unused
+        };
+        assert_eq!(values(m), values(was), "the {name} layer moved");
+        assert!(m.weight.grad().is_none(), "the {name} layer got a gradient");
+    }
+    let empty = Tensor::zeros([0, 20])?;
+    let e = dp.step(
+        &[&empty, &Tensor::zeros([0])?.to_dtype(wgrad::DType::I64)?],
+        classify,
+    );
+    assert!(e.is_err(), "an empty batch is an error");
     Ok(())
 }

@@ -53,7 +53,10 @@ pub struct DistributedDataParallel<M, O, C> {
     module: M,
     optimizer: O,
     group: Arc<C>,
-    /// The parameters' gradients in exchange order, bucket by bucket.
+    /// The parameters that required grad at construction: the ones whose gradients are
+    /// exchanged (DDP's rule), in the order the buckets index.
+    trainable: Vec<Tensor>,
+    /// The trainable parameters' gradients in exchange order, bucket by bucket.
     buckets: Vec<Bucket>,
     exchange: ExchangeThread,
     /// The last step failed on this rank itself (not only on another).
@@ -108,11 +111,17 @@ impl<M: Module, O: Optimizer, C: Collective + Send + Sync + 'static>
         }
         let cap = ((cap_mb * 262_144.0) as usize).max(1);
         let params = module.parameters();
-        let layout = buckets(&params, cap);
+        let trainable: Vec<Tensor> = params
+            .iter()
+            .filter(|p| p.requires_grad())
+            .cloned()
+            .collect();
+        let layout = buckets(&trainable, cap);
         let group = Arc::new(group);
         let ddp = DistributedDataParallel {
             exchange: ExchangeThread::start(group.clone(), layout.clone())?,
             buckets: layout,
+            trainable,
             module,
             optimizer,
             group,
@@ -169,7 +178,7 @@ impl<M: Module, O: Optimizer, C: Collective + Send + Sync + 'static>
         loss: impl FnOnce(&M) -> Result<Tensor>,
     ) -> Result<StepReport> {
         self.optimizer.zero_grad();
-        let params = self.module.parameters();
+        let params = self.trainable.clone();
         let buffers = buffers(&self.module);
         let rank = self.group.rank();
         let signals = self.exchange.begin(params.clone(), samples)?;
@@ -190,11 +199,16 @@ impl<M: Module, O: Optimizer, C: Collective + Send + Sync + 'static>
         let backward_ended = Instant::now();
         let _ = signals.send(Signal::Finished);
         let exchanged = self.exchange.finish()?;
-        // The closing exchange: who failed, samples and loss, and rank 0's buffers.
+        // The closing exchange: who failed, samples and loss, which parameters had a
+        // gradient, and rank 0's buffers.
         let world = self.group.world_size();
-        let mut closing = vec![0.0; world + 2 + numel(&buffers)];
+        let at_buffers = world + 2 + params.len();
+        let mut closing = vec![0.0; at_buffers + numel(&buffers)];
+        for (used, p) in closing[world + 2..at_buffers].iter_mut().zip(&params) {
+            *used = f64::from(u8::from(p.grad().is_some()));
+        }
         let buffers_read = match rank {
-            0 => read_into(&buffers, &mut closing[world + 2..]),
+            0 => read_into(&buffers, &mut closing[at_buffers..]),
             _ => Ok(()),
         };
         // This rank's own failure: its loss or backward, else reading its gradients or
@@ -223,10 +237,10 @@ impl<M: Module, O: Optimizer, C: Collective + Send + Sync + 'static>
             ));
         }
         let mean: Vec<f64> = exchanged.sums.iter().map(|x| x / header.samples).collect();
-        set_grads(&params, &mean)?;
+        set_grads(&params, &mean, &closing[world + 2..at_buffers])?;
         {
             let _no_grad = crate::no_grad();
-            write_into(&buffers, &closing[world + 2..])?;
+            write_into(&buffers, &closing[at_buffers..])?;
         }
         let exchange = backward_ended.elapsed();
         self.optimizer.step()?;
@@ -371,8 +385,9 @@ fn write_into(tensors: &[Tensor], values: &[f64]) -> Result<()> {
 }
 
 /// Give every parameter its averaged gradient: views of one upload per device, in the
-/// parameter's dtype.
-fn set_grads(params: &[Tensor], values: &[f64]) -> Result<()> {
+/// parameter's dtype. A parameter no rank's loss reached (`used` 0) keeps no gradient, as
+/// on one device, so that optimizers skip it; one that stopped requiring grad gets none.
+fn set_grads(params: &[Tensor], values: &[f64], used: &[f64]) -> Result<()> {
     if params.is_empty() {
         return Ok(());
     }
@@ -380,7 +395,13 @@ fn set_grads(params: &[Tensor], values: &[f64]) -> Result<()> {
     let flat = Tensor::from_vec(flat, [values.len()])?;
     let mut uploaded: Vec<(Device, Tensor)> = vec![];
     let mut at = 0;
-    for p in params {
+    for (p, &used) in params.iter().zip(used) {
+        let start = at;
+        at += p.numel();
+        if used == 0.0 || !p.requires_grad() {
+            p.set_grad(None)?;
+            continue;
+        }
         let on_device = match uploaded.iter().find(|(d, _)| d == p.device()) {
             Some((_, t)) => t.clone(),
             None => {
@@ -390,11 +411,10 @@ fn set_grads(params: &[Tensor], values: &[f64]) -> Result<()> {
             }
         };
         let g = on_device
-            .narrow(0, at, p.numel())?
+            .narrow(0, start, p.numel())?
             .reshape(p.shape())?
             .to_dtype(p.dtype())?;
         p.set_grad(Some(g))?;
-        at += p.numel();
     }
     Ok(())
 }
