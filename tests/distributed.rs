@@ -91,7 +91,7 @@ fn one_vs_many<M: Module, O: Optimizer + Send>(
     opt: impl Fn(Vec<Tensor>) -> O,
     batch: &[Tensor],
     loss: impl Fn(&M, &[Tensor]) -> Result<Tensor> + Sync,
-) -> Result<f32> {
+) -> Result<f64> {
     let one_dev = &devices[0];
     let single = wgrad::seeded(7, || build(one_dev))?;
     let mut single_opt = opt(single.parameters());
@@ -114,11 +114,11 @@ fn one_vs_many<M: Module, O: Optimizer + Send>(
             report.loss
         );
     }
-    let mut worst = 0.0f32;
+    let wide = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(wgrad::DType::F64)?.to_vec::<f64>() };
+    let mut worst = 0.0f64;
     for replica in dp.replicas() {
         for (p, q) in replica.parameters().iter().zip(single.parameters()) {
-            let (p, q) = (common::floats(p), common::floats(&q));
-            for (a, b) in p.iter().zip(&q) {
+            for (a, b) in wide(p)?.iter().zip(wide(&q)?) {
                 worst = worst.max((a - b).abs() / (1.0 + b.abs()));
             }
         }
@@ -492,5 +492,21 @@ fn frozen_unused_and_missing_shards_train_as_on_one_device() -> Result<()> {
         classify,
     );
     assert!(e.is_err(), "an empty batch is an error");
+    Ok(())
+}
+
+#[test]
+fn f64_models_exchange_gradients_at_f64_precision() -> Result<()> {
+    let mlp64 = |dev: &Device| -> Result<nn::Sequential> {
+        let mut m = mlp(dev)?;
+        m.to_dtype(wgrad::DType::F64)?;
+        Ok(m)
+    };
+    let x = wgrad::seeded(14, || Tensor::randn([10, 20]))?.to_dtype(wgrad::DType::F64)?;
+    let y = wgrad::seeded(15, || Tensor::randint(0, 5, [10]))?;
+    let devices = [Device::Cpu, Device::Cpu];
+    let worst = one_vs_many(&devices, 3, mlp64, |p| Sgd::new(p, 0.2), &[x, y], classify)?;
+    // Through f32 the gradients would be rounded to about 1e-8.
+    assert!(worst < 1e-13, "parameters differ by {worst}");
     Ok(())
 }

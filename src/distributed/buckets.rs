@@ -217,7 +217,7 @@ fn exchange_buckets<C: Collective>(
             match flat_grads(&members) {
                 Ok(g) => {
                     for (out, x) in v.iter_mut().zip(g) {
-                        *out = x as f64 * samples as f64;
+                        *out = x * samples as f64;
                     }
                 }
                 Err(e) => done.read_error = Some(e),
@@ -234,27 +234,40 @@ fn exchange_buckets<C: Collective>(
     Ok(done)
 }
 
-/// Every parameter's gradient, flattened one after the other as f32 (zeros for a parameter
-/// the loss did not reach), read back in one transfer per device.
-fn flat_grads(params: &[Tensor]) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; numel(params)];
-    let mut pieces = vec![];
-    let mut at = 0;
-    for p in params {
-        if let Some(g) = p.grad() {
-            pieces.push((at, g.to_dtype(DType::F32)?.reshape([-1])?));
-        }
-        at += p.numel();
-    }
-    if pieces.is_empty() {
+/// Every parameter's gradient, flattened one after the other (zeros for a parameter the
+/// loss did not reach), read back in one transfer: as f32, or as f64 when a gradient is F64
+/// (its precision kept).
+fn flat_grads(params: &[Tensor]) -> Result<Vec<f64>> {
+    let mut out = vec![0.0; numel(params)];
+    let grads: Vec<(usize, Tensor)> = params
+        .iter()
+        .scan(0, |at, p| {
+            let start = *at;
+            *at += p.numel();
+            Some((start, p.grad()))
+        })
+        .filter_map(|(start, g)| g.map(|g| (start, g)))
+        .collect();
+    if grads.is_empty() {
         return Ok(out);
     }
-    let refs: Vec<&Tensor> = pieces.iter().map(|(_, t)| t).collect();
-    let all = Tensor::cat(&refs, 0)?.to_vec::<f32>()?;
+    let wide = grads.iter().any(|(_, g)| g.dtype() == DType::F64);
+    let as_read = if wide { DType::F64 } else { DType::F32 };
+    let flat = grads
+        .iter()
+        .map(|(_, g)| g.to_dtype(as_read)?.reshape([-1]))
+        .collect::<Result<Vec<_>>>()?;
+    let all = Tensor::cat(&flat.iter().collect::<Vec<_>>(), 0)?;
+    let all: Vec<f64> = if wide {
+        all.to_vec::<f64>()?
+    } else {
+        all.to_vec::<f32>()?.into_iter().map(f64::from).collect()
+    };
     let mut from = 0;
-    for (at, t) in &pieces {
-        out[*at..*at + t.numel()].copy_from_slice(&all[from..from + t.numel()]);
-        from += t.numel();
+    for (start, g) in &grads {
+        let n = g.numel();
+        out[*start..*start + n].copy_from_slice(&all[from..from + n]);
+        from += n;
     }
     Ok(out)
 }

@@ -391,8 +391,13 @@ fn set_grads(params: &[Tensor], values: &[f64], used: &[f64]) -> Result<()> {
     if params.is_empty() {
         return Ok(());
     }
-    let flat: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    let flat = Tensor::from_vec(flat, [values.len()])?;
+    // F64 parameters get the averages at f64 precision, the others through f32.
+    let flat = if params.iter().any(|p| p.dtype() == DType::F64) {
+        Tensor::from_vec(values.to_vec(), [values.len()])?
+    } else {
+        let narrow: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        Tensor::from_vec(narrow, [values.len()])?
+    };
     let mut uploaded: Vec<(Device, Tensor)> = vec![];
     let mut at = 0;
     for (p, &used) in params.iter().zip(used) {
