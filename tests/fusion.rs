@@ -565,3 +565,26 @@ fn reductions_compute_their_fused_input_as_they_read_it() -> Result<()> {
     }
     Ok(())
 }
+
+/// A result larger than the device can bind is an error from the op that asks for it, as
+/// without fusion, not from the later read that would have computed it.
+#[test]
+fn a_result_too_large_to_bind_fails_at_its_op() -> Result<()> {
+    let _serial = serial();
+    let Some((dev, g)) = gpu() else {
+        return Ok(());
+    };
+    let n = (g.max_storage_binding() / 4 + 1) as usize;
+    let x = Tensor::ones_on([1], &dev)?.expand([n])?;
+    let e = (&x * 2.0).check().unwrap_err();
+    assert!(
+        matches!(e.root(), wgrad::Error::BufferTooLarge { .. }),
+        "{e}"
+    );
+    let e = x.exp().unwrap_err();
+    assert!(
+        matches!(e.root(), wgrad::Error::BufferTooLarge { .. }),
+        "{e}"
+    );
+    Ok(())
+}

@@ -211,6 +211,11 @@ pub(crate) fn try_build(
         }
     }
     let ctx = ctx?;
+    // A result the device cannot bind stays eager, so that its error comes from the op
+    // that asked for it, not from a later read (every fusable element is 4 bytes).
+    if (n as u64).saturating_mul(4) > ctx.max_binding() {
+        return None;
+    }
     let limit = ctx.limits.max_storage_buffers_per_shader_stage as usize;
     let max_reads = MAX_READS.min(limit.saturating_sub(2));
     // Each operand: the pending expression of a cell of this shape read whole and in order
