@@ -79,6 +79,16 @@ fn adapters_are_listed_hardware_first_and_open_as_separate_devices() -> Result<(
     assert_eq!(g.device(), &a);
     assert_eq!(g.to_vec::<f32>()?, vec![3.0, 6.0, 9.0]);
     assert_eq!(on_b.to_device(&a)?.to_vec::<f32>()?, vec![1.5, -3.0, 6.0]);
+
+    // copy_ takes its source from any device, as PyTorch's does (broadcast, converted).
+    let src = Tensor::new_on([1i64, 2, 3], &b)?;
+    let dst = Tensor::zeros_on([2, 3], &a)?;
+    dst.copy_(&src)?;
+    assert_eq!(dst.to_vec::<f32>()?, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    dst.copy_(&Tensor::new([7.0f32, 8.0, 9.0])?)?;
+    let back = Tensor::zeros([3])?;
+    back.copy_(&dst.narrow(0, 1, 1)?.reshape([3])?)?;
+    assert_eq!(back.to_vec::<f32>()?, vec![7.0, 8.0, 9.0]);
     Ok(())
 }
 

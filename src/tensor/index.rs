@@ -552,10 +552,19 @@ impl Tensor {
         self.fill_(0)
     }
 
-    /// Copy `src` (broadcast, converted to this dtype) into this tensor, in place.
+    /// Copy `src` (broadcast, converted to this dtype, from any device) into this tensor,
+    /// in place. As in PyTorch, `src` may live on another device: it is moved here first
+    /// (gradients flow back to it).
     pub fn copy_(&self, src: &Tensor) -> Result<&Tensor> {
         self.live()?;
         src.live()?;
+        let moved;
+        let src = if src.device() == self.device() {
+            src
+        } else {
+            moved = src.to_device(self.device())?;
+            &moved
+        };
         self.check_inplace("copy_", Some(src))?;
         self.write_from("copy_", &Source::Tensor(src.clone()))?;
         Ok(self)
