@@ -12,10 +12,13 @@ impl ThreadGroup {
     /// The ranks of a new group of `world_size`, one handle each (rank `i` at index `i`),
     /// to hand one to each thread.
     pub fn ranks(world_size: usize) -> Result<Vec<ThreadRank>> {
-        if world_size == 0 {
+        // Each rank is a thread of this process: past this many, the handles or the
+        // threads could not exist (a hostile size must be an Err, not an abort).
+        const MAX_RANKS: usize = 1 << 16;
+        if world_size == 0 || world_size > MAX_RANKS {
             return Err(Error::invalid(
                 "ThreadGroup::ranks",
-                "a group needs at least one rank",
+                format!("a group in one process has 1 to {MAX_RANKS} ranks, not {world_size}"),
             ));
         }
         let shared = Arc::new(Shared {
@@ -144,6 +147,12 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn impossible_group_sizes_are_errors() {
+        assert!(ThreadGroup::ranks(0).is_err());
+        assert!(ThreadGroup::ranks(usize::MAX).is_err());
     }
 
     #[test]
