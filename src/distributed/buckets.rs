@@ -61,6 +61,8 @@ pub(super) struct ExchangeThread {
     jobs: Option<Sender<Job>>,
     results: Receiver<Result<Exchanged>>,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// A step's exchange began and was not collected (a panic went through `step`).
+    in_flight: bool,
 }
 
 /// One step's exchange: the parameters (in the order the layout indexes), the rank's
@@ -99,12 +101,13 @@ impl ExchangeThread {
             jobs: Some(jobs),
             results,
             handle: Some(handle),
+            in_flight: false,
         })
     }
 
     /// Start a step's exchange; backward then reports buckets through the returned sender
     /// and ends with [`Signal::Finished`].
-    pub(super) fn begin(&self, params: Vec<Tensor>, samples: usize) -> Result<Sender<Signal>> {
+    pub(super) fn begin(&mut self, params: Vec<Tensor>, samples: usize) -> Result<Sender<Signal>> {
         let (tx, signals) = channel();
         let job = Job {
             params,
@@ -112,13 +115,17 @@ impl ExchangeThread {
             signals,
         };
         match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => Ok(tx),
+            Some(jobs) if jobs.send(job).is_ok() => {
+                self.in_flight = true;
+                Ok(tx)
+            }
             _ => Err(self.ended()),
         }
     }
 
     /// The step's exchanged sums, once every bucket is done.
-    pub(super) fn finish(&self) -> Result<Exchanged> {
+    pub(super) fn finish(&mut self) -> Result<Exchanged> {
+        self.in_flight = false;
         self.results.recv().map_err(|_| self.ended())?
     }
 
@@ -132,9 +139,11 @@ impl ExchangeThread {
 
 impl Drop for ExchangeThread {
     fn drop(&mut self) {
-        // Closing the job channel ends the thread's loop.
+        // Closing the job channel ends the thread's loop. A thread still in an exchange
+        // (a panic left `step` midway) may wait for other ranks forever: it is left to
+        // end with them, not joined.
         self.jobs = None;
-        if let Some(h) = self.handle.take() {
+        if let Some(h) = self.handle.take().filter(|_| !self.in_flight) {
             let _ = h.join();
         }
     }
