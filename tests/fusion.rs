@@ -588,3 +588,51 @@ fn a_result_too_large_to_bind_fails_at_its_op() -> Result<()> {
     );
     Ok(())
 }
+
+/// BatchNorm's running statistics are one fused program in training, with the values of
+/// the six ops it stands for, to the bit, on every device; on a GPU that is fewer
+/// dispatches per forward pass.
+#[test]
+fn batch_norm_running_statistics_are_fused_with_the_ops_values() -> Result<()> {
+    use wgrad::nn::{self, Forward, Module};
+    let _serial = serial();
+    for dev in common::devices() {
+        let run = || -> Result<(Vec<Vec<u32>>, u64)> {
+            let mut bn = nn::BatchNorm2d::new(5, &dev)?;
+            bn.momentum = 0.3;
+            let before = match &dev {
+                Device::Gpu(g) => {
+                    dev.synchronize()?;
+                    g.stats().dispatches
+                }
+                Device::Cpu => 0,
+            };
+            for seed in 0..3 {
+                let x = wgrad::seeded(seed, || Tensor::randn_on([4, 5, 3, 3], &dev))?;
+                bn.forward(&(&x * 3.0 + 1.0))?;
+            }
+            dev.flush();
+            let dispatches = match &dev {
+                Device::Gpu(g) => g.stats().dispatches - before,
+                Device::Cpu => 0,
+            };
+            let bits = bn
+                .named_buffers()
+                .iter()
+                .filter(|(_, t)| t.dtype() == wgrad::DType::F32)
+                .map(|(_, t)| Ok(floats_of(t)?.iter().map(|v| v.to_bits()).collect()))
+                .collect::<Result<_>>()?;
+            Ok((bits, dispatches))
+        };
+        let (fused, fused_dispatches) = run()?;
+        let (ops, ops_dispatches) = wgrad::without_fusion(run)?;
+        assert_eq!(fused, ops, "{dev}: running statistics differ from the ops'");
+        if !dev.is_cpu() && fusion_on() {
+            assert!(
+                fused_dispatches + 3 * 4 <= ops_dispatches,
+                "{dev}: {fused_dispatches} dispatches fused, {ops_dispatches} unfused"
+            );
+        }
+    }
+    Ok(())
+}

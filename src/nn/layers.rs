@@ -477,14 +477,13 @@ impl Forward for BatchNorm {
             }
             let (y, mean, var) = F::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             crate::no_grad_scope(|| -> Result<()> {
-                let m = self.momentum;
-                let unbiased = var.mul_scalar(count as f64 / (count.max(2) - 1) as f64)?;
-                self.running_mean
-                    .mul_(1.0 - m)?
-                    .add_(&mean.mul_scalar(m)?)?;
-                self.running_var
-                    .mul_(1.0 - m)?
-                    .add_(&unbiased.mul_scalar(m)?)?;
+                super::running_stats::update(
+                    &self.running_mean,
+                    &self.running_var,
+                    (&mean, &var),
+                    self.momentum,
+                    count,
+                )?;
                 self.num_batches_tracked.add_(1)?;
                 Ok(())
             })?;

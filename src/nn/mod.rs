@@ -22,6 +22,7 @@ mod layers;
 mod loss;
 mod module;
 mod recurrent;
+mod running_stats;
 mod spatial;
 mod transformer;
 
@@ -36,6 +37,7 @@ pub use loss::{
 pub use module::join;
 pub use module::{BufferField, Field, Forward, Item, ItemMut, Layer, Module, Training};
 pub use recurrent::{run_direction, CellKind, Direction, Recurrent, State};
+pub(crate) use running_stats::RUNNING_STATS;
 pub use spatial::{AdaptiveAvgPool2d, Conv1d, ConvTranspose2d, Upsample};
 pub use transformer::{Activation, LayerOptions, TransformerDecoderLayer, TransformerEncoderLayer};
 /// `#[derive(Module)]`: a struct of layers and tensors becomes a [`Module`].

@@ -583,6 +583,7 @@ pub fn all_variants() -> Vec<Kernel> {
     v.extend(
         crate::optim::FUSED_PROGRAMS
             .iter()
+            .chain([&&crate::nn::RUNNING_STATS])
             .map(|&p| Kernel::Fused(p)),
     );
     v.extend([DType::F16, DType::BF16].map(Kernel::Matmul));
