@@ -93,6 +93,22 @@ fn the_gradient_of_unfold_sums_the_windows() -> Result<()> {
             common::floats(&tangent),
             common::floats(&t.unfold(2, 4, 2)?.contiguous()?)
         );
+        // Windows that tile a dim exactly (a pool's) fold back by moving each tap to its
+        // place: grad[i, 2j + t] = w[i, j, t], first and second order.
+        let x = wgrad::seeded(1, || Tensor::randn_on([3, 6], &dev))?.requires_grad_(true)?;
+        let w = wgrad::seeded(2, || Tensor::randn_on([3, 3, 2], &dev))?;
+        (&x.unfold(1, 2, 2)? * &w).sum()?.backward()?;
+        assert_eq!(
+            common::floats(&x.grad().unwrap()),
+            common::floats(&w.reshape([3, 6])?)
+        );
+        let pooled = |xs: &[Tensor]| xs[0].unfold(1, 2, 2)?.unfold(2, 3, 3)?.square();
+        let img = wgrad::seeded(3, || Tensor::randn_on([2, 4, 6], &dev))?.requires_grad_(true)?;
+        gradcheck(pooled, std::slice::from_ref(&img), GradcheckOptions::default())?;
+        let y = pooled(std::slice::from_ref(&img))?.sum()?;
+        let g = wgrad::grad(&y, &[&img], true)?.remove(0);
+        let gg = wgrad::grad(&g.sum()?, &[&img], false)?.remove(0);
+        assert_eq!(common::floats(&gg), vec![2.0; 48], "every element in one window");
     }
     Ok(())
 }

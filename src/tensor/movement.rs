@@ -300,6 +300,17 @@ impl Tensor {
         step: usize,
     ) -> Result<Tensor> {
         let rank = shape.len();
+        let windows = self.shape().get(dim).copied().unwrap_or(0);
+        // Windows that tile the dim exactly (a pool's, stride = size) sum nothing: the fold
+        // is a reordering, the taps moved next to their window's dim and merged with it.
+        // One copy, instead of a zero fill and a strided add per tap.
+        let tiles =
+            dim < rank && self.ndim() == rank + 1 && windows.checked_mul(size) == Some(shape[dim]);
+        if step == size && size > 0 && windows > 0 && tiles {
+            let mut order: Vec<usize> = (0..rank).collect();
+            order.insert(dim + 1, rank);
+            return self.permute(order)?.reshape(shape);
+        }
         let strides = self.stride();
         let mut order: Vec<usize> = (0..rank).collect();
         order.sort_by_key(|&d| std::cmp::Reverse(strides.get(d).copied().unwrap_or(0)));
