@@ -104,11 +104,19 @@ fn the_gradient_of_unfold_sums_the_windows() -> Result<()> {
         );
         let pooled = |xs: &[Tensor]| xs[0].unfold(1, 2, 2)?.unfold(2, 3, 3)?.square();
         let img = wgrad::seeded(3, || Tensor::randn_on([2, 4, 6], &dev))?.requires_grad_(true)?;
-        gradcheck(pooled, std::slice::from_ref(&img), GradcheckOptions::default())?;
+        gradcheck(
+            pooled,
+            std::slice::from_ref(&img),
+            GradcheckOptions::default(),
+        )?;
         let y = pooled(std::slice::from_ref(&img))?.sum()?;
         let g = wgrad::grad(&y, &[&img], true)?.remove(0);
         let gg = wgrad::grad(&g.sum()?, &[&img], false)?.remove(0);
-        assert_eq!(common::floats(&gg), vec![2.0; 48], "every element in one window");
+        assert_eq!(
+            common::floats(&gg),
+            vec![2.0; 48],
+            "every element in one window"
+        );
     }
     Ok(())
 }
@@ -128,6 +136,46 @@ fn unfold_refuses_bad_windows_and_writes_into_overlapping_ones() -> Result<()> {
         assert!(e.contains("share memory"), "{e}");
         x.unfold(1, 2, 2)?.add_(1.0)?;
         assert_eq!(common::floats(&x.sum()?), [12.0]);
+    }
+    Ok(())
+}
+
+/// The GPU folds windows back in one kernel (each element sums its own taps in order); its
+/// gradients are the CPU's to the bit, for overlapping, gapped and tiling windows and for
+/// upstream gradients read through strides.
+#[test]
+fn the_fold_is_the_same_on_every_device() -> Result<()> {
+    let devices = common::devices();
+    let cases = [
+        (1usize, 3usize, 1usize),
+        (1, 3, 2),
+        (2, 2, 3),
+        (1, 4, 4),
+        (2, 7, 1),
+        (0, 1, 1),
+    ];
+    for (k, &(dim, size, step)) in cases.iter().enumerate() {
+        let mut grads: Vec<Vec<u32>> = vec![];
+        for dev in &devices {
+            // Drawn on the CPU: normal draws may differ by an ulp between devices.
+            let x = wgrad::seeded(k as u64, || Tensor::randn([3, 11, 7]))?
+                .to_device(dev)?
+                .requires_grad_(true)?;
+            let windows = x.unfold(dim as isize, size, step)?;
+            // The upstream gradient through a transposed view: strided reads.
+            let mut transposed = windows.shape().to_vec();
+            transposed.swap(0, 3);
+            let w = wgrad::seeded(100 + k as u64, || Tensor::randn(transposed.clone()))?
+                .to_device(dev)?
+                .transpose(0, 3)?;
+            (&windows * &w).sum()?.backward()?;
+            let g = x.grad().expect("a gradient");
+            grads.push(common::floats(&g).iter().map(|v| v.to_bits()).collect());
+        }
+        assert!(
+            grads.windows(2).all(|p| p[0] == p[1]),
+            "unfold({dim}, {size}, {step}): the devices' gradients differ"
+        );
     }
     Ok(())
 }

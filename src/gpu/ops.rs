@@ -679,6 +679,44 @@ impl GpuStorage {
         Ok(out)
     }
 
+    /// The adjoint of sliding windows over `dim` (`Tensor::fold_windows`): a contiguous f32
+    /// buffer of `shape` summing this f32 tensor's windows (`l`: `shape`'s dims with `dim`
+    /// counting the windows, then the taps), in one kernel (`shaders/fold.wgsl`).
+    pub(crate) fn fold_windows(
+        &self,
+        l: &Layout,
+        shape: &[usize],
+        (dim, size, step): (usize, usize, usize),
+    ) -> Result<GpuStorage> {
+        const OP: &str = "fold_windows";
+        let ctx = self.ctx().clone();
+        let n: usize = shape.iter().product();
+        let out = GpuStorage::alloc(&ctx, OP, n, DType::F32)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let windows = l.shape.get(dim).copied().unwrap_or(0);
+        let mut p = vec![u32_of(OP, n)?, shape.len() as u32];
+        for &extent in shape {
+            p.push(u32_of(OP, extent)?);
+        }
+        p.push(u32_of(OP, l.offset)?);
+        for &stride in &l.strides {
+            p.push(u32_of(OP, stride)?);
+        }
+        for v in [dim, size, step, windows] {
+            p.push(u32_of(OP, v)?);
+        }
+        let (x, y) = ctx.grid(n as u64, false)?;
+        ctx.dispatch(
+            Kernel::FoldWindows,
+            &p,
+            &[out.buf.raw(), self.buf.raw()],
+            (x, y, 1),
+        )?;
+        Ok(out.with_lineage_of([self]))
+    }
+
     fn scatter_add_kernel(
         &self,
         l: &Layout,

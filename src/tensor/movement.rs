@@ -311,6 +311,26 @@ impl Tensor {
             order.insert(dim + 1, rank);
             return self.permute(order)?.reshape(shape);
         }
+        // An f32 fold on a GPU is one kernel: each element sums its own taps.
+        let on_gpu = self.with_storage(|s, l| match s {
+            Storage::Gpu(g) if g.dtype == crate::DType::F32 && self.ndim() == rank + 1 => {
+                g.fold_windows(l, shape, (dim, size, step)).map(Some)
+            }
+            _ => Ok(None),
+        })?;
+        if let Some(out) = on_gpu {
+            return Tensor::from_op(
+                Storage::Gpu(out),
+                shape,
+                || BackwardOp::FoldWindows {
+                    dim,
+                    size,
+                    step,
+                    order: (0..rank).collect(),
+                },
+                &[self],
+            );
+        }
         let strides = self.stride();
         let mut order: Vec<usize> = (0..rank).collect();
         order.sort_by_key(|&d| std::cmp::Reverse(strides.get(d).copied().unwrap_or(0)));

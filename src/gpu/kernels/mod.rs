@@ -24,6 +24,7 @@ const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
+const FOLD: &str = include_str!("../../../shaders/fold.wgsl");
 const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
 const FILL: &str = include_str!("../../../shaders/fill.wgsl");
 const INT64: &str = include_str!("../../../shaders/int64.wgsl");
@@ -158,6 +159,8 @@ pub enum Kernel {
     Gather(DType, bool),
     ScatterAdd(DType),
     Fill(FillKind, DType),
+    /// The adjoint of f32 sliding windows (`shaders/fold.wgsl`).
+    FoldWindows,
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -393,6 +396,7 @@ impl Kernel {
                     + &arithmetic(d)
             }
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
+            Kernel::FoldWindows => FOLD.to_string(),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
@@ -488,7 +492,8 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
-            | Kernel::ReduceFused(..) => None,
+            | Kernel::ReduceFused(..)
+            | Kernel::FoldWindows => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -509,7 +514,11 @@ impl Kernel {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
             Kernel::ReduceFused(op, ..) => matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin),
-            Kernel::MatmulVec4 | Kernel::MatmulCoop | Kernel::Fused(_) | Kernel::Lazy(_) => false,
+            Kernel::MatmulVec4
+            | Kernel::MatmulCoop
+            | Kernel::Fused(_)
+            | Kernel::Lazy(_)
+            | Kernel::FoldWindows => false,
             // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
             Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
         }
@@ -579,6 +588,7 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
     v.push(Kernel::MatmulVec4);
+    v.push(Kernel::FoldWindows);
     v.push(Kernel::MatmulCoop);
     v.extend(
         crate::optim::FUSED_PROGRAMS
