@@ -2,7 +2,7 @@
 //! pass's observer that says when a bucket is complete, and the rank's exchange thread,
 //! which sums each complete bucket across the group while backward goes on.
 
-use super::ddp::numel;
+use super::ddp::{numel, read_into};
 use super::Collective;
 use crate::{DType, Error, Result, Tensor};
 use std::collections::HashMap;
@@ -267,11 +267,9 @@ fn flat_grads(params: &[Tensor]) -> Result<Vec<f64>> {
         .map(|(_, g)| g.to_dtype(as_read)?.reshape([-1]))
         .collect::<Result<Vec<_>>>()?;
     let all = Tensor::cat(&flat.iter().collect::<Vec<_>>(), 0)?;
-    let all: Vec<f64> = if wide {
-        all.to_vec::<f64>()?
-    } else {
-        all.to_vec::<f32>()?.into_iter().map(f64::from).collect()
-    };
+    let mut read = vec![0.0; all.numel()];
+    read_into(std::slice::from_ref(&all), &mut read)?;
+    let all = read;
     let mut from = 0;
     for (start, g) in &grads {
         let n = g.numel();

@@ -348,7 +348,7 @@ pub(super) fn numel(tensors: &[Tensor]) -> usize {
 }
 
 /// The tensors' elements, one after the other, as f64 (integers exactly up to 2^53).
-fn read_into(tensors: &[Tensor], out: &mut [f64]) -> Result<()> {
+pub(super) fn read_into(tensors: &[Tensor], out: &mut [f64]) -> Result<()> {
     let mut at = 0;
     for t in tensors {
         let n = t.numel();
@@ -371,14 +371,13 @@ fn read_into(tensors: &[Tensor], out: &mut [f64]) -> Result<()> {
     Ok(())
 }
 
-/// Copy `values` into the tensors, one after the other, in place (each converted to its
-/// tensor's dtype once).
+/// Copy `values` into the tensors, one after the other, in place (`copy_` converts each to
+/// its tensor's dtype once and moves it to its device).
 fn write_into(tensors: &[Tensor], values: &[f64]) -> Result<()> {
     let mut at = 0;
     for t in tensors {
         let n = t.numel();
-        let host = Tensor::from_vec(values[at..at + n].to_vec(), t.shape())?;
-        t.copy_(&host.to_dtype(t.dtype())?.to_device(t.device())?)?;
+        t.copy_(&Tensor::from_vec(values[at..at + n].to_vec(), t.shape())?)?;
         at += n;
     }
     Ok(())
