@@ -1,5 +1,7 @@
 //! The ops that run as one fused kernel on the CPU (convolution, batch normalisation,
-//! average pooling, recurrent layers, softmax and log-softmax, layer normalisation), each against its composite form, which a GPU runs and which
+//! average pooling, recurrent layers, softmax and log-softmax, layer normalisation) or on
+//! both backends (cross-entropy against class labels), each against its composite form,
+//! which a GPU runs and which
 //! `create_graph` differentiates: gradients agree with finite differences and with each
 //! other, second-order gradients agree across devices, and an input computed from another
 //! gets each of its paths counted once. The values against PyTorch are the golden cases.
@@ -177,6 +179,104 @@ fn fused_softmax_and_log_softmax_agree_with_finite_differences_and_the_composite
             &[shape],
             |t| t[0].mul_scalar(2.0)?.log_softmax(-1),
         )?;
+    }
+    Ok(())
+}
+
+/// Cross-entropy against labels, one of them ignored, for each reduction.
+fn labelled_losses() -> Vec<(String, nn::CrossEntropyLoss)> {
+    [nn::Reduction::Mean, nn::Reduction::Sum, nn::Reduction::None]
+        .into_iter()
+        .map(|r| {
+            (
+                format!("cross_entropy {r:?}"),
+                nn::CrossEntropyLoss::new().reduction(r).ignore_index(1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fused_cross_entropy_agrees_with_finite_differences_and_the_composite() -> Result<()> {
+    for (k, (name, loss)) in labelled_losses().into_iter().enumerate() {
+        check(&name, 80 + k as u64, &[&[4, 5]], |t| {
+            let labels = Tensor::new([3i64, 1, 0, 4])?.to_device(t[0].device())?;
+            loss.forward(&t[0].mul_scalar(2.0)?, &labels)
+        })?;
+    }
+    Ok(())
+}
+
+/// The fused loss and its gradient equal `nll_loss(log_softmax(x))` (the composite) on
+/// every device, for rows longer than a GPU workgroup, transposed logits and a row of
+/// ignored labels; a label out of range is an `Err` before anything runs.
+#[test]
+fn fused_cross_entropy_equals_the_composite_on_every_device() -> Result<()> {
+    for dev in common::devices() {
+        for (rows, classes) in [(3usize, 1usize), (37, 10), (5, 300)] {
+            let x = wgrad::seeded(rows as u64, || Tensor::randn_on([rows, classes], &dev))?
+                .mul_scalar(3.0)?;
+            let labels: Vec<i64> = (0..rows)
+                .map(|r| {
+                    if r % 4 == 1 {
+                        -7
+                    } else {
+                        ((r * 7) % classes) as i64
+                    }
+                })
+                .collect();
+            let labels = Tensor::new(labels)?.to_device(&dev)?;
+            for transposed in [false, true] {
+                let logits = if transposed {
+                    x.t()?.contiguous()?.t()?.detach()
+                } else {
+                    x.clone()
+                }
+                .requires_grad_(true)?;
+                for (name, reduction) in [
+                    ("mean", nn::Reduction::Mean),
+                    ("sum", nn::Reduction::Sum),
+                    ("none", nn::Reduction::None),
+                ] {
+                    let what =
+                        format!("{name} [{rows}, {classes}] transposed {transposed} {dev:?}");
+                    let fused = nn::CrossEntropyLoss::new()
+                        .reduction(reduction)
+                        .ignore_index(-7)
+                        .forward(&logits, &labels)?;
+                    let composite = nn::NLLLoss::new()
+                        .reduction(reduction)
+                        .ignore_index(-7)
+                        .forward(&logits.log_softmax(1)?, &labels)?;
+                    assert_eq!(fused.shape(), composite.shape(), "{what}");
+                    close(&fused, &composite, &what)?;
+                    let weights = Tensor::randn_on(fused.shape(), &dev)?;
+                    let grad = |loss: &Tensor| -> Result<Tensor> {
+                        let g = wgrad::grad(&loss.mul(&weights)?.sum()?, &[&logits], false)?;
+                        Ok(g[0].clone())
+                    };
+                    close(&grad(&fused)?, &grad(&composite)?, &format!("grad {what}"))?;
+                }
+            }
+            let bad = Tensor::new(vec![classes as i64; rows])?.to_device(&dev)?;
+            let err = nn::cross_entropy(&x, &bad).expect_err("label out of range");
+            assert!(err.to_string().contains("cross_entropy"), "{err}");
+        }
+    }
+    Ok(())
+}
+
+/// The labels are saved for backward: overwriting them in place is an `Err` there, as
+/// for any saved index, rather than a gradient for other labels.
+#[test]
+fn fused_cross_entropy_refuses_labels_changed_before_backward() -> Result<()> {
+    for dev in common::devices() {
+        let logits = Tensor::randn_on([4, 3], &dev)?.requires_grad_(true)?;
+        let labels = Tensor::new([0i64, 1, 2, 1])?.to_device(&dev)?;
+        let loss = nn::cross_entropy(&logits, &labels)?;
+        assert_eq!(loss.grad_fn_name().as_deref(), Some("NllLossBackward0"));
+        labels.fill_(0)?;
+        assert!(loss.backward().is_err(), "{dev:?}");
     }
     Ok(())
 }

@@ -203,7 +203,8 @@ fn rule(op: &BackwardOp, inputs: &[&Tensor], out: &Tensor) -> Result<Tensor> {
         | BatchNorm { .. }
         | LayerNorm { .. }
         | AvgPool2d { .. }
-        | Softmax { .. } => Err(crate::error::Error::autograd(
+        | Softmax { .. }
+        | CrossEntropy(_) => Err(crate::error::Error::autograd(
             "fused op",
             format!("{} was recorded with a tangent", op.name()),
         )),

@@ -174,7 +174,7 @@ pub(crate) fn node(op: BackwardOp, inputs: &[&Tensor], output: &Arc<StorageCell>
     if reads.output() {
         versions.push((output.clone(), output.version(), Saved::Output));
     }
-    if let Some(t) = op.saved() {
+    for t in op.saved() {
         versions.push((t.storage().clone(), t.storage().version(), Saved::Kept));
     }
     Arc::new(Node {

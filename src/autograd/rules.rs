@@ -133,6 +133,9 @@ pub enum BackwardOp {
     Embed {
         view: EmbedView,
     },
+    /// Fused cross-entropy against class labels (`tensor/fused/cross_entropy.rs`): input
+    /// the logits.
+    CrossEntropy(Box<crate::tensor::fused::cross_entropy::Saved>),
 }
 
 /// Where an embedded tensor goes in the zeros it is placed into.
@@ -184,22 +187,24 @@ impl BackwardOp {
             Softmax { log: false } => "Softmax".into(),
             Softmax { log: true } => "LogSoftmax".into(),
             FoldWindows { .. } => "UnfoldBackward".into(),
+            CrossEntropy(_) => "NllLoss".into(),
         };
         format!("{base}Backward0")
     }
 
     /// Tensors the rule keeps besides its inputs (index tensors, a reduction's result), whose
     /// storage versions are checked too.
-    pub fn saved(&self) -> Option<&Tensor> {
+    pub fn saved(&self) -> Vec<&Tensor> {
         use BackwardOp::*;
         match self {
             IndexSelect { index, .. } | Gather { index, .. } | ScatterAdd { index, .. } => {
-                Some(index)
+                vec![index]
             }
-            Extremum { out, .. } => Some(out),
+            Extremum { out, .. } => vec![out],
             RecurrentLayer { work, .. }
             | BatchNorm { stats: work, .. }
-            | LayerNorm { stats: work, .. } => Some(work),
+            | LayerNorm { stats: work, .. } => vec![work],
+            CrossEntropy(s) => vec![&s.labels, &s.rows],
             Unary(_)
             | Binary(_)
             | BinaryScalar { .. }
@@ -221,7 +226,7 @@ impl BackwardOp {
             | Conv2d { .. }
             | AvgPool2d { .. }
             | Softmax { .. }
-            | Embed { .. } => None,
+            | Embed { .. } => Vec::new(),
         }
     }
 
@@ -237,7 +242,8 @@ impl BackwardOp {
             | Matmul
             | Conv2d { .. }
             | BatchNorm { .. }
-            | LayerNorm { .. } => Reads::Inputs,
+            | LayerNorm { .. }
+            | CrossEntropy(_) => Reads::Inputs,
             // The saved result is a view of the output; a recurrent layer's gradient reads
             // the states it output as the next steps' inputs.
             Extremum { .. } | RecurrentLayer { .. } => Reads::All,
@@ -481,6 +487,9 @@ pub(crate) fn backward(
             *eps,
         )?,
         Softmax { log } => crate::tensor::fused::softmax::softmax_backward(g, inputs, out, *log)?,
+        CrossEntropy(saved) => {
+            crate::tensor::fused::cross_entropy::cross_entropy_backward(g, inputs, saved)?
+        }
         FoldWindows {
             dim,
             size,

@@ -4,6 +4,7 @@
 mod backend;
 pub(crate) mod cells;
 pub(crate) mod conv;
+pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
 mod index;
@@ -102,4 +103,26 @@ pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 1.5)
         .collect()
+}
+
+/// Check a kernel's gradient `dx` of `objective` at `x` against central differences in f64.
+#[cfg(test)]
+pub(crate) fn assert_gradient(
+    objective: impl Fn(&[f64]) -> f64,
+    x: &[f64],
+    dx: &[f32],
+    what: &str,
+) {
+    for j in 0..x.len() {
+        let h = 1e-5;
+        let (mut up, mut down) = (x.to_vec(), x.to_vec());
+        up[j] += h;
+        down[j] -= h;
+        let numeric = (objective(&up) - objective(&down)) / (2.0 * h);
+        assert!(
+            (dx[j] as f64 - numeric).abs() < 1e-4 * (1.0 + numeric.abs()),
+            "{what} dx[{j}]: {} vs {numeric}",
+            dx[j]
+        );
+    }
 }

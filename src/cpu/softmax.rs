@@ -24,7 +24,7 @@ fn max_nan(a: f32, x: f32) -> f32 {
 
 /// The row's maximum, NaN if the row has one.
 #[inline(always)]
-fn row_max(row: &[f32]) -> f32 {
+pub(super) fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let mut it = row.chunks_exact(LANES);
     for c in &mut it {
@@ -165,18 +165,7 @@ mod tests {
                         .map(|(a, &b)| a * b as f64)
                         .sum()
                 };
-                for j in 0..x.len() {
-                    let h = 1e-5;
-                    let (mut up, mut down) = (x64.clone(), x64.clone());
-                    up[j] += h;
-                    down[j] -= h;
-                    let numeric = (objective(&up) - objective(&down)) / (2.0 * h);
-                    assert!(
-                        (dx[j] as f64 - numeric).abs() < 1e-4 * (1.0 + numeric.abs()),
-                        "n {n} log {log} dx[{j}]: {} vs {numeric}",
-                        dx[j]
-                    );
-                }
+                crate::cpu::assert_gradient(objective, &x64, &dx, &format!("n {n} log {log}"));
             }
         }
     }

@@ -8,6 +8,7 @@ mod context;
 mod interop;
 pub(crate) mod kernels;
 pub(crate) mod lazy;
+mod loss;
 mod ops;
 mod tensor_cores;
 

@@ -73,7 +73,7 @@ pub struct GpuStorage {
     pub(crate) checks: Vec<u64>,
 }
 
-fn u32_of(op: &'static str, v: usize) -> Result<u32> {
+pub(super) fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::BufferTooLarge {
         op,
         bytes: v as u64 * 4,
@@ -201,7 +201,7 @@ fn broadcasts_batch(l: &Layout) -> bool {
 
 impl GpuStorage {
     /// This result with the open index checks of the buffers it was computed from.
-    fn with_lineage_of<'a>(
+    pub(super) fn with_lineage_of<'a>(
         mut self,
         inputs: impl IntoIterator<Item = &'a GpuStorage>,
     ) -> GpuStorage {

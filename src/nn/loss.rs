@@ -343,6 +343,19 @@ impl CrossEntropyLoss {
                 "expected logits [N, C, ...] or [C]",
             ));
         }
+        if self.weight.is_none() && eps == 0.0 && !target.dtype().is_float() {
+            // Plain class labels: one op where the kernels take the operands.
+            Labels::validate(OP, logits, target, self.ignore_index)?;
+            let fused = crate::tensor::fused::cross_entropy::cross_entropy(
+                logits,
+                target,
+                self.ignore_index,
+                self.reduction,
+            )?;
+            if let Some(loss) = fused {
+                return Ok(loss);
+            }
+        }
         let c = logits.shape()[1];
         let logp = logits.log_softmax(1)?;
         let weight_shape: Vec<usize> = (0..logits.ndim())
@@ -395,6 +408,24 @@ impl CrossEntropyLoss {
     }
 }
 
+/// The cross-entropy of `logits [N, C]` against class labels composed from primitives (the
+/// form `tensor/fused/cross_entropy.rs` differentiates under `create_graph`).
+pub(crate) fn cross_entropy_composite(
+    logits: &Tensor,
+    target: &Tensor,
+    ignore_index: i64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const OP: &str = "cross_entropy";
+    let logp = logits.log_softmax_composite(1)?;
+    let labels = Labels::check(OP, &logp, target, ignore_index, None)?;
+    let nll = logp
+        .gather(1, &labels.safe.unsqueeze(1)?)?
+        .squeeze_dim(1)?
+        .neg()?;
+    labels.reduce(nll, reduction)
+}
+
 fn check_weight(op: &'static str, w: &Tensor, c: usize) -> Result<()> {
     if w.shape() != [c] || !w.dtype().is_float() {
         return Err(Error::shapes(
@@ -430,6 +461,33 @@ impl Labels {
         ignore_index: i64,
         weight: Option<&Tensor>,
     ) -> Result<Labels> {
+        Labels::validate(op, input, target, ignore_index)?;
+        let c = input.shape()[1];
+        let valid = target.ne_scalar(ignore_index)?;
+        let safe = Tensor::where_cond(&valid, target, 0)?;
+        let keep = valid.to_dtype(input.dtype())?;
+        let weight = match weight {
+            Some(w) => {
+                check_weight(op, w, c)?;
+                let w = w.to_device(input.device())?;
+                Some(
+                    w.index_select(0, &safe.reshape([-1isize])?)?
+                        .reshape(safe.shape().to_vec())?
+                        .mul(&keep)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Labels { safe, keep, weight })
+    }
+
+    /// Check the labels' dtype, shape and values against `input [N, C, ...]`.
+    fn validate(
+        op: &'static str,
+        input: &Tensor,
+        target: &Tensor,
+        ignore_index: i64,
+    ) -> Result<()> {
         if target.dtype() != DType::I64 {
             return Err(Error::UnsupportedDType {
                 op,
@@ -472,22 +530,7 @@ impl Labels {
                 shape: input.shape().to_vec(),
             });
         }
-        let valid = target.ne_scalar(ignore_index)?;
-        let safe = Tensor::where_cond(&valid, target, 0)?;
-        let keep = valid.to_dtype(input.dtype())?;
-        let weight = match weight {
-            Some(w) => {
-                check_weight(op, w, c)?;
-                let w = w.to_device(input.device())?;
-                Some(
-                    w.index_select(0, &safe.reshape([-1isize])?)?
-                        .reshape(safe.shape().to_vec())?
-                        .mul(&keep)?,
-                )
-            }
-            None => None,
-        };
-        Ok(Labels { safe, keep, weight })
+        Ok(())
     }
 
     /// Per-position losses times their class weight, ignored positions 0.

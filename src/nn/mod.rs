@@ -19,7 +19,7 @@ mod attention;
 pub mod functional;
 pub mod init;
 mod layers;
-mod loss;
+pub(crate) mod loss;
 mod module;
 mod recurrent;
 mod running_stats;

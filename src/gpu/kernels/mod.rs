@@ -25,6 +25,8 @@ const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 const FOLD: &str = include_str!("../../../shaders/fold.wgsl");
+const CROSS_ENTROPY: &str = include_str!("../../../shaders/cross_entropy.wgsl");
+const CROSS_ENTROPY_BACKWARD: &str = include_str!("../../../shaders/cross_entropy_backward.wgsl");
 const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
 const FILL: &str = include_str!("../../../shaders/fill.wgsl");
 const INT64: &str = include_str!("../../../shaders/int64.wgsl");
@@ -161,6 +163,10 @@ pub enum Kernel {
     Fill(FillKind, DType),
     /// The adjoint of f32 sliding windows (`shaders/fold.wgsl`).
     FoldWindows,
+    /// Cross-entropy of f32 logits rows against I64 labels (`shaders/cross_entropy.wgsl`).
+    CrossEntropy,
+    /// Its gradient (`shaders/cross_entropy_backward.wgsl`).
+    CrossEntropyBackward,
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -397,6 +403,8 @@ impl Kernel {
             }
             Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
             Kernel::FoldWindows => FOLD.to_string(),
+            Kernel::CrossEntropy => CROSS_ENTROPY.to_string(),
+            Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
@@ -493,7 +501,9 @@ impl Kernel {
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
             | Kernel::ReduceFused(..)
-            | Kernel::FoldWindows => None,
+            | Kernel::FoldWindows
+            | Kernel::CrossEntropy
+            | Kernel::CrossEntropyBackward => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -519,8 +529,13 @@ impl Kernel {
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
             | Kernel::FoldWindows => false,
-            // Index operands are I64; the random integers' helpers use 64-bit arithmetic.
-            Kernel::Gather(..) | Kernel::ScatterAdd(_) | Kernel::Fill(..) => true,
+            // Index operands and labels are I64; the random integers' helpers use 64-bit
+            // arithmetic.
+            Kernel::Gather(..)
+            | Kernel::ScatterAdd(_)
+            | Kernel::Fill(..)
+            | Kernel::CrossEntropy
+            | Kernel::CrossEntropyBackward => true,
         }
     }
 
@@ -589,6 +604,8 @@ pub fn all_variants() -> Vec<Kernel> {
     }
     v.push(Kernel::MatmulVec4);
     v.push(Kernel::FoldWindows);
+    v.push(Kernel::CrossEntropy);
+    v.push(Kernel::CrossEntropyBackward);
     v.push(Kernel::MatmulCoop);
     v.extend(
         crate::optim::FUSED_PROGRAMS

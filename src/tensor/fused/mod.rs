@@ -6,6 +6,7 @@
 //! can be differentiated again.
 
 pub(crate) mod conv;
+pub(crate) mod cross_entropy;
 pub(crate) mod layer_norm;
 pub(crate) mod norm;
 pub(crate) mod pool;
