@@ -166,3 +166,26 @@ fn loaded_state_is_copied_before_it_is_updated_in_place() -> wgrad::Result<()> {
     }
     Ok(())
 }
+
+/// A learning rate changed between steps reaches the next update on every device, and
+/// changed back, the one after it: the fused updates keep their one-element tensors only
+/// while the value stays.
+#[test]
+fn a_changed_learning_rate_reaches_the_next_step() -> wgrad::Result<()> {
+    for dev in common::devices() {
+        let p = Tensor::new([1.0f32, 2.0])?
+            .to_device(&dev)?
+            .requires_grad_(true)?;
+        let mut opt = Sgd::new(vec![p.clone()], 0.5);
+        let mut values = Vec::new();
+        for lr in [0.5, 0.5, 0.25, 0.0, 0.5] {
+            opt.set_lr(lr);
+            opt.zero_grad();
+            p.sum()?.backward()?;
+            opt.step()?;
+            values.push(p.to_vec::<f32>()?[0]);
+        }
+        assert_eq!(values, vec![0.5, 0.0, -0.25, -0.25, -0.75], "{dev:?}");
+    }
+    Ok(())
+}

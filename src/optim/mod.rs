@@ -204,6 +204,45 @@ fn scalar_tensor(params: &[Tensor], kept: Option<&Tensor>, value: f64) -> Result
     }
 }
 
+/// The one-element tensors that a fused update read at its last step, one per number it
+/// reads (its slot), with their values: a number that stays the same from step to step (a
+/// constant learning rate) is not made again, which on a GPU is a fill kernel per step.
+/// Nothing writes them (the updates only read them), so a kept tensor holds its value.
+#[derive(Default)]
+struct KeptScalars(Vec<Option<(u64, Tensor)>>);
+
+impl KeptScalars {
+    /// `scalar_tensor` for the number in `slot`, reusing the slot's tensor while its value
+    /// and device stay.
+    fn get(
+        &mut self,
+        slot: usize,
+        params: &[Tensor],
+        kept: Option<&Tensor>,
+        value: f64,
+    ) -> Result<Tensor> {
+        if kept.is_some() {
+            return scalar_tensor(params, kept, value);
+        }
+        if self.0.len() <= slot {
+            self.0.resize(slot + 1, None);
+        }
+        let device = params.first().map(|p| p.device());
+        let bits = value.to_bits();
+        if let Some((b, t)) = &self.0[slot] {
+            if *b == bits && Some(t.device()) == device {
+                return Ok(t.clone());
+            }
+        }
+        // The old tensor goes first, so that a changed number takes its buffer back from
+        // the pool: the step then binds the buffers the step before it did.
+        self.0[slot] = None;
+        let t = scalar_tensor(params, None, value)?;
+        self.0[slot] = Some((bits, t.clone()));
+        Ok(t)
+    }
+}
+
 /// The `step` entry of a state list: the count on the device once a step was captured
 /// (replays count there), else the Rust one.
 fn step_entry(step: u64, scalars: &Option<StepScalars>) -> Option<(String, Tensor)> {
@@ -263,6 +302,8 @@ pub struct Sgd {
     buffers: Vec<Option<Tensor>>,
     /// Device copies of the numbers that change between steps, once captured.
     scalars: Option<StepScalars>,
+    /// The one-element tensors of recent steps' numbers.
+    kept: KeptScalars,
 }
 
 impl Sgd {
@@ -278,6 +319,7 @@ impl Sgd {
             nesterov: false,
             buffers: vec![None; n],
             scalars: None,
+            kept: KeptScalars::default(),
         }
     }
     /// Nesterov momentum.
@@ -324,7 +366,7 @@ impl Optimizer for Sgd {
         let scalars = StepScalars::for_step(&mut self.scalars, "Sgd", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
         let fused_lr = if ready && wd == 0.0 && fusable(&self.params) {
-            Some(scalar_tensor(&self.params, lr_dev, lr)?)
+            Some(self.kept.get(0, &self.params, lr_dev, lr)?)
         } else {
             None
         };
@@ -388,6 +430,8 @@ pub struct Adam {
     v: Vec<Option<Tensor>>,
     /// Device copies of the numbers that change between steps, once captured.
     scalars: Option<StepScalars>,
+    /// The one-element tensors of recent steps' numbers.
+    kept: KeptScalars,
 }
 
 impl Adam {
@@ -405,6 +449,7 @@ impl Adam {
             m: vec![None; n],
             v: vec![None; n],
             scalars: None,
+            kept: KeptScalars::default(),
         }
     }
     /// AdamW: weight decay applied to the parameters, not the gradient (default 0.01).
@@ -481,11 +526,12 @@ impl Optimizer for Adam {
                     [step_size.clone(), c2_sqrt.clone(), decay.clone()]
                 }
                 None => {
-                    let host = |v: f64| scalar_tensor(&self.params, None, v);
+                    let (kept, params) = (&mut self.kept, &self.params);
+                    let mut host = |slot: usize, v: f64| kept.get(slot, params, None, v);
                     [
-                        host(lr / (1.0 - b1.powi(t)))?,
-                        host((1.0 - b2.powi(t)).sqrt())?,
-                        host(if decoupled { 1.0 - lr * wd } else { 1.0 })?,
+                        host(0, lr / (1.0 - b1.powi(t)))?,
+                        host(1, (1.0 - b2.powi(t)).sqrt())?,
+                        host(2, if decoupled { 1.0 - lr * wd } else { 1.0 })?,
                     ]
                 }
             })
@@ -576,6 +622,8 @@ pub struct RmsProp {
     buffers: Vec<Option<Tensor>>,
     /// Device copies of the numbers that change between steps, once captured.
     scalars: Option<StepScalars>,
+    /// The one-element tensors of recent steps' numbers.
+    kept: KeptScalars,
 }
 
 impl RmsProp {
@@ -592,6 +640,7 @@ impl RmsProp {
             square_avg: vec![None; n],
             buffers: vec![None; n],
             scalars: None,
+            kept: KeptScalars::default(),
         }
     }
 }
@@ -632,7 +681,7 @@ impl Optimizer for RmsProp {
             StepScalars::for_step(&mut self.scalars, "RmsProp", &self.params, ready, lr, 0)?;
         let lr_dev = scalars.map(|s| &s.lr);
         let fused_lr = if ready && wd == 0.0 && fusable(&self.params) {
-            Some(scalar_tensor(&self.params, lr_dev, lr)?)
+            Some(self.kept.get(0, &self.params, lr_dev, lr)?)
         } else {
             None
         };
@@ -705,6 +754,8 @@ pub struct Adagrad {
     sums: Vec<Option<Tensor>>,
     /// Device copies of the numbers that change between steps, once captured.
     scalars: Option<StepScalars>,
+    /// The one-element tensors of recent steps' numbers.
+    kept: KeptScalars,
 }
 
 impl Adagrad {
@@ -720,6 +771,7 @@ impl Adagrad {
             step: 0,
             sums: vec![None; n],
             scalars: None,
+            kept: KeptScalars::default(),
         }
     }
 }
@@ -764,7 +816,7 @@ impl Optimizer for Adagrad {
         let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
         let (eps, wd) = (self.eps, self.weight_decay);
         let fused_clr = if ready && wd == 0.0 && fusable(&self.params) {
-            Some(scalar_tensor(&self.params, clr_dev.as_ref(), clr)?)
+            Some(self.kept.get(0, &self.params, clr_dev.as_ref(), clr)?)
         } else {
             None
         };
