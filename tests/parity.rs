@@ -256,7 +256,15 @@ fn matmul_shapes() {
     agree("matmul of transposed views", &[x, y], |t| {
         t[0].t()?.matmul(&t[1].t()?)
     });
-    // Products large enough that a transposed operand is first copied row-major.
+    // Transposed operands the vec4 kernel reads column by column (one or both, with an
+    // offset) and ones it reads row by row.
+    let big = randn(&mut g, &[136, 140]);
+    let w = randn(&mut g, &[44, 136]);
+    agree("x.T @ w.T, x.T narrowed", &[big, w], |t| {
+        t[0].t()?.narrow(0, 4, 68)?.matmul(&t[1].t()?)
+    });
+    // Products with transposed operands (read in place by the vec4 kernel) that are large
+    // enough for it.
     let x = randn(&mut g, &[96, 256]);
     let w = randn(&mut g, &[128, 256]);
     let grad = randn(&mut g, &[96, 128]);
@@ -277,6 +285,33 @@ fn matmul_shapes() {
         &[Tensor::arange(0, 12, 1).unwrap().reshape([3, 4]).unwrap()],
         |t| t[0].matmul(&t[0].t()?),
     );
+}
+
+/// A transposed operand of a product is read in place, row by row or column by column:
+/// `x @ w.T`, `g.T @ x` and `x.T @ w.T` are one kernel each, without a copy first.
+#[test]
+fn transposed_matmul_operands_are_not_copied() {
+    let _serial = serial();
+    let mut g = Generator::new(14);
+    for dev in gpus() {
+        let Device::Gpu(gpu) = &dev else { continue };
+        let a = randn(&mut g, &[96, 256]).to_device(&dev).unwrap();
+        let b = randn(&mut g, &[128, 256]).to_device(&dev).unwrap();
+        let c = randn(&mut g, &[96, 128]).to_device(&dev).unwrap();
+        let d = randn(&mut g, &[64, 96]).to_device(&dev).unwrap();
+        let products: [(&str, &dyn Fn() -> Result<Tensor>); 3] = [
+            ("x @ w.T", &|| a.matmul(&b.t()?)),
+            ("g.T @ x", &|| c.t()?.matmul(&a)),
+            ("x.T @ w.T", &|| a.t()?.matmul(&d.t()?)),
+        ];
+        for (name, product) in products {
+            dev.synchronize().unwrap();
+            let before = gpu.stats().dispatches;
+            let y = product().unwrap();
+            assert_eq!(gpu.stats().dispatches - before, 1, "{name} on {dev}");
+            drop(y);
+        }
+    }
 }
 
 #[test]

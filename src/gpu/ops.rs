@@ -180,14 +180,27 @@ fn vec4_enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var_os("WGRAD_NO_VEC4_MATMUL").is_none())
 }
 
-/// A matmul operand the vec4 kernel reads: row-major, with its rows (whose length, the
-/// last dim, must be a multiple of 4), offset and batch strides in whole vec4s.
-fn vec4_layout(l: &Layout) -> bool {
+/// How the vec4 kernel reads a matmul operand, if it can: `Some(false)` row by row (the
+/// rows contiguous, a multiple of 4 long), `Some(true)` column by column (the columns
+/// contiguous, a multiple of 4 long: a transposed row-major matrix), with the offset and
+/// the other strides in whole vec4s either way. Rows first where both hold.
+fn vec4_mode(l: &Layout) -> Option<bool> {
     let r = l.rank();
-    l.strides[r - 1] == 1
-        && l.shape[r - 1].is_multiple_of(4)
-        && l.offset.is_multiple_of(4)
-        && l.strides[..r - 1].iter().all(|s| s.is_multiple_of(4))
+    let whole = |dim: usize| {
+        l.strides[dim] == 1
+            && l.shape[dim].is_multiple_of(4)
+            && l.offset.is_multiple_of(4)
+            && (0..r)
+                .filter(|&d| d != dim)
+                .all(|d| l.strides[d].is_multiple_of(4))
+    };
+    if whole(r - 1) {
+        Some(false)
+    } else if whole(r - 2) {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 /// Whether a matmul operand repeats itself along a batch dim (stride 0).
@@ -495,11 +508,10 @@ impl GpuStorage {
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
         // F16 products run on tensor cores where the device has them (they read any strides).
         let tensor_cores = self.dtype == DType::F16 && ctx.tensor_cores();
-        // A transposed f32 operand of a large product (`x @ w.T` in a linear layer, `g.T @ x`
-        // in its backward pass) is first copied row-major so that the vec4 kernel takes it:
-        // the copy reads each element once, where the strided kernel would reload it from
-        // every block row or column. Broadcast batch dims stay views (a copy would repeat
-        // them).
+        // An f32 operand of a large product that the vec4 kernel cannot read (other strides)
+        // is first copied row-major: the copy reads each element once, where the strided
+        // kernel would reload it from every block row or column. Broadcast batch dims stay
+        // views (a copy would repeat them).
         let worth_copying = matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
             && !tensor_cores
             && vec4_enabled()
@@ -507,14 +519,14 @@ impl GpuStorage {
             && n.is_multiple_of(4)
             && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
             && ![la, lb].iter().any(|l| broadcasts_batch(l))
-            && (self.dtype.is_half() || !(vec4_layout(la) && vec4_layout(lb)));
+            && (self.dtype.is_half() || vec4_mode(la).is_none() || vec4_mode(lb).is_none());
         if worth_copying {
             // 16-bit operands are widened on the way: the vec4 kernel is f32's (and the fastest
             // here, 3x the strided kernel on lavapipe).
             let row_major = |s: &GpuStorage, l: &Layout| -> Result<Option<GpuStorage>> {
                 Ok(if s.dtype.is_half() {
                     Some(s.cast(l, DType::F32)?)
-                } else if vec4_layout(l) {
+                } else if vec4_mode(l).is_some() {
                     None
                 } else {
                     Some(s.copy_strided(l)?)
@@ -531,16 +543,17 @@ impl GpuStorage {
             };
             return a.matmul_kernel(&la, b, &lb);
         }
-        // Row-major operands whose rows and offsets are whole vec4s take the vec4 kernel.
+        // Operands read as whole vec4s, row by row or column by column, into a product whose
+        // rows are whole vec4s take the vec4 kernel.
+        let modes = (vec4_mode(la), vec4_mode(lb));
         let vec4 = self.dtype == DType::F32
-            && vec4_layout(la)
-            && vec4_layout(lb)
+            && n.is_multiple_of(4)
             && [self.buf.raw().size(), b.buf.raw().size()]
                 .iter()
                 .all(|&s| s % 16 == 0)
             && vec4_enabled();
-        let kernel = if vec4 {
-            Kernel::MatmulVec4
+        let kernel = if let (true, (Some(a_columns), Some(b_columns))) = (vec4, modes) {
+            Kernel::MatmulVec4(a_columns, b_columns)
         } else if tensor_cores {
             Kernel::MatmulCoop
         } else {
@@ -550,7 +563,7 @@ impl GpuStorage {
     }
 
     /// The product of `self` (viewed as `la`) and `b` (as `lb`) by `kernel`, which must take
-    /// their dtype and layouts (`Kernel::MatmulVec4`: F32 operands with `vec4_layout`). 16-bit
+    /// their dtype and layouts (`Kernel::MatmulVec4`: F32 operands in its `vec4_mode`s). 16-bit
     /// operands give the f32 product (the storage layer rounds it once).
     pub(super) fn matmul_with(
         &self,
@@ -573,7 +586,7 @@ impl GpuStorage {
             let zero = [0, 0];
             return GpuStorage::fill(&ctx, FillKind::Constant, out_dtype, batch * m * n, &zero);
         }
-        let vec4 = kernel == Kernel::MatmulVec4;
+        let vec4 = matches!(kernel, Kernel::MatmulVec4(..));
         let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
         p.extend(batch_shape.iter().map(|&s| s as u32));
         // The vec4 kernel counts offsets and strides in vec4s.
@@ -581,8 +594,15 @@ impl GpuStorage {
         for &s in la.strides[..r - 2].iter().chain(&lb.strides[..r - 2]) {
             p.push(u32_of("matmul", s / unit)?);
         }
-        let (block, tail) = if vec4 {
-            let tail = [la.offset, la.strides[r - 2], lb.offset, lb.strides[r - 2]];
+        let (block, tail) = if let Kernel::MatmulVec4(a_columns, b_columns) = kernel {
+            // The stride between the rows, or between the columns, each operand is read by.
+            let across = |l: &Layout, columns: bool| l.strides[r - 2 + columns as usize];
+            let tail = [
+                la.offset,
+                across(la, a_columns),
+                lb.offset,
+                across(lb, b_columns),
+            ];
             (128, tail.to_vec())
         } else {
             let tail = [

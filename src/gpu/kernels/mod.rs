@@ -142,8 +142,9 @@ pub enum Kernel {
     /// The last flag selects the subgroup variant (adapters with `Features::SUBGROUP`).
     Reduce(ReduceOp, DType, ReduceStage, bool),
     Matmul(DType),
-    /// f32 matmul of row-major operands with rows of a multiple of 4 elements.
-    MatmulVec4,
+    /// f32 matmul of operands read as vec4 (`shaders/matmul_vec4.wgsl`); the flags say
+    /// whether A, then B, is stored column by column (a transposed row-major matrix).
+    MatmulVec4(bool, bool),
     /// A fused elementwise program (`fused.rs`).
     Fused(&'static fused::Program),
     /// A lazily fused elementwise expression (`lazy.rs`), by its interned id.
@@ -401,7 +402,9 @@ impl Kernel {
                     + &loads
                     + &arithmetic(d)
             }
-            Kernel::MatmulVec4 => MATMUL_VEC4.to_string(),
+            Kernel::MatmulVec4(a_columns, b_columns) => MATMUL_VEC4
+                .replace("{{A_COLUMNS}}", &a_columns.to_string())
+                .replace("{{B_COLUMNS}}", &b_columns.to_string()),
             Kernel::FoldWindows => FOLD.to_string(),
             Kernel::CrossEntropy => CROSS_ENTROPY.to_string(),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
@@ -487,7 +490,7 @@ impl Kernel {
     /// from constants and the local invocation id, and whose only divisions are by
     /// constants or by batch sizes (never 0: empty products return before dispatch).
     pub fn in_bounds_by_construction(&self) -> bool {
-        matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4)
+        matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4(..))
     }
 
     /// A dtype this kernel family does not take: the 16-bit floats outside map kernels and
@@ -496,7 +499,7 @@ impl Kernel {
     fn unsupported_dtype(&self) -> Option<DType> {
         match *self {
             Kernel::Map(..)
-            | Kernel::MatmulVec4
+            | Kernel::MatmulVec4(..)
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
@@ -524,7 +527,7 @@ impl Kernel {
                 d == DType::I64 || matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin)
             }
             Kernel::ReduceFused(op, ..) => matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin),
-            Kernel::MatmulVec4
+            Kernel::MatmulVec4(..)
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
@@ -602,7 +605,11 @@ pub fn all_variants() -> Vec<Kernel> {
         v.push(Kernel::Gather(d, true));
         v.push(Kernel::Fill(FillKind::Constant, d));
     }
-    v.push(Kernel::MatmulVec4);
+    for a_columns in [false, true] {
+        for b_columns in [false, true] {
+            v.push(Kernel::MatmulVec4(a_columns, b_columns));
+        }
+    }
     v.push(Kernel::FoldWindows);
     v.push(Kernel::CrossEntropy);
     v.push(Kernel::CrossEntropyBackward);
