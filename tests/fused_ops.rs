@@ -138,6 +138,51 @@ fn fused_batch_norm_agrees_with_finite_differences_and_the_composite() -> Result
     Ok(())
 }
 
+/// Batch normalisation in training on a GPU (one kernel forward, one backward) gives the
+/// CPU's outputs, running statistics and gradients, for rows of one value per channel,
+/// images, and channels longer than a workgroup.
+#[test]
+fn batch_norm_on_a_gpu_equals_the_cpu() -> Result<()> {
+    use wgrad::nn::Module;
+    for shape in [&[7usize, 3][..], &[4, 5, 3, 3], &[2, 3, 1, 700]] {
+        let x = wgrad::seeded(5, || Tensor::randn(shape))?
+            .mul_scalar(2.0)?
+            .add_scalar(1.0)?;
+        let g = wgrad::seeded(6, || Tensor::randn(shape))?;
+        let run = |dev: &Device| -> Result<Vec<Tensor>> {
+            let bn = if shape.len() == 2 {
+                nn::BatchNorm1d::new(shape[1], dev)?
+            } else {
+                nn::BatchNorm2d::new(shape[1], dev)?
+            };
+            let p = bn.parameters();
+            wgrad::no_grad_scope(|| -> Result<()> {
+                p[0].mul_(1.5)?;
+                p[1].add_(0.25)?;
+                Ok(())
+            })?;
+            let x = x.to_device(dev)?.detach().requires_grad_(true)?;
+            let y = bn.forward(&x)?;
+            y.mul(&g.to_device(dev)?)?.sum()?.backward()?;
+            let mut out = vec![y.detach(), x.grad().expect("dx")];
+            out.extend(p.iter().map(|t| t.grad().expect("parameter grad")));
+            out.extend(bn.named_buffers().into_iter().map(|(_, t)| t));
+            out.iter().map(|t| t.to_device(&Device::Cpu)).collect()
+        };
+        let cpu = run(&Device::Cpu)?;
+        for dev in common::devices().iter().filter(|d| !d.is_cpu()) {
+            for (k, (a, b)) in run(dev)?.iter().zip(&cpu).enumerate() {
+                if a.dtype().is_float() {
+                    close(a, b, &format!("batch norm {shape:?} output {k} on {dev}"))?;
+                } else {
+                    assert_eq!(a.to_vec::<i64>()?, b.to_vec::<i64>()?, "{shape:?} {k}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn fused_average_pooling_agrees_with_finite_differences_and_the_composite() -> Result<()> {
     for (k, (shape, window, stride)) in [

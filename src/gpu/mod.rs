@@ -9,6 +9,7 @@ mod interop;
 pub(crate) mod kernels;
 pub(crate) mod lazy;
 mod loss;
+mod norm;
 mod ops;
 mod tensor_cores;
 

@@ -25,6 +25,8 @@ const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 const FOLD: &str = include_str!("../../../shaders/fold.wgsl");
+const BATCH_NORM: &str = include_str!("../../../shaders/batch_norm.wgsl");
+const BATCH_NORM_BACKWARD: &str = include_str!("../../../shaders/batch_norm_backward.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../../../shaders/cross_entropy.wgsl");
 const CROSS_ENTROPY_BACKWARD: &str = include_str!("../../../shaders/cross_entropy_backward.wgsl");
 const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
@@ -168,6 +170,11 @@ pub enum Kernel {
     CrossEntropy,
     /// Its gradient (`shaders/cross_entropy_backward.wgsl`).
     CrossEntropyBackward,
+    /// Batch normalisation of f32 values with the batch's statistics
+    /// (`shaders/batch_norm.wgsl`).
+    BatchNorm,
+    /// Its gradients (`shaders/batch_norm_backward.wgsl`).
+    BatchNormBackward,
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -408,6 +415,8 @@ impl Kernel {
             Kernel::FoldWindows => FOLD.to_string(),
             Kernel::CrossEntropy => CROSS_ENTROPY.to_string(),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
+            Kernel::BatchNorm => BATCH_NORM.to_string(),
+            Kernel::BatchNormBackward => BATCH_NORM_BACKWARD.to_string(),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
@@ -506,7 +515,9 @@ impl Kernel {
             | Kernel::ReduceFused(..)
             | Kernel::FoldWindows
             | Kernel::CrossEntropy
-            | Kernel::CrossEntropyBackward => None,
+            | Kernel::CrossEntropyBackward
+            | Kernel::BatchNorm
+            | Kernel::BatchNormBackward => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -531,7 +542,9 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
-            | Kernel::FoldWindows => false,
+            | Kernel::FoldWindows
+            | Kernel::BatchNorm
+            | Kernel::BatchNormBackward => false,
             // Index operands and labels are I64; the random integers' helpers use 64-bit
             // arithmetic.
             Kernel::Gather(..)
@@ -613,6 +626,8 @@ pub fn all_variants() -> Vec<Kernel> {
     v.push(Kernel::FoldWindows);
     v.push(Kernel::CrossEntropy);
     v.push(Kernel::CrossEntropyBackward);
+    v.push(Kernel::BatchNorm);
+    v.push(Kernel::BatchNormBackward);
     v.push(Kernel::MatmulCoop);
     v.extend(
         crate::optim::FUSED_PROGRAMS

@@ -1,15 +1,19 @@
 //! Batch normalisation with the batch's statistics (training mode) as one op where its
-//! operands are contiguous f32 CPU tensors without tangents (the kernels of `cpu/norm.rs`),
-//! composed from primitives elsewhere (`nn::functional::batch_norm_composite`). The
-//! statistics the forward pass computed are kept for the backward rule, which runs the
-//! fused gradient kernel or, under `create_graph`, differentiates the composite.
+//! operands are contiguous f32 tensors without tangents (the kernels of `cpu/norm.rs` and
+//! `shaders/batch_norm*.wgsl`: one dispatch forward, one backward, where the composite is
+//! about a dozen), composed from primitives elsewhere
+//! (`nn::functional::batch_norm_composite`). The statistics the forward pass computed are
+//! kept for the backward rule, which runs the fused gradient kernel or, under
+//! `create_graph`, differentiates the composite.
 
 use super::{composite_backward, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::cpu::norm::NormGeometry;
+use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
-use crate::storage::Storage;
+use crate::storage::{with_reads, Storage};
 use crate::tensor::Tensor;
 
 fn geometry(x: &Tensor) -> NormGeometry {
@@ -30,6 +34,9 @@ pub(crate) fn batch_norm(
     eps: f64,
 ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
     let geo = geometry(x);
+    if let Some(out) = on_gpu(x, weight, bias, &geo, eps)? {
+        return Ok(Some(out));
+    }
     let Some((y, stats)) = on_host([x, weight, bias], |[x, w, b]| {
         crate::cpu::norm::batch_norm_forward(&geo, x, w, b, eps)
     }) else {
@@ -62,6 +69,9 @@ pub(crate) fn batch_norm_backward(
         let grad = grad.contiguous()?;
         let need = [x.requires_grad(), w.requires_grad(), b.requires_grad()];
         let geo = geometry(x);
+        if let Some(grads) = gpu_backward(x, w, stats, &grad, need, &geo)? {
+            return Ok(grads);
+        }
         if let Some([dx, dw, db]) = on_host([x, w, stats, &grad], |[x, w, stats, dy]| {
             crate::cpu::norm::batch_norm_backward(&geo, x, w, stats, dy, need)
         }) {
@@ -75,4 +85,95 @@ pub(crate) fn batch_norm_backward(
     composite_backward(grad, inputs, |ins| {
         Ok(crate::nn::functional::batch_norm_composite(&ins[0], &ins[1], &ins[2], eps)?.0)
     })
+}
+
+/// Whether the GPU kernels take `ts`: f32 GPU tensors without tangents, each contiguous
+/// from the start of its buffer.
+fn gpu_takes(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| {
+        matches!(t.device(), Device::Gpu(_))
+            && t.dtype() == DType::F32
+            && t.is_contiguous()
+            && t.storage_offset() == 0
+            && t.0.tangent.is_none()
+    })
+}
+
+/// [`batch_norm`] by the GPU's kernel, where it takes the operands.
+fn on_gpu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    geo: &NormGeometry,
+    eps: f64,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    if !gpu_takes(&[x, weight, bias]) || x.numel() == 0 || geo.c == 0 {
+        return Ok(None);
+    }
+    let cells = [x, weight, bias].map(|t| Some(t.storage()));
+    let Some([y, stats, mean, var]) = with_reads(cells, |[xs, ws, bs]| match (xs, ws, bs) {
+        (Some(Storage::Gpu(xs)), Some(Storage::Gpu(ws)), Some(Storage::Gpu(bs))) => {
+            xs.batch_norm(geo, ws, bs, eps).map(Some)
+        }
+        // A failed operand: the composite reports it.
+        _ => Ok(None),
+    })?
+    else {
+        return Ok(None);
+    };
+    let c = geo.c;
+    let stats = Tensor::from_storage(Storage::Gpu(stats), &[3, c]);
+    let mean = Tensor::from_storage(Storage::Gpu(mean), &[c]);
+    let var = Tensor::from_storage(Storage::Gpu(var), &[c]);
+    let y = Tensor::from_op(
+        Storage::Gpu(y),
+        x.shape(),
+        || BackwardOp::BatchNorm { stats, eps },
+        &[x, weight, bias],
+    )?;
+    Ok(Some((y, mean, var)))
+}
+
+/// [`batch_norm_backward`] by the GPU's kernel, where it takes the operands.
+fn gpu_backward(
+    x: &Tensor,
+    w: &Tensor,
+    stats: &Tensor,
+    grad: &Tensor,
+    need: [bool; 3],
+    geo: &NormGeometry,
+) -> Result<Option<Vec<Option<Tensor>>>> {
+    if !gpu_takes(&[x, w, stats]) {
+        return Ok(None);
+    }
+    // The kernel reads the gradient from the start of its buffer.
+    let grad = if gpu_takes(&[grad]) {
+        grad.clone()
+    } else {
+        grad.deep_clone()?
+    };
+    let cells = [x, w, stats, &grad].map(|t| Some(t.storage()));
+    let grads = with_reads(cells, |[xs, ws, ss, gs]| match (xs, ws, ss, gs) {
+        (
+            Some(Storage::Gpu(xs)),
+            Some(Storage::Gpu(ws)),
+            Some(Storage::Gpu(ss)),
+            Some(Storage::Gpu(gs)),
+        ) => xs.batch_norm_backward(geo, ws, ss, gs).map(Some),
+        _ => Ok(None),
+    })?;
+    let Some([dx, dw, db]) = grads else {
+        return Ok(None);
+    };
+    let shapes = [x.shape(), w.shape(), w.shape()];
+    Ok(Some(
+        [dx, dw, db]
+            .into_iter()
+            .zip(shapes)
+            .zip(need)
+            .map(|((g, shape), needed)| {
+                needed.then(|| Tensor::from_storage(Storage::Gpu(g), shape))
+            })
+            .collect(),
+    ))
 }
