@@ -432,15 +432,23 @@ impl GpuContext {
 
     /// An `Err` if the device was lost or wgpu reported an error since the last check.
     pub fn check(&self) -> Result<()> {
-        if let Some(msg) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        let lost = || self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(msg) = lost() {
             return Err(Error::DeviceLost(msg));
         }
-        if let Some(msg) = self
+        let reported = self
             .uncaptured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(msg) = reported {
+            // Work on a lost device fails validation (its buffers are invalid) before wgpu
+            // runs the lost callback, which it does when polled: poll once, so that the
+            // loss is what is reported rather than its symptom.
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            if let Some(lost) = lost() {
+                return Err(Error::DeviceLost(lost));
+            }
             return Err(Error::invalid(
                 "gpu",
                 format!("wgpu reported an error: {msg}"),
