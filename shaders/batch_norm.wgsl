@@ -3,7 +3,7 @@
 // (two passes, as the CPU's), then y = x * scale + shift with scale = rstd * w and
 // shift = b - mean * rstd * w. Writes stats [3, C]: mean, variance, rstd = 1/sqrt(var + eps)
 // (what the backward pass reads), and the mean and the variance again each in a buffer of
-// its own (what the running statistics' update reads).
+// its own (what the running statistics' update reads). `channels.wgsl` comes with it.
 // Metadata: [0] N, [1] C, [2] S, [3] eps (f32 bits).
 
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -14,29 +14,6 @@
 @group(0) @binding(6) var<storage, read> w: array<f32>;
 @group(0) @binding(7) var<storage, read> b: array<f32>;
 
-var<workgroup> partials: array<f32, WG>;
-
-// The sum over the workgroup of each invocation's `v`, in every invocation.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partials[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partials[lid] = partials[lid] + partials[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partials[0];
-    workgroupBarrier();
-    return total;
-}
-
-// Where the channel's j-th element is: the j / S-th sample's k = j % S-th.
-fn at(j: u32, ch: u32) -> u32 {
-    let s = params[2];
-    return ((j / s) * params[1] + ch) * s + j % s;
-}
-
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -44,9 +21,7 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let c = params[1];
-    // The channel is the workgroup's: every invocation of a workgroup returns here or none
-    // does, so the barriers below are reached uniformly.
-    let ch = wid.x + wid.y * nwg.x;
+    let ch = channel_of(wid, nwg);
     if (ch >= c) {
         return;
     }
@@ -55,13 +30,13 @@ fn main(
     for (var j = lid; j < count; j = j + WG) {
         acc = acc + x[at(j, ch)];
     }
-    let mean = workgroup_sum(lid, acc) / f32(count);
+    let mean = workgroup_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
     acc = 0.0;
     for (var j = lid; j < count; j = j + WG) {
         let d = x[at(j, ch)] - mean;
         acc = acc + d * d;
     }
-    let variance = workgroup_sum(lid, acc) / f32(count);
+    let variance = workgroup_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
     let rstd = 1.0 / sqrt(variance + bitcast<f32>(params[3]));
     let scale = rstd * w[ch];
     let shift = b[ch] - mean * scale;

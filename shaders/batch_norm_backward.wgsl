@@ -1,7 +1,7 @@
 // The gradients of `batch_norm.wgsl`, one workgroup per channel of contiguous x and dy
 // [N, C, S], from the forward pass's stats [3, C]: db = sum dy, dw = rstd sum dy (x - mean),
-// then dx = w rstd (dy - db / count - (x - mean) rstd dw / count).
-// Metadata: [0] N, [1] C, [2] S.
+// then dx = w rstd (dy - db / count - (x - mean) rstd dw / count). `channels.wgsl` comes
+// with it. Metadata: [0] N, [1] C, [2] S.
 
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
@@ -11,14 +11,6 @@
 @group(0) @binding(6) var<storage, read> stats: array<f32>;
 @group(0) @binding(7) var<storage, read> w: array<f32>;
 
-var<workgroup> partials: array<vec2<f32>, WG>;
-
-// Where the channel's j-th element is: the j / S-th sample's k = j % S-th.
-fn at(j: u32, ch: u32) -> u32 {
-    let s = params[2];
-    return ((j / s) * params[1] + ch) * s + j % s;
-}
-
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -26,9 +18,7 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let c = params[1];
-    // The channel is the workgroup's: every invocation of a workgroup returns here or none
-    // does, so the barriers below are reached uniformly.
-    let ch = wid.x + wid.y * nwg.x;
+    let ch = channel_of(wid, nwg);
     if (ch >= c) {
         return;
     }
@@ -41,15 +31,7 @@ fn main(
         let i = at(j, ch);
         acc = acc + vec2<f32>(dy[i], dy[i] * (x[i] - mean));
     }
-    partials[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partials[lid] = partials[lid] + partials[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let sums = partials[0];
+    let sums = workgroup_sum(lid, acc);
     let dbias = sums.x;
     let dweight = sums.y * rstd;
     let k = w[ch] * rstd;

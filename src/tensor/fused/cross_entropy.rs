@@ -35,12 +35,16 @@ pub struct Saved {
 }
 
 /// Whether the kernels take these operands: 2-D f32 logits without a tangent and I64 labels
-/// `[N]`, on one device, neither empty; on the CPU both contiguous.
+/// `[N]`, on one device, neither empty; on the CPU both contiguous. A GPU composes the loss
+/// while fusion is off (`WGRAD_NO_FUSION=1`), as its other fused kernels do.
 fn takes(logits: &Tensor, labels: &Tensor) -> bool {
     let [n, c] = logits.shape() else {
         return false;
     };
     let on_cpu = matches!(logits.device(), Device::Cpu);
+    if !on_cpu && crate::storage::fused::fusion_disabled() {
+        return false;
+    }
     logits.dtype() == DType::F32
         && logits.0.tangent.is_none()
         && labels.dtype() == DType::I64

@@ -88,16 +88,24 @@ pub(crate) fn batch_norm_backward(
 }
 
 /// Whether the GPU kernels take `ts`: f32 GPU tensors without tangents, each contiguous
-/// from the start of its buffer.
+/// from the start of its buffer, while fusion is on (`WGRAD_NO_FUSION=1` composes the op,
+/// as for the GPU's other fused kernels).
 fn gpu_takes(ts: &[&Tensor]) -> bool {
-    ts.iter().all(|t| {
-        matches!(t.device(), Device::Gpu(_))
-            && t.dtype() == DType::F32
-            && t.is_contiguous()
-            && t.storage_offset() == 0
-            && t.0.tangent.is_none()
-    })
+    !crate::storage::fused::fusion_disabled()
+        && ts.iter().all(|t| {
+            matches!(t.device(), Device::Gpu(_))
+                && t.dtype() == DType::F32
+                && t.is_contiguous()
+                && t.storage_offset() == 0
+                && t.0.tangent.is_none()
+        })
 }
+
+/// Elements a channel has at most for the GPU kernels, which give each channel one
+/// workgroup: past this, few channels of many elements would leave most of a GPU idle,
+/// where the composite's reductions split each channel across workgroups. (LeNet's first
+/// layer at batch 128 has 74k a channel.)
+const CHANNEL_MAX: usize = 1 << 18;
 
 /// [`batch_norm`] by the GPU's kernel, where it takes the operands.
 fn on_gpu(
@@ -107,7 +115,8 @@ fn on_gpu(
     geo: &NormGeometry,
     eps: f64,
 ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-    if !gpu_takes(&[x, weight, bias]) || x.numel() == 0 || geo.c == 0 {
+    let count = geo.n * geo.s;
+    if !gpu_takes(&[x, weight, bias]) || count == 0 || count > CHANNEL_MAX || geo.c == 0 {
         return Ok(None);
     }
     let cells = [x, weight, bias].map(|t| Some(t.storage()));
