@@ -3,7 +3,8 @@
 // (two passes, as the CPU's), then y = x * scale + shift with scale = rstd * w and
 // shift = b - mean * rstd * w. Writes stats [3, C]: mean, variance, rstd = 1/sqrt(var + eps)
 // (what the backward pass reads), and the mean and the variance again each in a buffer of
-// its own (what the running statistics' update reads). `channels.wgsl` comes with it.
+// its own (what the running statistics' update reads). `groups.wgsl` and `channels.wgsl`
+// come with it.
 // Metadata: [0] N, [1] C, [2] S, [3] eps (f32 bits).
 
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -14,33 +15,33 @@
 @group(0) @binding(6) var<storage, read> w: array<f32>;
 @group(0) @binding(7) var<storage, read> b: array<f32>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(GROUP)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let c = params[1];
-    let ch = channel_of(wid, nwg);
+    let ch = group_index(wid, nwg);
     if (ch >= c) {
         return;
     }
     let count = params[0] * params[2];
     var acc = 0.0;
-    for (var j = lid; j < count; j = j + WG) {
+    for (var j = lid; j < count; j = j + GROUP) {
         acc = acc + x[at(j, ch)];
     }
-    let mean = workgroup_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
+    let mean = group_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
     acc = 0.0;
-    for (var j = lid; j < count; j = j + WG) {
+    for (var j = lid; j < count; j = j + GROUP) {
         let d = x[at(j, ch)] - mean;
         acc = acc + d * d;
     }
-    let variance = workgroup_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
+    let variance = group_sum(lid, vec2<f32>(acc, 0.0)).x / f32(count);
     let rstd = 1.0 / sqrt(variance + bitcast<f32>(params[3]));
     let scale = rstd * w[ch];
     let shift = b[ch] - mean * scale;
-    for (var j = lid; j < count; j = j + WG) {
+    for (var j = lid; j < count; j = j + GROUP) {
         let i = at(j, ch);
         y[i] = x[i] * scale + shift;
     }

@@ -1,7 +1,7 @@
 // The gradients of `batch_norm.wgsl`, one workgroup per channel of contiguous x and dy
 // [N, C, S], from the forward pass's stats [3, C]: db = sum dy, dw = rstd sum dy (x - mean),
-// then dx = w rstd (dy - db / count - (x - mean) rstd dw / count). `channels.wgsl` comes
-// with it. Metadata: [0] N, [1] C, [2] S.
+// then dx = w rstd (dy - db / count - (x - mean) rstd dw / count). `groups.wgsl` and
+// `channels.wgsl` come with it. Metadata: [0] N, [1] C, [2] S.
 
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
@@ -11,14 +11,14 @@
 @group(0) @binding(6) var<storage, read> stats: array<f32>;
 @group(0) @binding(7) var<storage, read> w: array<f32>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(GROUP)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let c = params[1];
-    let ch = channel_of(wid, nwg);
+    let ch = group_index(wid, nwg);
     if (ch >= c) {
         return;
     }
@@ -27,17 +27,17 @@ fn main(
     let rstd = stats[2u * c + ch];
     // (sum dy, sum dy (x - mean)) in one pass.
     var acc = vec2<f32>(0.0);
-    for (var j = lid; j < count; j = j + WG) {
+    for (var j = lid; j < count; j = j + GROUP) {
         let i = at(j, ch);
         acc = acc + vec2<f32>(dy[i], dy[i] * (x[i] - mean));
     }
-    let sums = workgroup_sum(lid, acc);
+    let sums = group_sum(lid, acc);
     let dbias = sums.x;
     let dweight = sums.y * rstd;
     let k = w[ch] * rstd;
     let g_mean = dbias / f32(count);
     let x_coef = dweight / f32(count) * rstd;
-    for (var j = lid; j < count; j = j + WG) {
+    for (var j = lid; j < count; j = j + GROUP) {
         let i = at(j, ch);
         dx[i] = k * (dy[i] - g_mean - (x[i] - mean) * x_coef);
     }

@@ -183,6 +183,48 @@ fn batch_norm_on_a_gpu_equals_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Layer normalisation on a GPU (a workgroup per row) gives the CPU's output and
+/// gradients, with and without the weight and the bias, over one trailing dim or two, rows
+/// shorter and longer than a workgroup.
+#[test]
+fn layer_norm_on_a_gpu_equals_the_cpu() -> Result<()> {
+    let cases: [(&[usize], usize, bool, bool); 4] = [
+        (&[6, 100], 1, true, true),
+        (&[2, 3, 5, 7], 2, true, false),
+        (&[4, 3], 1, false, false),
+        (&[3, 130], 1, false, true),
+    ];
+    for (k, (shape, dims, has_w, has_b)) in cases.into_iter().enumerate() {
+        let normalized = &shape[shape.len() - dims..];
+        let seeded = |seed: u64, s: &[usize]| wgrad::seeded(seed, || Tensor::randn(s));
+        let (x, g) = (seeded(k as u64, shape)?, seeded(10 + k as u64, shape)?);
+        let (w, b) = (seeded(20, normalized)?, seeded(21, normalized)?);
+        let run = |dev: &Device| -> Result<Vec<Tensor>> {
+            let leaf = |t: &Tensor| t.to_device(dev)?.detach().requires_grad_(true);
+            let (x, w, b) = (leaf(&x)?, leaf(&w)?, leaf(&b)?);
+            let y = F::layer_norm(
+                &x,
+                normalized,
+                has_w.then_some(&w),
+                has_b.then_some(&b),
+                1e-5,
+            )?;
+            y.mul(&g.to_device(dev)?)?.sum()?.backward()?;
+            let mut out = vec![y.detach(), x.grad().expect("dx")];
+            out.extend(has_w.then(|| w.grad().expect("dw")));
+            out.extend(has_b.then(|| b.grad().expect("db")));
+            out.iter().map(|t| t.to_device(&Device::Cpu)).collect()
+        };
+        let cpu = run(&Device::Cpu)?;
+        for dev in common::devices().iter().filter(|d| !d.is_cpu()) {
+            for (i, (a, b)) in run(dev)?.iter().zip(&cpu).enumerate() {
+                close(a, b, &format!("layer norm {shape:?} output {i} on {dev}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn fused_average_pooling_agrees_with_finite_differences_and_the_composite() -> Result<()> {
     for (k, (shape, window, stride)) in [

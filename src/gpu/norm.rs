@@ -1,7 +1,9 @@
-//! The GPU's batch normalisation kernels (`shaders/batch_norm*.wgsl`), one workgroup per
-//! channel: the forward pass computes the channel's statistics and normalises it in one
-//! dispatch, the backward pass sums its gradients and computes the input's in one more.
-//! The tensor side is `tensor/fused/norm.rs`.
+//! The GPU's normalisation kernels. Batch norm (`shaders/batch_norm*.wgsl`) gives each
+//! channel a workgroup: the forward pass computes the channel's statistics and normalises
+//! it in one dispatch, the backward pass sums its gradients and computes the input's in one
+//! more. Layer norm (`shaders/layer_norm*.wgsl`) gives each row a workgroup, forward and for
+//! the input's gradient. The tensor sides are `tensor/fused/norm.rs` and
+//! `tensor/fused/layer_norm.rs`.
 
 use super::kernels::Kernel;
 use super::ops::{u32_of, GpuStorage};
@@ -87,5 +89,78 @@ impl GpuStorage {
         )?;
         let inputs = [self, weight, stats, dy];
         Ok([dx, dw, db].map(|s| s.with_lineage_of(inputs)))
+    }
+}
+
+impl GpuStorage {
+    /// `[y, stats]` for contiguous f32 rows `x` (this, `rows` of `d`) with the weight and the
+    /// bias `[d]` where given: the output and each row's mean and `1 / sqrt(var + eps)` as
+    /// `[rows, 2]`.
+    pub(crate) fn layer_norm(
+        &self,
+        (rows, d): (usize, usize),
+        weight: Option<&GpuStorage>,
+        bias: Option<&GpuStorage>,
+        eps: f64,
+    ) -> Result<[GpuStorage; 2]> {
+        const OP: &str = "layer_norm";
+        let ctx = self.ctx().clone();
+        u32_of(OP, rows * d)?;
+        let p = [
+            u32_of(OP, rows)?,
+            u32_of(OP, d)?,
+            (eps as f32).to_bits(),
+            weight.is_some() as u32,
+            bias.is_some() as u32,
+        ];
+        let y = GpuStorage::alloc(&ctx, OP, rows * d, DType::F32)?;
+        let stats = GpuStorage::alloc(&ctx, OP, 2 * rows, DType::F32)?;
+        let (w, b) = (weight.unwrap_or(self), bias.unwrap_or(self));
+        let (gx, gy) = ctx.grid(rows as u64, true)?;
+        ctx.dispatch(
+            Kernel::LayerNorm,
+            &p,
+            &[
+                y.buf.raw(),
+                stats.buf.raw(),
+                self.buf.raw(),
+                w.buf.raw(),
+                b.buf.raw(),
+            ],
+            (gx, gy, 1),
+        )?;
+        let inputs = [self, w, b];
+        Ok([y, stats].map(|s| s.with_lineage_of(inputs)))
+    }
+
+    /// The input's gradient of [`GpuStorage::layer_norm`] from contiguous f32 `dy`, this
+    /// `x`, the weight where given and the forward pass's `stats`.
+    pub(crate) fn layer_norm_backward(
+        &self,
+        (rows, d): (usize, usize),
+        weight: Option<&GpuStorage>,
+        stats: &GpuStorage,
+        dy: &GpuStorage,
+    ) -> Result<GpuStorage> {
+        const OP: &str = "layer_norm backward";
+        let ctx = self.ctx().clone();
+        u32_of(OP, rows * d)?;
+        let p = [u32_of(OP, rows)?, u32_of(OP, d)?, weight.is_some() as u32];
+        let dx = GpuStorage::alloc(&ctx, OP, rows * d, DType::F32)?;
+        let w = weight.unwrap_or(self);
+        let (gx, gy) = ctx.grid(rows as u64, true)?;
+        ctx.dispatch(
+            Kernel::LayerNormBackward,
+            &p,
+            &[
+                dx.buf.raw(),
+                self.buf.raw(),
+                dy.buf.raw(),
+                stats.buf.raw(),
+                w.buf.raw(),
+            ],
+            (gx, gy, 1),
+        )?;
+        Ok(dx.with_lineage_of([self, w, stats, dy]))
     }
 }

@@ -25,7 +25,10 @@ const SCAN: &str = include_str!("../../../shaders/scan.wgsl");
 const SCAN_ADD: &str = include_str!("../../../shaders/scan_add.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 const FOLD: &str = include_str!("../../../shaders/fold.wgsl");
+const GROUPS: &str = include_str!("../../../shaders/groups.wgsl");
 const CHANNELS: &str = include_str!("../../../shaders/channels.wgsl");
+const LAYER_NORM: &str = include_str!("../../../shaders/layer_norm.wgsl");
+const LAYER_NORM_BACKWARD: &str = include_str!("../../../shaders/layer_norm_backward.wgsl");
 const BATCH_NORM: &str = include_str!("../../../shaders/batch_norm.wgsl");
 const BATCH_NORM_BACKWARD: &str = include_str!("../../../shaders/batch_norm_backward.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../../../shaders/cross_entropy.wgsl");
@@ -176,6 +179,15 @@ pub enum Kernel {
     BatchNorm,
     /// Its gradients (`shaders/batch_norm_backward.wgsl`).
     BatchNormBackward,
+    /// Layer normalisation of f32 rows (`shaders/layer_norm.wgsl`).
+    LayerNorm,
+    /// Its input's gradient (`shaders/layer_norm_backward.wgsl`).
+    LayerNormBackward,
+}
+
+/// `shaders/groups.wgsl` for workgroups of `size` invocations.
+fn groups(size: u32) -> String {
+    GROUPS.replace("{{GROUP}}", &size.to_string())
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -416,8 +428,13 @@ impl Kernel {
             Kernel::FoldWindows => FOLD.to_string(),
             Kernel::CrossEntropy => CROSS_ENTROPY.to_string(),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
-            Kernel::BatchNorm => format!("{CHANNELS}\n{BATCH_NORM}"),
-            Kernel::BatchNormBackward => format!("{CHANNELS}\n{BATCH_NORM_BACKWARD}"),
+            // A workgroup per channel (many elements each), or per row (a layer's width).
+            Kernel::BatchNorm => format!("{}\n{CHANNELS}\n{BATCH_NORM}", groups(WG)),
+            Kernel::BatchNormBackward => {
+                format!("{}\n{CHANNELS}\n{BATCH_NORM_BACKWARD}", groups(WG))
+            }
+            Kernel::LayerNorm => format!("{}\n{LAYER_NORM}", groups(64)),
+            Kernel::LayerNormBackward => format!("{}\n{LAYER_NORM_BACKWARD}", groups(64)),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
@@ -518,7 +535,9 @@ impl Kernel {
             | Kernel::CrossEntropy
             | Kernel::CrossEntropyBackward
             | Kernel::BatchNorm
-            | Kernel::BatchNormBackward => None,
+            | Kernel::BatchNormBackward
+            | Kernel::LayerNorm
+            | Kernel::LayerNormBackward => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -545,7 +564,9 @@ impl Kernel {
             | Kernel::Lazy(_)
             | Kernel::FoldWindows
             | Kernel::BatchNorm
-            | Kernel::BatchNormBackward => false,
+            | Kernel::BatchNormBackward
+            | Kernel::LayerNorm
+            | Kernel::LayerNormBackward => false,
             // Index operands and labels are I64; the random integers' helpers use 64-bit
             // arithmetic.
             Kernel::Gather(..)
@@ -629,6 +650,8 @@ pub fn all_variants() -> Vec<Kernel> {
     v.push(Kernel::CrossEntropyBackward);
     v.push(Kernel::BatchNorm);
     v.push(Kernel::BatchNormBackward);
+    v.push(Kernel::LayerNorm);
+    v.push(Kernel::LayerNormBackward);
     v.push(Kernel::MatmulCoop);
     v.extend(
         crate::optim::FUSED_PROGRAMS

@@ -1,16 +1,18 @@
 //! Layer normalisation over the trailing dims as one op where its operands are contiguous
-//! f32 CPU tensors without tangents and the weight and bias (where given) have the
-//! normalized shape (the kernels of `cpu/layer_norm.rs`), composed from primitives elsewhere
+//! f32 tensors without tangents and the weight and bias (where given) have the normalized
+//! shape (the kernels of `cpu/layer_norm.rs`; on a GPU `shaders/layer_norm*.wgsl`, a
+//! workgroup per row), composed from primitives elsewhere
 //! (`nn::functional::layer_norm_composite`). Each row's mean and `1 / sqrt(var + eps)` are
-//! kept for the backward rule, which runs the fused gradient kernel or, under
-//! `create_graph`, differentiates the composite.
+//! kept for the backward rule, which runs the fused gradient kernels or, under
+//! `create_graph`, differentiates the composite. On a GPU the weight's and bias's
+//! gradients, sums over the rows, are reductions.
 
-use super::{composite_backward, host_tensor, on_host};
+use super::{composite_backward, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
-use crate::storage::Storage;
+use crate::storage::{with_reads, Storage};
 use crate::tensor::Tensor;
 
 /// Which inputs follow `x` in the node: the weight and the bias, where given.
@@ -33,12 +35,58 @@ pub(crate) fn layer_norm(
     let d: usize = normalized.iter().product();
     if d == 0
         || x.numel() == 0
-        || !matches!(x.device(), crate::device::Device::Cpu)
         || [weight, bias]
             .iter()
             .flatten()
             .any(|t| t.shape() != normalized)
     {
+        return Ok(None);
+    }
+    let affine = Affine {
+        weight: weight.is_some(),
+        bias: bias.is_some(),
+    };
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let record = |y: Storage, stats: Tensor| {
+        Tensor::from_op(
+            y,
+            x.shape(),
+            || BackwardOp::LayerNorm {
+                dims: k,
+                affine,
+                stats,
+                eps,
+            },
+            &inputs,
+        )
+        .map(Some)
+    };
+    let rows = x.numel() / d;
+    if gpu_takes(&inputs) {
+        let cells = [
+            Some(x.storage()),
+            weight.map(Tensor::storage),
+            bias.map(Tensor::storage),
+        ];
+        let out = with_reads(cells, |[xs, ws, bs]| match (xs, ws, bs) {
+            // A weight or bias given must be a GPU buffer (not a failed value).
+            (Some(Storage::Gpu(xs)), ws, bs)
+                if gpu_of(ws).is_some() == weight.is_some()
+                    && gpu_of(bs).is_some() == bias.is_some() =>
+            {
+                xs.layer_norm((rows, d), gpu_of(ws), gpu_of(bs), eps)
+                    .map(Some)
+            }
+            _ => Ok(None),
+        })?;
+        if let Some([y, stats]) = out {
+            let stats = Tensor::from_storage(Storage::Gpu(stats), &[rows, 2]);
+            return record(Storage::Gpu(y), stats);
+        }
+    }
+    if !matches!(x.device(), crate::device::Device::Cpu) {
         return Ok(None);
     }
     crate::storage::host_room("layer_norm", x.numel(), DType::F32)?;
@@ -49,27 +97,10 @@ pub(crate) fn layer_norm(
     }) else {
         return Ok(None);
     };
-    let rows = x.numel() / d;
-    let stats = host_tensor(stats, &[rows, 2]);
-    let affine = Affine {
-        weight: weight.is_some(),
-        bias: bias.is_some(),
-    };
-    let mut inputs = vec![x];
-    inputs.extend(weight);
-    inputs.extend(bias);
-    Tensor::from_op(
+    record(
         Storage::Cpu(HostBuffer::F32(y)),
-        x.shape(),
-        || BackwardOp::LayerNorm {
-            dims: k,
-            affine,
-            stats,
-            eps,
-        },
-        &inputs,
+        host_tensor(stats, &[rows, 2]),
     )
-    .map(Some)
 }
 
 /// The gradients of the input, the weight and the bias (where given) from the output's.
@@ -94,6 +125,9 @@ pub(crate) fn layer_norm_backward(
             bias.is_some_and(|b| b.requires_grad()),
         ];
         let w = weight.unwrap_or(x);
+        if let Some(grads) = gpu_backward(x, weight, bias, stats, &grad, (k, need))? {
+            return Ok(grads);
+        }
         if let Some([dx, dw, db]) = on_host([x, w, stats, &grad], |[x, w, stats, dy]| {
             crate::cpu::layer_norm::backward(x, d, weight.map(|_| w), stats, dy, need)
         }) {
@@ -112,4 +146,83 @@ pub(crate) fn layer_norm_backward(
         let b = affine.bias.then(|| &ins[1 + affine.weight as usize]);
         crate::nn::functional::layer_norm_composite(&ins[0], k, w, b, eps)
     })
+}
+
+/// [`layer_norm_backward`] by the GPU's kernel for the input's gradient and reductions for
+/// the weight's and the bias's, where the kernel takes the operands.
+fn gpu_backward(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    stats: &Tensor,
+    grad: &Tensor,
+    (k, need): (usize, [bool; 3]),
+) -> Result<Option<Vec<Option<Tensor>>>> {
+    let mut operands = vec![x, stats];
+    operands.extend(weight);
+    if !gpu_takes(&operands) {
+        return Ok(None);
+    }
+    // The kernel reads the gradient from the start of its buffer.
+    let grad = if gpu_takes(&[grad]) {
+        grad.clone()
+    } else {
+        grad.deep_clone()?
+    };
+    let normalized = &x.shape()[x.ndim() - k..];
+    let d: usize = normalized.iter().product();
+    let rows = x.numel() / d;
+    let dx = if need[0] {
+        let cells = [
+            Some(x.storage()),
+            weight.map(Tensor::storage),
+            Some(stats.storage()),
+            Some(grad.storage()),
+        ];
+        let dx = with_reads(cells, |[xs, ws, ss, gs]| match (xs, ws, ss, gs) {
+            (Some(Storage::Gpu(xs)), ws, Some(Storage::Gpu(ss)), Some(Storage::Gpu(gs)))
+                if gpu_of(ws).is_some() == weight.is_some() =>
+            {
+                xs.layer_norm_backward((rows, d), gpu_of(ws), ss, gs)
+                    .map(Some)
+            }
+            _ => Ok(None),
+        })?;
+        let Some(dx) = dx else {
+            return Ok(None);
+        };
+        Some(Tensor::from_storage(Storage::Gpu(dx), x.shape()))
+    } else {
+        None
+    };
+    // The weight's and bias's gradients: sums over the rows of dy * xhat and dy, each one
+    // reduction whose elementwise part is fused into it.
+    let dy = grad.reshape([rows, d])?;
+    let mut out = vec![dx];
+    if weight.is_some() {
+        out.push(if need[1] {
+            let mean = stats.narrow(1, 0, 1)?;
+            let rstd = stats.narrow(1, 1, 1)?;
+            let xhat = x.reshape([rows, d])?.sub(&mean)?.mul(&rstd)?;
+            Some(dy.mul(&xhat)?.sum_dims([0], false)?.reshape(normalized)?)
+        } else {
+            None
+        });
+    }
+    if bias.is_some() {
+        out.push(if need[2] {
+            Some(dy.sum_dims([0], false)?.reshape(normalized)?)
+        } else {
+            None
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The GPU buffer of an optional operand (its cell's storage, locked).
+fn gpu_of(s: Option<&Storage>) -> Option<&crate::gpu::GpuStorage> {
+    match s {
+        Some(Storage::Gpu(g)) => Some(g),
+        _ => None,
+    }
 }

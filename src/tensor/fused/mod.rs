@@ -49,6 +49,20 @@ pub(crate) fn on_host<const N: usize, R>(
     })
 }
 
+/// Whether the GPU's fused kernels (`gpu/norm.rs`) take `ts`: f32 GPU tensors without tangents, each contiguous
+/// from the start of its buffer, while fusion is on (`WGRAD_NO_FUSION=1` composes the op,
+/// as for the GPU's other fused kernels).
+pub(crate) fn gpu_takes(ts: &[&Tensor]) -> bool {
+    !crate::storage::fused::fusion_disabled()
+        && ts.iter().all(|t| {
+            matches!(t.device(), Device::Gpu(_))
+                && t.dtype() == DType::F32
+                && t.is_contiguous()
+                && t.storage_offset() == 0
+                && t.0.tangent.is_none()
+        })
+}
+
 /// A fused op on 16-bit float operands (all of one dtype): the f32 op on the operands
 /// widened, its result rounded once to their dtype. PyTorch's kernels compute these ops in
 /// f32 (opmath) and round once, and one f32 kernel is faster and more accurate than a

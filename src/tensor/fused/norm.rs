@@ -6,11 +6,9 @@
 //! kept for the backward rule, which runs the fused gradient kernel or, under
 //! `create_graph`, differentiates the composite.
 
-use super::{composite_backward, host_tensor, on_host};
+use super::{composite_backward, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::cpu::norm::NormGeometry;
-use crate::device::Device;
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
 use crate::storage::{with_reads, Storage};
@@ -85,20 +83,6 @@ pub(crate) fn batch_norm_backward(
     composite_backward(grad, inputs, |ins| {
         Ok(crate::nn::functional::batch_norm_composite(&ins[0], &ins[1], &ins[2], eps)?.0)
     })
-}
-
-/// Whether the GPU kernels take `ts`: f32 GPU tensors without tangents, each contiguous
-/// from the start of its buffer, while fusion is on (`WGRAD_NO_FUSION=1` composes the op,
-/// as for the GPU's other fused kernels).
-fn gpu_takes(ts: &[&Tensor]) -> bool {
-    !crate::storage::fused::fusion_disabled()
-        && ts.iter().all(|t| {
-            matches!(t.device(), Device::Gpu(_))
-                && t.dtype() == DType::F32
-                && t.is_contiguous()
-                && t.storage_offset() == 0
-                && t.0.tangent.is_none()
-        })
 }
 
 /// Elements a channel has at most for the GPU kernels, which give each channel one
