@@ -4,7 +4,7 @@
 // shift = b - mean * rstd * w. Writes stats [3, C]: mean, variance, rstd = 1/sqrt(var + eps)
 // (what the backward pass reads), and the mean and the variance again each in a buffer of
 // its own (what the running statistics' update reads). `groups.wgsl` and `channels.wgsl`
-// come with it.
+// come with it (the entry point calls `group`).
 // Metadata: [0] N, [1] C, [2] S, [3] eps (f32 bits).
 
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -15,17 +15,8 @@
 @group(0) @binding(6) var<storage, read> w: array<f32>;
 @group(0) @binding(7) var<storage, read> b: array<f32>;
 
-@compute @workgroup_size(GROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn group(ch: u32, lid: u32) {
     let c = params[1];
-    let ch = group_index(wid, nwg);
-    if (ch >= c) {
-        return;
-    }
     let count = params[0] * params[2];
     var acc = 0.0;
     for (var j = lid; j < count; j = j + GROUP) {

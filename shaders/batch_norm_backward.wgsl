@@ -1,7 +1,7 @@
 // The gradients of `batch_norm.wgsl`, one workgroup per channel of contiguous x and dy
 // [N, C, S], from the forward pass's stats [3, C]: db = sum dy, dw = rstd sum dy (x - mean),
 // then dx = w rstd (dy - db / count - (x - mean) rstd dw / count). `groups.wgsl` and
-// `channels.wgsl` come with it. Metadata: [0] N, [1] C, [2] S.
+// `channels.wgsl` come with it (the entry point calls `group`). Metadata: [0] N, [1] C, [2] S.
 
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
@@ -11,17 +11,8 @@
 @group(0) @binding(6) var<storage, read> stats: array<f32>;
 @group(0) @binding(7) var<storage, read> w: array<f32>;
 
-@compute @workgroup_size(GROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn group(ch: u32, lid: u32) {
     let c = params[1];
-    let ch = group_index(wid, nwg);
-    if (ch >= c) {
-        return;
-    }
     let count = params[0] * params[2];
     let mean = stats[ch];
     let rstd = stats[2u * c + ch];

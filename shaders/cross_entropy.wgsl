@@ -3,76 +3,38 @@
 // maximum where that is finite (as `log_softmax`), then three rows of N values: the loss
 // `lse - x[label]` (0 where the label is ignore_index, which PyTorch skips), 1 or 0 for a
 // label that counts or is ignored, and the row's log-sum-exp `lse`. A label outside 0..C
-// that is not ignore_index sets the error flag (its loss reads 0).
+// that is not ignore_index sets the error flag (its loss reads 0). `groups.wgsl` comes with
+// it.
 // Metadata: [0] rows N, [1] classes C, [2] x offset, [3] x row stride, [4] x class stride,
 // [5] labels offset, [6] labels stride, [7..9) ignore_index (low, high words).
-
-const ROW_WG: u32 = 64u;
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> error_flag: array<atomic<u32>>;
 
-var<workgroup> partials: array<f32, ROW_WG>;
-
-// The larger of a and b, NaN if either is (by its bits: see `is_nan_f32`).
-fn max_nan(a: f32, b: f32) -> f32 {
-    if (is_nan_f32(a) || is_nan_f32(b)) {
-        return nan_f32();
-    }
-    return max(a, b);
-}
-
-@compute @workgroup_size(ROW_WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn group(row: u32, lid: u32) {
     let n = params[0];
-    // The row is the workgroup's: every invocation of a workgroup returns here or none
-    // does, so the barriers below are reached uniformly.
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= n) {
-        return;
-    }
     let c = params[1];
     let base = params[2] + row * params[3];
     let cs = params[4];
 
     var m = -inf_f32();
-    for (var k = lid; k < c; k = k + ROW_WG) {
+    for (var k = lid; k < c; k = k + GROUP) {
         m = max_nan(m, x[base + k * cs]);
     }
-    partials[lid] = m;
-    workgroupBarrier();
-    for (var s = ROW_WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partials[lid] = max_nan(partials[lid], partials[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    m = partials[0];
-    workgroupBarrier();
+    m = group_max(lid, m);
 
     let infinite = (bitcast<u32>(m) & 0x7fffffffu) == 0x7f800000u;
     let shift = select(m, 0.0, infinite);
     var acc = 0.0;
-    for (var k = lid; k < c; k = k + ROW_WG) {
+    for (var k = lid; k < c; k = k + GROUP) {
         acc = acc + exp(x[base + k * cs] - shift);
     }
-    partials[lid] = acc;
-    workgroupBarrier();
-    for (var s = ROW_WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partials[lid] = partials[lid] + partials[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = group_sum(lid, vec2<f32>(acc, 0.0)).x;
 
     if (lid == 0u) {
-        let lse = log(partials[0]) + shift;
+        let lse = log(total) + shift;
         let label = labels[params[5] + row * params[6]];
         var loss = 0.0;
         var keep = 0.0;

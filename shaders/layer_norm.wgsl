@@ -2,7 +2,7 @@
 // a contiguous x [R, D]: the row's mean, its biased variance (two passes, as the CPU's), then
 // y = (x - mean) * rstd (* w where given) (+ b where given), with rstd = 1/sqrt(var + eps).
 // Writes stats [R, 2]: each row's mean and rstd. A missing weight or bias binds x, unread.
-// `groups.wgsl` comes with it.
+// `groups.wgsl` comes with it (the entry point calls `group`).
 // Metadata: [0] R, [1] D, [2] eps (f32 bits), [3] has weight, [4] has bias.
 
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -11,16 +11,7 @@
 @group(0) @binding(4) var<storage, read> w: array<f32>;
 @group(0) @binding(5) var<storage, read> b: array<f32>;
 
-@compute @workgroup_size(GROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = group_index(wid, nwg);
-    if (row >= params[0]) {
-        return;
-    }
+fn group(row: u32, lid: u32) {
     let d = params[1];
     let base = row * d;
     var acc = 0.0;

@@ -1,7 +1,7 @@
 // The input's gradient of `layer_norm.wgsl`, one workgroup per row: with g = dy * w (or dy)
 // and xhat = (x - mean) * rstd, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). (The
 // weight's and bias's gradients are sums over the rows, which reductions compute.) A missing
-// weight binds x, unread. `groups.wgsl` comes with it.
+// weight binds x, unread. `groups.wgsl` comes with it (the entry point calls `group`).
 // Metadata: [0] R, [1] D, [2] has weight.
 
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
@@ -17,16 +17,7 @@ fn g_at(k: u32, at: u32) -> f32 {
     return dy[at];
 }
 
-@compute @workgroup_size(GROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = group_index(wid, nwg);
-    if (row >= params[0]) {
-        return;
-    }
+fn group(row: u32, lid: u32) {
     let d = params[1];
     let base = row * d;
     let mean = stats[2u * row];

@@ -225,6 +225,59 @@ fn layer_norm_on_a_gpu_equals_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Softmax and log-softmax on a GPU (a workgroup per row) give the CPU's values and
+/// gradients, for rows shorter and longer than a workgroup and rows holding NaN, an
+/// infinity or only -inf (the composite's NaN and -inf where PyTorch has them).
+#[test]
+fn softmax_on_a_gpu_equals_the_cpu() -> Result<()> {
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let special = Tensor::new([
+        [1.0, nan, 3.0],
+        [inf, 1.0, 2.0],
+        [-inf, 1.0, 2.0],
+        [-inf, -inf, -inf],
+    ])?;
+    let inputs = [
+        wgrad::seeded(30, || Tensor::randn([5, 7]))?,
+        wgrad::seeded(31, || Tensor::randn([2, 3, 150]))?.mul_scalar(4.0)?,
+        special,
+    ];
+    for (k, x) in inputs.iter().enumerate() {
+        let g = wgrad::seeded(40 + k as u64, || Tensor::randn(x.shape()))?;
+        for log in [false, true] {
+            let run = |dev: &Device| -> Result<Vec<Tensor>> {
+                let x = x.to_device(dev)?.detach().requires_grad_(true)?;
+                let y = if log {
+                    x.log_softmax(-1)?
+                } else {
+                    x.softmax(-1)?
+                };
+                y.mul(&g.to_device(dev)?)?.sum()?.backward()?;
+                [y.detach(), x.grad().expect("dx")]
+                    .iter()
+                    .map(|t| t.to_device(&Device::Cpu))
+                    .collect()
+            };
+            let cpu = run(&Device::Cpu)?;
+            for dev in common::devices().iter().filter(|d| !d.is_cpu()) {
+                for (i, (a, b)) in run(dev)?.iter().zip(&cpu).enumerate() {
+                    let (av, bv) = (common::floats(a), common::floats(b));
+                    for (j, (p, q)) in av.iter().zip(&bv).enumerate() {
+                        let same = (p.is_nan() && q.is_nan())
+                            || p == q
+                            || (p - q).abs() <= 1e-4 * (1.0 + q.abs());
+                        assert!(
+                            same,
+                            "input {k} log {log} output {i} [{j}] on {dev}: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn fused_average_pooling_agrees_with_finite_differences_and_the_composite() -> Result<()> {
     for (k, (shape, window, stride)) in [

@@ -1,9 +1,9 @@
 //! The GPU's normalisation kernels. Batch norm (`shaders/batch_norm*.wgsl`) gives each
 //! channel a workgroup: the forward pass computes the channel's statistics and normalises
 //! it in one dispatch, the backward pass sums its gradients and computes the input's in one
-//! more. Layer norm (`shaders/layer_norm*.wgsl`) gives each row a workgroup, forward and for
-//! the input's gradient. The tensor sides are `tensor/fused/norm.rs` and
-//! `tensor/fused/layer_norm.rs`.
+//! more. Layer norm (`shaders/layer_norm*.wgsl`) and softmax (`shaders/softmax*.wgsl`) give
+//! each row a workgroup, forward and for the input's gradient. The tensor sides are
+//! `tensor/fused/norm.rs`, `tensor/fused/layer_norm.rs` and `tensor/fused/softmax.rs`.
 
 use super::kernels::Kernel;
 use super::ops::{u32_of, GpuStorage};
@@ -162,5 +162,44 @@ impl GpuStorage {
             (gx, gy, 1),
         )?;
         Ok(dx.with_lineage_of([self, w, stats, dy]))
+    }
+}
+
+impl GpuStorage {
+    /// Softmax (`log` false) or log-softmax of contiguous f32 rows (this, `rows` of `n`).
+    pub(crate) fn softmax(&self, (rows, n): (usize, usize), log: bool) -> Result<GpuStorage> {
+        self.row_kernel(Kernel::Softmax, (rows, n), log, &[])
+    }
+
+    /// The input's gradient of [`GpuStorage::softmax`] from its output (this) and the
+    /// output's contiguous gradient `g`.
+    pub(crate) fn softmax_backward(
+        &self,
+        (rows, n): (usize, usize),
+        log: bool,
+        g: &GpuStorage,
+    ) -> Result<GpuStorage> {
+        self.row_kernel(Kernel::SoftmaxBackward, (rows, n), log, &[g])
+    }
+
+    /// One of the softmax kernels over `rows` of `n`: a workgroup per row reading this and
+    /// `more`, writing a buffer like this.
+    fn row_kernel(
+        &self,
+        kernel: Kernel,
+        (rows, n): (usize, usize),
+        log: bool,
+        more: &[&GpuStorage],
+    ) -> Result<GpuStorage> {
+        const OP: &str = "softmax";
+        let ctx = self.ctx().clone();
+        u32_of(OP, rows * n)?;
+        let p = [u32_of(OP, rows)?, u32_of(OP, n)?, log as u32];
+        let out = GpuStorage::alloc(&ctx, OP, rows * n, DType::F32)?;
+        let mut buffers = vec![out.buf.raw(), self.buf.raw()];
+        buffers.extend(more.iter().map(|s| s.buf.raw()));
+        let (gx, gy) = ctx.grid(rows as u64, true)?;
+        ctx.dispatch(kernel, &p, &buffers, (gx, gy, 1))?;
+        Ok(out.with_lineage_of(std::iter::once(self).chain(more.iter().copied())))
     }
 }

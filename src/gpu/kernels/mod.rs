@@ -27,6 +27,8 @@ const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 const FOLD: &str = include_str!("../../../shaders/fold.wgsl");
 const GROUPS: &str = include_str!("../../../shaders/groups.wgsl");
 const CHANNELS: &str = include_str!("../../../shaders/channels.wgsl");
+const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
+const SOFTMAX_BACKWARD: &str = include_str!("../../../shaders/softmax_backward.wgsl");
 const LAYER_NORM: &str = include_str!("../../../shaders/layer_norm.wgsl");
 const LAYER_NORM_BACKWARD: &str = include_str!("../../../shaders/layer_norm_backward.wgsl");
 const BATCH_NORM: &str = include_str!("../../../shaders/batch_norm.wgsl");
@@ -183,11 +185,18 @@ pub enum Kernel {
     LayerNorm,
     /// Its input's gradient (`shaders/layer_norm_backward.wgsl`).
     LayerNormBackward,
+    /// Softmax or log-softmax of f32 rows (`shaders/softmax.wgsl`).
+    Softmax,
+    /// Its input's gradient (`shaders/softmax_backward.wgsl`).
+    SoftmaxBackward,
 }
 
-/// `shaders/groups.wgsl` for workgroups of `size` invocations.
-fn groups(size: u32) -> String {
-    GROUPS.replace("{{GROUP}}", &size.to_string())
+/// `shaders/groups.wgsl` for workgroups of `size` invocations, one per row up to the
+/// count in parameter word `count_at`.
+fn groups(size: u32, count_at: u32) -> String {
+    GROUPS
+        .replace("{{GROUP}}", &size.to_string())
+        .replace("{{COUNT_AT}}", &count_at.to_string())
 }
 
 /// The tree reduction of the threads' partials in workgroup memory (every adapter).
@@ -426,15 +435,18 @@ impl Kernel {
                 .replace("{{A_COLUMNS}}", &a_columns.to_string())
                 .replace("{{B_COLUMNS}}", &b_columns.to_string()),
             Kernel::FoldWindows => FOLD.to_string(),
-            Kernel::CrossEntropy => CROSS_ENTROPY.to_string(),
+            Kernel::CrossEntropy => format!("{}\n{CROSS_ENTROPY}", groups(64, 0)),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
-            // A workgroup per channel (many elements each), or per row (a layer's width).
-            Kernel::BatchNorm => format!("{}\n{CHANNELS}\n{BATCH_NORM}", groups(WG)),
+            // A workgroup per channel (many elements each; their count is parameter 1),
+            // or per row (a layer's width; parameter 0).
+            Kernel::BatchNorm => format!("{}\n{CHANNELS}\n{BATCH_NORM}", groups(WG, 1)),
             Kernel::BatchNormBackward => {
-                format!("{}\n{CHANNELS}\n{BATCH_NORM_BACKWARD}", groups(WG))
+                format!("{}\n{CHANNELS}\n{BATCH_NORM_BACKWARD}", groups(WG, 1))
             }
-            Kernel::LayerNorm => format!("{}\n{LAYER_NORM}", groups(64)),
-            Kernel::LayerNormBackward => format!("{}\n{LAYER_NORM_BACKWARD}", groups(64)),
+            Kernel::LayerNorm => format!("{}\n{LAYER_NORM}", groups(64, 0)),
+            Kernel::LayerNormBackward => format!("{}\n{LAYER_NORM_BACKWARD}", groups(64, 0)),
+            Kernel::Softmax => format!("{}\n{SOFTMAX}", groups(64, 0)),
+            Kernel::SoftmaxBackward => format!("{}\n{SOFTMAX_BACKWARD}", groups(64, 0)),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
@@ -537,7 +549,9 @@ impl Kernel {
             | Kernel::BatchNorm
             | Kernel::BatchNormBackward
             | Kernel::LayerNorm
-            | Kernel::LayerNormBackward => None,
+            | Kernel::LayerNormBackward
+            | Kernel::Softmax
+            | Kernel::SoftmaxBackward => None,
             // Matmul reads 16-bit operands itself and gives an f32 product.
             Kernel::Matmul(d) => Some(d).filter(|&d| d == DType::F64),
             Kernel::Reduce(_, d, _, _)
@@ -566,7 +580,9 @@ impl Kernel {
             | Kernel::BatchNorm
             | Kernel::BatchNormBackward
             | Kernel::LayerNorm
-            | Kernel::LayerNormBackward => false,
+            | Kernel::LayerNormBackward
+            | Kernel::Softmax
+            | Kernel::SoftmaxBackward => false,
             // Index operands and labels are I64; the random integers' helpers use 64-bit
             // arithmetic.
             Kernel::Gather(..)
@@ -652,6 +668,8 @@ pub fn all_variants() -> Vec<Kernel> {
     v.push(Kernel::BatchNormBackward);
     v.push(Kernel::LayerNorm);
     v.push(Kernel::LayerNormBackward);
+    v.push(Kernel::Softmax);
+    v.push(Kernel::SoftmaxBackward);
     v.push(Kernel::MatmulCoop);
     v.extend(
         crate::optim::FUSED_PROGRAMS

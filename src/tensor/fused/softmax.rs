@@ -1,15 +1,15 @@
 //! Softmax and log-softmax along the last dim as one op where the input is a contiguous
-//! f32 CPU tensor without a tangent (the kernels of `cpu/softmax.rs`), composed from
-//! primitives elsewhere (`Tensor::softmax_composite`, `Tensor::log_softmax_composite`).
-//! The backward rule reads the output; under `create_graph` it differentiates the
-//! composite.
+//! f32 tensor without a tangent (the kernels of `cpu/softmax.rs`; on a GPU
+//! `shaders/softmax*.wgsl`, a workgroup per row), composed from primitives elsewhere
+//! (`Tensor::softmax_composite`, `Tensor::log_softmax_composite`). The backward rule reads
+//! the output; under `create_graph` it differentiates the composite.
 
-use super::{composite_backward, host_tensor, on_host};
+use super::{composite_backward, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostBuffer;
-use crate::storage::Storage;
+use crate::storage::{with_reads, Storage};
 use crate::tensor::Tensor;
 
 /// The last dim's length, where the kernels may take `x` (a non-empty row of a CPU tensor).
@@ -24,6 +24,9 @@ fn row_len(x: &Tensor) -> Option<usize> {
 /// Softmax (`log` false) or log-softmax of `x` along its last dim as one op, or `None`
 /// where the kernels do not take `x`.
 pub(crate) fn softmax_last(x: &Tensor, log: bool) -> Result<Option<Tensor>> {
+    if let Some(y) = on_gpu(x, log)? {
+        return Ok(Some(y));
+    }
     let Some(n) = row_len(x) else {
         return Ok(None);
     };
@@ -52,6 +55,9 @@ pub(crate) fn softmax_backward(
     log: bool,
 ) -> Result<Vec<Option<Tensor>>> {
     if !is_grad_enabled() {
+        if let Some(dx) = gpu_backward(grad, out, log)? {
+            return Ok(vec![Some(dx)]);
+        }
         if let Some(n) = row_len(out) {
             crate::storage::host_room("softmax backward", out.numel(), DType::F32)?;
             let grad = grad.contiguous()?;
@@ -70,4 +76,54 @@ pub(crate) fn softmax_backward(
             ins[0].softmax_composite(last)
         }
     })
+}
+
+/// The rows of `x` (its last dim's length and how many) where the GPU kernels take it.
+fn gpu_rows(x: &Tensor) -> Option<(usize, usize)> {
+    let n = x.shape().last().copied().filter(|&n| n > 0)?;
+    (x.numel() > 0 && gpu_takes(&[x])).then(|| (x.numel() / n, n))
+}
+
+/// [`softmax_last`] by the GPU's kernel, where it takes `x`.
+fn on_gpu(x: &Tensor, log: bool) -> Result<Option<Tensor>> {
+    let Some(rows) = gpu_rows(x) else {
+        return Ok(None);
+    };
+    let y = with_reads([Some(x.storage())], |[s]| match s {
+        Some(Storage::Gpu(s)) => s.softmax(rows, log).map(Some),
+        _ => Ok(None),
+    })?;
+    let Some(y) = y else {
+        return Ok(None);
+    };
+    Tensor::from_op(
+        Storage::Gpu(y),
+        x.shape(),
+        || BackwardOp::Softmax { log },
+        &[x],
+    )
+    .map(Some)
+}
+
+/// [`softmax_backward`] by the GPU's kernel, where it takes the output.
+fn gpu_backward(grad: &Tensor, out: &Tensor, log: bool) -> Result<Option<Tensor>> {
+    let Some(rows) = gpu_rows(out) else {
+        return Ok(None);
+    };
+    // The kernel reads the gradient from the start of its buffer.
+    let grad = if gpu_takes(&[grad]) && grad.shape() == out.shape() {
+        grad.clone()
+    } else {
+        grad.expand(out.shape())?.deep_clone()?
+    };
+    let dx = with_reads(
+        [Some(out.storage()), Some(grad.storage())],
+        |[y, g]| match (y, g) {
+            (Some(Storage::Gpu(y)), Some(Storage::Gpu(g))) => {
+                y.softmax_backward(rows, log, g).map(Some)
+            }
+            _ => Ok(None),
+        },
+    )?;
+    Ok(dx.map(|dx| Tensor::from_storage(Storage::Gpu(dx), out.shape())))
 }
