@@ -1,8 +1,8 @@
 // Shared by the kernels that give each row (or channel) of a tensor one workgroup of GROUP
 // invocations (`batch_norm*.wgsl`, `layer_norm*.wgsl`, `softmax*.wgsl`,
 // `cross_entropy.wgsl`): the entry point, which runs the kernel's `group(index, lid)` for
-// its workgroup's row, and the workgroup's sum and maximum. GROUP, and the parameter word COUNT_AT that holds how many rows there are, are set
-// per kernel.
+// its workgroup's row, and the workgroup's sum and maximum. GROUP, and COUNT_AT, the
+// parameter word that holds how many rows there are, are set per kernel.
 
 const GROUP: u32 = {{GROUP}}u;
 const COUNT_AT: u32 = {{COUNT_AT}}u;

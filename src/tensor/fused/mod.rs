@@ -49,9 +49,9 @@ pub(crate) fn on_host<const N: usize, R>(
     })
 }
 
-/// Whether the GPU's fused kernels (`gpu/norm.rs`) take `ts`: f32 GPU tensors without tangents, each contiguous
-/// from the start of its buffer, while fusion is on (`WGRAD_NO_FUSION=1` composes the op,
-/// as for the GPU's other fused kernels).
+/// Whether the GPU's norm and softmax kernels (`gpu/norm.rs`) take `ts`: f32 GPU tensors
+/// without tangents, each contiguous from the start of its buffer, while fusion is on
+/// (`WGRAD_NO_FUSION=1` composes the op, as for the GPU's other fused kernels).
 pub(crate) fn gpu_takes(ts: &[&Tensor]) -> bool {
     !crate::storage::fused::fusion_disabled()
         && ts.iter().all(|t| {
