@@ -9,17 +9,60 @@ use super::kernels::Kernel;
 use super::ops::{u32_of, GpuStorage};
 use crate::cpu::norm::NormGeometry;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-const OP: &str = "batch_norm";
+/// One dispatch of a kernel that gives each of `groups` rows or channels a workgroup
+/// (`shaders/groups.wgsl`): fresh f32 outputs of `lens` elements, bound first, then
+/// `inputs`. The outputs carry the inputs' open index checks.
+fn per_group<const N: usize>(
+    (op, kernel): (&'static str, Kernel),
+    params: &[u32],
+    groups: usize,
+    lens: [usize; N],
+    inputs: &[&GpuStorage],
+) -> Result<[GpuStorage; N]> {
+    let ctx = inputs
+        .first()
+        .ok_or_else(|| Error::invalid(op, "a kernel without operands"))?
+        .ctx()
+        .clone();
+    let mut outputs = Vec::with_capacity(N);
+    for len in lens {
+        outputs.push(GpuStorage::alloc(&ctx, op, len, DType::F32)?);
+    }
+    let buffers: Vec<&wgpu::Buffer> = outputs
+        .iter()
+        .chain(inputs.iter().copied())
+        .map(|s| s.buf.raw())
+        .collect();
+    let (x, y) = ctx.grid(groups as u64, true)?;
+    ctx.dispatch(kernel, params, &buffers, (x, y, 1))?;
+    let outputs: Vec<GpuStorage> = outputs
+        .into_iter()
+        .map(|s| s.with_lineage_of(inputs.iter().copied()))
+        .collect();
+    outputs
+        .try_into()
+        .map_err(|_| Error::invalid(op, "the kernel's outputs were miscounted"))
+}
 
-/// The metadata's geometry words, and the workgroup grid (one per channel).
-fn geometry(s: &GpuStorage, geo: &NormGeometry) -> Result<(Vec<u32>, (u32, u32))> {
-    let words = vec![u32_of(OP, geo.n)?, u32_of(OP, geo.c)?, u32_of(OP, geo.s)?];
-    // Every element's index must fit the kernels' u32 arithmetic.
+/// The metadata's geometry words of a batch norm kernel (every element's index checked to
+/// fit the kernels' u32 arithmetic).
+fn geometry(geo: &NormGeometry) -> Result<Vec<u32>> {
+    const OP: &str = "batch_norm";
     u32_of(OP, geo.n * geo.c * geo.s)?;
-    let grid = s.ctx().grid(geo.c as u64, true)?;
-    Ok((words, grid))
+    Ok(vec![
+        u32_of(OP, geo.n)?,
+        u32_of(OP, geo.c)?,
+        u32_of(OP, geo.s)?,
+    ])
+}
+
+/// The metadata's first words of a row kernel: the rows and their length (every element's
+/// index checked to fit the kernels' u32 arithmetic).
+fn rows_words(op: &'static str, (rows, d): (usize, usize)) -> Result<[u32; 2]> {
+    u32_of(op, rows * d)?;
+    Ok([u32_of(op, rows)?, u32_of(op, d)?])
 }
 
 impl GpuStorage {
@@ -34,32 +77,19 @@ impl GpuStorage {
         bias: &GpuStorage,
         eps: f64,
     ) -> Result<[GpuStorage; 4]> {
-        let ctx = self.ctx().clone();
-        let (mut p, (x, y)) = geometry(self, geo)?;
+        let mut p = geometry(geo)?;
         p.push((eps as f32).to_bits());
-        let out = GpuStorage::alloc(&ctx, OP, geo.n * geo.c * geo.s, DType::F32)?;
-        let stats = GpuStorage::alloc(&ctx, OP, 3 * geo.c, DType::F32)?;
-        let mean = GpuStorage::alloc(&ctx, OP, geo.c, DType::F32)?;
-        let var = GpuStorage::alloc(&ctx, OP, geo.c, DType::F32)?;
-        ctx.dispatch(
-            Kernel::BatchNorm,
+        let c = geo.c;
+        per_group(
+            ("batch_norm", Kernel::BatchNorm),
             &p,
-            &[
-                out.buf.raw(),
-                stats.buf.raw(),
-                mean.buf.raw(),
-                var.buf.raw(),
-                self.buf.raw(),
-                weight.buf.raw(),
-                bias.buf.raw(),
-            ],
-            (x, y, 1),
-        )?;
-        let inputs = [self, weight, bias];
-        Ok([out, stats, mean, var].map(|s| s.with_lineage_of(inputs)))
+            c,
+            [geo.n * c * geo.s, 3 * c, c, c],
+            &[self, weight, bias],
+        )
     }
 
-    /// `(dx, dw, db)` from contiguous f32 `dy` and the forward pass's `x` (this), `weight`
+    /// `[dx, dw, db]` from contiguous f32 `dy` and the forward pass's `x` (this), `weight`
     /// and `stats`.
     pub(crate) fn batch_norm_backward(
         &self,
@@ -68,34 +98,19 @@ impl GpuStorage {
         stats: &GpuStorage,
         dy: &GpuStorage,
     ) -> Result<[GpuStorage; 3]> {
-        let ctx = self.ctx().clone();
-        let (p, (x, y)) = geometry(self, geo)?;
-        let dx = GpuStorage::alloc(&ctx, OP, geo.n * geo.c * geo.s, DType::F32)?;
-        let dw = GpuStorage::alloc(&ctx, OP, geo.c, DType::F32)?;
-        let db = GpuStorage::alloc(&ctx, OP, geo.c, DType::F32)?;
-        ctx.dispatch(
-            Kernel::BatchNormBackward,
-            &p,
-            &[
-                dx.buf.raw(),
-                dw.buf.raw(),
-                db.buf.raw(),
-                self.buf.raw(),
-                dy.buf.raw(),
-                stats.buf.raw(),
-                weight.buf.raw(),
-            ],
-            (x, y, 1),
-        )?;
-        let inputs = [self, weight, stats, dy];
-        Ok([dx, dw, db].map(|s| s.with_lineage_of(inputs)))
+        let c = geo.c;
+        per_group(
+            ("batch_norm backward", Kernel::BatchNormBackward),
+            &geometry(geo)?,
+            c,
+            [geo.n * c * geo.s, c, c],
+            &[self, dy, stats, weight],
+        )
     }
-}
 
-impl GpuStorage {
     /// `[y, stats]` for contiguous f32 rows `x` (this, `rows` of `d`) with the weight and the
     /// bias `[d]` where given: the output and each row's mean and `1 / sqrt(var + eps)` as
-    /// `[rows, 2]`.
+    /// `[rows, 2]`. A missing weight or bias binds `x`, unread.
     pub(crate) fn layer_norm(
         &self,
         (rows, d): (usize, usize),
@@ -104,33 +119,20 @@ impl GpuStorage {
         eps: f64,
     ) -> Result<[GpuStorage; 2]> {
         const OP: &str = "layer_norm";
-        let ctx = self.ctx().clone();
-        u32_of(OP, rows * d)?;
-        let p = [
-            u32_of(OP, rows)?,
-            u32_of(OP, d)?,
+        let mut p = rows_words(OP, (rows, d))?.to_vec();
+        p.extend([
             (eps as f32).to_bits(),
             weight.is_some() as u32,
             bias.is_some() as u32,
-        ];
-        let y = GpuStorage::alloc(&ctx, OP, rows * d, DType::F32)?;
-        let stats = GpuStorage::alloc(&ctx, OP, 2 * rows, DType::F32)?;
-        let (w, b) = (weight.unwrap_or(self), bias.unwrap_or(self));
-        let (gx, gy) = ctx.grid(rows as u64, true)?;
-        ctx.dispatch(
-            Kernel::LayerNorm,
+        ]);
+        let inputs = [self, weight.unwrap_or(self), bias.unwrap_or(self)];
+        per_group(
+            (OP, Kernel::LayerNorm),
             &p,
-            &[
-                y.buf.raw(),
-                stats.buf.raw(),
-                self.buf.raw(),
-                w.buf.raw(),
-                b.buf.raw(),
-            ],
-            (gx, gy, 1),
-        )?;
-        let inputs = [self, w, b];
-        Ok([y, stats].map(|s| s.with_lineage_of(inputs)))
+            rows,
+            [rows * d, 2 * rows],
+            &inputs,
+        )
     }
 
     /// The input's gradient of [`GpuStorage::layer_norm`] from contiguous f32 `dy`, this
@@ -143,32 +145,26 @@ impl GpuStorage {
         dy: &GpuStorage,
     ) -> Result<GpuStorage> {
         const OP: &str = "layer_norm backward";
-        let ctx = self.ctx().clone();
-        u32_of(OP, rows * d)?;
-        let p = [u32_of(OP, rows)?, u32_of(OP, d)?, weight.is_some() as u32];
-        let dx = GpuStorage::alloc(&ctx, OP, rows * d, DType::F32)?;
-        let w = weight.unwrap_or(self);
-        let (gx, gy) = ctx.grid(rows as u64, true)?;
-        ctx.dispatch(
-            Kernel::LayerNormBackward,
+        let mut p = rows_words(OP, (rows, d))?.to_vec();
+        p.push(weight.is_some() as u32);
+        let inputs = [self, dy, stats, weight.unwrap_or(self)];
+        let [dx] = per_group(
+            (OP, Kernel::LayerNormBackward),
             &p,
-            &[
-                dx.buf.raw(),
-                self.buf.raw(),
-                dy.buf.raw(),
-                stats.buf.raw(),
-                w.buf.raw(),
-            ],
-            (gx, gy, 1),
+            rows,
+            [rows * d],
+            &inputs,
         )?;
-        Ok(dx.with_lineage_of([self, w, stats, dy]))
+        Ok(dx)
     }
-}
 
-impl GpuStorage {
     /// Softmax (`log` false) or log-softmax of contiguous f32 rows (this, `rows` of `n`).
     pub(crate) fn softmax(&self, (rows, n): (usize, usize), log: bool) -> Result<GpuStorage> {
-        self.row_kernel(Kernel::Softmax, (rows, n), log, &[])
+        const OP: &str = "softmax";
+        let [w0, w1] = rows_words(OP, (rows, n))?;
+        let p = [w0, w1, log as u32];
+        let [y] = per_group((OP, Kernel::Softmax), &p, rows, [rows * n], &[self])?;
+        Ok(y)
     }
 
     /// The input's gradient of [`GpuStorage::softmax`] from its output (this) and the
@@ -179,27 +175,11 @@ impl GpuStorage {
         log: bool,
         g: &GpuStorage,
     ) -> Result<GpuStorage> {
-        self.row_kernel(Kernel::SoftmaxBackward, (rows, n), log, &[g])
-    }
-
-    /// One of the softmax kernels over `rows` of `n`: a workgroup per row reading this and
-    /// `more`, writing a buffer like this.
-    fn row_kernel(
-        &self,
-        kernel: Kernel,
-        (rows, n): (usize, usize),
-        log: bool,
-        more: &[&GpuStorage],
-    ) -> Result<GpuStorage> {
-        const OP: &str = "softmax";
-        let ctx = self.ctx().clone();
-        u32_of(OP, rows * n)?;
-        let p = [u32_of(OP, rows)?, u32_of(OP, n)?, log as u32];
-        let out = GpuStorage::alloc(&ctx, OP, rows * n, DType::F32)?;
-        let mut buffers = vec![out.buf.raw(), self.buf.raw()];
-        buffers.extend(more.iter().map(|s| s.buf.raw()));
-        let (gx, gy) = ctx.grid(rows as u64, true)?;
-        ctx.dispatch(kernel, &p, &buffers, (gx, gy, 1))?;
-        Ok(out.with_lineage_of(std::iter::once(self).chain(more.iter().copied())))
+        const OP: &str = "softmax backward";
+        let [w0, w1] = rows_words(OP, (rows, n))?;
+        let p = [w0, w1, log as u32];
+        let kernel = (OP, Kernel::SoftmaxBackward);
+        let [dx] = per_group(kernel, &p, rows, [rows * n], &[self, g])?;
+        Ok(dx)
     }
 }

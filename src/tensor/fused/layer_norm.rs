@@ -7,7 +7,7 @@
 //! `create_graph`, differentiates the composite. On a GPU the weight's and bias's
 //! gradients, sums over the rows, are reductions.
 
-use super::{composite_backward, gpu_takes, host_tensor, on_host};
+use super::{composite_backward, from_buffer_start, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -163,12 +163,7 @@ fn gpu_backward(
     if !gpu_takes(&operands) {
         return Ok(None);
     }
-    // The kernel reads the gradient from the start of its buffer.
-    let grad = if gpu_takes(&[grad]) {
-        grad.clone()
-    } else {
-        grad.deep_clone()?
-    };
+    let grad = from_buffer_start(grad)?;
     let normalized = &x.shape()[x.ndim() - k..];
     let d: usize = normalized.iter().product();
     let rows = x.numel() / d;

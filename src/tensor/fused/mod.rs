@@ -63,6 +63,16 @@ pub(crate) fn gpu_takes(ts: &[&Tensor]) -> bool {
         })
 }
 
+/// `t` as an operand of those kernels, which read it from the start of its buffer: `t`
+/// itself where they take it, else a contiguous copy (a gradient that arrives as a view).
+pub(crate) fn from_buffer_start(t: &Tensor) -> Result<Tensor> {
+    if gpu_takes(&[t]) {
+        Ok(t.clone())
+    } else {
+        t.deep_clone()
+    }
+}
+
 /// A fused op on 16-bit float operands (all of one dtype): the f32 op on the operands
 /// widened, its result rounded once to their dtype. PyTorch's kernels compute these ops in
 /// f32 (opmath) and round once, and one f32 kernel is faster and more accurate than a

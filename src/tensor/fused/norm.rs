@@ -6,7 +6,7 @@
 //! kept for the backward rule, which runs the fused gradient kernel or, under
 //! `create_graph`, differentiates the composite.
 
-use super::{composite_backward, gpu_takes, host_tensor, on_host};
+use super::{composite_backward, from_buffer_start, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::cpu::norm::NormGeometry;
 use crate::error::Result;
@@ -139,12 +139,7 @@ fn gpu_backward(
     if !gpu_takes(&[x, w, stats]) {
         return Ok(None);
     }
-    // The kernel reads the gradient from the start of its buffer.
-    let grad = if gpu_takes(&[grad]) {
-        grad.clone()
-    } else {
-        grad.deep_clone()?
-    };
+    let grad = from_buffer_start(grad)?;
     let cells = [x, w, stats, &grad].map(|t| Some(t.storage()));
     let grads = with_reads(cells, |[xs, ws, ss, gs]| match (xs, ws, ss, gs) {
         (

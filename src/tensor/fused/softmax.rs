@@ -4,7 +4,7 @@
 //! (`Tensor::softmax_composite`, `Tensor::log_softmax_composite`). The backward rule reads
 //! the output; under `create_graph` it differentiates the composite.
 
-use super::{composite_backward, gpu_takes, host_tensor, on_host};
+use super::{composite_backward, from_buffer_start, gpu_takes, host_tensor, on_host};
 use crate::autograd::{is_grad_enabled, BackwardOp};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -110,12 +110,7 @@ fn gpu_backward(grad: &Tensor, out: &Tensor, log: bool) -> Result<Option<Tensor>
     let Some(rows) = gpu_rows(out) else {
         return Ok(None);
     };
-    // The kernel reads the gradient from the start of its buffer.
-    let grad = if gpu_takes(&[grad]) && grad.shape() == out.shape() {
-        grad.clone()
-    } else {
-        grad.expand(out.shape())?.deep_clone()?
-    };
+    let grad = from_buffer_start(grad)?;
     let dx = with_reads(
         [Some(out.storage()), Some(grad.storage())],
         |[y, g]| match (y, g) {
