@@ -191,6 +191,11 @@ pub enum Kernel {
     SoftmaxBackward,
 }
 
+/// Invocations of the kernels that give each row a workgroup (cross-entropy, layer norm,
+/// softmax): rows are a layer's width, tens to a few thousand values, so a small group
+/// keeps few invocations idle on short rows.
+const ROW_GROUP: u32 = 64;
+
 /// `shaders/groups.wgsl` for workgroups of `size` invocations, one per row up to the
 /// count in parameter word `count_at`.
 fn groups(size: u32, count_at: u32) -> String {
@@ -435,7 +440,7 @@ impl Kernel {
                 .replace("{{A_COLUMNS}}", &a_columns.to_string())
                 .replace("{{B_COLUMNS}}", &b_columns.to_string()),
             Kernel::FoldWindows => FOLD.to_string(),
-            Kernel::CrossEntropy => format!("{}\n{CROSS_ENTROPY}", groups(64, 0)),
+            Kernel::CrossEntropy => format!("{}\n{CROSS_ENTROPY}", groups(ROW_GROUP, 0)),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
             // A workgroup per channel (many elements each; their count is parameter 1),
             // or per row (a layer's width; parameter 0).
@@ -443,10 +448,10 @@ impl Kernel {
             Kernel::BatchNormBackward => {
                 format!("{}\n{CHANNELS}\n{BATCH_NORM_BACKWARD}", groups(WG, 1))
             }
-            Kernel::LayerNorm => format!("{}\n{LAYER_NORM}", groups(64, 0)),
-            Kernel::LayerNormBackward => format!("{}\n{LAYER_NORM_BACKWARD}", groups(64, 0)),
-            Kernel::Softmax => format!("{}\n{SOFTMAX}", groups(64, 0)),
-            Kernel::SoftmaxBackward => format!("{}\n{SOFTMAX_BACKWARD}", groups(64, 0)),
+            Kernel::LayerNorm => format!("{}\n{LAYER_NORM}", groups(ROW_GROUP, 0)),
+            Kernel::LayerNormBackward => format!("{}\n{LAYER_NORM_BACKWARD}", groups(ROW_GROUP, 0)),
+            Kernel::Softmax => format!("{}\n{SOFTMAX}", groups(ROW_GROUP, 0)),
+            Kernel::SoftmaxBackward => format!("{}\n{SOFTMAX_BACKWARD}", groups(ROW_GROUP, 0)),
             Kernel::MatmulCoop => MATMUL_COOP.to_string(),
             Kernel::Fused(program) => program.source()?,
             Kernel::Lazy(id) => lazy::LazyProgram::get(id)?.source()?,
