@@ -4,14 +4,18 @@
 // Metadata: [0] M, [1] N, [2] K, [3] batch rank r, [4..4+r) batch shape,
 //   [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
 //   then A offset, A row stride, A col stride, B offset, B row stride, B col stride, and the
-//   index of the dispatch's first matrix (a batch past the workgroup limit takes several).
+//   index of the dispatch's first matrix (a batch past the workgroup limit takes several);
+//   a fused kernel's epilogue metadata follows.
 // <T>: f32, or vec2<u32> for I64 (see int64.wgsl); the 16-bit floats are read as <IN> u32
 // words and widened by load_a/load_b (half.wgsl), and accumulate and store in f32.
 // Workgroup (16, 16); grid (N / 64, M / 64, matrices of this dispatch).
 
-@group(0) @binding(1) var<storage, read_write> c: array<{{T}}>;
-@group(0) @binding(2) var<storage, read> a: array<{{IN}}>;
-@group(0) @binding(3) var<storage, read> b: array<{{IN}}>;
+@group(0) @binding(1) var<storage, read> a: array<{{IN}}>;
+@group(0) @binding(2) var<storage, read> b: array<{{IN}}>;
+// `store(i, v)`: C's element i is v. The plain kernel writes it to binding 3; a fused one
+// (`Kernel::MatmulFused`) computes an elementwise expression of it first (an epilogue), from
+// values `setup_store()` reads once per thread.
+{{STORE}}
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;
@@ -69,12 +73,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let gr = row0 + lid.y * 4u + i;
+    // Row by row with constant indices into `acc`: a loop indexing it would keep it in
+    // memory on compilers that do not unroll a loop whose body holds an epilogue.
+    setup_store();
+    let r0 = row0 + lid.y * 4u;
+    let c0 = col0 + lid.x * 4u;
+    store_row(ops.batch, r0, c0, m, n, acc[0]);
+    store_row(ops.batch, r0 + 1u, c0, m, n, acc[1]);
+    store_row(ops.batch, r0 + 2u, c0, m, n, acc[2]);
+    store_row(ops.batch, r0 + 3u, c0, m, n, acc[3]);
+}
+
+// Store a thread's 4 outputs of row `gr` from column `c0` on.
+fn store_row(batch: u32, gr: u32, c0: u32, m: u32, n: u32, r: array<{{T}}, 4>) {
+    if (gr < m) {
+        let base = (batch * m + gr) * n;
         for (var j = 0u; j < 4u; j = j + 1u) {
-            let gc = col0 + lid.x * 4u + j;
-            if (gr < m && gc < n) {
-                c[(ops.batch * m + gr) * n + gc] = acc[i][j];
+            if (c0 + j < n) {
+                store(base + c0 + j, r[j]);
             }
         }
     }

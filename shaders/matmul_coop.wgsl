@@ -16,9 +16,9 @@
 // workgroup staging area per subgroup and is written element by element under a bounds test.
 // Grid (N / 64, M / 64, matrices of this dispatch).
 
-@group(0) @binding(1) var<storage, read_write> c: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f16>;
-@group(0) @binding(3) var<storage, read> b: array<f16>;
+@group(0) @binding(1) var<storage, read> a: array<f16>;
+@group(0) @binding(2) var<storage, read> b: array<f16>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;

@@ -9,14 +9,17 @@
 // Metadata (offsets and strides in vec4 units): [0] M, [1] N, [2] K, [3] batch rank r,
 // [4..4+r) batch shape, [4+r..4+2r) A batch strides, [4+2r..4+3r) B batch strides,
 // then A offset, A row (or column) stride, B offset, B row (or column) stride, and the
-// index of the dispatch's first matrix. Grid (N / 128, M / 128, matrices of this dispatch).
+// index of the dispatch's first matrix; a fused kernel's epilogue metadata follows. Grid (N / 128, M / 128, matrices of this dispatch).
 
 const A_COLUMNS: bool = {{A_COLUMNS}};
 const B_COLUMNS: bool = {{B_COLUMNS}};
 
-@group(0) @binding(1) var<storage, read_write> c: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+// `store4(at, v)`: C's vec4 at `at` is v. The plain kernel writes it to binding 3; a fused
+// one (`Kernel::MatmulFused`) computes an elementwise expression of each lane first, from
+// values `setup_store()` reads once per thread.
+{{STORE}}
 
 const BM: u32 = 128u;
 const BK: u32 = 8u;
@@ -114,17 +117,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 8u; i = i + 1u) {
-        let gr = row0 + lid.y * 8u + i;
-        let gc4 = col0 / 4u + lid.x * 2u;
-        if (gr < m) {
-            let base = (batch * m + gr) * n4;
-            if (gc4 < n4) {
-                c[base + gc4] = vec4<f32>(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-            }
-            if (gc4 + 1u < n4) {
-                c[base + gc4 + 1u] = vec4<f32>(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
-            }
+    // Row by row with constant indices into `acc`: a loop indexing it would keep it in
+    // memory on compilers that do not unroll a loop whose body holds an epilogue.
+    setup_store();
+    let gc4 = col0 / 4u + lid.x * 2u;
+    let r0 = row0 + lid.y * 8u;
+    store_row(batch, r0, gc4, m, n4, acc[0]);
+    store_row(batch, r0 + 1u, gc4, m, n4, acc[1]);
+    store_row(batch, r0 + 2u, gc4, m, n4, acc[2]);
+    store_row(batch, r0 + 3u, gc4, m, n4, acc[3]);
+    store_row(batch, r0 + 4u, gc4, m, n4, acc[4]);
+    store_row(batch, r0 + 5u, gc4, m, n4, acc[5]);
+    store_row(batch, r0 + 6u, gc4, m, n4, acc[6]);
+    store_row(batch, r0 + 7u, gc4, m, n4, acc[7]);
+}
+
+// Store a thread's 8 outputs of row `gr` from column vec4 `gc4` on.
+fn store_row(batch: u32, gr: u32, gc4: u32, m: u32, n4: u32, r: array<f32, 8>) {
+    if (gr < m) {
+        let base = (batch * m + gr) * n4;
+        if (gc4 < n4) {
+            store4(base + gc4, vec4<f32>(r[0], r[1], r[2], r[3]));
+        }
+        if (gc4 + 1u < n4) {
+            store4(base + gc4 + 1u, vec4<f32>(r[4], r[5], r[6], r[7]));
         }
     }
 }

@@ -308,6 +308,8 @@ fn transposed_matmul_operands_are_not_copied() {
             dev.synchronize().unwrap();
             let before = gpu.stats().dispatches;
             let y = product().unwrap();
+            // The product is computed when needed (here, at the synchronization).
+            dev.synchronize().unwrap();
             assert_eq!(gpu.stats().dispatches - before, 1, "{name} on {dev}");
             drop(y);
         }

@@ -5,7 +5,7 @@
 use super::context::GpuContext;
 use super::kernels::lazy::LazyProgram;
 use super::kernels::Kernel;
-use super::ops::{elementwise_params, scalar_words, GpuStorage, ReduceInput};
+use super::ops::{elementwise_params, scalar_words, GpuStorage, MatmulPlan, ReduceInput};
 use crate::dtype::{DType, Scalar};
 use crate::error::Result;
 use crate::layout::Layout;
@@ -20,25 +20,19 @@ pub(crate) struct FusedRead {
     pub checks: Vec<u64>,
 }
 
-/// Compute `program` over `shape` (its `Load(k)` reads `reads[k]`, its `Param(k)` is
-/// `scalars[k]`) and return its outputs, fresh and contiguous.
+/// A program's input: the shape it runs over, its tensor reads (its `Load(k)` reads
+/// `reads[k]`) and its numbers (its `Param(k)` is `scalars[k]`).
+pub(crate) type ProgramInput<'a> = (&'a [usize], &'a [FusedRead], &'a [(Scalar, DType)]);
+
+/// Compute `program` and return its outputs, fresh and contiguous.
 pub(crate) fn run(
     ctx: &Arc<GpuContext>,
     program: LazyProgram,
-    shape: &[usize],
-    reads: &[FusedRead],
-    scalars: &[(Scalar, DType)],
+    (shape, reads, scalars): ProgramInput<'_>,
 ) -> Result<Vec<GpuStorage>> {
     const OP: &str = "fused elementwise";
     let n: usize = shape.iter().product();
-    let checks = lineage(ctx, reads);
-    let mut outputs = Vec::with_capacity(program.outputs.len());
-    for &node in &program.outputs {
-        let dtype = program.nodes[node as usize].1;
-        let mut out = GpuStorage::alloc(ctx, OP, n, dtype)?;
-        out.checks = checks.clone();
-        outputs.push(out);
-    }
+    let outputs = allocate(ctx, OP, &program, n, reads)?;
     if n == 0 {
         return Ok(outputs);
     }
@@ -48,6 +42,53 @@ pub(crate) fn run(
     let kernel = Kernel::Lazy(program.intern());
     let (x, y) = ctx.grid(n as u64, false)?;
     ctx.dispatch(kernel, &params, &buffers, (x, y, 1))?;
+    Ok(outputs)
+}
+
+/// Compute `program`, a matmul's epilogue, in the matmul kernel of `plan` over
+/// `operands` (A and B), and return its outputs, fresh and contiguous.
+pub(crate) fn run_product(
+    ctx: &Arc<GpuContext>,
+    program: LazyProgram,
+    (shape, reads, scalars): ProgramInput<'_>,
+    operands: &[FusedRead; 2],
+    plan: &MatmulPlan,
+) -> Result<Vec<GpuStorage>> {
+    const OP: &str = "matmul";
+    let n: usize = shape.iter().product();
+    let all: Vec<&FusedRead> = operands.iter().chain(reads).collect();
+    let outputs = allocate(ctx, OP, &program, n, all)?;
+    let mut buffers: Vec<&wgpu::Buffer> = operands.iter().map(|r| &r.buffer).collect();
+    buffers.extend(outputs.iter().map(|o| o.buf.raw()));
+    if program.is_bare_product() {
+        // The product alone: the plain kernel stores it, four lanes at a time.
+        plan.dispatch(ctx, plan.kernel, &buffers, &[])?;
+        return Ok(outputs);
+    }
+    let params = metadata(OP, shape, reads, scalars)?;
+    buffers.extend(reads.iter().map(|r| &r.buffer));
+    let kernel = Kernel::MatmulFused(plan.vec4_modes(), program.intern());
+    plan.dispatch(ctx, kernel, &buffers, &params)?;
+    Ok(outputs)
+}
+
+/// The fresh outputs of `program` over `n` elements, with the open index checks of what
+/// it reads.
+fn allocate<'a>(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    program: &LazyProgram,
+    n: usize,
+    reads: impl IntoIterator<Item = &'a FusedRead>,
+) -> Result<Vec<GpuStorage>> {
+    let checks = lineage(ctx, reads);
+    let mut outputs = Vec::with_capacity(program.outputs.len());
+    for &node in &program.outputs {
+        let dtype = program.nodes[node as usize].1;
+        let mut out = GpuStorage::alloc(ctx, op, n, dtype)?;
+        out.checks = checks.clone();
+        outputs.push(out);
+    }
     Ok(outputs)
 }
 
@@ -91,9 +132,9 @@ fn metadata(
 }
 
 /// The open index checks of the values a program reads: those of what it computes.
-fn lineage(ctx: &Arc<GpuContext>, reads: &[FusedRead]) -> Vec<u64> {
+fn lineage<'a>(ctx: &Arc<GpuContext>, reads: impl IntoIterator<Item = &'a FusedRead>) -> Vec<u64> {
     let lineage: Vec<u64> = reads
-        .iter()
+        .into_iter()
         .flat_map(|r| r.checks.iter().copied())
         .collect();
     if lineage.is_empty() {

@@ -16,7 +16,7 @@ mod tensor_cores;
 pub(crate) use context::GpuContext;
 pub use context::GpuStats;
 pub use interop::GpuBufferView;
-pub(crate) use ops::GpuStorage;
+pub(crate) use ops::{GpuStorage, MatmulPlan};
 
 use crate::error::{Error, Result};
 use std::sync::{Arc, OnceLock};

@@ -212,6 +212,107 @@ fn broadcasts_batch(l: &Layout) -> bool {
         .any(|(&d, &s)| d > 1 && s == 0)
 }
 
+/// A product's kernel, parameters and grid, made when the product is asked for; a product
+/// computed lazily (`storage/lazy.rs`) is dispatched later, with an epilogue.
+#[derive(Debug)]
+pub(crate) struct MatmulPlan {
+    /// `Kernel::Matmul(d)`, `Kernel::MatmulVec4(..)` or `Kernel::MatmulCoop`.
+    pub(crate) kernel: Kernel,
+    /// The parameters up to the index of the dispatch's first matrix (see the shaders).
+    params: Vec<u32>,
+    /// Matrices in the batch.
+    batch: usize,
+    /// Workgroups along N and M.
+    grid: (u32, u32),
+}
+
+impl MatmulPlan {
+    /// The plan of the product of A (as `la`) and B (as `lb`) by `kernel`.
+    fn new(kernel: Kernel, la: &Layout, lb: &Layout) -> Result<MatmulPlan> {
+        let r = la.rank();
+        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+        let batch_shape = &la.shape[..r - 2];
+        let mut p = vec![
+            u32_of("matmul", m)?,
+            u32_of("matmul", n)?,
+            u32_of("matmul", k)?,
+            batch_shape.len() as u32,
+        ];
+        for &s in batch_shape {
+            p.push(u32_of("matmul", s)?);
+        }
+        // The vec4 kernel counts offsets and strides in vec4s.
+        let vec4 = matches!(kernel, Kernel::MatmulVec4(..));
+        let unit = if vec4 { 4 } else { 1 };
+        for &s in la.strides[..r - 2].iter().chain(&lb.strides[..r - 2]) {
+            p.push(u32_of("matmul", s / unit)?);
+        }
+        let (block, tail) = if let Kernel::MatmulVec4(a_columns, b_columns) = kernel {
+            // The stride between the rows, or between the columns, each operand is read by.
+            let across = |l: &Layout, columns: bool| l.strides[r - 2 + columns as usize];
+            let tail = [
+                la.offset,
+                across(la, a_columns),
+                lb.offset,
+                across(lb, b_columns),
+            ];
+            (128, tail.to_vec())
+        } else {
+            let tail = [
+                la.offset,
+                la.strides[r - 2],
+                la.strides[r - 1],
+                lb.offset,
+                lb.strides[r - 2],
+                lb.strides[r - 1],
+            ];
+            (64, tail.to_vec())
+        };
+        for v in tail {
+            p.push(u32_of("matmul", v / unit)?);
+        }
+        Ok(MatmulPlan {
+            kernel,
+            params: p,
+            batch: batch_shape.iter().product(),
+            grid: (
+                u32_of("matmul", n.div_ceil(block))?,
+                u32_of("matmul", m.div_ceil(block))?,
+            ),
+        })
+    }
+
+    /// The vec4 kernel's operand modes, `None` for the strided kernel.
+    pub(crate) fn vec4_modes(&self) -> Option<(bool, bool)> {
+        match self.kernel {
+            Kernel::MatmulVec4(a_columns, b_columns) => Some((a_columns, b_columns)),
+            _ => None,
+        }
+    }
+
+    /// Dispatch `kernel` (the plan's, or its fused form) over `buffers` (A, B, then the
+    /// kernel's outputs and reads), with `extra` parameters after the plan's: one workgroup
+    /// layer per matrix of the batch, in dispatches of at most the adapter's limit of
+    /// workgroups per dimension.
+    pub(crate) fn dispatch(
+        &self,
+        ctx: &Arc<GpuContext>,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+        extra: &[u32],
+    ) -> Result<()> {
+        let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+        for first in (0..self.batch).step_by(max.max(1)) {
+            let mut p = self.params.clone();
+            p.push(first as u32);
+            p.extend_from_slice(extra);
+            let layers = (self.batch - first).min(max) as u32;
+            ctx.dispatch(kernel, &p, buffers, (self.grid.0, self.grid.1, layers))?;
+        }
+        Ok(())
+    }
+}
+
 impl GpuStorage {
     /// This result with the open index checks of the buffers it was computed from.
     pub(super) fn with_lineage_of<'a>(
@@ -503,24 +604,7 @@ impl GpuStorage {
     }
 
     fn matmul_kernel(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
-        let ctx = self.ctx().clone();
-        let r = la.rank();
-        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
-        // F16 products run on tensor cores where the device has them (they read any strides).
-        let tensor_cores = self.dtype == DType::F16 && ctx.tensor_cores();
-        // An f32 operand of a large product that the vec4 kernel cannot read (other strides)
-        // is first copied row-major: the copy reads each element once, where the strided
-        // kernel would reload it from every block row or column. Broadcast batch dims stay
-        // views (a copy would repeat them).
-        let worth_copying = matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
-            && !tensor_cores
-            && vec4_enabled()
-            && k.is_multiple_of(4)
-            && n.is_multiple_of(4)
-            && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
-            && ![la, lb].iter().any(|l| broadcasts_batch(l))
-            && (self.dtype.is_half() || vec4_mode(la).is_none() || vec4_mode(lb).is_none());
-        if worth_copying {
+        if self.copies_first(la, b, lb) {
             // 16-bit operands are widened on the way: the vec4 kernel is f32's (and the fastest
             // here, 3x the strided kernel on lavapipe).
             let row_major = |s: &GpuStorage, l: &Layout| -> Result<Option<GpuStorage>> {
@@ -543,8 +627,38 @@ impl GpuStorage {
             };
             return a.matmul_kernel(&la, b, &lb);
         }
-        // Operands read as whole vec4s, row by row or column by column, into a product whose
-        // rows are whole vec4s take the vec4 kernel.
+        self.matmul_with(self.direct_kernel(la, b, lb), la, b, lb)
+    }
+
+    /// Whether an operand of this product is first copied row-major: an f32 operand of a
+    /// large product that the vec4 kernel cannot read (other strides), where the copy reads
+    /// each element once and the strided kernel would reload it from every block row or
+    /// column; and 16-bit operands of such products, widened. Broadcast batch dims stay
+    /// views (a copy would repeat them).
+    fn copies_first(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> bool {
+        let r = la.rank();
+        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+        matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
+            && !self.tensor_cores()
+            && vec4_enabled()
+            && k.is_multiple_of(4)
+            && n.is_multiple_of(4)
+            && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
+            && ![la, lb].iter().any(|l| broadcasts_batch(l))
+            && (self.dtype.is_half() || vec4_mode(la).is_none() || vec4_mode(lb).is_none())
+            && b.dtype == self.dtype
+    }
+
+    /// Whether this product's F16 operands run on tensor cores (they read any strides).
+    fn tensor_cores(&self) -> bool {
+        self.dtype == DType::F16 && self.ctx().tensor_cores()
+    }
+
+    /// The kernel that computes this product from the operands as they are: operands read
+    /// as whole vec4s, row by row or column by column, into a product whose rows are whole
+    /// vec4s take the vec4 kernel.
+    fn direct_kernel(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Kernel {
+        let n = lb.shape[lb.rank() - 1];
         let modes = (vec4_mode(la), vec4_mode(lb));
         let vec4 = self.dtype == DType::F32
             && n.is_multiple_of(4)
@@ -552,14 +666,44 @@ impl GpuStorage {
                 .iter()
                 .all(|&s| s % 16 == 0)
             && vec4_enabled();
-        let kernel = if let (true, (Some(a_columns), Some(b_columns))) = (vec4, modes) {
+        if let (true, (Some(a_columns), Some(b_columns))) = (vec4, modes) {
             Kernel::MatmulVec4(a_columns, b_columns)
-        } else if tensor_cores {
+        } else if self.tensor_cores() {
             Kernel::MatmulCoop
         } else {
             Kernel::Matmul(self.dtype)
-        };
-        self.matmul_with(kernel, la, b, lb)
+        }
+    }
+
+    /// The plan of an f32 product of `self` (as `la`) and `b` (as `lb`) that one of the
+    /// kernels taking an epilogue (`Kernel::MatmulFused`) computes from the operands as
+    /// they are; `None` where the product runs otherwise (operands copied first, other
+    /// dtypes, empty, or sizes the kernel's parameters cannot hold: the eager product
+    /// reports those).
+    pub(crate) fn fusable_product(
+        &self,
+        la: &Layout,
+        b: &GpuStorage,
+        lb: &Layout,
+    ) -> Option<MatmulPlan> {
+        let r = la.rank();
+        let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
+        let count = la.shape[..r - 2]
+            .iter()
+            .try_fold(m.checked_mul(n)?, |c, &d| c.checked_mul(d))?;
+        let fits = (count as u64).checked_mul(4)? <= self.ctx().max_binding();
+        if self.dtype != DType::F32 || b.dtype != DType::F32 || count == 0 || k == 0 || !fits {
+            return None;
+        }
+        if self.copies_first(la, b, lb) {
+            return None;
+        }
+        match self.direct_kernel(la, b, lb) {
+            kernel @ (Kernel::MatmulVec4(..) | Kernel::Matmul(DType::F32)) => {
+                MatmulPlan::new(kernel, la, lb).ok()
+            }
+            _ => None,
+        }
     }
 
     /// The product of `self` (viewed as `la`) and `b` (as `lb`) by `kernel`, which must take
@@ -575,8 +719,7 @@ impl GpuStorage {
         let ctx = self.ctx().clone();
         let r = la.rank();
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
-        let batch_shape = &la.shape[..r - 2];
-        let batch: usize = batch_shape.iter().product();
+        let batch: usize = la.shape[..r - 2].iter().product();
         let out_dtype = self.dtype.compute_dtype();
         let out = GpuStorage::alloc(&ctx, "matmul", batch * m * n, out_dtype)?;
         if batch * m * n == 0 {
@@ -586,56 +729,13 @@ impl GpuStorage {
             let zero = [0, 0];
             return GpuStorage::fill(&ctx, FillKind::Constant, out_dtype, batch * m * n, &zero);
         }
-        let vec4 = matches!(kernel, Kernel::MatmulVec4(..));
-        let mut p = vec![m as u32, n as u32, k as u32, batch_shape.len() as u32];
-        p.extend(batch_shape.iter().map(|&s| s as u32));
-        // The vec4 kernel counts offsets and strides in vec4s.
-        let unit = if vec4 { 4 } else { 1 };
-        for &s in la.strides[..r - 2].iter().chain(&lb.strides[..r - 2]) {
-            p.push(u32_of("matmul", s / unit)?);
-        }
-        let (block, tail) = if let Kernel::MatmulVec4(a_columns, b_columns) = kernel {
-            // The stride between the rows, or between the columns, each operand is read by.
-            let across = |l: &Layout, columns: bool| l.strides[r - 2 + columns as usize];
-            let tail = [
-                la.offset,
-                across(la, a_columns),
-                lb.offset,
-                across(lb, b_columns),
-            ];
-            (128, tail.to_vec())
-        } else {
-            let tail = [
-                la.offset,
-                la.strides[r - 2],
-                la.strides[r - 1],
-                lb.offset,
-                lb.strides[r - 2],
-                lb.strides[r - 1],
-            ];
-            (64, tail.to_vec())
-        };
-        for v in tail {
-            p.push(u32_of("matmul", v / unit)?);
-        }
-        // One workgroup layer per matrix of the batch, in dispatches of at most the
-        // adapter's limit of workgroups per dimension; the last parameter is the first
-        // matrix of each dispatch.
-        let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
-        for first in (0..batch).step_by(max) {
-            let mut pc = p.clone();
-            pc.push(first as u32);
-            ctx.dispatch(
-                kernel,
-                &pc,
-                &[out.buf.raw(), self.buf.raw(), b.buf.raw()],
-                (
-                    n.div_ceil(block) as u32,
-                    m.div_ceil(block) as u32,
-                    (batch - first).min(max) as u32,
-                ),
-            )?;
-        }
+        let plan = MatmulPlan::new(kernel, la, lb)?;
+        plan.dispatch(
+            &ctx,
+            kernel,
+            &[self.buf.raw(), b.buf.raw(), out.buf.raw()],
+            &[],
+        )?;
         Ok(out)
     }
 

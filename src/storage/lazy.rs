@@ -25,7 +25,7 @@ use crate::dtype::{DType, Scalar};
 use crate::error::Result;
 use crate::gpu::kernels::lazy::{fusable_dtype, supports, FusedOp, LazyProgram, Node};
 use crate::gpu::lazy::FusedRead;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, MatmulPlan};
 use crate::layout::Layout;
 use crate::op::{Reduce, ReduceOp};
 use std::collections::HashMap;
@@ -53,6 +53,10 @@ pub(crate) struct Expr {
     size: usize,
     /// The pending cell that stands for this value, if one does.
     cell: OnceLock<Weak<StorageCell>>,
+    /// The matrix product this value is computed from, if any: at most one per expression,
+    /// read whole (the expression's element `i` is the product's), whose kernel computes
+    /// the expression as it stores the product (an epilogue).
+    product: Option<Arc<Product>>,
 }
 
 enum Kind {
@@ -60,6 +64,19 @@ enum Kind {
     Read(Arc<StorageCell>, Layout),
     Scalar(Scalar),
     Op(FusedOp, Vec<Arc<Expr>>),
+    /// The element of a matrix product at the same index.
+    Product(Arc<Product>),
+}
+
+/// A lazily computed f32 matrix product: its operands (computed cells, through their
+/// views) and its kernel's plan, made when it was asked for so that a bad size is an `Err`
+/// of the op (the eager product reports it).
+pub(crate) struct Product {
+    a: (Arc<StorageCell>, Layout),
+    b: (Arc<StorageCell>, Layout),
+    plan: MatmulPlan,
+    /// The pending cell of the product itself.
+    cell: OnceLock<Weak<StorageCell>>,
 }
 
 /// The expression a pending cell will compute, over `shape`, on `ctx`.
@@ -179,6 +196,54 @@ type Operand<'a> = (Arc<Expr>, Option<(&'a Arc<StorageCell>, &'a Layout)>);
 /// Another pending cell a kernel stores: its node, and its slot, locked.
 type AlsoStored<'a> = (u16, &'a Arc<StorageCell>, MutexGuard<'a, Option<Pending>>);
 
+/// The product of `a` (viewed as `la`) and `b` (as `lb`), f32 on one GPU, as a pending
+/// cell: its matmul kernel also computes the elementwise ops that read it whole (a bias, an
+/// activation, a gradient's mask), as it stores it. `None` where the product runs now, as
+/// ever (other dtypes and kernels, lent buffers, empty products, bad sizes).
+pub(crate) fn try_product(
+    a: &Arc<StorageCell>,
+    la: &Layout,
+    b: &Arc<StorageCell>,
+    lb: &Layout,
+) -> Option<Arc<StorageCell>> {
+    if fusion_disabled() || crate::capture::paused() || a.failed() || b.failed() {
+        return None;
+    }
+    let (plan, ctx) = super::with_reads([Some(a), Some(b)], |[sa, sb]| match (sa, sb) {
+        (Some(Storage::Gpu(ga)), Some(Storage::Gpu(gb)))
+            if !ga.buf.is_external()
+                && !gb.buf.is_external()
+                && Arc::ptr_eq(ga.ctx(), gb.ctx()) =>
+        {
+            let plan = ga.fusable_product(la, gb, lb)?;
+            Some((plan, ga.ctx().clone()))
+        }
+        _ => None,
+    })?;
+    for c in [a, b] {
+        c.read_lazily.store(true, Ordering::Release);
+    }
+    let r = la.rank();
+    let mut shape = la.shape[..r - 1].to_vec();
+    shape.push(lb.shape[r - 1]);
+    let product = Arc::new(Product {
+        a: (a.clone(), la.clone()),
+        b: (b.clone(), lb.clone()),
+        plan,
+        cell: OnceLock::new(),
+    });
+    let expr = Arc::new(Expr {
+        kind: Kind::Product(product.clone()),
+        dtype: DType::F32,
+        size: 0,
+        cell: OnceLock::new(),
+        product: Some(product.clone()),
+    });
+    let cell = pending(expr, &shape, ctx);
+    let _ = product.cell.set(Arc::downgrade(&cell));
+    Some(cell)
+}
+
 /// The result of `op` over `inputs` (broadcast to `shape`, the value operands of dtype
 /// `input`), of dtype `out`, as a pending cell; `None` where the op does not fuse (then it
 /// runs now, as ever).
@@ -229,16 +294,47 @@ pub(crate) fn try_build(
                 {
                     (e, Some((cell, layout)))
                 }
-                // A small value broadcast (a row's mean, say) is computed where it is read.
+                // Read whole through another shape (a linear layer's product of
+                // [batch * seq, n] as [batch, seq, n]): the same values in the same order.
+                Some((e, from))
+                    if layout.is_contiguous()
+                        && layout.offset == 0
+                        && layout.numel() == from.iter().product::<usize>() =>
+                {
+                    match reshaped(&e, &from, shape, &mut HashMap::new()) {
+                        Some(e) => (e, Some((cell, layout))),
+                        None => (read(cell, layout, dtype), None),
+                    }
+                }
+                // A small value broadcast (a row's mean, say) is computed where it is read
+                // (not a product's: its kernel computes each element once).
                 Some((e, from)) if e.size <= MAX_BROADCAST && broadcasts(layout, &from) => {
-                    let e = broadcast(&e, &from, shape, &mut HashMap::new());
-                    (e, Some((cell, layout)))
+                    match broadcast(&e, &from, shape, &mut HashMap::new()) {
+                        Some(e) => (e, Some((cell, layout))),
+                        None => (read(cell, layout, dtype), None),
+                    }
                 }
                 _ => (read(cell, layout, dtype), None),
             },
             Input::Scalar(v) => (leaf(Kind::Scalar(v), input), None),
         })
         .collect();
+    // One kernel computes one product: the operands computed from another product read it
+    // computed.
+    let mut first_product: Option<Arc<Product>> = None;
+    for operand in operands.iter_mut() {
+        let Some(p) = operand.0.product.clone() else {
+            continue;
+        };
+        match &first_product {
+            None => first_product = Some(p),
+            Some(q) if Arc::ptr_eq(q, &p) => {}
+            Some(_) => {
+                let (cell, layout) = operand.1?;
+                *operand = (read(cell, layout, operand.0.dtype), None);
+            }
+        }
+    }
     // Within the bounds: the largest inlined operand becomes a read of its computed value
     // until the expression fits (a single op over reads always does).
     loop {
@@ -266,11 +362,13 @@ pub(crate) fn try_build(
             cell.read_lazily.store(true, Ordering::Release);
         }
     }
+    let product = operands.iter().find_map(|(e, _)| e.product.clone());
     let expr = Arc::new(Expr {
         kind: Kind::Op(op, operands.into_iter().map(|(e, _)| e).collect()),
         dtype: out,
         size,
         cell: OnceLock::new(),
+        product,
     });
     Some(pending(expr, shape, ctx))
 }
@@ -293,6 +391,7 @@ fn leaf(kind: Kind, dtype: DType) -> Arc<Expr> {
         dtype,
         size: 0,
         cell: OnceLock::new(),
+        product: None,
     })
 }
 
@@ -329,15 +428,16 @@ fn broadcasts(l: &Layout, from: &[usize]) -> bool {
 }
 
 /// `e`, a value of shape `from`, as the value of shape `to` it broadcasts to: the same
-/// ops over its reads broadcast alike (a new DAG, standing for no cell).
+/// ops over its reads broadcast alike (a new DAG, standing for no cell); `None` for a
+/// product's value.
 fn broadcast(
     e: &Arc<Expr>,
     from: &[usize],
     to: &[usize],
     done: &mut HashMap<*const Expr, Arc<Expr>>,
-) -> Arc<Expr> {
+) -> Option<Arc<Expr>> {
     if let Some(b) = done.get(&Arc::as_ptr(e)) {
-        return b.clone();
+        return Some(b.clone());
     }
     let lead = to.len() - from.len();
     let kind = match &e.kind {
@@ -358,17 +458,67 @@ fn broadcast(
         Kind::Scalar(v) => Kind::Scalar(*v),
         Kind::Op(op, args) => Kind::Op(
             *op,
-            args.iter().map(|a| broadcast(a, from, to, done)).collect(),
+            args.iter()
+                .map(|a| broadcast(a, from, to, done))
+                .collect::<Option<_>>()?,
         ),
+        // A product's element is read once, where its kernel computes it.
+        Kind::Product(_) => return None,
     };
     let b = Arc::new(Expr {
         kind,
         dtype: e.dtype,
         size: e.size,
         cell: OnceLock::new(),
+        product: e.product.clone(),
     });
     done.insert(Arc::as_ptr(e), b.clone());
-    b
+    Some(b)
+}
+
+/// `e`, a value of shape `from`, as the value of shape `to` (as many elements) that reads
+/// it in order: the same ops over the same elements, where every tensor it reads is read
+/// whole and in order (`None` otherwise). The new nodes stand for the cells the old ones
+/// do: their values are the same numbers in the same order.
+fn reshaped(
+    e: &Arc<Expr>,
+    from: &[usize],
+    to: &[usize],
+    done: &mut HashMap<*const Expr, Arc<Expr>>,
+) -> Option<Arc<Expr>> {
+    if let Some(r) = done.get(&Arc::as_ptr(e)) {
+        return Some(r.clone());
+    }
+    let kind = match &e.kind {
+        Kind::Read(cell, l) => {
+            if !(l.offset == 0 && l.is_contiguous() && l.shape == from) {
+                return None;
+            }
+            Kind::Read(cell.clone(), Layout::contiguous(to))
+        }
+        // Element i of a product does not depend on the shape it is read as.
+        Kind::Scalar(_) | Kind::Product(_) => return Some(e.clone()),
+        Kind::Op(op, args) => {
+            let args = args
+                .iter()
+                .map(|a| reshaped(a, from, to, done))
+                .collect::<Option<Vec<_>>>()?;
+            Kind::Op(*op, args)
+        }
+    };
+    let cell = OnceLock::new();
+    if let Some(w) = e.cell.get() {
+        let _ = cell.set(w.clone());
+    }
+    let r = Arc::new(Expr {
+        kind,
+        dtype: e.dtype,
+        size: e.size,
+        cell,
+        product: e.product.clone(),
+    });
+    done.insert(Arc::as_ptr(e), r.clone());
+    Some(r)
 }
 
 /// The distinct reads (cell and view) of an expression.
@@ -386,6 +536,15 @@ fn collect_reads<'a>(e: &'a Expr, out: &mut Vec<(*const StorageCell, &'a Layout)
                 collect_reads(a, out);
             }
         }
+        // The product's kernel binds its two operands.
+        Kind::Product(p) => {
+            for (cell, layout) in [&p.a, &p.b] {
+                let key = (Arc::as_ptr(cell), layout);
+                if !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+        }
     }
 }
 
@@ -396,7 +555,7 @@ pub(super) fn settle(cell: &StorageCell, slot: &mut Option<Pending>) {
     let Some(p) = slot.take() else {
         return;
     };
-    let mut plan = Plan::default();
+    let mut plan = Plan::over(&p.shape);
     let root = plan.node(&p.expr);
     // The other pending cells of the expression, each stored by this kernel if its slot is
     // free now (a cell being computed elsewhere is computed here too, not stored).
@@ -407,7 +566,8 @@ pub(super) fn settle(cell: &StorageCell, slot: &mut Option<Pending>) {
         .filter(|(_, c)| !std::ptr::eq(Arc::as_ptr(c), cell))
         .collect();
     let limit = (p.ctx.limits.max_storage_buffers_per_shader_stage as usize).min(MAX_BINDINGS);
-    let room = limit.saturating_sub(1 + plan.reads.len());
+    let operands = if plan.product.is_some() { 2 } else { 0 };
+    let room = limit.saturating_sub(1 + plan.reads.len() + operands);
     let mut also: Vec<AlsoStored<'_>> = Vec::new();
     for (n, c) in &candidates {
         if also.len() + 1 >= room {
@@ -471,29 +631,43 @@ struct Plan {
     scalars: Vec<(Scalar, DType)>,
     /// Op nodes that a pending cell stands for.
     standing: Vec<(u16, Weak<StorageCell>)>,
+    /// The product whose kernel runs the program (its `Node::Product`), if any.
+    product: Option<Arc<Product>>,
+    /// The shape the program runs over.
+    shape: Vec<usize>,
 }
 
 impl Plan {
+    /// An empty plan of a program over `shape`.
+    fn over(shape: &[usize]) -> Plan {
+        Plan {
+            shape: shape.to_vec(),
+            ..Plan::default()
+        }
+    }
+
     fn node(&mut self, e: &Arc<Expr>) -> u16 {
         if let Some(&n) = self.done.get(&Arc::as_ptr(e)) {
             return n;
         }
         let node = match &e.kind {
             Kind::Read(cell, layout) => {
-                // One node per distinct read: two reads of one view are one value (whose
-                // second use the kernel keeps apart, see `kernels/lazy.rs`).
-                if let Some(k) = self
-                    .reads
-                    .iter()
-                    .position(|(c, l)| Arc::ptr_eq(c, cell) && l == layout)
-                {
-                    let n = self.read_nodes[k];
+                let n = self.read(cell, layout, e.dtype);
+                self.done.insert(Arc::as_ptr(e), n);
+                return n;
+            }
+            Kind::Product(p) => {
+                // A product already computed (something read it alone) is read, in order
+                // (it may be read as another shape), not computed again.
+                let computed = p.cell.get().and_then(Weak::upgrade);
+                if let Some(cell) = computed.filter(|c| !c.lazy.is_pending()) {
+                    let layout = Layout::contiguous(&self.shape);
+                    let n = self.read(&cell, &layout, e.dtype);
                     self.done.insert(Arc::as_ptr(e), n);
                     return n;
                 }
-                self.reads.push((cell.clone(), layout.clone()));
-                self.read_nodes.push(self.nodes.len() as u16);
-                Node::Load((self.reads.len() - 1) as u8)
+                self.product = Some(p.clone());
+                Node::Product
             }
             Kind::Scalar(v) => {
                 self.scalars.push((*v, e.dtype));
@@ -517,6 +691,25 @@ impl Plan {
         n
     }
 
+    /// The node of a read of `cell` through `layout`: one node per distinct read, as two
+    /// reads of one view are one value (whose second use the kernel keeps apart, see
+    /// `kernels/lazy.rs`).
+    fn read(&mut self, cell: &Arc<StorageCell>, layout: &Layout, dtype: DType) -> u16 {
+        if let Some(k) = self
+            .reads
+            .iter()
+            .position(|(c, l)| Arc::ptr_eq(c, cell) && l == layout)
+        {
+            return self.read_nodes[k];
+        }
+        let n = self.nodes.len() as u16;
+        self.reads.push((cell.clone(), layout.clone()));
+        self.read_nodes.push(n);
+        self.nodes
+            .push((Node::Load((self.reads.len() - 1) as u8), dtype));
+        n
+    }
+
     /// Whether node `n` and every node it is computed from are cheap to compute again: moves,
     /// comparisons and the arithmetic of a few instructions (no division, root or
     /// transcendental function).
@@ -524,31 +717,13 @@ impl Plan {
         match &self.nodes[n as usize].0 {
             Node::Load(_) | Node::Param(_) => true,
             Node::Op(op, _, args) => cheap_op(op) && args.iter().all(|&a| self.cheap(a)),
+            Node::Product => false,
         }
     }
 
     /// The tensor reads of the program, their buffers looked up now.
     fn fused_reads(&self) -> Result<Vec<FusedRead>> {
-        let mut reads = Vec::with_capacity(self.reads.len());
-        for (cell, layout) in &self.reads {
-            // One lock at a time: a read's data is computed, never pending.
-            let (buffer, checks) = match &*cell.read() {
-                Storage::Gpu(g) => (g.buf.raw().clone(), g.checks.clone()),
-                Storage::Failed(e) => return Err(e.clone()),
-                Storage::Cpu(_) => {
-                    return Err(crate::error::Error::invalid(
-                        "fused elementwise",
-                        "an operand moved off the GPU",
-                    ))
-                }
-            };
-            reads.push(FusedRead {
-                buffer,
-                layout: layout.clone(),
-                checks,
-            });
-        }
-        Ok(reads)
+        self.reads.iter().map(|(c, l)| fused_read(c, l)).collect()
     }
 
     /// The kernel's program over `shape`, storing `outputs`.
@@ -565,12 +740,47 @@ impl Plan {
         }
     }
 
-    /// Dispatch the program with `outputs` stored.
+    /// Dispatch the program with `outputs` stored: in its product's matmul kernel if it
+    /// has one.
     fn run(&self, p: &Pending, outputs: Vec<u16>) -> Result<Vec<crate::gpu::GpuStorage>> {
         let reads = self.fused_reads()?;
         let program = self.program(&p.shape, outputs);
-        crate::gpu::lazy::run(&p.ctx, program, &p.shape, &reads, &self.scalars)
+        let input = (
+            p.shape.as_slice(),
+            reads.as_slice(),
+            self.scalars.as_slice(),
+        );
+        match &self.product {
+            Some(product) => {
+                let operands = [
+                    fused_read(&product.a.0, &product.a.1)?,
+                    fused_read(&product.b.0, &product.b.1)?,
+                ];
+                crate::gpu::lazy::run_product(&p.ctx, program, input, &operands, &product.plan)
+            }
+            None => crate::gpu::lazy::run(&p.ctx, program, input),
+        }
     }
+}
+
+/// A computed cell's buffer, read through `layout` by a fused kernel.
+fn fused_read(cell: &StorageCell, layout: &Layout) -> Result<FusedRead> {
+    // One lock at a time: a read's data is computed, never pending.
+    let (buffer, checks) = match &*cell.read() {
+        Storage::Gpu(g) => (g.buf.raw().clone(), g.checks.clone()),
+        Storage::Failed(e) => return Err(e.clone()),
+        Storage::Cpu(_) => {
+            return Err(crate::error::Error::invalid(
+                "fused elementwise",
+                "an operand moved off the GPU",
+            ))
+        }
+    };
+    Ok(FusedRead {
+        buffer,
+        layout: layout.clone(),
+        checks,
+    })
 }
 
 /// `op` over `dims` of a pending f32 value read whole through `layout`: one reduction
@@ -602,7 +812,14 @@ pub(crate) fn reduce(
     if expr.dtype != DType::F32 || !whole {
         return None;
     }
-    let mut plan = Plan::default();
+    // A product that a tensor holds (a weight's gradient, whose norm is taken) is computed
+    // alone, and the reduction computes the rest of the expression as it reads it; a
+    // product nothing else holds is computed with the expression, which the reduction
+    // reads computed.
+    if let Some(p) = &expr.product {
+        p.cell.get().and_then(Weak::upgrade)?.settle();
+    }
+    let mut plan = Plan::over(&shape);
     let root = plan.node(&expr);
     // A value of the expression that a tensor still holds may be read again, and computed
     // again then (a backward rule's intermediates; also a chain's temporaries, which live

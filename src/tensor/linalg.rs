@@ -1,7 +1,8 @@
 //! Products and norms.
 
-use super::Tensor;
+use super::{Fresh, Tensor};
 use crate::autograd::BackwardOp;
+use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::{broadcast_shapes, IntList};
@@ -102,13 +103,26 @@ impl Tensor {
         let full = |rows: usize, cols: usize| [batch.as_slice(), &[rows, cols]].concat();
         let la = a.layout().broadcast_to(OP, &full(m, k))?;
         let lb = b.layout().broadcast_to(OP, &full(k, n))?;
-        let s = {
-            crate::storage::with_reads([Some(a.storage()), Some(b.storage())], |[sa, sb]| {
-                match (sa, sb) {
+        // On a GPU, an f32 product is computed when needed, with the elementwise ops that
+        // read it (`storage/lazy.rs`).
+        let lazy = match self.device() {
+            Device::Cpu => None,
+            Device::Gpu(_) => crate::storage::lazy::try_product(a.storage(), &la, b.storage(), &lb),
+        };
+        let s: Fresh = match lazy {
+            Some(cell) => Fresh {
+                cell,
+                dtype: DType::F32,
+                device: self.device().clone(),
+            },
+            None => crate::storage::with_reads(
+                [Some(a.storage()), Some(b.storage())],
+                |[sa, sb]| match (sa, sb) {
                     (Some(sa), Some(sb)) => sa.matmul(&la, sb, &lb),
                     _ => Err(Error::invalid(OP, "a storage was not locked")),
-                }
-            })?
+                },
+            )?
+            .into(),
         };
         let out_shape = full(m, n);
         let out = if self.dtype().is_float() {

@@ -55,6 +55,9 @@ pub enum Node {
     Param(u8),
     /// `op` over operand nodes of dtype `input`.
     Op(FusedOp, DType, Vec<u16>),
+    /// The element of a matrix product that the program's matmul kernel computed (an f32):
+    /// the program is that kernel's epilogue (`Kernel::MatmulFused`).
+    Product,
 }
 
 /// A fused kernel: its nodes with their dtypes, which tensor operands are read through
@@ -119,19 +122,15 @@ impl LazyProgram {
     /// the outputs (all contiguous), tensor operand `k` is metadata operand `k + 1`; the
     /// scalar parameters follow.
     pub(super) fn source(&self) -> Result<String> {
-        let mut bindings = String::new();
-        for (k, &n) in self.outputs.iter().enumerate() {
-            let t = wgsl_type(self.dtype_of(n)?);
-            bindings += &format!(
-                "@group(0) @binding({}) var<storage, read_write> o{k}: array<{t}>;\n",
-                k + 1
-            );
+        if self.has_product() {
+            return Err(Error::invalid(
+                "fused kernel",
+                "a matmul's epilogue runs in the matmul kernel",
+            ));
         }
-        let parts = self.parts(1 + self.outputs.len(), "0u")?;
-        let mut body = parts.body;
-        for (k, n) in self.outputs.iter().enumerate() {
-            body += &format!("    o{k}[i] = v{n};\n");
-        }
+        let (bindings, stores) = self.output_bindings(1)?;
+        let parts = self.parts(1 + self.outputs.len(), "0u", "params[1]")?;
+        let body = parts.setup_lets() + &parts.body + &stores;
         Ok(format!(
             "// A fused elementwise expression (storage/lazy.rs).
 {bindings}{reads}
@@ -141,6 +140,68 @@ impl LazyProgram {
             functions = parts.functions,
             main = super::per_element_main(&body),
         ))
+    }
+
+    /// The WGSL of a matmul kernel's `store(i, product)` (see `shaders/matmul.wgsl`) that
+    /// computes this program from the product's element `i` and stores its outputs: the
+    /// output bindings from 3, then the read bindings, and metadata from the parameter
+    /// `base` (a WGSL expression).
+    pub(super) fn as_epilogue(&self, base: &str) -> Result<String> {
+        let (bindings, stores) = self.output_bindings(3)?;
+        // Parameter 3 is the product's batch rank: no rank is that large (see `keep_f32`).
+        let parts = self.parts(3 + self.outputs.len(), "e", "params[3]")?;
+        // The metadata every element uses is read once per thread, before its stores (each
+        // store would otherwise read it again: the compiler cannot tell that the outputs do
+        // not alias the parameters).
+        let mut globals = "var<private> ep_e: u32;\n".to_string();
+        let mut setup = format!("    let e = {base};\n    ep_e = e;\n");
+        let mut lets = "    let e = ep_e;\n".to_string();
+        for (name, value) in &parts.setup {
+            globals += &format!("var<private> ep_{name}: u32;\n");
+            setup += &format!("    let {name} = {value};\n    ep_{name} = {name};\n");
+            lets += &format!("    let {name} = ep_{name};\n");
+        }
+        Ok(format!(
+            "{bindings}{reads}
+{functions}
+{globals}
+fn setup_store() {{
+{setup}}}
+
+// The epilogue: the program's values at element i of the product, stored.
+fn store(i: u32, product: f32) {{
+{lets}{body}{stores}}}
+",
+            reads = parts.bindings,
+            functions = parts.functions,
+            body = parts.body,
+        ))
+    }
+
+    /// The bindings of the program's outputs from `first`, and the statements storing
+    /// element `i` of each.
+    fn output_bindings(&self, first: usize) -> Result<(String, String)> {
+        let mut bindings = String::new();
+        let mut stores = String::new();
+        for (k, &n) in self.outputs.iter().enumerate() {
+            let t = wgsl_type(self.dtype_of(n)?);
+            bindings += &format!(
+                "@group(0) @binding({}) var<storage, read_write> o{k}: array<{t}>;\n",
+                first + k
+            );
+            stores += &format!("    o{k}[i] = v{n};\n");
+        }
+        Ok((bindings, stores))
+    }
+
+    /// Whether the program is a matmul's epilogue (it reads the product).
+    pub fn has_product(&self) -> bool {
+        self.nodes.iter().any(|(n, _)| *n == Node::Product)
+    }
+
+    /// Whether the program only stores the product: the plain matmul kernel computes it.
+    pub fn is_bare_product(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].0 == Node::Product && self.outputs == [0]
     }
 
     /// The WGSL that a reduction kernel's source `reduce` needs to read this program's
@@ -161,27 +222,29 @@ impl LazyProgram {
                 "the reduction kernel does not read an f32 `src` as expected",
             ));
         }
-        let parts = self.parts(2, "e")?;
+        let parts = self.parts(2, "e", "params[1]")?;
         Ok(format!(
             "{}
 {functions}
 // The reduction's input element i, computed.
 fn prologue(i: u32) -> f32 {{
     let e = {base};
-{body}    return v{root};
+{setup}{body}    return v{root};
 }}
 ",
             reduce
                 .replace(binding, &parts.bindings)
                 .replace(load, "prologue(base + reduced_offset(j))"),
             functions = parts.functions,
+            setup = parts.setup_lets(),
             body = parts.body,
         ))
     }
 
     /// The read bindings (from `first_binding`), the functions, and the statements that
     /// compute every node `v{j}` for element `i` from the metadata at parameter `base`.
-    fn parts(&self, first_binding: usize, base: &str) -> Result<Parts> {
+    /// `small` is a parameter word that is never above 4096 (a rank), for `keep_f32`.
+    fn parts(&self, first_binding: usize, base: &str, small: &str) -> Result<Parts> {
         let loads = self.strided.len();
         let mut load_types = vec![None; loads];
         for (node, d) in &self.nodes {
@@ -200,14 +263,13 @@ fn prologue(i: u32) -> f32 {{
         let mut helpers: Vec<String> = Vec::new();
         let mut functions = String::new();
         let mut body = String::new();
+        let mut setup = Vec::new();
         if self.strided.iter().any(|&s| s) || !self.params.is_empty() {
-            body += &format!("    let rank = params[{base} + 1u];\n");
+            setup.push(("rank", format!("params[{base} + 1u]")));
         }
         if !self.params.is_empty() {
-            body += &format!(
-                "    let sp = {base} + 2u + rank + {}u * (rank + 1u);\n",
-                loads + 1
-            );
+            let at = format!("{base} + 2u + rank + {}u * (rank + 1u)", loads + 1);
+            setup.push(("sp", at));
         }
         // The strided reads' offsets, from one pass over the coordinates of `i` (integer
         // division is slow on GPUs, and scalar on a CPU's vector units).
@@ -261,6 +323,7 @@ fn prologue(i: u32) -> f32 {{
                         _ => format!("params[sp + {at}u]"),
                     }
                 }
+                Node::Product => "product".to_string(),
                 Node::Op(op, input, args) => {
                     let ti = wgsl_type(*input);
                     let (signature, expr, helper) = match *op {
@@ -332,16 +395,17 @@ fn prologue(i: u32) -> f32 {{
         helpers.sort_unstable();
         helpers.dedup();
         Ok(Parts {
+            setup,
             bindings,
             functions: format!(
                 "{helpers}
 {functions}
 // x, as far as any compiler can tell only at run time (no rank is that large).
 fn keep_f32(x: f32) -> f32 {{
-    return select(x, 0.0, params[1] > 4096u);
+    return select(x, 0.0, {small} > 4096u);
 }}
 fn keep_u32(x: u32) -> u32 {{
-    return select(x, 0u, params[1] > 4096u);
+    return select(x, 0u, {small} > 4096u);
 }}
 ",
                 helpers = helpers.join("\n"),
@@ -350,9 +414,10 @@ fn keep_u32(x: u32) -> u32 {{
         })
     }
 
-    /// Whether this program can be a reduction's prologue: one f32 value.
+    /// Whether this program can be a reduction's prologue: one f32 value, of tensor reads.
     pub fn is_prologue(&self) -> bool {
-        self.outputs.len() == 1
+        !self.has_product()
+            && self.outputs.len() == 1
             && self
                 .dtype_of(self.outputs[0])
                 .is_ok_and(|d| d == DType::F32)
@@ -376,6 +441,7 @@ fn keep_u32(x: u32) -> u32 {{
                 Node::Op(FusedOp::Cmp(c), ..) => Some(c.name().to_string()),
                 Node::Op(FusedOp::Where, ..) => Some("where".into()),
                 Node::Op(FusedOp::Cast, ..) => Some("cast".into()),
+                Node::Product => Some("matmul".into()),
                 Node::Load(_) | Node::Param(_) => None,
             })
             .collect();
@@ -385,9 +451,21 @@ fn keep_u32(x: u32) -> u32 {{
 
 /// A program's WGSL, in the pieces a kernel assembles.
 struct Parts {
+    /// Values of the metadata that every element uses (name, WGSL expression), in order.
+    setup: Vec<(&'static str, String)>,
     bindings: String,
     functions: String,
     body: String,
+}
+
+impl Parts {
+    /// The setup values as `let` statements.
+    fn setup_lets(&self) -> String {
+        self.setup
+            .iter()
+            .map(|(name, value)| format!("    let {name} = {value};\n"))
+            .collect()
+    }
 }
 
 /// The prefix that names a dtype's comparison helpers apart.

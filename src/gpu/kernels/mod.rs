@@ -157,6 +157,10 @@ pub enum Kernel {
     Fused(&'static fused::Program),
     /// A lazily fused elementwise expression (`lazy.rs`), by its interned id.
     Lazy(u32),
+    /// An f32 matmul whose store computes a fused elementwise expression of the product (an
+    /// epilogue: bias, activation; `lazy.rs`, by its interned id): the vec4 kernel in the
+    /// given operand modes (`Some`, as `MatmulVec4`'s) or the strided one (`None`).
+    MatmulFused(Option<(bool, bool)>, u32),
     /// An f32 reduction whose input is a fused expression (`lazy.rs`) computed as it is
     /// read (a prologue): the stage and subgroup flag as `Reduce`'s, then the program.
     ReduceFused(ReduceOp, ReduceStage, bool, u32),
@@ -190,6 +194,60 @@ pub enum Kernel {
     /// Its input's gradient (`shaders/softmax_backward.wgsl`).
     SoftmaxBackward,
 }
+
+/// `shaders/matmul.wgsl` for dtype `d`, C stored by `store` (see the shader).
+fn matmul_source(d: DType, store: &str) -> String {
+    let (stored, loads) = match d {
+        DType::F16 | DType::BF16 => {
+            let widen = if d == DType::F16 {
+                "f16_bits_to_f32"
+            } else {
+                "bf16_bits_to_f32"
+            };
+            let load = |x: &str| {
+                format!("fn load_{x}(i: u32) -> f32 {{ return {widen}(half_of_word({x}[i >> 1u], i)); }}\n")
+            };
+            ("u32", format!("{HALF}\n{}{}", load("a"), load("b")))
+        }
+        DType::F32 | DType::I64 | DType::Bool | DType::F64 => {
+            let t = wgsl_type(d);
+            let load = |x: &str| format!("fn load_{x}(i: u32) -> {t} {{ return {x}[i]; }}\n");
+            (t, load("a") + &load("b"))
+        }
+    };
+    MATMUL
+        .replace("{{STORE}}", store)
+        .replace("{{T}}", wgsl_type(d))
+        .replace("{{IN}}", stored)
+        + &loads
+        + &arithmetic(d)
+}
+
+/// `shaders/matmul_vec4.wgsl` in the given operand modes, C stored by `store4`.
+fn matmul_vec4_source(a_columns: bool, b_columns: bool, store4: &str) -> String {
+    MATMUL_VEC4
+        .replace("{{STORE}}", store4)
+        .replace("{{A_COLUMNS}}", &a_columns.to_string())
+        .replace("{{B_COLUMNS}}", &b_columns.to_string())
+}
+
+/// A matmul kernel's plain store: the product's elements (of WGSL type `t`) to binding 3.
+fn plain_store(t: &str, name: &str) -> String {
+    format!(
+        "@group(0) @binding(3) var<storage, read_write> c: array<{t}>;
+fn setup_store() {{}}
+fn {name}(at: u32, v: {t}) {{ c[at] = v; }}"
+    )
+}
+
+/// The vec4 kernel's store through a fused epilogue's `store`, lane by lane.
+const STORE_LANES: &str = "fn store4(at: u32, v: vec4<f32>) {
+    store(4u * at, v.x);
+    store(4u * at + 1u, v.y);
+    store(4u * at + 2u, v.z);
+    store(4u * at + 3u, v.w);
+}
+";
 
 /// Invocations of the kernels that give each row a workgroup (cross-entropy, layer norm,
 /// softmax): rows are a layer's width, tens to a few thousand values, so a small group
@@ -410,35 +468,24 @@ impl Kernel {
                     .replace("{{STORE}}", store)
                     .replace("{{HELPERS}}", &h)
             }
-            Kernel::Matmul(d) => {
-                let (stored, loads) = match d {
-                    DType::F16 | DType::BF16 => {
-                        let widen = if d == DType::F16 {
-                            "f16_bits_to_f32"
-                        } else {
-                            "bf16_bits_to_f32"
-                        };
-                        let load = |x: &str| {
-                            format!("fn load_{x}(i: u32) -> f32 {{ return {widen}(half_of_word({x}[i >> 1u], i)); }}\n")
-                        };
-                        ("u32", format!("{HALF}\n{}{}", load("a"), load("b")))
-                    }
-                    DType::F32 | DType::I64 | DType::Bool | DType::F64 => {
-                        let t = wgsl_type(d);
-                        let load =
-                            |x: &str| format!("fn load_{x}(i: u32) -> {t} {{ return {x}[i]; }}\n");
-                        (t, load("a") + &load("b"))
-                    }
-                };
-                MATMUL
-                    .replace("{{T}}", wgsl_type(d))
-                    .replace("{{IN}}", stored)
-                    + &loads
-                    + &arithmetic(d)
+            Kernel::Matmul(d) => matmul_source(d, &plain_store(wgsl_type(d), "store")),
+            Kernel::MatmulVec4(a_columns, b_columns) => {
+                matmul_vec4_source(a_columns, b_columns, &plain_store("vec4<f32>", "store4"))
             }
-            Kernel::MatmulVec4(a_columns, b_columns) => MATMUL_VEC4
-                .replace("{{A_COLUMNS}}", &a_columns.to_string())
-                .replace("{{B_COLUMNS}}", &b_columns.to_string()),
+            Kernel::MatmulFused(vec4, id) => {
+                let program = lazy::LazyProgram::get(id)?;
+                // The epilogue's metadata follows the product's: its fixed words (4 + 3r),
+                // its tail of offsets and strides (4 vec4 / 6 strided), the first matrix.
+                match vec4 {
+                    Some((a_columns, b_columns)) => {
+                        let store = program.as_epilogue("9u + 3u * params[3]")? + STORE_LANES;
+                        matmul_vec4_source(a_columns, b_columns, &store)
+                    }
+                    None => {
+                        matmul_source(DType::F32, &program.as_epilogue("11u + 3u * params[3]")?)
+                    }
+                }
+            }
             Kernel::FoldWindows => FOLD.to_string(),
             Kernel::CrossEntropy => format!("{}\n{CROSS_ENTROPY}", groups(ROW_GROUP, 0)),
             Kernel::CrossEntropyBackward => CROSS_ENTROPY_BACKWARD.to_string(),
@@ -534,7 +581,10 @@ impl Kernel {
     /// from constants and the local invocation id, and whose only divisions are by
     /// constants or by batch sizes (never 0: empty products return before dispatch).
     pub fn in_bounds_by_construction(&self) -> bool {
-        matches!(self, Kernel::Matmul(_) | Kernel::MatmulVec4(..))
+        matches!(
+            self,
+            Kernel::Matmul(_) | Kernel::MatmulVec4(..) | Kernel::MatmulFused(..)
+        )
     }
 
     /// A dtype this kernel family does not take: the 16-bit floats outside map kernels and
@@ -544,6 +594,7 @@ impl Kernel {
         match *self {
             Kernel::Map(..)
             | Kernel::MatmulVec4(..)
+            | Kernel::MatmulFused(..)
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
@@ -578,6 +629,7 @@ impl Kernel {
             }
             Kernel::ReduceFused(op, ..) => matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin),
             Kernel::MatmulVec4(..)
+            | Kernel::MatmulFused(..)
             | Kernel::MatmulCoop
             | Kernel::Fused(_)
             | Kernel::Lazy(_)
@@ -605,6 +657,9 @@ impl Kernel {
             Kernel::Lazy(id) => lazy::LazyProgram::get(*id)
                 .map(|p| p.label())
                 .unwrap_or_else(|_| format!("Lazy({id})")),
+            Kernel::MatmulFused(_, id) => lazy::LazyProgram::get(*id)
+                .map(|p| p.label())
+                .unwrap_or_else(|_| format!("MatmulFused({id})")),
             Kernel::ReduceFused(op, stage, _, id) => {
                 let program = lazy::LazyProgram::get(*id)
                     .map(|p| p.label())
@@ -689,6 +744,16 @@ pub fn all_variants() -> Vec<Kernel> {
     // The fused expressions this process has generated so far, and each one that gives one
     // f32 value as a reduction's prologue (two of the reduction variants).
     for id in lazy::LazyProgram::all_ids() {
+        // A matmul's epilogue, in each of the kernels it may run in.
+        if lazy::LazyProgram::get(id).is_ok_and(|p| p.has_product()) {
+            v.push(Kernel::MatmulFused(None, id));
+            for a_columns in [false, true] {
+                for b_columns in [false, true] {
+                    v.push(Kernel::MatmulFused(Some((a_columns, b_columns)), id));
+                }
+            }
+            continue;
+        }
         v.push(Kernel::Lazy(id));
         if lazy::LazyProgram::get(id).is_ok_and(|p| p.is_prologue()) {
             v.push(Kernel::ReduceFused(
