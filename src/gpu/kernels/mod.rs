@@ -579,7 +579,12 @@ impl Kernel {
     /// two matmul kernels, whose global loads and stores are each behind an explicit
     /// `row < m && col < n`-style test, whose workgroup-memory and register indices come
     /// from constants and the local invocation id, and whose only divisions are by
-    /// constants or by batch sizes (never 0: empty products return before dispatch).
+    /// constants or by batch sizes (never 0: empty products return before dispatch). Their
+    /// fused forms add an epilogue that runs only for such a tested element `i`: its
+    /// outputs hold the product's elements, its reads are tensor views of the product's
+    /// shape (the offsets of element `i` lie in their buffers, as every layout's do), and
+    /// it divides by the sizes of those views' dims, never 0 (empty tensors do not fuse).
+    /// Checked, the epilogue made chargpt's step about 1.7x slower on lavapipe.
     pub fn in_bounds_by_construction(&self) -> bool {
         matches!(
             self,
