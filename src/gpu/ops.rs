@@ -604,7 +604,7 @@ impl GpuStorage {
     }
 
     fn matmul_kernel(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> Result<GpuStorage> {
-        if self.copies_first(la, b, lb) {
+        if self.copies_first(la, lb) {
             // 16-bit operands are widened on the way: the vec4 kernel is f32's (and the fastest
             // here, 3x the strided kernel on lavapipe).
             let row_major = |s: &GpuStorage, l: &Layout| -> Result<Option<GpuStorage>> {
@@ -635,7 +635,7 @@ impl GpuStorage {
     /// each element once and the strided kernel would reload it from every block row or
     /// column; and 16-bit operands of such products, widened. Broadcast batch dims stay
     /// views (a copy would repeat them).
-    fn copies_first(&self, la: &Layout, b: &GpuStorage, lb: &Layout) -> bool {
+    fn copies_first(&self, la: &Layout, lb: &Layout) -> bool {
         let r = la.rank();
         let (m, k, n) = (la.shape[r - 2], la.shape[r - 1], lb.shape[r - 1]);
         matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
@@ -646,7 +646,6 @@ impl GpuStorage {
             && m.saturating_mul(n).saturating_mul(k) >= MATMUL_COPY_MIN_FLOPS
             && ![la, lb].iter().any(|l| broadcasts_batch(l))
             && (self.dtype.is_half() || vec4_mode(la).is_none() || vec4_mode(lb).is_none())
-            && b.dtype == self.dtype
     }
 
     /// Whether this product's F16 operands run on tensor cores (they read any strides).
@@ -695,7 +694,7 @@ impl GpuStorage {
         if self.dtype != DType::F32 || b.dtype != DType::F32 || count == 0 || k == 0 || !fits {
             return None;
         }
-        if self.copies_first(la, b, lb) {
+        if self.copies_first(la, lb) {
             return None;
         }
         match self.direct_kernel(la, b, lb) {

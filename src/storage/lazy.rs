@@ -821,6 +821,11 @@ pub(crate) fn reduce(
     }
     let mut plan = Plan::over(&shape);
     let root = plan.node(&expr);
+    // The product settled above is read as a tensor; a reduction kernel cannot compute one,
+    // so should it still be pending, the value is computed by its own kernel first.
+    if plan.product.is_some() {
+        return None;
+    }
     // A value of the expression that a tensor still holds may be read again, and computed
     // again then (a backward rule's intermediates; also a chain's temporaries, which live
     // until their statement ends): if that would repeat costly math, it is stored once
