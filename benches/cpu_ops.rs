@@ -67,7 +67,9 @@ fn gpu(c: &mut Criterion) {
         g.throughput(Throughput::Elements((2 * n * n * n) as u64));
         g.bench_function(format!("matmul_f32_{n}"), |bench| {
             bench.iter(|| {
-                a.matmul(&b).unwrap();
+                // Held until the synchronization, which computes it (a GPU computes a
+                // product when it is needed).
+                let _product = a.matmul(&b).unwrap();
                 dev.synchronize().unwrap()
             })
         });
@@ -80,7 +82,7 @@ fn gpu(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((12 * n) as u64));
     g.bench_function("add_f32_64M", |bench| {
         bench.iter(|| {
-            (&x + &y).check().unwrap();
+            let _sum = (&x + &y).check().unwrap();
             dev.synchronize().unwrap()
         })
     });

@@ -12,7 +12,7 @@
 
 @group(0) @binding(1) var<storage, read> a: array<{{IN}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{IN}}>;
-// `store(i, v)`: C's element i is v. The plain kernel writes it to binding 3; a fused one
+// `store(i, row, col, v)`: C's element i (row `row` of the batch's rows, column `col`) is v. The plain kernel writes it to binding 3; a fused one
 // (`Kernel::MatmulFused`) computes an elementwise expression of it first (an epilogue), from
 // values `setup_store()` reads once per thread.
 {{STORE}}
@@ -87,10 +87,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 // Store a thread's 4 outputs of row `gr` from column `c0` on.
 fn store_row(batch: u32, gr: u32, c0: u32, m: u32, n: u32, r: array<{{T}}, 4>) {
     if (gr < m) {
-        let base = (batch * m + gr) * n;
+        let row = batch * m + gr;
         for (var j = 0u; j < 4u; j = j + 1u) {
             if (c0 + j < n) {
-                store(base + c0 + j, r[j]);
+                store(row * n + c0 + j, row, c0 + j, r[j]);
             }
         }
     }

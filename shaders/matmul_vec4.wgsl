@@ -16,7 +16,7 @@ const B_COLUMNS: bool = {{B_COLUMNS}};
 
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-// `store4(at, v)`: C's vec4 at `at` is v. The plain kernel writes it to binding 3; a fused
+// `store4(at, row, col, v)`: C's vec4 at `at` (C's row `row` from column `col`) is v. The plain kernel writes it to binding 3; a fused
 // one (`Kernel::MatmulFused`) computes an elementwise expression of each lane first, from
 // values `setup_store()` reads once per thread.
 {{STORE}}
@@ -135,12 +135,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 // Store a thread's 8 outputs of row `gr` from column vec4 `gc4` on.
 fn store_row(batch: u32, gr: u32, gc4: u32, m: u32, n4: u32, r: array<f32, 8>) {
     if (gr < m) {
-        let base = (batch * m + gr) * n4;
+        let row = batch * m + gr;
+        let base = row * n4;
         if (gc4 < n4) {
-            store4(base + gc4, vec4<f32>(r[0], r[1], r[2], r[3]));
+            store4(base + gc4, row, 4u * gc4, vec4<f32>(r[0], r[1], r[2], r[3]));
         }
         if (gc4 + 1u < n4) {
-            store4(base + gc4 + 1u, vec4<f32>(r[4], r[5], r[6], r[7]));
+            store4(base + gc4 + 1u, row, 4u * gc4 + 4u, vec4<f32>(r[4], r[5], r[6], r[7]));
         }
     }
 }

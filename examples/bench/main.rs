@@ -97,6 +97,9 @@ fn main() -> Result<()> {
     // Full sizes on a hardware GPU; the CPU's sizes on the CPU and on software adapters
     // (lavapipe binds at most 128 MiB and multiplies matrices at about 1 GFLOP/s).
     let gpu = matches!(&device, Device::Gpu(g) if !g.is_software());
+    // Held until the synchronization, a result is computed there: a GPU computes elementwise
+    // results and products when they are needed (`storage/lazy.rs`), and never one dropped
+    // first.
     let sync = || device.synchronize();
     // The GPU sizes of the reference table; smaller ones on the 2-core CPU.
     let matmul_sizes: &[usize] = if gpu {
@@ -110,7 +113,7 @@ fn main() -> Result<()> {
             let y = on(Tensor::randn([n, n])?)?;
             let reps = if n >= 2048 { 5 } else { 10 };
             let t = b.time(reps, 1, || {
-                x.matmul(&y)?;
+                let _product = x.matmul(&y)?;
                 sync()
             })?;
             b.report(
@@ -125,7 +128,7 @@ fn main() -> Result<()> {
         let x = on(Tensor::randn([n, n])?)?;
         let w = on(Tensor::randn([n, n])?)?;
         let t = b.time(5, 1, || {
-            x.matmul(&w.t()?)?;
+            let _product = x.matmul(&w.t()?)?;
             sync()
         })?;
         b.report(
@@ -145,7 +148,7 @@ fn main() -> Result<()> {
             }
         }
         let t = b.time(5, 1, || {
-            x.matmul(&y)?;
+            let _product = x.matmul(&y)?;
             sync()
         })?;
         b.report(
@@ -169,7 +172,7 @@ fn main() -> Result<()> {
         // the broadcast add, one read for the sums.
         let gb = |elements_moved: usize| (elements_moved * 4) as f64 / 1e9;
         b.bandwidth(&format!("add_f32_{tag}"), gb(3 * n), || {
-            (&x + &y).check()?;
+            let _sum = (&x + &y).check()?;
             sync()
         })?;
         b.bandwidth(&format!("add_inplace_f32_{tag}"), gb(3 * n), || {
@@ -177,7 +180,7 @@ fn main() -> Result<()> {
             sync()
         })?;
         b.bandwidth(&format!("broadcast_add_f32_{tag}"), gb(2 * n), || {
-            (&grid + &col).check()?;
+            let _sum = (&grid + &col).check()?;
             sync()
         })?;
         b.bandwidth(&format!("sum_f32_{tag}"), gb(n), || {

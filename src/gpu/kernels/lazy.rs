@@ -129,7 +129,7 @@ impl LazyProgram {
             ));
         }
         let (bindings, stores) = self.output_bindings(1)?;
-        let parts = self.parts(1 + self.outputs.len(), "0u", "params[1]")?;
+        let parts = self.parts(1 + self.outputs.len(), "0u", "params[1]", None)?;
         let body = parts.setup_lets() + &parts.body + &stores;
         Ok(format!(
             "// A fused elementwise expression (storage/lazy.rs).
@@ -148,8 +148,9 @@ impl LazyProgram {
     /// `base` (a WGSL expression).
     pub(super) fn as_epilogue(&self, base: &str) -> Result<String> {
         let (bindings, stores) = self.output_bindings(3)?;
-        // Parameter 3 is the product's batch rank: no rank is that large (see `keep_f32`).
-        let parts = self.parts(3 + self.outputs.len(), "e", "params[3]")?;
+        // Parameter 3 is the product's batch rank: no rank is that large (see `keep_f32`);
+        // parameter 1 its row length.
+        let parts = self.parts(3 + self.outputs.len(), "e", "params[3]", Some("params[1]"))?;
         // The metadata every element uses is read once per thread, before its stores (each
         // store would otherwise read it again: the compiler cannot tell that the outputs do
         // not alias the parameters).
@@ -168,8 +169,8 @@ impl LazyProgram {
 fn setup_store() {{
 {setup}}}
 
-// The epilogue: the program's values at element i of the product, stored.
-fn store(i: u32, product: f32) {{
+// The epilogue: the program's values at element i (row, col) of the product, stored.
+fn store(i: u32, row: u32, col: u32, product: f32) {{
 {lets}{body}{stores}}}
 ",
             reads = parts.bindings,
@@ -222,7 +223,7 @@ fn store(i: u32, product: f32) {{
                 "the reduction kernel does not read an f32 `src` as expected",
             ));
         }
-        let parts = self.parts(2, "e", "params[1]")?;
+        let parts = self.parts(2, "e", "params[1]", None)?;
         Ok(format!(
             "{}
 {functions}
@@ -244,7 +245,15 @@ fn prologue(i: u32) -> f32 {{
     /// The read bindings (from `first_binding`), the functions, and the statements that
     /// compute every node `v{j}` for element `i` from the metadata at parameter `base`.
     /// `small` is a parameter word that is never above 4096 (a rank), for `keep_f32`.
-    fn parts(&self, first_binding: usize, base: &str, small: &str) -> Result<Parts> {
+    /// `product_rows`: in a matmul's epilogue, the product's row and column of `i` are
+    /// `row` and `col`, and its row length is the parameter word given.
+    fn parts(
+        &self,
+        first_binding: usize,
+        base: &str,
+        small: &str,
+        product_rows: Option<&str>,
+    ) -> Result<Parts> {
         let loads = self.strided.len();
         let mut load_types = vec![None; loads];
         for (node, d) in &self.nodes {
@@ -282,21 +291,10 @@ fn prologue(i: u32) -> f32 {{
     for (var m = 0u; m < {n}u; m = m + 1u) {{
         offs[m] = params[{base} + 2u + rank + operands[m] * (rank + 1u)];
     }}
-    var rem = i;
-    for (var d = rank; d > 0u; d = d - 1u) {{
-        var c = rem;
-        if (d > 1u) {{
-            let size = params[{base} + 1u + d];
-            c = rem % size;
-            rem = rem / size;
-        }}
-        for (var m = 0u; m < {n}u; m = m + 1u) {{
-            offs[m] = offs[m] + c * params[{base} + 2u + rank + operands[m] * (rank + 1u) + d];
-        }}
-    }}
-",
+{walk}",
                 n = strided.len(),
                 list = operands.join(", "),
+                walk = walk(strided.len(), base, product_rows),
             );
         }
         let mut words = Vec::with_capacity(self.params.len());
@@ -456,6 +454,48 @@ struct Parts {
     bindings: String,
     functions: String,
     body: String,
+}
+
+/// The statements adding to `offs[m]` the offset of element `i` in each of the `n` strided
+/// reads (metadata at `base`), from one pass over the coordinates of `i`. In an epilogue
+/// whose metadata is the product's rows (2 dims, a row as long as the product's, the
+/// parameter word `product_rows`), the coordinates are the product's row and column,
+/// without a division.
+fn walk(n: usize, base: &str, product_rows: Option<&str>) -> String {
+    let add = |c: &str, d: &str| {
+        format!(
+            "for (var m = 0u; m < {n}u; m = m + 1u) {{
+            offs[m] = offs[m] + {c} * params[{base} + 2u + rank + operands[m] * (rank + 1u) + {d}];
+        }}"
+        )
+    };
+    let general = format!(
+        "var rem = i;
+    for (var d = rank; d > 0u; d = d - 1u) {{
+        var c = rem;
+        if (d > 1u) {{
+            let size = params[{base} + 1u + d];
+            c = rem % size;
+            rem = rem / size;
+        }}
+        {}
+    }}
+",
+        add("c", "d")
+    );
+    match product_rows {
+        None => format!("    {general}"),
+        Some(length) => format!(
+            "    if (rank == 2u && params[{base} + 3u] == {length}) {{
+        {}
+        {}
+    }} else {{
+    {general}    }}
+",
+            add("row", "1u"),
+            add("col", "2u")
+        ),
+    }
 }
 
 impl Parts {

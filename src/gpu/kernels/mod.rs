@@ -236,16 +236,16 @@ fn plain_store(t: &str, name: &str) -> String {
     format!(
         "@group(0) @binding(3) var<storage, read_write> c: array<{t}>;
 fn setup_store() {{}}
-fn {name}(at: u32, v: {t}) {{ c[at] = v; }}"
+fn {name}(at: u32, row: u32, col: u32, v: {t}) {{ c[at] = v; }}"
     )
 }
 
 /// The vec4 kernel's store through a fused epilogue's `store`, lane by lane.
-const STORE_LANES: &str = "fn store4(at: u32, v: vec4<f32>) {
-    store(4u * at, v.x);
-    store(4u * at + 1u, v.y);
-    store(4u * at + 2u, v.z);
-    store(4u * at + 3u, v.w);
+const STORE_LANES: &str = "fn store4(at: u32, row: u32, col: u32, v: vec4<f32>) {
+    store(4u * at, row, col, v.x);
+    store(4u * at + 1u, row, col + 1u, v.y);
+    store(4u * at + 2u, row, col + 2u, v.z);
+    store(4u * at + 3u, row, col + 3u, v.w);
 }
 ";
 
