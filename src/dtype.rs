@@ -217,6 +217,11 @@ fn join(rows: &[DTypeInfo], a: usize, b: usize) -> usize {
 }
 
 /// `x` rounded to the nearest value of the float dtype `d` (F32, F16, BF16), as f64.
+/// Whether `x` stays finite once rounded to the float type `d`.
+pub(crate) fn rounds_finite(d: DType, x: f64) -> bool {
+    round_to(d, x).is_finite()
+}
+
 fn round_to(d: DType, x: f64) -> f64 {
     match d {
         DType::F16 => half::f16::from_f64(x).to_f64(),

@@ -101,7 +101,8 @@ impl Generator {
 
     /// `n` integers uniform in `low..high`.
     pub fn int_range(&mut self, n: usize, low: i64, high: i64) -> Vec<i64> {
-        let range = (high - low) as u64;
+        // `high - low` can pass i64::MAX (randint(i64::MIN, i64::MAX)); as u64 it is exact.
+        let range = high.wrapping_sub(low) as u64;
         self.words(n)
             .into_iter()
             .map(|w| {
@@ -110,7 +111,7 @@ impl Generator {
                 } else {
                     (((w[1] as u64) << 32) | w[0] as u64) % range
                 };
-                low + r as i64
+                low.wrapping_add(r as i64)
             })
             .collect()
     }

@@ -201,7 +201,8 @@ pub fn resolve_reshape(op: &'static str, from: &[usize], to: &[isize]) -> Result
                 format!("invalid size {s} in {to:?}"),
             ));
         } else {
-            known *= s as usize;
+            // Saturating: a product past usize::MAX matches no tensor's element count.
+            known = known.saturating_mul(s as usize);
         }
     }
     let mut out: Vec<usize> = to.iter().map(|&s| s.max(0) as usize).collect();
@@ -274,16 +275,25 @@ pub trait IntList {
     fn to_isize(&self) -> Vec<isize>;
 }
 
+/// An integer as isize, saturating: a usize past isize::MAX must not wrap to a negative
+/// number, which would read as a dim counted from the end or as reshape's -1
+/// (`reshape([usize::MAX])` is an error, not a flatten).
+fn saturating_isize<T: TryInto<isize> + Default + PartialOrd>(x: T) -> isize {
+    let negative = x < T::default();
+    x.try_into()
+        .unwrap_or(if negative { isize::MIN } else { isize::MAX })
+}
+
 macro_rules! int_list {
     ($($t:ty),*) => {$(
         impl IntList for [$t] {
-            fn to_isize(&self) -> Vec<isize> { self.iter().map(|&x| x as isize).collect() }
+            fn to_isize(&self) -> Vec<isize> { self.iter().map(|&x| saturating_isize(x)).collect() }
         }
         impl<const N: usize> IntList for [$t; N] {
-            fn to_isize(&self) -> Vec<isize> { self.iter().map(|&x| x as isize).collect() }
+            fn to_isize(&self) -> Vec<isize> { self.as_slice().to_isize() }
         }
         impl IntList for Vec<$t> {
-            fn to_isize(&self) -> Vec<isize> { self.iter().map(|&x| x as isize).collect() }
+            fn to_isize(&self) -> Vec<isize> { self.as_slice().to_isize() }
         }
     )*};
 }

@@ -237,6 +237,112 @@ fn an_impossible_interpolation_is_refused_before_any_work() -> Result<()> {
     Ok(())
 }
 
+/// Arguments at the ends of their types (found by a sweep of 0, 2^31, 2^32, 2^40,
+/// isize::MAX, usize::MAX and their negatives through the public functions, in a debug
+/// build): each is an `Err` naming the op or PyTorch's answer, never an overflow panic, a
+/// wrapped size read as another argument, or an abort.
+#[test]
+fn arguments_at_the_ends_of_their_types() -> Result<()> {
+    use wgrad::nn::functional as F;
+    use wgrad::s;
+    for dev in common::devices() {
+        let x = Tensor::arange_on(0.0, 120.0, 1.0, &dev)?.reshape([2, 3, 4, 5])?;
+        let img = Tensor::arange_on(0.0, 72.0, 1.0, &dev)?.reshape([1, 2, 6, 6])?;
+        let w = Tensor::ones_on([2, 2, 3, 3], &dev)?;
+        // A usize past isize::MAX is not -1 (reshape's "infer", the last dim).
+        assert!(x.reshape([usize::MAX]).is_err());
+        assert!(x.view([usize::MAX, 60]).is_err());
+        assert!(x.sum_dims([usize::MAX], false).is_err());
+        assert!(x.flip([usize::MAX]).is_err());
+        assert!(x.expand([usize::MAX, 3, 4, 5]).is_err());
+        assert!(x.view([isize::MAX as usize, 60]).is_err());
+        assert!(x.tile([isize::MAX as usize]).is_err());
+        // A step past the dim picks its first element (x[::huge]), as in PyTorch.
+        let first = x.slice(0, None, None, isize::MAX)?;
+        assert_eq!(first.shape(), &[1, 3, 4, 5]);
+        assert_eq!(first.sum()?.item::<f64>()?, (0..60).sum::<i32>() as f64);
+        assert_eq!(x.unfold(1, 2, usize::MAX)?.shape(), &[2, 1, 4, 5, 2]);
+        let pooled = F::max_pool2d(&img, 2, isize::MAX as usize)?;
+        assert_eq!(pooled.to_vec::<f32>()?, vec![7.0, 43.0]);
+        // Pads and crops that no isize sum holds.
+        let pad = F::pad(&img, &[isize::MIN, 1], F::PadMode::Constant(0.0));
+        assert!(pad.unwrap_err().to_string().starts_with("pad"));
+        let pad = F::pad(&img, &[-4, -4], F::PadMode::Constant(0.0));
+        assert!(pad.is_err());
+        // Convolution arguments whose sizes overflow.
+        for args in [
+            F::ConvArgs {
+                dilation: usize::MAX,
+                ..Default::default()
+            },
+            F::ConvArgs {
+                stride: usize::MAX,
+                ..Default::default()
+            },
+            F::ConvArgs {
+                padding: isize::MAX as usize,
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                F::conv_transpose2d(&img, &w, None, args, 0).is_err(),
+                "{args:?}"
+            );
+            assert!(F::unfold(
+                &img,
+                2,
+                2,
+                F::ConvArgs {
+                    dilation: usize::MAX,
+                    ..args
+                }
+            )
+            .is_err());
+        }
+        let empty_kernel = Tensor::ones_on([2, 2, 0, 3], &dev)?;
+        assert!(F::conv_transpose2d(&img, &empty_kernel, None, Default::default(), 0).is_err());
+        // An adaptive max pool to 2^31 columns is refused before any work (one op per
+        // output cell took memory until the process was killed); a normal one still pools.
+        let e = F::adaptive_max_pool2d(&img, (2, 1 << 31)).unwrap_err();
+        assert!(e.to_string().starts_with("adaptive_max_pool2d"), "{e}");
+        assert_eq!(
+            F::adaptive_max_pool2d(&img, (4, 5))?
+                .i(s![0, 0, .., ..])?
+                .to_vec2::<f32>()?,
+            [
+                [7.0, 8.0, 9.0, 10.0, 11.0],
+                [13.0, 14.0, 15.0, 16.0, 17.0],
+                [25.0, 26.0, 27.0, 28.0, 29.0],
+                [31.0, 32.0, 33.0, 34.0, 35.0]
+            ]
+        );
+        // Sizes built on the host for a GPU are refused by the device's limit first; a byte
+        // count past u64 saturates into the limit check.
+        let labels = Tensor::new_on([0i64, 1], &dev)?;
+        assert!(F::one_hot(&labels, Some(isize::MAX as usize - 1)).is_err());
+        assert!(Tensor::arange_on(0.0, 1e300, 1.0, &dev).is_err());
+        // The full i64 range is one randint draw (its span wrapped the subtraction).
+        let r = Tensor::randint_on(i64::MIN, i64::MAX, [64], &dev)?.to_vec::<i64>()?;
+        assert!(r.iter().any(|&v| v != r[0]));
+        let r = Tensor::randint_on(-1, i64::MAX, [64], &dev)?.to_vec::<i64>()?;
+        assert!(r.iter().all(|&v| v >= -1));
+        // PyTorch's checks on distributions.
+        assert!(x.normal_(0.0, -1.0).is_err());
+        assert!(x.normal_(0.0, f64::NAN).is_err());
+        for (low, high) in [
+            (1.5, 1.0),
+            (f64::NAN, 1.0),
+            (f64::NEG_INFINITY, 1.0),
+            (-1e300, 1.0),
+        ] {
+            assert!(x.uniform_(low, high).is_err(), "uniform_({low}, {high})");
+        }
+        x.uniform_(-2.0, -2.0)?;
+        assert_eq!(x.max()?.item::<f32>()?, -2.0);
+    }
+    Ok(())
+}
+
 /// Integer powers and ranges as PyTorch computes them, on every device.
 #[test]
 fn integer_pow_and_arange_follow_pytorch() -> Result<()> {

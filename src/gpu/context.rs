@@ -477,11 +477,11 @@ impl GpuContext {
         written_by_commands: bool,
     ) -> Result<GpuBuffer> {
         self.check()?;
-        let class = size_class(bytes);
         let limit = self.max_binding();
         if bytes > limit {
             return Err(Error::BufferTooLarge { op, bytes, limit });
         }
+        let class = size_class(bytes);
         // A class may round past the limit; such a buffer is allocated at the exact size.
         let class = if class > limit {
             bytes.div_ceil(4) * 4

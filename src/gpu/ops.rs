@@ -129,7 +129,11 @@ pub(super) fn elementwise_params(
 /// Bytes of a buffer of `len` elements of `dtype`: whole words (two 16-bit values to a word,
 /// the last one padded), as storage bindings and copies need.
 fn buffer_bytes(len: usize, dtype: DType) -> u64 {
-    (len as u64 * gpu_size(dtype)).next_multiple_of(4)
+    // Saturating: a size past u64 is refused by the limit checks, never wrapped.
+    (len as u64)
+        .saturating_mul(gpu_size(dtype))
+        .checked_next_multiple_of(4)
+        .unwrap_or(u64::MAX)
 }
 
 /// Little-endian bytes padded to whole words.
@@ -893,11 +897,12 @@ impl GpuStorage {
         n: usize,
         extra: &[u32],
     ) -> Result<GpuStorage> {
-        let out = GpuStorage::alloc(ctx, "fill", n, dtype)?;
+        let op = kind.op_name();
+        let out = GpuStorage::alloc(ctx, op, n, dtype)?;
         if n == 0 {
             return Ok(out);
         }
-        let mut p = vec![u32_of("fill", n)?];
+        let mut p = vec![u32_of(op, n)?];
         p.extend_from_slice(extra);
         let (x, y) = ctx.grid(n as u64, false)?;
         ctx.dispatch(Kernel::Fill(kind, dtype), &p, &[out.buf.raw()], (x, y, 1))?;

@@ -89,7 +89,11 @@ impl Layout {
             l.offset += start * self.strides[dim];
         }
         l.shape[dim] = len;
-        l.strides[dim] *= step;
+        // With two elements or more, `stride * step` stays inside the buffer; with one, a
+        // step as large as isize::MAX (x[::huge]) would overflow and the stride is unused.
+        if len > 1 {
+            l.strides[dim] *= step;
+        }
         l
     }
 
@@ -129,7 +133,10 @@ impl Layout {
     pub fn windows(&self, dim: usize, size: usize, step: usize) -> Layout {
         let mut l = self.clone();
         l.shape[dim] = (self.shape[dim] - size) / step + 1;
-        l.strides[dim] *= step;
+        // One window leaves the stride unused; a huge step would overflow it (as in slice).
+        if l.shape[dim] > 1 {
+            l.strides[dim] *= step;
+        }
         l.shape.push(size);
         l.strides.push(self.strides[dim]);
         l

@@ -13,6 +13,10 @@ pub fn uniform(
     g: &mut Generator,
     device: &Device,
 ) -> Result<Tensor> {
+    // A zero-element tensor draws nothing (PyTorch: a no-op), whatever its bound.
+    if !shape.contains(&0) {
+        crate::tensor::sampling::check_uniform("init::uniform", low, high, crate::DType::F32)?;
+    }
     Tensor::rand_with(shape.to_vec(), g)?
         .mul_scalar(high - low)?
         .add_scalar(low)?
@@ -27,6 +31,9 @@ pub fn normal(
     g: &mut Generator,
     device: &Device,
 ) -> Result<Tensor> {
+    if !shape.contains(&0) {
+        crate::tensor::sampling::check_normal("init::normal", std)?;
+    }
     Tensor::randn_with(shape.to_vec(), g)?
         .mul_scalar(std)?
         .add_scalar(mean)?

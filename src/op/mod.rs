@@ -120,6 +120,17 @@ impl FillKind {
         FillKind::RandInt,
     ];
 
+    /// The PyTorch function a fill kernel serves, to name it in errors.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            FillKind::Constant => "full",
+            FillKind::Arange => "arange",
+            FillKind::Uniform => "rand",
+            FillKind::Normal => "randn",
+            FillKind::RandInt => "randint",
+        }
+    }
+
     /// Whether the kernel draws random numbers.
     pub fn is_random(self) -> bool {
         matches!(

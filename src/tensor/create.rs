@@ -169,6 +169,8 @@ impl Tensor {
         options: impl Into<TensorOptions>,
     ) -> Result<Tensor> {
         let o = options.into();
+        // Built on the host: a size the device cannot hold is refused before any work.
+        crate::storage::room_on(&o.device, "linspace", steps, o.dtype_or(DType::F32))?;
         Tensor::linspace_cpu(start, end, steps)?
             .to_dtype(o.dtype_or(DType::F32))?
             .to_device(&o.device)
@@ -331,6 +333,7 @@ impl Tensor {
     /// A random permutation of `0..n` on a device (I64 unless `options` names a dtype).
     pub fn randperm_on(n: usize, options: impl Into<TensorOptions>) -> Result<Tensor> {
         let o = options.into();
+        crate::storage::room_on(&o.device, "randperm", n, o.dtype_or(DType::I64))?;
         Tensor::randperm(n)?
             .to_device(&o.device)?
             .to_dtype(o.dtype_or(DType::I64))

@@ -14,7 +14,7 @@ mod operators;
 mod options;
 mod rearrange;
 mod reduce;
-mod sampling;
+pub(crate) mod sampling;
 mod scan;
 mod sort;
 

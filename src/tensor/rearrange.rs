@@ -128,7 +128,7 @@ impl Tensor {
         let out: Vec<usize> = shape
             .iter()
             .zip(&sizes)
-            .map(|(&d, &r)| r as usize * d)
+            .map(|(&d, &r)| (r as usize).saturating_mul(d)) // too large: expand refuses it
             .collect();
         self.reshape(spread)?.expand(expanded)?.reshape(out)
     }

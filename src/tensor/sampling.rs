@@ -89,6 +89,7 @@ impl Tensor {
 
     /// Fill with draws from `N(mean, std^2)`, in place (`tensor.normal_`).
     pub fn normal_(&self, mean: f64, std: f64) -> Result<&Tensor> {
+        check_normal("normal_", std)?;
         let draws = Tensor::randn_on(
             self.shape(),
             (self.dtype_for_draws("normal_")?, self.device()),
@@ -98,6 +99,7 @@ impl Tensor {
 
     /// Fill with draws from `U(low, high)`, in place (`tensor.uniform_`).
     pub fn uniform_(&self, low: f64, high: f64) -> Result<&Tensor> {
+        check_uniform("uniform_", low, high, self.dtype())?;
         let draws = Tensor::rand_on(
             self.shape(),
             (self.dtype_for_draws("uniform_")?, self.device()),
@@ -109,5 +111,27 @@ impl Tensor {
         self.live()?;
         self.require_float(op)?;
         Ok(self.dtype())
+    }
+}
+
+/// PyTorch's check on a normal distribution's `std`: not negative, not NaN.
+pub(crate) fn check_normal(op: &'static str, std: f64) -> Result<()> {
+    if std >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(op, format!("std must be >= 0, got {std}")))
+    }
+}
+
+/// PyTorch's checks on a uniform range: `low <= high` (neither NaN) and a width that the
+/// dtype holds (`uniform_(-inf, 1)` would draw NaN and infinities).
+pub(crate) fn check_uniform(op: &'static str, low: f64, high: f64, dtype: DType) -> Result<()> {
+    if low <= high && crate::dtype::rounds_finite(dtype, high - low) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            format!("expects low <= high with a width {dtype:?} holds, got [{low}, {high})"),
+        ))
     }
 }

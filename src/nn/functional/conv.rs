@@ -65,9 +65,29 @@ pub fn conv_transpose2d(
             format!("weight.shape[0] must be the input's channels, groups {groups} must divide them, stride and dilation positive and output_padding {output_padding} below stride or dilation"),
         ));
     }
+    // The output is (n - 1) s - 2 p + d (k - 1) + output_padding + 1 along each spatial dim:
+    // in i128 (no argument can overflow it), at least 1, and with room on the device.
+    let too_large = || Error::invalid(OP, format!("{args:?} give an output too large"));
+    let size = |n: usize, k: usize| -> Result<usize> {
+        let [n, k, s, p, d, o] =
+            [n, k, stride, padding, dilation, output_padding].map(|v| v as i128);
+        let out = (n - 1) * s - 2 * p + d * (k - 1) + o + 1;
+        if k == 0 || out < 1 {
+            return Err(Error::shapes(
+                OP,
+                x.shape(),
+                w.shape(),
+                format!("{args:?} and output_padding {output_padding} give an empty output"),
+            ));
+        }
+        usize::try_from(out).map_err(|_| too_large())
+    };
+    let out = [x.shape()[0], groups * cout_g, size(h, kh)?, size(wd, kw)?];
+    let numel = out.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+    crate::storage::room_on(x.device(), OP, numel.unwrap_or(usize::MAX), x.dtype())?;
     // Zeros between the inputs: [.., H, W] -> [.., (H - 1) s + 1, (W - 1) s + 1].
     let spread = |t: &Tensor, dim: isize, len: usize| -> Result<Tensor> {
-        if stride == 1 || len == 0 {
+        if stride == 1 || len <= 1 {
             return Ok(t.clone());
         }
         let d = (dim + t.ndim() as isize) as usize;
@@ -81,10 +101,18 @@ pub fn conv_transpose2d(
             .narrow(d as isize, 0, (len - 1) * stride + 1)
     };
     let xs = spread(&spread(x, -1, wd)?, -2, h)?;
-    let edge = |k: usize| (dilation * (k - 1)) as isize - padding as isize;
-    let (ph, pw) = (edge(kh), edge(kw));
-    let op = output_padding as isize;
-    let xp = pad(&xs, &[pw, pw + op, ph, ph + op], PadMode::Constant(0.0))?;
+    // The pads d (k - 1) - p before and that plus output_padding after: negative ones crop.
+    let edge = |k: usize, extra: usize| {
+        let e = (dilation as i128) * (k as i128 - 1) - padding as i128 + extra as i128;
+        isize::try_from(e).map_err(|_| too_large())
+    };
+    let pads = [
+        edge(kw, 0)?,
+        edge(kw, output_padding)?,
+        edge(kh, 0)?,
+        edge(kh, output_padding)?,
+    ];
+    let xp = pad(&xs, &pads, PadMode::Constant(0.0))?;
     // [Cin, Cout/g, kh, kw] -> flipped, per group [Cout/g, Cin/g] -> [Cout, Cin/g, kh, kw].
     let wt = w
         .flip([2, 3])?

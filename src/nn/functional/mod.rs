@@ -68,7 +68,7 @@ fn out_size(
     }
     let span = (k - 1)
         .checked_mul(dilation)
-        .map(|s| s + 1)
+        .and_then(|s| s.checked_add(1))
         .ok_or_else(|| Error::invalid(op, format!("dilation {dilation} is too large")))?;
     let padded = padding
         .checked_mul(2)

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 fn cell(i: usize, n: usize, o: usize) -> (usize, usize) {
-    (i * n / o, ((i + 1) * n).div_ceil(o))
+    // In u128: `(i + 1) n` passes usize for a large output of a large (expanded) input.
+    let (i, n, o) = (i as u128, n as u128, o as u128);
+    ((i * n / o) as usize, ((i + 1) * n).div_ceil(o) as usize)
 }
 
 fn check(op: &'static str, x: &Tensor, out: (usize, usize)) -> Result<(usize, usize)> {
@@ -47,20 +49,40 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Te
     ah.matmul(x)?.matmul(&aw.t()?)
 }
 
-/// The maximum over adaptive cells (`F.adaptive_max_pool2d`, values).
+/// The maximum over adaptive cells (`F.adaptive_max_pool2d`, values): per spatial dim, one
+/// gather of every cell's window (a window shorter than the longest repeats its last row,
+/// which leaves its maximum alone) and a maximum over the window: four ops whatever the
+/// output size, where a narrow and a max per cell made millions of ops of a large output.
 pub fn adaptive_max_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Tensor> {
-    let (h, w) = check("adaptive_max_pool2d", x, output_size)?;
+    const OP: &str = "adaptive_max_pool2d";
+    let (h, w) = check(OP, x, output_size)?;
     let (oh, ow) = output_size;
-    let mut rows = Vec::with_capacity(oh);
-    for i in 0..oh {
-        let (a, b) = cell(i, h, oh);
-        let band = x.narrow(2, a, b - a)?.max_dims([2], true)?;
-        let mut cells = Vec::with_capacity(ow);
-        for j in 0..ow {
-            let (c, d) = cell(j, w, ow);
-            cells.push(band.narrow(3, c, d - c)?.max_dims([3], true)?);
-        }
-        rows.push(Tensor::cat(&cells.iter().collect::<Vec<_>>(), 3)?);
-    }
-    Tensor::cat(&rows.iter().collect::<Vec<_>>(), 2)
+    let [n, c] = [x.shape()[0], x.shape()[1]];
+    let out = [n, c, oh, ow]
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b));
+    crate::storage::room_on(x.device(), OP, out.unwrap_or(usize::MAX), x.dtype())?;
+    let rows = window_max(x, 2, h, oh)?;
+    window_max(&rows, 3, w, ow)
+}
+
+/// The maximum over each adaptive cell of `dim` (size `n`, pooled to `o`).
+fn window_max(x: &Tensor, dim: usize, n: usize, o: usize) -> Result<Tensor> {
+    const OP: &str = "adaptive_max_pool2d";
+    // A cell is at most ceil(n / o) + 1 long: room for that many indices per cell first.
+    let bound = o.checked_mul(n.div_ceil(o) + 1);
+    crate::storage::host_room(OP, bound.unwrap_or(usize::MAX), crate::DType::I64)?;
+    let cells: Vec<(usize, usize)> = (0..o).map(|i| cell(i, n, o)).collect();
+    let longest = cells.iter().map(|&(a, b)| b - a).max().unwrap_or(1);
+    let len = o * longest;
+    let index: Vec<i64> = cells
+        .iter()
+        .flat_map(|&(a, b)| (0..longest).map(move |r| (a + r).min(b - 1) as i64))
+        .collect();
+    let index = Tensor::from_vec(index, [len])?.to_device(x.device())?;
+    let mut shape = x.shape().to_vec();
+    shape.splice(dim..=dim, [o, longest]);
+    x.index_select(dim as isize, &index)?
+        .reshape(&shape)?
+        .max_dims([dim as isize + 1], false)
 }

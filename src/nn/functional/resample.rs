@@ -44,9 +44,12 @@ fn pad_dim(x: &Tensor, d: usize, before: isize, after: isize, mode: PadMode) -> 
     const OP: &str = "pad";
     let n = x.shape()[d] as isize;
     if let PadMode::Constant(value) = mode {
-        // Negative pads crop first; positive ones add constant blocks.
-        let start = (-before).max(0);
-        let len = n - start - (-after).max(0);
+        // Negative pads crop first; positive ones add constant blocks. Saturating: a crop of
+        // isize::MIN has no negation, and two crops can pass isize's range together.
+        let start = before.saturating_neg().max(0);
+        let len = n
+            .saturating_sub(start)
+            .saturating_sub(after.saturating_neg().max(0));
         if len < 0 {
             return Err(Error::bad_shape(
                 OP,
