@@ -33,13 +33,16 @@ use std::sync::atomic::Ordering;
 /// (`forward_ad.make_dual`). Gradients of the dual flow back to `primal`.
 pub fn make_dual(primal: &Tensor, tangent: &Tensor) -> Result<Tensor> {
     const OP: &str = "make_dual";
-    if !primal.dtype().is_float() {
-        return Err(Error::UnsupportedDType {
-            op: OP,
-            dtype: primal.dtype(),
-            shape: primal.shape().to_vec(),
-            expected: "a float primal",
-        });
+    // PyTorch refuses an integer or bool tangent too (it converts one float type to another).
+    for (t, expected) in [(primal, "a float primal"), (tangent, "a float tangent")] {
+        if !t.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                expected,
+            });
+        }
     }
     if tangent.shape() != primal.shape() {
         return Err(Error::shapes(

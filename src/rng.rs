@@ -70,27 +70,26 @@ impl Generator {
         [self.seed as u32, (self.seed >> 32) as u32]
     }
 
-    /// Two random words for each of `n` counters.
-    pub fn words(&mut self, n: usize) -> Vec<[u32; 2]> {
+    /// Two random words for each of `n` counters, made as they are consumed: the draws
+    /// below map them straight into their results, never holding all of them (8 bytes an
+    /// element, twice an f32 result: 2^32 draws aborted on the words alone).
+    pub fn words(&mut self, n: usize) -> impl Iterator<Item = [u32; 2]> {
         let key = self.key();
         let start = self.advance(n);
-        (0..n as u64)
-            .map(|i| {
-                let c = start + i;
-                threefry2x32(key, [c as u32, (c >> 32) as u32])
-            })
-            .collect()
+        (0..n as u64).map(move |i| {
+            let c = start + i;
+            threefry2x32(key, [c as u32, (c >> 32) as u32])
+        })
     }
 
     /// `n` uniform numbers in `[0, 1)`.
     pub fn uniform(&mut self, n: usize) -> Vec<f32> {
-        self.words(n).into_iter().map(|w| unit(w[0])).collect()
+        self.words(n).map(|w| unit(w[0])).collect()
     }
 
     /// `n` standard normal numbers (Box-Muller on the two words of each counter).
     pub fn normal(&mut self, n: usize) -> Vec<f32> {
         self.words(n)
-            .into_iter()
             .map(|w| {
                 let u1 = ((w[0] >> 8) + 1) as f32 * (1.0 / 16_777_216.0); // (0, 1]
                 let u2 = unit(w[1]);
@@ -104,7 +103,6 @@ impl Generator {
         // `high - low` can pass i64::MAX (randint(i64::MIN, i64::MAX)); as u64 it is exact.
         let range = high.wrapping_sub(low) as u64;
         self.words(n)
-            .into_iter()
             .map(|w| {
                 let r = if range <= u32::MAX as u64 {
                     w[0] as u64 % range
@@ -118,7 +116,7 @@ impl Generator {
 
     /// A random permutation of `0..n` (sort by random keys; ties broken by position).
     pub fn permutation(&mut self, n: usize) -> Vec<i64> {
-        let keys = self.words(n);
+        let keys: Vec<[u32; 2]> = self.words(n).collect();
         let mut idx: Vec<i64> = (0..n as i64).collect();
         idx.sort_by_key(|&i| {
             let w = keys[i as usize];

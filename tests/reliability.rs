@@ -213,6 +213,25 @@ fn reductions_over_huge_broadcast_views_finish() {
         assert_eq!(huge.mean()?.item::<f32>()?, -0.25);
         let ints = Tensor::new([3i64])?.expand([n])?;
         assert_eq!(ints.sum()?.item::<i64>()?, 3 << 40);
+        // An extremum over broadcast dims reads each stored element once on every device
+        // (a GPU walked every repeat: 2^41 reads here, hours on lavapipe), its index over one
+        // such dim is 0 (softmax of such rows found the size refused only after that walk).
+        for dev in common::devices() {
+            let two = Tensor::new_on([[[1.5f32]], [[-2.0]]], &dev)?;
+            let cube = two.expand([2usize, 1 << 20, 1 << 20])?;
+            assert_eq!(
+                cube.max_dims([1, 2], false)?.to_vec::<f32>()?,
+                vec![1.5, -2.0]
+            );
+            assert_eq!(
+                cube.min_dims([1, 2], false)?.to_vec::<f32>()?,
+                vec![1.5, -2.0]
+            );
+            let rows = two.reshape([2, 1])?.expand([2usize, 1 << 32])?;
+            assert_eq!(rows.argmax_dim(1, false)?.to_vec::<i64>()?, vec![0, 0]);
+            assert_eq!(rows.max_dim(1, false)?.0.to_vec::<f32>()?, vec![1.5, -2.0]);
+            dev.synchronize()?;
+        }
         for dev in common::devices().into_iter().skip(1) {
             // Refused for its size on an adapter's binding limit, or computed: never a panic.
             if let Ok(s) = huge.to_device(&dev).and_then(|t| t.sum()) {
@@ -339,6 +358,42 @@ fn arguments_at_the_ends_of_their_types() -> Result<()> {
         }
         x.uniform_(-2.0, -2.0)?;
         assert_eq!(x.max()?.item::<f32>()?, -2.0);
+    }
+    Ok(())
+}
+
+/// Layer sizes and gradients at the ends of their types: an `Err` from the constructor or
+/// the call, never an overflow panic or a gradient of the wrong kind kept.
+#[test]
+fn layers_and_gradients_refuse_hostile_arguments() -> Result<()> {
+    use wgrad::nn::{self, functional as F};
+    use wgrad::DType;
+    for dev in common::devices() {
+        for n in [1usize << 40, isize::MAX as usize, usize::MAX] {
+            assert!(nn::Conv2d::new(1, 1, n, &dev).is_err(), "kernel {n}");
+            assert!(nn::Conv2d::new(n, 2, 3, &dev).is_err(), "channels {n}");
+            assert!(nn::Recurrent::lstm(2, n, &dev).is_err(), "hidden {n}");
+            assert!(nn::Linear::new(n, 2, &dev).is_err(), "features {n}");
+        }
+        // The class count of the largest label: i64::MAX + 1 classes do not fit.
+        let labels = Tensor::new_on([0i64, i64::MAX], &dev)?;
+        let e = F::one_hot(&labels, None).unwrap_err();
+        assert!(e.to_string().starts_with("one_hot"), "{e}");
+        // A gradient or a tangent of another dtype or device is refused (PyTorch too).
+        let x = Tensor::ones_on([3], &dev)?.requires_grad_(true)?;
+        assert!(x
+            .set_grad(Some(Tensor::ones_on([3], &dev)?.to_dtype(DType::F64)?))
+            .is_err());
+        assert!(x
+            .set_grad(Some(Tensor::ones_on([3], &dev)?.to_dtype(DType::I64)?))
+            .is_err());
+        if !dev.is_cpu() {
+            assert!(x.set_grad(Some(Tensor::ones([3])?)).is_err());
+        }
+        x.set_grad(Some(Tensor::full_on([3], 2.0, &dev)?))?;
+        assert_eq!(x.grad().unwrap().to_vec::<f32>()?, vec![2.0; 3]);
+        let int_tangent = Tensor::ones_on([3], &dev)?.to_dtype(DType::I64)?;
+        assert!(wgrad::func::make_dual(&x.detach(), &int_tangent).is_err());
     }
     Ok(())
 }

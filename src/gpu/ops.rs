@@ -126,6 +126,14 @@ pub(super) fn elementwise_params(
     Ok(p)
 }
 
+/// The size an index kernel checks its indices against. Only a broadcast dim (stride 0,
+/// nothing stored per index) can pass u32; saturated, its indices up to 2^32 - 2 stay valid,
+/// where truncation made a dim of 2^32 hold none (index 0 of a [2, 2^32] view read as out
+/// of range).
+fn index_bound(size: usize) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX)
+}
+
 /// Bytes of a buffer of `len` elements of `dtype`: whole words (two 16-bit values to a word,
 /// the last one padded), as storage bindings and copies need.
 fn buffer_bytes(len: usize, dtype: DType) -> u64 {
@@ -787,7 +795,7 @@ impl GpuStorage {
             p.extend(std::iter::repeat_n(0, r));
         }
         p.push(dim as u32);
-        p.push(l.shape[dim] as u32);
+        p.push(index_bound(l.shape[dim]));
         let (x, y) = ctx.grid(n as u64, false)?;
         let (id, flag) = ctx.index_flag();
         ctx.dispatch_with(
@@ -869,7 +877,7 @@ impl GpuStorage {
             p.extend(lay.strides.iter().map(|&s| s as u32));
         }
         p.push(dim as u32);
-        p.push(l.shape[dim] as u32);
+        p.push(index_bound(l.shape[dim]));
         p.extend(
             crate::shape::contiguous_strides(&l.shape)
                 .iter()

@@ -293,7 +293,9 @@ fn conv_params(
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let per_group = c / groups.max(1);
-    fan_in_params(&[o, per_group, k, k], per_group * k * k, o, device)
+    // Saturating: a fan-in past usize only sets the bound; the shape itself is refused.
+    let fan_in = per_group.saturating_mul(k).saturating_mul(k);
+    fan_in_params(&[o, per_group, k, k], fan_in, o, device)
 }
 
 /// A weight of `shape` and a bias of `bias_len`, both `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`:

@@ -180,7 +180,12 @@ impl Recurrent {
             ));
         }
         let bound = 1.0 / (hidden_size as f64).sqrt();
-        let g = kind.gates() * hidden_size;
+        let g = kind.gates().checked_mul(hidden_size).ok_or_else(|| {
+            Error::invalid(
+                "Recurrent",
+                format!("hidden_size {hidden_size} is too large"),
+            )
+        })?;
         let dirs = if bidirectional { 2 } else { 1 };
         let draw = |shape: &[usize]| super::layers::uniform_param(shape, bound, device);
         let mut layers = Vec::with_capacity(num_layers);

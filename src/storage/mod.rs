@@ -585,6 +585,29 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, l: &Layout, dims: &[usize]) -> Result<Storage> {
+        // The extremum over a broadcast dim is the extremum of its one stored element: read
+        // once, not once per repeat (a max over a row expanded to 2^20 x 2^20 was 2^40 reads
+        // on a GPU, hours on lavapipe, before softmax's next op refused the size). Over one
+        // dim, its first extremum is at index 0 too; over several, an index counts the
+        // repeats, so those keep the full walk.
+        let extremum = match op {
+            ReduceOp::Max | ReduceOp::Min => true,
+            ReduceOp::ArgMax | ReduceOp::ArgMin => dims.len() == 1,
+            ReduceOp::Sum | ReduceOp::Prod => false,
+        };
+        let shrunk;
+        let l = if extremum && dims.iter().any(|&d| l.strides[d] == 0 && l.shape[d] > 1) {
+            let mut once = l.clone();
+            for &d in dims {
+                if once.strides[d] == 0 {
+                    once.shape[d] = once.shape[d].min(1);
+                }
+            }
+            shrunk = once;
+            &shrunk
+        } else {
+            l
+        };
         if let Some(d) = Detour::of(self.dtype(), self) {
             let moved = d.take(self, l)?;
             let (s, sl) = computed_buf(self, l, &moved);

@@ -58,6 +58,7 @@ impl Tensor {
     /// Replace the accumulated gradient.
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
         if let Some(g) = &grad {
+            g.live()?;
             if g.shape() != self.shape() {
                 return Err(Error::shapes(
                     "set_grad",
@@ -66,6 +67,18 @@ impl Tensor {
                     "the gradient must have the tensor's shape",
                 ));
             }
+            // As PyTorch: a gradient of another dtype or device would reach the optimizer.
+            if g.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch {
+                    op: "set_grad",
+                    lhs: self.dtype(),
+                    rhs: g.dtype(),
+                    lhs_shape: self.shape().to_vec(),
+                    rhs_shape: g.shape().to_vec(),
+                    detail: "the gradient must have the tensor's dtype".into(),
+                });
+            }
+            self.same_device("set_grad", g)?;
         }
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
         Ok(())

@@ -51,8 +51,9 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Te
 
 /// The maximum over adaptive cells (`F.adaptive_max_pool2d`, values): per spatial dim, one
 /// gather of every cell's window (a window shorter than the longest repeats its last row,
-/// which leaves its maximum alone) and a maximum over the window: four ops whatever the
-/// output size, where a narrow and a max per cell made millions of ops of a large output.
+/// which leaves its maximum alone) and a maximum over the window: two gathers and two
+/// maxima whatever the output size, where a narrow and a max per cell made millions of ops
+/// of a large output.
 pub fn adaptive_max_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Tensor> {
     const OP: &str = "adaptive_max_pool2d";
     let (h, w) = check(OP, x, output_size)?;

@@ -245,9 +245,14 @@ pub fn one_hot(labels: &Tensor, num_classes: Option<usize>) -> Result<Tensor> {
     let host = labels.to_device(&crate::Device::Cpu)?.to_vec::<i64>()?;
     let classes = match num_classes {
         Some(c) => c,
-        None => host.iter().max().map_or(0, |&m| (m.max(-1) + 1) as usize),
+        // The largest label plus one, without overflow at i64::MAX.
+        None => host
+            .iter()
+            .max()
+            .map_or(0, |&m| (m.max(-1) as u64).wrapping_add(1) as usize),
     };
-    if let Some(&bad) = host.iter().find(|&&l| !(0..classes as i64).contains(&l)) {
+    let in_range = |l: i64| l >= 0 && (l as u64) < classes as u64;
+    if let Some(&bad) = host.iter().find(|&&l| !in_range(l)) {
         return Err(Error::IndexOutOfRange {
             op: OP,
             index: bad,
@@ -256,6 +261,8 @@ pub fn one_hot(labels: &Tensor, num_classes: Option<usize>) -> Result<Tensor> {
             shape: labels.shape().to_vec(),
         });
     }
+    let numel = labels.numel().saturating_mul(classes);
+    crate::storage::room_on(labels.device(), OP, numel, crate::DType::I64)?;
     let classes_row = Tensor::arange_on(0, classes as i64, 1, labels.device())?;
     labels
         .unsqueeze(-1)?
