@@ -83,9 +83,8 @@ pub fn conv_transpose2d(
         usize::try_from(out).map_err(|_| too_large())
     };
     let channels = groups.saturating_mul(cout_g);
-    let out = [x.shape()[0], channels, size(h, kh)?, size(wd, kw)?];
-    let numel = out.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
-    crate::storage::room_on(x.device(), OP, numel.unwrap_or(usize::MAX), x.dtype())?;
+    let out = crate::Shape::from([x.shape()[0], channels, size(h, kh)?, size(wd, kw)?]);
+    crate::storage::room_on(x.device(), OP, out.numel(), x.dtype())?;
     // Zeros between the inputs: [.., H, W] -> [.., (H - 1) s + 1, (W - 1) s + 1].
     let spread = |t: &Tensor, dim: isize, len: usize| -> Result<Tensor> {
         if stride == 1 || len <= 1 {

@@ -3,6 +3,7 @@
 
 use super::check_4d;
 use crate::error::{Error, Result};
+use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 fn cell(i: usize, n: usize, o: usize) -> (usize, usize) {
@@ -58,11 +59,8 @@ pub fn adaptive_max_pool2d(x: &Tensor, output_size: (usize, usize)) -> Result<Te
     const OP: &str = "adaptive_max_pool2d";
     let (h, w) = check(OP, x, output_size)?;
     let (oh, ow) = output_size;
-    let [n, c] = [x.shape()[0], x.shape()[1]];
-    let out = [n, c, oh, ow]
-        .iter()
-        .try_fold(1usize, |a, &b| a.checked_mul(b));
-    crate::storage::room_on(x.device(), OP, out.unwrap_or(usize::MAX), x.dtype())?;
+    let out = Shape::from([x.shape()[0], x.shape()[1], oh, ow]).numel();
+    crate::storage::room_on(x.device(), OP, out, x.dtype())?;
     let rows = window_max(x, 2, h, oh)?;
     window_max(&rows, 3, w, ow)
 }
